@@ -1,0 +1,196 @@
+"""`SubnetConfig`: one concrete architecture of a search space, as plain frozen data.
+
+A config is canonical: per-layer tuples hold exactly one entry per *active* layer, so
+genes of layers that a shallower subnet does not use cannot make two equal architectures
+look different. Every FFN is a mixture of experts; a layer with one expert (and top-1) is a
+dense FFN, exactly. The config is torch-free, hashable (usable as a cache key), picklable
+(it travels to Ray workers) and round-trips through JSON exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SubnetConfig", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+_INT_FIELDS = ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim")
+_INT_TUPLE_FIELDS = (
+    "encoder_heads",
+    "encoder_top_k",
+    "decoder_heads",
+    "decoder_cross_heads",
+    "decoder_ende_attn",
+    "decoder_top_k",
+)
+_NESTED_FIELDS = ("encoder_expert_dims", "decoder_expert_dims")
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    """One architecture. Per-layer tuples have one entry per active layer.
+
+    Attributes:
+        encoder_embed_dim: model width of the encoder (a leading slice of the supernet's).
+        decoder_embed_dim: model width of the decoder.
+        qkv_dim: attention inner dim (Q/K/V projection width), shared by all attention
+            modules; ``head_dim = qkv_dim // heads``.
+        encoder_expert_dims: per encoder layer, the FFN hidden dim of each expert; the
+            number of experts of layer i is ``len(encoder_expert_dims[i])``.
+        encoder_heads: per encoder layer, self-attention heads.
+        encoder_top_k: per encoder layer, experts routed per token (``<=`` its experts).
+        decoder_expert_dims, decoder_heads, decoder_top_k: the same for the decoder.
+        decoder_cross_heads: per decoder layer, encoder-decoder attention heads.
+        decoder_ende_attn: per decoder layer, how many of the last encoder layers'
+            outputs its cross-attention reads (1 = the last one, as in a plain
+            Transformer; 2 or 3 concatenate the last 2 or 3 along time; HAT's
+            "arbitrary encoder-decoder attention" -1/1/2).
+    """
+
+    encoder_embed_dim: int
+    decoder_embed_dim: int
+    qkv_dim: int
+    encoder_expert_dims: tuple[tuple[int, ...], ...]
+    encoder_heads: tuple[int, ...]
+    encoder_top_k: tuple[int, ...]
+    decoder_expert_dims: tuple[tuple[int, ...], ...]
+    decoder_heads: tuple[int, ...]
+    decoder_cross_heads: tuple[int, ...]
+    decoder_ende_attn: tuple[int, ...]
+    decoder_top_k: tuple[int, ...]
+
+    # ---- derived views ---------------------------------------------------------------
+    @property
+    def encoder_layers(self) -> int:
+        return len(self.encoder_expert_dims)
+
+    @property
+    def decoder_layers(self) -> int:
+        return len(self.decoder_expert_dims)
+
+    @property
+    def encoder_experts(self) -> tuple[int, ...]:
+        """Number of experts per encoder layer."""
+        return tuple(len(d) for d in self.encoder_expert_dims)
+
+    @property
+    def decoder_experts(self) -> tuple[int, ...]:
+        """Number of experts per decoder layer."""
+        return tuple(len(d) for d in self.decoder_expert_dims)
+
+    @property
+    def is_dense(self) -> bool:
+        """True when every layer has a single expert (a plain dense Transformer)."""
+        return all(n == 1 for n in self.encoder_experts + self.decoder_experts)
+
+    # ---- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return {
+            f.name: _to_lists(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is not None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> SubnetConfig:
+        """Builds a config from `to_dict` output; raises ValueError naming bad keys."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        missing = [n for n in names if n not in data]
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected {names}")
+        if missing:
+            raise ValueError(f"{source}: missing key(s) {missing}")
+        kwargs: dict[str, Any] = {}
+        for name in _INT_FIELDS:
+            kwargs[name] = _as_int(data[name], f"{source}: key '{name}'")
+        for name in _INT_TUPLE_FIELDS:
+            kwargs[name] = _as_int_tuple(data[name], f"{source}: key '{name}'")
+        for name in _NESTED_FIELDS:
+            value = data[name]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{source}: key '{name}' must be a list of lists, got {value!r}")
+            kwargs[name] = tuple(
+                _as_int_tuple(v, f"{source}: key '{name}'[{i}]") for i, v in enumerate(value)
+            )
+        config = cls(**kwargs)
+        config.check_shape(source=source)
+        return config
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<json>") -> SubnetConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: not valid JSON ({err})") from None
+        return cls.from_dict(data, source=source)
+
+    def key(self) -> str:
+        """Stable content hash (16 hex chars): the same architecture gives the same key
+        in every process and Python version (unlike ``hash()``, which is salted)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def check_shape(self, *, source: str = "SubnetConfig") -> None:
+        """Checks internal consistency that needs no search space: per-layer tuples agree
+        in length, every layer has >= 1 expert, top-k <= experts, heads divide qkv_dim."""
+        enc, dec = self.encoder_layers, self.decoder_layers
+        if enc < 1 or dec < 1:
+            raise ValueError(f"{source}: needs >= 1 encoder and decoder layer, got {enc}/{dec}")
+        for name, n in (
+            ("encoder_heads", enc),
+            ("encoder_top_k", enc),
+            ("decoder_heads", dec),
+            ("decoder_cross_heads", dec),
+            ("decoder_ende_attn", dec),
+            ("decoder_top_k", dec),
+        ):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{source}: key '{name}' has {len(getattr(self, name))} entries, "
+                    f"expected one per active layer ({n})"
+                )
+        for side in ("encoder", "decoder"):
+            dims = getattr(self, f"{side}_expert_dims")
+            top_k = getattr(self, f"{side}_top_k")
+            for i, (experts, k) in enumerate(zip(dims, top_k)):
+                if len(experts) < 1:
+                    raise ValueError(f"{source}: key '{side}_expert_dims'[{i}] has no expert")
+                if not 1 <= k <= len(experts):
+                    raise ValueError(
+                        f"{source}: key '{side}_top_k'[{i}] = {k} must be in 1..{len(experts)} "
+                        f"(the layer's expert count)"
+                    )
+        for name in ("encoder_heads", "decoder_heads", "decoder_cross_heads"):
+            for i, h in enumerate(getattr(self, name)):
+                if h < 1 or self.qkv_dim % h:
+                    raise ValueError(
+                        f"{source}: key '{name}'[{i}] = {h} does not divide qkv_dim {self.qkv_dim}"
+                    )
+
+
+def _to_lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_lists(v) for v in value]
+    return value
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _as_int_tuple(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of integers, got {value!r}")
+    return tuple(_as_int(v, where) for v in value)

@@ -1,0 +1,32 @@
+"""Installs AutoMoE: the four packages and the ``automoe`` console script."""
+
+from setuptools import setup
+
+setup(
+    name="automoe",
+    version="0.1.0",
+    description=(
+        "Neural architecture search for dense and Mixture-of-Experts Transformers "
+        "(weight-sharing SuperNet + Ray-distributed evolutionary search)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["automoe", "search_spaces", "supernet", "evolution"],
+    package_data={"search_spaces": ["*.yaml", "baselines/*.json"]},
+    install_requires=[
+        "torch>=2.2,<3",
+        "ray[tune]>=2.9,<3",
+        "numpy>=1.24",
+        "pandas>=2.0",
+        "matplotlib>=3.7",
+        "fvcore>=0.1.5.post20221221",
+        "sacrebleu>=2.3,<3",
+        "sentencepiece>=0.1.99",
+        "safetensors>=0.4",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+    ],
+    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["automoe=automoe.cli:main"]},
+)

@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests run on CPU by default; TORCH_DEVICE=cuda selects a GPU and the
+`gpu` marker skips CUDA-only checks where none is present."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # torch-free packages can still be tested
+        has_cuda = False
+    if has_cuda:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    return os.environ.get("TORCH_DEVICE", "cpu")
