@@ -1,5 +1,7 @@
 """Installs AutoMoE: the four packages and the ``automoe`` console script."""
 
+from pathlib import Path
+
 from setuptools import setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "Neural architecture search for dense and Mixture-of-Experts Transformers "
         "(weight-sharing SuperNet + Ray-distributed evolutionary search)"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["automoe", "search_spaces", "supernet", "evolution"],

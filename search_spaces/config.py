@@ -162,7 +162,7 @@ class SubnetConfig:
         for side in ("encoder", "decoder"):
             dims = getattr(self, f"{side}_expert_dims")
             top_k = getattr(self, f"{side}_top_k")
-            for i, (experts, k) in enumerate(zip(dims, top_k)):
+            for i, (experts, k) in enumerate(zip(dims, top_k, strict=True)):
                 if len(experts) < 1:
                     raise ValueError(f"{source}: key '{side}_expert_dims'[{i}] has no expert")
                 if not 1 <= k <= len(experts):
