@@ -1,0 +1,47 @@
+"""`automoe plot RUN_DIR [RUN_DIR ...] -o DIR`: Pareto-front figures from search runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from automoe.plots import AXES, load_run, plot_runs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw Pareto fronts (BLEU vs GFLOPs, BLEU vs latency) from search runs",
+        description=(
+            "Draw Pareto fronts from one or more search runs (RUN_DIR/candidates.csv): all "
+            "candidates faint, each run's front highlighted, dense (o) and MoE (^) subnets "
+            "told apart, baselines as stars, retrained scores as diamonds. Several runs are "
+            "overlaid, e.g. a dense-only HAT space against an MoE space. Writes PNG and SVG."
+        ),
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="search run directories")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--label", action="append", default=None, metavar="NAME",
+                   help="legend label per run (repeat; default: the run's name)")
+    p.add_argument("--pairs", default="flops:bleu,latency_ms:bleu,params:bleu",
+                   help=f"comma-separated x:y pairs from {sorted(AXES)} (default: %(default)s)")
+    p.set_defaults(func=_run)
+
+
+def _parse_pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in text.split(","):
+        x, sep, y = item.partition(":")
+        if not sep or x not in AXES or y not in AXES:
+            raise ValueError(f"--pairs: bad pair {item!r}; expected x:y with x, y in {sorted(AXES)}")
+        pairs.append((x, y))
+    return pairs
+
+
+def _run(args: argparse.Namespace) -> int:
+    labels = args.label or []
+    if labels and len(labels) != len(args.runs):
+        raise ValueError(f"--label given {len(labels)} times for {len(args.runs)} runs")
+    runs = [load_run(r, labels[i] if labels else None) for i, r in enumerate(args.runs)]
+    for path in plot_runs(runs, args.out, pairs=_parse_pairs(args.pairs)):
+        print(path)
+    return 0

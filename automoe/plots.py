@@ -1,0 +1,195 @@
+"""Pareto-front plots drawn from search result tables (never inside the search loop).
+
+Input is one or more search runs, each a `candidates.csv` (one row per evaluated subnet) and
+its `search.json` (settings and protocols). For every requested (x, y) pair the figure
+shows all candidates faintly, each run's non-dominated front as a highlighted step line, dense
+and MoE subnets with different markers, reference baselines as stars and, when the run was
+retrained, the retrained scores of the front as a second series.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files, never windows
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from automoe.io_utils import atomic_path  # noqa: E402
+
+__all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "AXES"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    column: str
+    label: str
+    maximize: bool
+    scale: float = 1.0
+
+
+# Units and protocols go on the axes: a number without its protocol is not comparable.
+AXES: dict[str, Axis] = {
+    "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev subset)", True),
+    "bleu_retrained": Axis("bleu_retrained", "BLEU (sacreBLEU, retrained, test)", True),
+    "loss": Axis("loss", "dev loss (label-smoothed CE, inherited weights)", False),
+    "flops": Axis("flops", "GFLOPs (2×MACs, {flops_protocol})", False, 1e-9),
+    "latency_ms": Axis("latency_ms", "latency (ms, median, {latency_protocol})", False),
+    "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
+}
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """One search run's evaluated candidates and its metadata."""
+
+    label: str
+    candidates: pd.DataFrame
+    settings: dict
+
+
+def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
+    """Reads RUN_DIR/candidates.csv and RUN_DIR/search.json; raises ValueError if missing."""
+    run = Path(run_dir)
+    csv = run / "candidates.csv"
+    if not csv.is_file():
+        raise ValueError(f"{run}: no candidates.csv (is this a search run directory?)")
+    table = pd.read_csv(csv)
+    if table.empty:
+        raise ValueError(f"{csv}: no candidates")
+    settings_path = run / "search.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    retrained = run / "retrained.csv"
+    if retrained.is_file():
+        extra = pd.read_csv(retrained)[["key", "bleu_retrained"]]
+        table = table.merge(extra, on="key", how="left")
+    return RunTable(label or settings.get("label") or run.name, table, settings)
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np.ndarray:
+    """Boolean mask of the non-dominated points of (x, y) under the given directions.
+
+    Args:
+        x, y: [N] objective values (NaN rows are never on the front).
+    """
+    sx = -x if x_max else x
+    sy = -y if y_max else y
+    valid = ~(np.isnan(sx) | np.isnan(sy))
+    mask = np.zeros(len(x), dtype=bool)
+    idx = np.flatnonzero(valid)
+    # Sort by x then y; a point is on the front iff its y beats every y seen before it.
+    order = idx[np.lexsort((sy[idx], sx[idx]))]
+    best = np.inf
+    for i in order:
+        if sy[i] < best:
+            mask[i] = True
+            best = sy[i]
+    return mask
+
+
+def _axis_label(axis: Axis, settings: dict) -> str:
+    protocols = settings.get("protocols", {})
+    return axis.label.format(
+        flops_protocol=protocols.get("flops", "HAT protocol"),
+        latency_protocol=protocols.get("latency", "device in search.json"),
+    )
+
+
+def _dense(table: pd.DataFrame) -> np.ndarray:
+    if "is_dense" in table:
+        return table["is_dense"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    return np.zeros(len(table), dtype=bool)
+
+
+def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
+    """Draws runs on one axes; returns the number of front points drawn."""
+    xa, ya = AXES[x], AXES[y]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = 0
+    for i, run in enumerate(runs):
+        t = run.candidates
+        if xa.column not in t or ya.column not in t:
+            continue
+        color = colors[i % len(colors)]
+        origin = t["origin"].astype(str) if "origin" in t else pd.Series([""] * len(t))
+        is_base = (origin == "baseline").to_numpy()
+        xs = t[xa.column].to_numpy(dtype=float) * xa.scale
+        ys = t[ya.column].to_numpy(dtype=float) * ya.scale
+        dense = _dense(t)
+        cand = ~is_base
+        for sel, marker, kind in ((cand & dense, "o", "dense"), (cand & ~dense, "^", "MoE")):
+            if sel.any():
+                ax.scatter(xs[sel], ys[sel], s=14, alpha=0.25, color=color, marker=marker,
+                           label=f"{run.label}: {kind} candidates")
+        front = pareto_mask(xs, ys, x_max=xa.maximize, y_max=ya.maximize) & cand
+        order = np.argsort(xs[front])
+        ax.step(xs[front][order], ys[front][order], where="post", color=color, lw=1.5)
+        for sel, marker in ((front & dense, "o"), (front & ~dense, "^")):
+            if sel.any():
+                ax.scatter(xs[sel], ys[sel], s=46, color=color, marker=marker,
+                           edgecolor="black", linewidth=0.6, zorder=3)
+        drawn += int(front.sum())
+        ax.plot([], [], color=color, lw=1.5, marker="s", label=f"{run.label}: Pareto front")
+        if is_base.any():
+            ax.scatter(xs[is_base], ys[is_base], s=150, marker="*", color=color,
+                       edgecolor="black", zorder=4, label=f"{run.label}: baselines")
+            if "baseline" in t:
+                for bx, by, name in zip(xs[is_base], ys[is_base], t["baseline"][is_base],
+                                        strict=True):
+                    ax.annotate(str(name), (bx, by), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
+        if ya.column == "bleu" and "bleu_retrained" in t:
+            rsel = t["bleu_retrained"].notna().to_numpy()
+            if rsel.any():
+                ax.scatter(xs[rsel], t["bleu_retrained"].to_numpy(dtype=float)[rsel], s=60,
+                           marker="D", facecolor="none", edgecolor=color, zorder=4,
+                           label=f"{run.label}: retrained (test BLEU)")
+    settings = runs[0].settings if runs else {}
+    ax.set_xlabel(_axis_label(xa, settings))
+    ax.set_ylabel(_axis_label(ya, settings))
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def plot_runs(
+    runs: Sequence[RunTable],
+    out_dir: str | Path,
+    *,
+    pairs: Sequence[tuple[str, str]] = (("flops", "bleu"), ("latency_ms", "bleu")),
+    formats: Sequence[str] = ("png", "svg"),
+) -> list[Path]:
+    """Writes one figure per (x, y) pair that the runs have columns for.
+
+    Returns:
+        The written files (``{y}_vs_{x}.{fmt}``), written atomically.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for x, y in pairs:
+        if not any(AXES[x].column in r.candidates and AXES[y].column in r.candidates
+                   for r in runs):
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+        plot_front(ax, runs, x, y)
+        device = runs[0].settings.get("device", "")
+        ax.set_title(f"{AXES[y].column} vs {AXES[x].column}" + (f"  [{device}]" if device else ""),
+                     fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        for fmt in formats:
+            path = out / f"{y}_vs_{x}.{fmt}"
+            with atomic_path(path, suffix=f".{fmt}") as tmp:
+                fig.savefig(tmp, format=fmt)
+            written.append(path)
+        plt.close(fig)
+    if not written:
+        raise ValueError(f"no run has the columns for any of the plots {list(pairs)}")
+    return written

@@ -1,0 +1,94 @@
+"""Pareto plots: the front mask against brute force, and real image files with every point."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from automoe.cli import main
+from automoe.plots import RunTable, load_run, pareto_mask, plot_front
+
+
+def _brute_front(x, y, x_max, y_max):
+    sx, sy = (-x if x_max else x), (-y if y_max else y)
+    out = []
+    for i in range(len(x)):
+        dominated = any(
+            sx[j] <= sx[i] and sy[j] <= sy[i] and (sx[j] < sx[i] or sy[j] < sy[i])
+            for j in range(len(x))
+        )
+        out.append(not dominated)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("dirs", [(False, True), (True, True), (False, False)])
+def test_pareto_mask_equals_brute_force(seed, dirs):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    # Few distinct values so ties and duplicates occur.
+    x = rng.integers(0, 8, n).astype(float)
+    y = rng.integers(0, 8, n).astype(float)
+    mask = pareto_mask(x, y, x_max=dirs[0], y_max=dirs[1])
+    brute = _brute_front(x, y, *dirs)
+    # Duplicated front points: the mask keeps one of them; brute force keeps all.
+    assert set(zip(x[mask], y[mask], strict=True)) == set(zip(x[brute], y[brute], strict=True))
+    assert not (mask & ~brute).any()
+
+
+def _fake_run(tmp_path, name, n, seed):
+    rng = np.random.default_rng(seed)
+    flops = rng.uniform(1e8, 1e9, n)
+    table = pd.DataFrame({
+        "key": [f"{name}{i:04d}" for i in range(n)],
+        "flops": flops,
+        "latency_ms": flops / 1e7 + rng.uniform(0, 5, n),
+        "bleu": 10 * np.log(flops / 1e8) + rng.normal(0, 1, n),
+        "is_dense": rng.integers(0, 2, n).astype(bool),
+        "origin": ["baseline"] + ["mutation"] * (n - 1),
+        "baseline": ["largest"] + [""] * (n - 1),
+    })
+    run = tmp_path / name
+    run.mkdir()
+    table.to_csv(run / "candidates.csv", index=False)
+    (run / "search.json").write_text(json.dumps({"protocols": {"flops": "b1 30+30 tok"}}))
+    return run, table
+
+
+def test_plot_cli_writes_images_with_all_points(tmp_path):
+    run_a, table_a = _fake_run(tmp_path, "moe", 30, 0)
+    run_b, _ = _fake_run(tmp_path, "dense", 20, 1)
+    out = tmp_path / "plots"
+    assert main(["plot", str(run_a), str(run_b), "-o", str(out)]) == 0
+    for stem in ("bleu_vs_flops", "bleu_vs_latency_ms"):
+        image = imread(out / f"{stem}.png")
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 400
+        assert (out / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    # Every candidate is drawn exactly once as a faint point, the front on top of it.
+    fig, ax = plt.subplots()
+    run = load_run(run_a)
+    front = plot_front(ax, [run], "flops", "bleu")
+    faint = sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.25)
+    assert faint == len(table_a) - 1  # the baseline row is a star instead
+    cand = table_a.iloc[1:]
+    expected_front = pareto_mask(cand.flops.to_numpy(), cand.bleu.to_numpy(),
+                                 x_max=False, y_max=True).sum()
+    assert front == expected_front
+    assert "2×MACs" in ax.get_xlabel() and "b1 30+30 tok" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_plot_rejects_missing_run(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
+    assert "no candidates.csv" in capsys.readouterr().err
+
+
+def test_run_table_is_frozen():
+    run = RunTable("x", pd.DataFrame(), {})
+    with pytest.raises(AttributeError):
+        run.label = "y"
