@@ -1,0 +1,23 @@
+"""Data: built-in corpora and user files -> cleaned pairs -> joint SentencePiece -> memory-
+mapped token ids -> token-budget batches. See docs/data.md.
+
+    from automoe.data import make_source, prepare, load_split, TokenBatcher, Tokenizer
+    prepare("data/ding", make_source(corpus="ding-en-de"))
+    train = load_split("data/ding", "train")
+    for src, prev, target, ids in TokenBatcher(train.src, train.tgt, max_tokens=4096, seed=1):
+        ...
+"""
+
+from automoe.data.batching import Batch, TokenBatcher, collate
+from automoe.data.clean import FilterOptions, filter_pairs, normalize_text
+from automoe.data.corpora import BUILTIN_CORPORA
+from automoe.data.fetch import FetchError, cache_root
+from automoe.data.prepare import PrepareOptions, PrepareResult, make_source, prepare
+from automoe.data.store import Ragged, SplitData, load_split, read_meta
+from automoe.data.tokenizer import Tokenizer, train_tokenizer
+
+__all__ = [
+    "BUILTIN_CORPORA", "Batch", "FetchError", "FilterOptions", "PrepareOptions", "PrepareResult",
+    "Ragged", "SplitData", "TokenBatcher", "Tokenizer", "cache_root", "collate", "filter_pairs",
+    "load_split", "make_source", "normalize_text", "prepare", "read_meta", "train_tokenizer",
+]

