@@ -1,0 +1,293 @@
+"""Latency predictor: features of a subnet → latency (ms) on one device.
+
+HAT's predictor is an MLP (3 hidden layers of 400, ReLU, MSE) on 10 averaged architecture
+features; we train the same MLP on the richer per-layer features of
+`SearchSpace.features(config)` and a linear least-squares baseline beside it, pick the one
+with the lower validation MAPE, and report MAPE, RMSE and Kendall's tau of both (and of a
+constant predictor) on held-out subnets. Features and targets are standardised with the
+training split's statistics, so a larger learning rate than HAT's 1e-5 works (1e-3).
+
+A predictor belongs to one device fingerprint and one latency protocol (stored beside it);
+the search uses it as a pre-filter and re-measures what it keeps.
+Saved as ``predictor.json`` (metadata, metrics) + ``predictor.safetensors`` (all tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from automoe.costs.metrics import regression_report
+from automoe.io_utils import atomic_dir
+
+__all__ = ["PredictorConfig", "LatencyPredictor", "fit_predictor", "split_indices", "build_mlp"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Training settings (defaults: HAT's MLP shape and steps, batch 128, 80/10/10 split)."""
+
+    hidden_dim: int = 400
+    hidden_layers: int = 3
+    steps: int = 5000
+    batch_size: int = 128
+    lr: float = 1e-3
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    eval_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim < 1 or self.hidden_layers < 1 or self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"PredictorConfig: sizes and steps must be >= 1, got {self}")
+        if not (0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1):
+            raise ValueError(
+                f"PredictorConfig: val_frac {self.val_frac} and test_frac {self.test_frac} must be "
+                "in (0, 1) with a sum below 1"
+            )
+
+
+def build_mlp(
+    n_features: int, hidden_dim: int, hidden_layers: int, generator: torch.Generator | None = None
+) -> nn.Sequential:
+    """HAT's shape: Linear(F, H) + ReLU, then (hidden_layers) × (Linear(H, H) + ReLU), then
+    Linear(H, 1). Input [N, F] → output [N, 1].
+
+    Weights are drawn from ``generator`` (PyTorch's default ``U(±1/sqrt(fan_in))``), never
+    from the global RNG; without a generator they are left uninitialised (for loading).
+    """
+    layers: list[nn.Module] = [nn.Linear(n_features, hidden_dim, device="meta"), nn.ReLU()]
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(hidden_dim, hidden_dim, device="meta"), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dim, 1, device="meta"))
+    mlp = nn.Sequential(*layers).to_empty(device="cpu")
+    if generator is not None:
+        for module in mlp:
+            if isinstance(module, nn.Linear):
+                bound = module.in_features ** -0.5
+                nn.init.uniform_(module.weight, -bound, bound, generator=generator)
+                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+    return mlp
+
+
+def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Shuffled train/val/test index arrays; val and test get at least one row each."""
+    if n < 5:
+        raise ValueError(f"need at least 5 measured subnets to fit a predictor, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_frac))
+    n_test = max(1, round(n * test_frac))
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
+
+
+class LatencyPredictor:
+    """A fitted predictor: standardisation + the selected model (``"mlp"`` or ``"linear"``).
+
+    Args:
+        feature_names: names of the F input features, in order.
+        kind: which model `predict` uses.
+        tensors: ``x_mean``/``x_std`` [F], ``y_mean``/``y_std`` [1], ``linear_coef`` [F + 1]
+            (intercept last) and the MLP's state dict under ``mlp.*``.
+        meta: JSON-ready metadata (fingerprint, protocol, space, metrics, settings).
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_names: Sequence[str],
+        kind: str,
+        tensors: dict[str, torch.Tensor],
+        config: PredictorConfig,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if kind not in ("mlp", "linear"):
+            raise ValueError(f"LatencyPredictor: kind must be 'mlp' or 'linear', got {kind!r}")
+        self.feature_names = tuple(feature_names)
+        self.kind = kind
+        self.config = config
+        self.tensors = {k: v.detach().to(torch.float64 if not k.startswith("mlp.") else torch.float32)
+                        for k, v in tensors.items()}
+        self.meta = dict(meta or {})
+        self._mlp = build_mlp(len(self.feature_names), config.hidden_dim, config.hidden_layers)
+        self._mlp.load_state_dict({k[4:]: v for k, v in self.tensors.items() if k.startswith("mlp.")})
+        self._mlp.eval()
+
+    # ---- prediction --------------------------------------------------------------------
+    def _standardise(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"predictor expects features of shape [N, {len(self.feature_names)}], got {x.shape}"
+            )
+        return (x - self.tensors["x_mean"].numpy()) / self.tensors["x_std"].numpy()
+
+    def predict_features(self, features: np.ndarray, kind: str | None = None) -> np.ndarray:
+        """Latency (target units, ms) for feature rows [N, F] → [N]."""
+        z = self._standardise(features)
+        kind = kind or self.kind
+        if kind == "linear":
+            coef = self.tensors["linear_coef"].numpy()
+            out = z @ coef[:-1] + coef[-1]
+        elif kind == "mlp":
+            with torch.no_grad():
+                out = self._mlp(torch.from_numpy(z).float()).squeeze(-1).double().numpy()
+        else:
+            raise ValueError(f"unknown predictor kind {kind!r}; expected 'mlp' or 'linear'")
+        return out * float(self.tensors["y_std"]) + float(self.tensors["y_mean"])
+
+    def predict(self, configs: Sequence[Any], space: Any = None) -> np.ndarray:
+        """Latency (ms) of each `SubnetConfig`, from ``space.features`` (default: the space
+        the predictor was trained on, loaded by name)."""
+        if space is None:
+            from search_spaces import load_space
+
+            space = load_space(self.meta["space"])
+        names = tuple(space.feature_names())
+        if names != self.feature_names:
+            raise ValueError(
+                f"space {getattr(space, 'name', space)!r} gives features {list(names)}, the "
+                f"predictor was trained on {list(self.feature_names)}"
+            )
+        return self.predict_features(np.array([space.features(c) for c in configs], dtype=np.float64))
+
+    # ---- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Writes ``predictor.json`` + ``predictor.safetensors`` into folder ``path``."""
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()},
+                      str(tmp / "predictor.safetensors"))
+            doc = {
+                "format_version": FORMAT_VERSION,
+                "kind": self.kind,
+                "feature_names": list(self.feature_names),
+                "config": asdict(self.config),
+                "meta": self.meta,
+            }
+            (tmp / "predictor.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatencyPredictor:
+        folder = Path(path)
+        meta_path = folder / "predictor.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: no predictor here (expected predictor.json)")
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
+        return cls(
+            feature_names=doc["feature_names"],
+            kind=doc["kind"],
+            tensors=load_file(str(folder / "predictor.safetensors")),
+            config=PredictorConfig(**doc["config"]),
+            meta=doc["meta"],
+        )
+
+
+def _fit_linear(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with an intercept on standardised features → coef [F + 1]."""
+    design = np.hstack([z, np.ones((len(z), 1))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return coef
+
+
+def _fit_mlp(z_tr, y_tr, z_val, y_val, cfg: PredictorConfig) -> dict[str, torch.Tensor]:
+    """Adam on MSE; keeps the weights with the lowest validation MSE (checked every
+    ``eval_every`` steps). Mini-batches are drawn without replacement within each step."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mlp = build_mlp(z_tr.shape[1], cfg.hidden_dim, cfg.hidden_layers, gen)
+    opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
+    x, y = torch.from_numpy(z_tr).float(), torch.from_numpy(y_tr).float()
+    xv, yv = torch.from_numpy(z_val).float(), torch.from_numpy(y_val).float()
+    best, best_state = float("inf"), None
+    batch = min(cfg.batch_size, len(x))
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randperm(len(x), generator=gen)[:batch]
+        loss = nn.functional.mse_loss(mlp(x[idx]).squeeze(-1), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            with torch.no_grad():
+                val = float(nn.functional.mse_loss(mlp(xv).squeeze(-1), yv))
+            if val < best:
+                best = val
+                best_state = {k: v.detach().clone() for k, v in mlp.state_dict().items()}
+    assert best_state is not None
+    return best_state
+
+
+def fit_predictor(
+    features: np.ndarray,
+    latency_ms: np.ndarray,
+    feature_names: Sequence[str],
+    config: PredictorConfig | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> tuple[LatencyPredictor, dict[str, Any]]:
+    """Fits the MLP and the linear baseline on one device's measurements.
+
+    Args:
+        features: [N, F] feature rows (``space.features(config)``).
+        latency_ms: [N] measured latencies.
+        feature_names: F names.
+        config: training settings.
+        meta: stored with the predictor (fingerprint, protocol, space, dataset path).
+
+    Returns:
+        The predictor (the model with the lower validation MAPE) and a report
+        ``{"test": {"mlp"|"linear"|"constant": metrics}, "val": ..., "selected": kind,
+        "n_train"/"n_val"/"n_test": ...}``; metrics are MAPE (%), RMSE (ms), Kendall tau.
+    """
+    cfg = config or PredictorConfig()
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(latency_ms, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
+        raise ValueError(
+            f"fit_predictor: features {x.shape}, targets {y.shape}, {len(feature_names)} names disagree"
+        )
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("fit_predictor: features must be finite and latencies finite and > 0")
+    tr, va, te = split_indices(len(y), cfg.val_frac, cfg.test_frac, cfg.seed)
+    x_mean = x[tr].mean(axis=0)
+    x_std = x[tr].std(axis=0)
+    x_std[x_std == 0] = 1.0  # constant feature: leave it centred at 0
+    y_mean, y_std = float(y[tr].mean()), float(y[tr].std()) or 1.0
+    z = (x - x_mean) / x_std
+    yz = (y - y_mean) / y_std
+    tensors: dict[str, torch.Tensor] = {
+        "x_mean": torch.from_numpy(x_mean),
+        "x_std": torch.from_numpy(x_std),
+        "y_mean": torch.tensor([y_mean], dtype=torch.float64),
+        "y_std": torch.tensor([y_std], dtype=torch.float64),
+        "linear_coef": torch.from_numpy(_fit_linear(z[tr], yz[tr])),
+    }
+    for k, v in _fit_mlp(z[tr], yz[tr], z[va], yz[va], cfg).items():
+        tensors[f"mlp.{k}"] = v
+    predictor = LatencyPredictor(
+        feature_names=feature_names, kind="mlp", tensors=tensors, config=cfg, meta=meta
+    )
+    report: dict[str, Any] = {"n_train": len(tr), "n_val": len(va), "n_test": len(te)}
+    for split, idx in (("val", va), ("test", te)):
+        report[split] = {
+            kind: regression_report(y[idx], predictor.predict_features(x[idx], kind))
+            for kind in ("mlp", "linear")
+        }
+        report[split]["constant"] = regression_report(y[idx], np.full(len(idx), y_mean))
+    report["selected"] = min(("mlp", "linear"), key=lambda k: report["val"][k]["mape"])
+    predictor.kind = report["selected"]
+    predictor.meta["report"] = report
+    return predictor, report
