@@ -1,0 +1,427 @@
+"""Latency measurement on the seq2seq protocol, HAT-style, with a device fingerprint.
+
+One *sample* is the time to translate one input batch the way HAT measures it: encode the
+source (batch ``B``), expand the encoder output to ``B × beam`` rows (the beam emulated as
+batch rows), then run ``tgt_len`` incremental decoder steps with the cache, output projection
+included; no EOS stop, no beam bookkeeping. ``warmup`` untimed samples come first (every call
+is a fresh model or view, so warm-up follows every change of subnet), then ``runs`` timed
+ones. On CPU the thread count is fixed for the measurement; on CUDA each sample is timed both
+with CUDA events (device time) and with the wall clock around a synchronize (the reported
+latency: batch-1 decoding is bound by kernel launches, which events do not see).
+
+Statistics: median (the headline), HAT's 10–90 % trimmed mean (of the totals, and HAT's own
+sum of the encoder and decoder trimmed means), mean, std, p10/p90, coefficient of variation;
+the raw samples are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
+
+__all__ = [
+    "LatencyProtocol",
+    "LatencyResult",
+    "measure_latency",
+    "device_fingerprint",
+    "fingerprint_id",
+    "trimmed_mean",
+    "summarize",
+    "make_inputs",
+]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_FIRST_WORD_ID = EOS_ID + 1  # ids below are specials
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How a latency is measured (defaults: HAT's WMT protocol on CPU).
+
+    Attributes:
+        device: "cpu" or "cuda" / "cuda:N".
+        threads: CPU threads for torch during the measurement (None: the current setting).
+        dtype: model and activation dtype name ("float32", "float16", "bfloat16").
+        batch: sentences per input batch.
+        src_len: source tokens per synthetic sentence (the last is EOS).
+        tgt_len: incremental decoder steps per sample.
+        beam: encoder output rows are repeated ``beam`` times for the decoder.
+        warmup: untimed samples before timing (after every change of subnet).
+        runs: timed samples (per input batch when sentences are given).
+        vocab_size: the model's vocabulary (synthetic token ids are drawn below it).
+        seed: seeds the synthetic token ids.
+        sentences: optional real source sentences (token ids, EOS-terminated), batched
+            ``batch`` at a time and padded; MoE routing, hence latency, depends on content.
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    dtype: str = "float32"
+    batch: int = 1
+    src_len: int = 30
+    tgt_len: int = 30
+    beam: int = 5
+    warmup: int = 5
+    runs: int = 20
+    vocab_size: int = 8000
+    seed: int = 0
+    sentences: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "src_len", "tgt_len", "beam", "runs", "vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LatencyProtocol: '{name}' must be an integer >= 1, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"LatencyProtocol: 'warmup' must be an integer >= 0, got {self.warmup!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"LatencyProtocol: 'threads' must be >= 1 or None, got {self.threads!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"LatencyProtocol: 'dtype' {self.dtype!r} not in {sorted(_DTYPES)}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"LatencyProtocol: 'device' must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.vocab_size <= _FIRST_WORD_ID:
+            raise ValueError(f"LatencyProtocol: 'vocab_size' {self.vocab_size} leaves no word ids")
+        if self.sentences is not None:
+            if not self.sentences or any(not s for s in self.sentences):
+                raise ValueError("LatencyProtocol: 'sentences' must be non-empty token-id lists")
+            bad = [t for s in self.sentences for t in s if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"LatencyProtocol: sentence token id {bad[0]} outside the vocab 0..{self.vocab_size - 1}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; real sentences are represented by their count and a digest."""
+        d = {k: v for k, v in asdict(self).items() if k != "sentences"}
+        if self.sentences is not None:
+            d["n_sentences"] = len(self.sentences)
+            d["sentences_sha256"] = hashlib.sha256(
+                json.dumps(self.sentences, separators=(",", ":")).encode()
+            ).hexdigest()[:16]
+        return d
+
+    def key(self) -> str:
+        """Stable 16-hex hash of `to_dict` (the protocol part of the cache key)."""
+        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        src = (f"{len(self.sentences)} real sentences" if self.sentences is not None
+               else f"{self.src_len} source tokens")
+        threads = f", {self.threads} threads" if self.threads else ""
+        return (
+            f"{self.device}{threads}, {self.dtype}, batch {self.batch}, {src}, beam {self.beam} as "
+            f"batch rows, {self.tgt_len} incremental decoder steps with cache (output projection "
+            f"incl.), {self.warmup} warm-up + {self.runs} timed runs"
+        )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int | None = None) -> dict[str, Any]:
+    """What makes two latencies comparable: device model, torch version, threads, dtype.
+
+    Measurements with different fingerprints are never mixed (cache, datasets, predictors).
+    """
+    fp: dict[str, Any] = {
+        "device_type": "cuda" if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "dtype": dtype,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    if fp["device_type"] == "cuda":
+        index = torch.device(device).index or 0
+        fp["device_name"] = torch.cuda.get_device_name(index)
+        fp["cuda"] = torch.version.cuda
+        fp["capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
+    else:
+        fp["device_name"] = _cpu_model()
+    return fp
+
+
+def fingerprint_id(fingerprint: dict[str, Any]) -> str:
+    """16-hex content hash of a fingerprint."""
+    canon = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def trimmed_mean(samples: Sequence[float], frac: float = 0.1) -> float:
+    """HAT's statistic: sort, drop ``int(n·frac)`` samples at each end, average the rest.
+    Never empty: with fewer than 10 samples nothing is dropped (AutoMoE's version divides
+    by zero there)."""
+    xs = sorted(samples)
+    if not xs:
+        raise ValueError("trimmed_mean: no samples")
+    k = int(len(xs) * frac)
+    if len(xs) - 2 * k < 1:
+        k = (len(xs) - 1) // 2
+    return float(np.mean(xs[k : len(xs) - k]))
+
+
+def summarize(samples: Sequence[float]) -> dict[str, float]:
+    """median, trimmed mean (10–90 %), mean, std (population), p10, p90, cv = std/mean."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("summarize: no samples")
+    mean = float(x.mean())
+    std = float(x.std())
+    return {
+        "median": float(np.median(x)),
+        "trimmed_mean": trimmed_mean(x.tolist()),
+        "mean": mean,
+        "std": std,
+        "p10": float(np.percentile(x, 10)),
+        "p90": float(np.percentile(x, 90)),
+        "cv": std / mean if mean > 0 else math.nan,
+        "n": int(x.size),
+    }
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One measurement: raw samples (ms) and the context that makes them comparable.
+
+    ``total_ms[i] = encoder_ms[i] + decoder_ms[i]`` (wall clock); ``device_ms`` holds the
+    CUDA-event time of each sample (empty on CPU).
+    """
+
+    encoder_ms: tuple[float, ...]
+    decoder_ms: tuple[float, ...]
+    device_ms: tuple[float, ...]
+    protocol: dict[str, Any]
+    fingerprint: dict[str, Any]
+    subnet_key: str | None = None
+    measure_s: float = 0.0  # wall time of the whole call, warm-up included
+
+    @property
+    def total_ms(self) -> tuple[float, ...]:
+        return tuple(e + d for e, d in zip(self.encoder_ms, self.decoder_ms, strict=True))
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return summarize(self.total_ms)
+
+    @property
+    def latency_ms(self) -> float:
+        """The headline number: median total latency."""
+        return self.stats["median"]
+
+    @property
+    def hat_ms(self) -> float:
+        """HAT's number: trimmed mean of encoder times + trimmed mean of decoder times."""
+        return trimmed_mean(self.encoder_ms) + trimmed_mean(self.decoder_ms)
+
+    @property
+    def fingerprint_id(self) -> str:
+        return fingerprint_id(self.fingerprint)
+
+    @property
+    def protocol_key(self) -> str:
+        canon = json.dumps(self.protocol, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "subnet_key": self.subnet_key,
+            "latency_ms": s["median"],
+            "trimmed_mean_ms": s["trimmed_mean"],
+            "hat_ms": self.hat_ms,
+            "mean_ms": s["mean"],
+            "std_ms": s["std"],
+            "p10_ms": s["p10"],
+            "p90_ms": s["p90"],
+            "cv": s["cv"],
+            "encoder_median_ms": float(np.median(self.encoder_ms)),
+            "decoder_median_ms": float(np.median(self.decoder_ms)),
+            "runs": s["n"],
+            "measure_s": self.measure_s,
+            "encoder_ms": list(self.encoder_ms),
+            "decoder_ms": list(self.decoder_ms),
+            "device_ms": list(self.device_ms),
+            "protocol": self.protocol,
+            "protocol_key": self.protocol_key,
+            "fingerprint": self.fingerprint,
+            "fingerprint_id": self.fingerprint_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatencyResult:
+        return cls(
+            encoder_ms=tuple(float(v) for v in d["encoder_ms"]),
+            decoder_ms=tuple(float(v) for v in d["decoder_ms"]),
+            device_ms=tuple(float(v) for v in d.get("device_ms", ())),
+            protocol=dict(d["protocol"]),
+            fingerprint=dict(d["fingerprint"]),
+            subnet_key=d.get("subnet_key"),
+            measure_s=float(d.get("measure_s", 0.0)),
+        )
+
+
+def make_inputs(protocol: LatencyProtocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Input batches: ``(src [B, S], prev [B·beam, tgt_len])`` on CPU, int64.
+
+    Synthetic sentences are random word ids (a fixed ``torch.Generator``) ending with EOS;
+    real ones are padded with PAD to the batch's longest. Decoder inputs are BOS followed
+    by random word ids (forced length, no EOS dependence).
+    """
+    gen = torch.Generator().manual_seed(protocol.seed)
+    if protocol.sentences is None:
+        src = torch.randint(_FIRST_WORD_ID, protocol.vocab_size, (protocol.batch, protocol.src_len), generator=gen)
+        src[:, -1] = EOS_ID
+        batches = [src]
+    else:
+        batches = []
+        sents = protocol.sentences
+        for i in range(0, len(sents), protocol.batch):
+            chunk = sents[i : i + protocol.batch]
+            width = max(len(s) for s in chunk)
+            src = torch.full((len(chunk), width), PAD_ID, dtype=torch.long)
+            for j, s in enumerate(chunk):
+                src[j, : len(s)] = torch.tensor(s, dtype=torch.long)
+            batches.append(src)
+    out = []
+    for src in batches:
+        rows = src.shape[0] * protocol.beam
+        prev = torch.randint(_FIRST_WORD_ID, protocol.vocab_size, (rows, protocol.tgt_len), generator=gen)
+        prev[:, 0] = BOS_ID
+        out.append((src, prev))
+    return out
+
+
+def _translate(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int) -> None:
+    """encode → expand to beam rows → tgt_len incremental decoder steps."""
+    enc = model.encode(src)
+    order = torch.arange(src.shape[0], device=src.device).repeat_interleave(beam)
+    enc = enc.index_select(order)
+    cache = model.new_cache()
+    for t in range(prev.shape[1]):
+        model.decode(prev[:, t : t + 1], enc, cache=cache)
+
+
+def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda: bool) -> tuple[float, float, float]:
+    """(encoder ms, decoder ms, device ms) of one sample; wall clock via perf_counter."""
+    if not cuda:
+        t0 = time.perf_counter()
+        enc = model.encode(src)
+        t1 = time.perf_counter()
+        order = torch.arange(src.shape[0]).repeat_interleave(beam)
+        enc = enc.index_select(order)
+        cache = model.new_cache()
+        for t in range(prev.shape[1]):
+            model.decode(prev[:, t : t + 1], enc, cache=cache)
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3, math.nan
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    start.record()
+    enc = model.encode(src)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    order = torch.arange(src.shape[0], device=src.device).repeat_interleave(beam)
+    enc = enc.index_select(order)
+    cache = model.new_cache()
+    for t in range(prev.shape[1]):
+        model.decode(prev[:, t : t + 1], enc, cache=cache)
+    end.record()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, float(start.elapsed_time(end))
+
+
+def _check_model(model: Any, protocol: LatencyProtocol) -> None:
+    for name in ("encode", "decode", "new_cache"):
+        if not callable(getattr(model, name, None)):
+            raise ValueError(f"measure_latency: the model lacks '{name}' (the seq2seq protocol)")
+    params = list(model.parameters()) if hasattr(model, "parameters") else []
+    want_dev = torch.device(protocol.device)
+    for p in params[:1]:
+        if p.dtype != _DTYPES[protocol.dtype] or p.device.type != want_dev.type:
+            raise ValueError(
+                f"measure_latency: model is {p.dtype} on {p.device}, the protocol asks for "
+                f"{protocol.dtype} on {protocol.device}; move the model first"
+            )
+    vocab = getattr(model, "vocab_size", None)
+    if isinstance(vocab, int) and vocab != protocol.vocab_size:
+        raise ValueError(
+            f"measure_latency: model vocab_size {vocab} != protocol vocab_size {protocol.vocab_size}"
+        )
+
+
+def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subnet_key: str | None = None) -> LatencyResult:
+    """Measures ``model`` (anything with encode/decode/new_cache, already on the protocol's
+    device and dtype) under ``protocol``; returns raw samples, stats and the fingerprint.
+
+    With real sentences, each timed run goes once over all input batches, so there are
+    ``runs × ceil(n_sentences / batch)`` samples.
+    """
+    p = protocol or LatencyProtocol()
+    _check_model(model, p)
+    cuda = p.device.startswith("cuda")
+    threads_before = torch.get_num_threads()
+    if p.threads is not None and not cuda:
+        torch.set_num_threads(p.threads)
+    began = time.perf_counter()
+    try:
+        fingerprint = device_fingerprint(p.device, p.dtype, p.threads)
+        inputs = [(s.to(p.device), v.to(p.device)) for s, v in make_inputs(p)]
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        enc_ms: list[float] = []
+        dec_ms: list[float] = []
+        dev_ms: list[float] = []
+        with torch.inference_mode():
+            for i in range(p.warmup):
+                src, prev = inputs[i % len(inputs)]
+                _translate(model, src, prev, p.beam)
+            for _ in range(p.runs):
+                for src, prev in inputs:
+                    e, d, g = _time_one(model, src, prev, p.beam, cuda)
+                    enc_ms.append(e)
+                    dec_ms.append(d)
+                    if cuda:
+                        dev_ms.append(g)
+        if was_training and hasattr(model, "train"):
+            model.train()
+    finally:
+        torch.set_num_threads(threads_before)
+    return LatencyResult(
+        encoder_ms=tuple(enc_ms),
+        decoder_ms=tuple(dec_ms),
+        device_ms=tuple(dev_ms),
+        protocol=p.to_dict(),
+        fingerprint=fingerprint,
+        subnet_key=subnet_key,
+        measure_s=time.perf_counter() - began,
+    )
+
+
+def default_threads() -> int:
+    """A thread count that does not oversubscribe: OMP_NUM_THREADS if set, else torch's."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    return int(env) if env and env.isdigit() else torch.get_num_threads()
