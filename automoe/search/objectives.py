@@ -1,0 +1,137 @@
+"""What a search can optimise or bound, and the CLI forms that name them.
+
+A *metric* is a column of the result tables (``bleu``, ``loss``, ``flops``, ``params``,
+``latency_ms``, ``predicted_latency_ms``); the user names it by a short name (``bleu``,
+``latency``, ...). ``parse_objectives("bleu,flops,latency")`` gives `evolution.Objective`s
+with each metric's natural direction, and ``parse_constraint("latency<=80ms")`` an
+`evolution.Constraint` in the metric's own unit (ms, FLOPs, parameters).
+
+Metrics differ in cost, which decides where they are computed:
+
+- ``cheap`` (FLOPs, params, predicted latency): pure functions of the config, computed in
+  the driver while proposing, so constraints on them reject candidates before any scoring;
+- ``score`` (dev loss, BLEU): need the supernet and the dev subset (the actor pool);
+- ``latency``: a measurement that owns its device (the evaluator's latency phase).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from evolution.objectives import Constraint, Objective
+
+__all__ = [
+    "Metric",
+    "METRICS",
+    "DEFAULT_OBJECTIVES",
+    "get_metric",
+    "parse_objectives",
+    "parse_constraint",
+    "needed_metrics",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One user-facing metric: CLI name, table column, direction, unit and cost class."""
+
+    name: str
+    column: str
+    direction: str
+    kind: str  # "cheap", "score" or "latency"
+    description: str
+    units: tuple[tuple[str, float], ...] = ()  # accepted bound suffixes -> factor
+
+
+_SI = (("k", 1e3), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12))
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("bleu", "bleu", "max", "score",
+               "sacreBLEU of the supernet's inherited weights on the fixed dev subset"),
+        Metric("loss", "loss", "min", "score",
+               "dev cross-entropy per target token (nats), inherited weights, dropout off"),
+        Metric("flops", "flops", "min", "cheap",
+               "analytic FLOPs (2×MACs) under the FLOPs protocol", _SI),
+        Metric("params", "params", "min", "cheap",
+               "parameters the subnet uses, excl. embeddings and output projection", _SI),
+        Metric("latency", "latency_ms", "min", "latency",
+               "measured latency (ms, median) under the latency protocol",
+               (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),
+        Metric("predicted_latency", "predicted_latency_ms", "min", "cheap",
+               "latency (ms) predicted by a fitted latency predictor (--predictor)",
+               (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),
+    )
+}
+_BY_COLUMN = {m.column: m for m in METRICS.values()}
+
+DEFAULT_OBJECTIVES = ("bleu", "flops", "latency")
+
+_BOUND_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
+
+
+def get_metric(name: str, *, where: str = "metric") -> Metric:
+    """The metric called ``name`` (CLI name or column); ValueError listing the valid ones."""
+    metric = METRICS.get(name) or _BY_COLUMN.get(name)
+    if metric is None:
+        raise ValueError(f"{where}: unknown metric {name!r}; expected one of {sorted(METRICS)}")
+    return metric
+
+
+def parse_objectives(text: str | Sequence[str]) -> tuple[Objective, ...]:
+    """``"bleu,flops,latency"`` (or a list of names) -> objectives on table columns.
+
+    A name may carry an explicit direction (``"loss:min"``); by default each metric's
+    natural one is used (BLEU up, everything else down).
+    """
+    items = [s for s in (text.split(",") if isinstance(text, str) else text)]
+    items = [s.strip() for s in items if s.strip()]
+    if not items:
+        raise ValueError(f"--objectives: empty ({text!r}); expected e.g. 'bleu,flops,latency'")
+    out: list[Objective] = []
+    for item in items:
+        name, _, direction = item.partition(":")
+        metric = get_metric(name.strip(), where="--objectives")
+        out.append(Objective(metric.column, direction.strip() or metric.direction))
+    columns = [o.name for o in out]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"--objectives: {text!r} names a metric twice")
+    return tuple(out)
+
+
+def parse_constraint(text: str) -> Constraint:
+    """``"latency<=80ms"``, ``"flops<=2e9"``, ``"flops<=2G"``, ``"bleu>=20"`` -> a
+    `Constraint` on the metric's column, with the bound converted to the column's unit."""
+    match = _BOUND_RE.match(text)
+    if match is None:
+        raise ValueError(
+            f"--constraint {text!r}: expected NAME<=NUMBER[UNIT] or NAME>=NUMBER[UNIT], "
+            "e.g. 'latency<=80ms' or 'flops<=2e9'"
+        )
+    name, op, number, unit = match.groups()
+    metric = get_metric(name, where=f"--constraint {text!r}")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"--constraint {text!r}: {number!r} is not a number") from None
+    if unit:
+        factors = dict(metric.units)
+        if unit not in factors:
+            allowed = sorted(factors) or ["no unit"]
+            raise ValueError(f"--constraint {text!r}: unit {unit!r} is not one of {allowed} "
+                             f"for {metric.name}")
+        value *= factors[unit]
+    return Constraint(metric.column, op, value)
+
+
+def needed_metrics(objectives: Iterable[Objective], constraints: Iterable[Constraint]
+                   ) -> tuple[Metric, ...]:
+    """Every metric the objectives and constraints read (objectives first, no repeats)."""
+    seen: dict[str, Metric] = {}
+    for item in [*objectives, *constraints]:
+        metric = get_metric(item.name)
+        seen.setdefault(metric.column, metric)
+    return tuple(seen.values())
