@@ -1,0 +1,200 @@
+"""Greedy and beam search against brute force, naive greedy and rigged models.
+
+The fake models implement the protocol of docs/contracts.md (encode / decode(prev, enc,
+cache) / new_cache / enc.index_select / cache.reorder); their non-incremental forward is the
+independent oracle: it scores whole sequences without the cache or any beam bookkeeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from automoe.decoding import beam_search, greedy_decode, length_limits, translate_ids
+from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+
+class FakeEnc:
+    def __init__(self, src: torch.Tensor):
+        self.src = src
+
+    def index_select(self, order: torch.Tensor) -> FakeEnc:
+        return FakeEnc(self.src.index_select(0, order))
+
+
+class FakeCache:
+    def __init__(self):
+        self.prefix = None  # [B, t] tokens fed so far
+
+    def reorder(self, order: torch.Tensor) -> None:
+        self.prefix = self.prefix.index_select(0, order)
+
+
+class RandomPrefixModel:
+    """Next-token logits = a random smooth function of (source tokens, whole prefix)."""
+
+    def __init__(self, vocab: int, seed: int, scale: float = 3.0, positions: int = 64):
+        g = torch.Generator().manual_seed(seed)
+        h = 16
+        self.vocab = vocab
+        self.src_emb = torch.randn(vocab, h, generator=g, dtype=torch.float64)
+        self.pos_emb = torch.randn(positions, vocab, h, generator=g, dtype=torch.float64)
+        self.out = torch.randn(h, vocab, generator=g, dtype=torch.float64) * scale / h**0.5
+        self.calls = 0
+
+    def encode(self, src):
+        return FakeEnc(src)
+
+    def new_cache(self):
+        return FakeCache()
+
+    def _logits(self, prefix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        mask = src.ne(PAD_ID).unsqueeze(-1).double()
+        src_vec = (self.src_emb[src] * mask).sum(1) / mask.sum(1)  # padding-independent
+        pos = torch.arange(prefix.size(1))
+        steps = self.pos_emb[pos.unsqueeze(0), prefix]  # [B, T, h]
+        hidden = torch.tanh(src_vec.unsqueeze(1) + steps.cumsum(1))
+        return hidden @ self.out  # [B, T, V]
+
+    def decode(self, prev, enc, cache=None):
+        self.calls += 1
+        if cache is None:
+            return self._logits(prev, enc.src), None
+        assert prev.size(1) == 1, "incremental decoding feeds one token"
+        cache.prefix = prev if cache.prefix is None else torch.cat([cache.prefix, prev], 1)
+        return self._logits(cache.prefix, enc.src)[:, -1:], None
+
+
+class RiggedModel(RandomPrefixModel):
+    """For source a...: greedy takes decoy a (p=.55), after which EOS (.12) is the best of a
+    flat distribution; the planted sequence a+1, a+2, EOS has p = .45 * .95 * .95."""
+
+    def _dist(self, a: int, seen: tuple[int, ...]) -> torch.Tensor:
+        p = torch.zeros(self.vocab, dtype=torch.float64)
+        if seen == (a,):
+            p[EOS_ID + 1:] = .88 / (self.vocab - EOS_ID - 1)
+            p[EOS_ID] = .12
+            return p
+        table = {(): {a: .55, a + 1: .45}, (a + 1,): {a + 2: .95, UNK_ID: .05},
+                 (a + 1, a + 2): {EOS_ID: .95, UNK_ID: .05}}
+        for tok, prob in table.get(seen, {EOS_ID: .99, UNK_ID: .01}).items():
+            p[tok] = prob
+        return p
+
+    def _logits(self, prefix, src):
+        b, t = prefix.shape
+        return torch.stack([torch.stack([self._dist(int(src[i, 0]),
+                                                    tuple(prefix[i, 1:j + 1].tolist())).log()
+                                         for j in range(t)]) for i in range(b)])
+
+
+def pad_batch(rows):
+    width = max(len(r) for r in rows) + 1
+    return torch.tensor([[*r, EOS_ID] + [PAD_ID] * (width - len(r) - 1) for r in rows])
+
+
+def seq_logprob(model, src_row: torch.Tensor, seq: list[int]) -> float:
+    """Oracle: log-prob of seq (EOS included) from one full forward pass, with the decoder's
+    bans (PAD/BOS) and, at the length limit, only EOS allowed (log-prob not renormalised)."""
+    prev = torch.tensor([[BOS_ID, *seq[:-1]]])
+    logits, _ = model.decode(prev, model.encode(src_row.unsqueeze(0)))
+    lp = F.log_softmax(logits[0].float(), dim=-1)
+    return float(sum(lp[i, tok] for i, tok in enumerate(seq)))
+
+
+def brute_force(model, src_row, limit: int, lenpen: float, vocab: int):
+    choices = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+    best = None
+    for n in range(limit):
+        for body in itertools.product(choices, repeat=n):
+            seq = [*body, EOS_ID]
+            lp = seq_logprob(model, src_row, seq)
+            score = lp / len(seq) ** lenpen
+            if best is None or score > best[0]:
+                best = (score, list(body), lp)
+    return best
+
+
+def naive_greedy(model, src_row, limit: int) -> list[int]:
+    out: list[int] = []
+    for step in range(limit):
+        prev = torch.tensor([[BOS_ID, *out]])
+        logits, _ = model.decode(prev, model.encode(src_row.unsqueeze(0)))
+        lp = F.log_softmax(logits[0, -1].float(), dim=-1)
+        lp[PAD_ID] = lp[BOS_ID] = -math.inf
+        tok = EOS_ID if step + 1 == limit else int(lp.argmax())
+        if tok == EOS_ID:
+            break
+        out.append(tok)
+    return out
+
+
+SOURCES = [[5, 9, 4], [7], [6, 6, 8, 5, 4], [4, 5]]
+
+
+@pytest.mark.parametrize("lenpen", [0.0, 0.6, 1.0, 2.0])
+def test_wide_beam_equals_brute_force(lenpen):
+    vocab, limit = 7, 4  # 4 non-EOS choices: 4**3 = 64 beams keep every prefix alive
+    model = RandomPrefixModel(vocab, seed=11, scale=2.0)
+    src = pad_batch([[4, 6, 5], [6], [5, 5, 4, 6, 4]])
+    hyps = beam_search(model, src, beam=64, lenpen=lenpen, max_len=limit)
+    for row, hyp in enumerate(hyps):
+        score, tokens, lp = brute_force(model, src[row], limit, lenpen, vocab)
+        assert hyp.tokens == tokens
+        assert hyp.score == pytest.approx(score, abs=1e-5)
+        assert hyp.logprob == pytest.approx(lp, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_one_equals_greedy_equals_naive_greedy(seed):
+    model = RandomPrefixModel(12, seed=seed)
+    src = pad_batch(SOURCES)
+    greedy = greedy_decode(model, src, max_len_a=1.0, max_len_b=3)
+    beam1 = beam_search(model, src, beam=1, lenpen=1.0, max_len_a=1.0, max_len_b=3)
+    limits = length_limits(src, None, 1.0, 3).tolist()
+    for row in range(len(SOURCES)):
+        assert greedy[row].tokens == beam1[row].tokens == naive_greedy(model, src[row],
+                                                                       limits[row])
+        assert greedy[row].logprob == pytest.approx(beam1[row].logprob, abs=1e-6)
+        n = len(greedy[row].tokens) + 1
+        assert beam1[row].score == pytest.approx(beam1[row].logprob / n, abs=1e-6)
+
+
+def test_beam_finds_the_planted_sequence_greedy_misses():
+    model = RiggedModel(20, seed=0)
+    src = pad_batch([[5, 9], [10], [14, 4, 4]])
+    greedy = greedy_decode(model, src, max_len=6)
+    assert [h.tokens[:1] for h in greedy] == [[5], [10], [14]]  # took the decoy
+    for lenpen in (0.0, 1.0):
+        beam = beam_search(model, src, beam=2, lenpen=lenpen, max_len=6)
+        assert [h.tokens for h in beam] == [[6, 7], [11, 12], [15, 16]]
+        assert beam[0].logprob == pytest.approx(math.log(.45 * .95 * .95), abs=1e-5)
+    assert [h.tokens for h in beam_search(model, src, beam=1, max_len=6)] == [
+        h.tokens for h in greedy]
+
+
+def test_batched_equals_one_by_one_and_limits_hold():
+    model = RandomPrefixModel(30, seed=5, scale=1.0)  # flat: sentences run to the limit
+    src = pad_batch(SOURCES)
+    batched = beam_search(model, src, beam=4, lenpen=0.6, max_len_a=0.5, max_len_b=2)
+    limits = length_limits(src, None, 0.5, 2).tolist()
+    for row in range(len(SOURCES)):
+        alone = beam_search(model, pad_batch([SOURCES[row]]), beam=4, lenpen=0.6,
+                            max_len_a=0.5, max_len_b=2)[0]
+        assert batched[row].tokens == alone.tokens
+        assert len(batched[row].tokens) + 1 <= limits[row]
+    assert length_limits(src, 3, 2.0, 10).tolist() == [3, 3, 3, 3]
+
+
+def test_translate_ids_keeps_input_order():
+    model = RandomPrefixModel(12, seed=3)
+    sources = [[4 + (i % 7)] * (1 + i % 5) for i in range(23)]
+    kw = {"max_len_a": 1.0, "max_len_b": 2}
+    got = translate_ids(model, sources, beam=1, max_tokens=24, **kw)
+    assert got == [h.tokens for h in greedy_decode(model, pad_batch(sources), **kw)]
+    got = translate_ids(model, sources, beam=3, lenpen=0.6, max_tokens=24, **kw)
+    assert got == [h.tokens for h in beam_search(model, pad_batch(sources), 3, 0.6, **kw)]
