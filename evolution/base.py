@@ -271,6 +271,15 @@ class SearchAlgorithm(abc.ABC):
                     best, best_value = k, value
         return best
 
+    def reference_point(self, state: SearchState) -> dict[str, float] | None:
+        """The hypervolume reference in the objectives' own units (``state.reference`` is
+        in minimisation space: maximised objectives negated)."""
+        if state.reference is None:
+            return None
+        return {
+            o.name: o.from_min(r) for o, r in zip(self.objectives, state.reference, strict=True)
+        }
+
     # ---- proposal by rejection -----------------------------------------------------------
     def _needed(self) -> list[str]:
         return [o.name for o in self.objectives] + [c.name for c in self.constraints]

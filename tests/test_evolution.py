@@ -553,6 +553,9 @@ def test_auto_reference_is_set_once_from_generation_zero():
     neg_cost = [-m["cost"] for m in gen0]
     expected = tuple(max(v) + 0.1 * (max(v) - min(v)) for v in (g, neg_cost))
     assert result.state.reference == pytest.approx(expected)
+    assert algo.reference_point(result.state) == pytest.approx(
+        {"g": expected[0], "cost": -expected[1]}
+    )
     assert all(h.hypervolume is not None for h in result.history)
 
 
