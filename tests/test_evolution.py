@@ -568,3 +568,24 @@ def test_importing_evolution_does_not_import_torch():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["hat-ga", "nsga2"])
+def test_failed_evaluations_nan_are_never_selected_as_good(name):
+    # a genome whose first gene is 0 "diverges": NaN objectives count as +inf (worst)
+    def evaluate(genomes):
+        out = []
+        for g in genomes:
+            m = PROBLEM.metrics(g)
+            if g[0] == 0:
+                m = {**m, "f0": float("nan"), "f1": float("nan"), "g": float("nan")}
+            out.append(m)
+        return out
+
+    algo = make_algo(name)
+    result = run_search(algo, evaluate, seed=0)
+    assert any(e.genome[0] == 0 for e in result.entries)
+    assert all(e.genome[0] != 0 for e in result.front)
+    assert result.best.genome[0] != 0
+    data = json.loads(json.dumps(algo.dump(result.state)))  # NaN survives the round trip
+    assert dumped(algo, run_search(make_algo(name), evaluate, resume=data)) == dumped(algo, result)
