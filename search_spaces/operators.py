@@ -1,0 +1,173 @@
+"""Genetic operators on a `SearchSpace`: sample, mutate, crossover, largest, smallest.
+
+They work on a *full-depth genome*: a flat mapping gene -> int that holds a value for every
+layer up to the deepest choice and every expert slot up to the largest expert count, so
+mutating a layer count or an expert count can grow a subnet with real genes. A
+`SubnetConfig` is expanded to a genome by filling its inactive genes with fresh random
+values, operated on gene-wise, repaired (top-k and ende_attn clipped to what the layer's
+expert count and the encoder depth allow) and truncated back to the canonical config, so
+inactive genes never make two configs differ. Every function draws only from ``rng``.
+
+Gene names (tuples): ``("encoder_embed_dim",)``, ``("encoder_layers",)``, ...;
+``(side, i, "heads" | "experts" | "top_k" | "cross_heads" | "ende_attn")`` and
+``(side, i, "dim", j)`` for expert j's FFN dim (only j = 0 when experts are homogeneous:
+one dim per layer).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from search_spaces.config import SubnetConfig
+
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
+
+__all__ = ["Gene", "sample", "mutate", "crossover", "extreme", "to_genome", "from_genome"]
+
+Gene = tuple
+Genome = dict[Gene, int]
+_SIDES = ("encoder", "decoder")
+_GLOBALS = ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim", "encoder_layers", "decoder_layers")
+
+
+def _layer_genes(space: SearchSpace, side: str, i: int) -> list[Gene]:
+    """The genes of layer ``i`` in dependency order (experts before top-k)."""
+    genes: list[Gene] = [(side, i, "heads")]
+    if side == "decoder":
+        genes += [(side, i, "cross_heads"), (side, i, "ende_attn")]
+    genes += [(side, i, "experts"), (side, i, "top_k")]
+    slots = max(getattr(space, f"{side}_experts")) if space.heterogeneous_experts else 1
+    genes += [(side, i, "dim", j) for j in range(slots)]
+    return genes
+
+
+def gene_order(space: SearchSpace) -> list[Gene]:
+    """Every gene of the full-depth genome, globals first (layer counts before the
+    ende_attn genes that depend on them)."""
+    genes: list[Gene] = [(g,) for g in _GLOBALS]
+    for side in _SIDES:
+        for i in range(max(getattr(space, f"{side}_layers"))):
+            genes += _layer_genes(space, side, i)
+    return genes
+
+
+def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple[int, ...]:
+    """Allowed values of ``gene`` given the genes before it (already set in ``genome``)."""
+    if len(gene) == 1:
+        return getattr(space, gene[0])
+    side, i, what = gene[0], gene[1], gene[2]
+    if what == "heads":
+        return getattr(space, f"{side}_heads")
+    if what == "cross_heads":
+        return space.decoder_cross_heads
+    if what == "ende_attn":
+        return space.allowed_ende_attn(genome[("encoder_layers",)])
+    if what == "experts":
+        return getattr(space, f"{side}_experts")
+    if what == "top_k":
+        return space.allowed_top_k(side, genome[(side, i, "experts")])
+    return getattr(space, f"{side}_ffn_dim")  # "dim"
+
+
+def _random_genome(space: SearchSpace, rng: random.Random) -> Genome:
+    genome: Genome = {}
+    for gene in gene_order(space):
+        genome[gene] = rng.choice(_domain(space, genome, gene))
+    return genome
+
+
+def _repair(space: SearchSpace, genome: Genome) -> Genome:
+    """Clips every dependent gene into its domain (largest allowed value not above it)."""
+    for gene in gene_order(space):
+        genome[gene] = _clip(_domain(space, genome, gene), genome[gene])
+    return genome
+
+
+def _clip(allowed: tuple[int, ...], value: int) -> int:
+    """``value`` if allowed, else the largest allowed value below it (else the smallest)."""
+    if value in allowed:
+        return value
+    below = [v for v in allowed if v <= value]
+    return max(below) if below else min(allowed)
+
+
+def to_genome(space: SearchSpace, config: SubnetConfig, rng: random.Random) -> Genome:
+    """Full-depth genome of ``config``: its own genes, inactive ones drawn from ``rng``."""
+    genome = _random_genome(space, rng)
+    for g in _GLOBALS:
+        genome[(g,)] = getattr(config, g)
+    for side in _SIDES:
+        dims = getattr(config, f"{side}_expert_dims")
+        for i, experts in enumerate(dims):
+            genome[(side, i, "heads")] = getattr(config, f"{side}_heads")[i]
+            genome[(side, i, "experts")] = len(experts)
+            genome[(side, i, "top_k")] = getattr(config, f"{side}_top_k")[i]
+            for j, d in enumerate(experts if space.heterogeneous_experts else experts[:1]):
+                genome[(side, i, "dim", j)] = d
+            if side == "decoder":
+                genome[(side, i, "cross_heads")] = config.decoder_cross_heads[i]
+                genome[(side, i, "ende_attn")] = config.decoder_ende_attn[i]
+    return genome
+
+
+def from_genome(space: SearchSpace, genome: Genome) -> SubnetConfig:
+    """The canonical config of a (repaired) genome: only active layers and experts."""
+    out: dict = {g: genome[(g,)] for g in _GLOBALS[:3]}
+    for side in _SIDES:
+        layers = range(genome[(f"{side}_layers",)])
+        dims = []
+        for i in layers:
+            n = genome[(side, i, "experts")]
+            if space.heterogeneous_experts:
+                dims.append(tuple(genome[(side, i, "dim", j)] for j in range(n)))
+            else:
+                dims.append((genome[(side, i, "dim", 0)],) * n)
+        out[f"{side}_expert_dims"] = tuple(dims)
+        out[f"{side}_heads"] = tuple(genome[(side, i, "heads")] for i in layers)
+        out[f"{side}_top_k"] = tuple(genome[(side, i, "top_k")] for i in layers)
+        if side == "decoder":
+            out["decoder_cross_heads"] = tuple(genome[(side, i, "cross_heads")] for i in layers)
+            out["decoder_ende_attn"] = tuple(genome[(side, i, "ende_attn")] for i in layers)
+    return SubnetConfig(**out)
+
+
+def sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:
+    """Each gene uniform over its allowed values (top-k over those ``<=`` the layer's
+    experts, ende_attn over those ``<=`` the encoder depth)."""
+    return from_genome(space, _random_genome(space, rng))
+
+
+def mutate(space: SearchSpace, config: SubnetConfig, prob: float, rng: random.Random) -> SubnetConfig:
+    """HAT's mutation: every gene of the full-depth genome is redrawn uniformly from its
+    allowed values with probability ``prob``; dependent genes left alone are repaired."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"mutate: prob must be in [0, 1], got {prob!r}")
+    space.validate(config, source="mutate: parent")
+    genome = to_genome(space, config, rng)
+    for gene in gene_order(space):
+        if rng.random() < prob:
+            genome[gene] = rng.choice(_domain(space, genome, gene))
+        else:  # kept, but clipped if an earlier mutation changed what it depends on
+            genome[gene] = _clip(_domain(space, genome, gene), genome[gene])
+    return from_genome(space, genome)
+
+
+def crossover(space: SearchSpace, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
+    """HAT's uniform crossover on full-depth genomes: each gene from ``a`` or ``b`` with
+    probability 1/2, then repaired."""
+    space.validate(a, source="crossover: parent a")
+    space.validate(b, source="crossover: parent b")
+    ga, gb = to_genome(space, a, rng), to_genome(space, b, rng)
+    child = {g: (ga[g] if rng.random() < 0.5 else gb[g]) for g in gene_order(space)}
+    return from_genome(space, _repair(space, child))
+
+
+def extreme(space: SearchSpace, *, largest: bool) -> SubnetConfig:
+    """Every gene at its largest (or smallest) allowed value, in dependency order."""
+    pick = max if largest else min
+    genome: Genome = {}
+    for gene in gene_order(space):
+        genome[gene] = pick(_domain(space, genome, gene))
+    return from_genome(space, genome)

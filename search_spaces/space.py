@@ -1,0 +1,353 @@
+"""`SearchSpace`: the choices of every architecture dimension, loaded from YAML and
+validated strictly.
+
+A space file (``search_spaces/<name>.yaml``) looks like::
+
+    name: tiny
+    description: free text (optional)
+    heterogeneous_experts: true        # experts of one layer may differ in size
+    choices:                           # every key required, a non-empty list of ints
+      encoder_embed_dim: [32, 24]
+      ...
+    supernet:                          # optional; each key defaults to its largest choice
+      encoder_embed_dim: 32
+
+Semantics (docs/search_space.md): a layer's top-k is one of ``*_top_k`` that is ``<=`` the
+layer's expert count; a decoder layer's ``ende_attn`` is one of ``decoder_ende_attn`` that
+is ``<=`` the encoder's layer count (reading more encoder layers than exist would make two
+names for one architecture). Every choice that names a weight size must fit the supernet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search_spaces import operators
+from search_spaces.config import SubnetConfig
+
+__all__ = [
+    "CHOICE_KEYS",
+    "SPACES_DIR",
+    "SearchSpace",
+    "SupernetDims",
+    "available_spaces",
+    "load_space",
+]
+
+SPACES_DIR = Path(__file__).resolve().parent
+
+CHOICE_KEYS = (
+    "encoder_embed_dim",
+    "decoder_embed_dim",
+    "qkv_dim",
+    "encoder_layers",
+    "decoder_layers",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "encoder_heads",
+    "decoder_heads",
+    "decoder_cross_heads",
+    "decoder_ende_attn",
+    "encoder_experts",
+    "decoder_experts",
+    "encoder_top_k",
+    "decoder_top_k",
+)
+_TOP_KEYS = ("name", "description", "heterogeneous_experts", "choices", "supernet")
+_HEAD_KEYS = ("encoder_heads", "decoder_heads", "decoder_cross_heads")
+
+
+@dataclass(frozen=True)
+class SupernetDims:
+    """The supernet's maximal sizes: the weights it holds, which every subnet slices."""
+
+    encoder_embed_dim: int
+    decoder_embed_dim: int
+    qkv_dim: int
+    encoder_layers: int
+    decoder_layers: int
+    encoder_ffn_dim: int
+    decoder_ffn_dim: int
+    encoder_experts: int
+    decoder_experts: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """All allowed choices (sorted ascending tuples) plus the supernet's sizes.
+
+    Build one with `load_space` or `SearchSpace.from_dict`; the constructor checks the
+    cross-field rules (choices fit the supernet, heads divide every qkv dim, top-k and
+    ende_attn choices are reachable) and raises ValueError naming ``source`` and the key.
+    """
+
+    name: str
+    source: str
+    encoder_embed_dim: tuple[int, ...]
+    decoder_embed_dim: tuple[int, ...]
+    qkv_dim: tuple[int, ...]
+    encoder_layers: tuple[int, ...]
+    decoder_layers: tuple[int, ...]
+    encoder_ffn_dim: tuple[int, ...]
+    decoder_ffn_dim: tuple[int, ...]
+    encoder_heads: tuple[int, ...]
+    decoder_heads: tuple[int, ...]
+    decoder_cross_heads: tuple[int, ...]
+    decoder_ende_attn: tuple[int, ...]
+    encoder_experts: tuple[int, ...]
+    decoder_experts: tuple[int, ...]
+    encoder_top_k: tuple[int, ...]
+    decoder_top_k: tuple[int, ...]
+    heterogeneous_experts: bool
+    supernet: SupernetDims
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_space(self)
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<dict>", name: str | None = None) -> SearchSpace:
+        """Builds a space from the parsed YAML mapping; strict about keys and types.
+
+        ``name`` is used when the mapping has no ``name`` key."""
+        return _parse_space(data, source=source, default_name=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML/JSON form (inverse of `from_dict`, ``source`` not included)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "heterogeneous_experts": self.heterogeneous_experts,
+            "choices": {k: list(getattr(self, k)) for k in CHOICE_KEYS},
+            "supernet": self.supernet.to_dict(),
+        }
+
+    # ---- membership ------------------------------------------------------------------
+    def allowed_top_k(self, side: str, experts: int) -> tuple[int, ...]:
+        """Top-k choices of a ``side`` ("encoder"/"decoder") layer with ``experts`` experts."""
+        return tuple(k for k in getattr(self, f"{side}_top_k") if k <= experts)
+
+    def allowed_ende_attn(self, encoder_layers: int) -> tuple[int, ...]:
+        """ende_attn choices when the encoder has ``encoder_layers`` layers."""
+        return tuple(a for a in self.decoder_ende_attn if a <= encoder_layers)
+
+    def validate(self, config: SubnetConfig, source: str | None = None) -> None:
+        """Raises ValueError naming ``source``, the key, the value and the allowed choices
+        when ``config`` is not a member of this space."""
+        _check_member(self, config, source or f"subnet of space {self.name!r}")
+
+    def contains(self, config: SubnetConfig) -> bool:
+        try:
+            self.validate(config)
+        except ValueError:
+            return False
+        return True
+
+    # ---- operators (all valid by construction; see operators.py) ----------------------
+    def sample(self, rng: random.Random) -> SubnetConfig:
+        """One random subnet: each gene uniform over its allowed choices (HAT's sampler)."""
+        return operators.sample(self, rng)
+
+    def mutate(self, config: SubnetConfig, prob: float, rng: random.Random) -> SubnetConfig:
+        """Each gene of the full-depth genome is resampled with probability ``prob``."""
+        return operators.mutate(self, config, prob, rng)
+
+    def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
+        """Uniform crossover: each gene from ``a`` or ``b`` with probability 1/2."""
+        return operators.crossover(self, a, b, rng)
+
+    def largest(self) -> SubnetConfig:
+        """Every dimension at its largest choice (all experts at the largest FFN dim)."""
+        return operators.extreme(self, largest=True)
+
+    def smallest(self) -> SubnetConfig:
+        """Every dimension at its smallest choice."""
+        return operators.extreme(self, largest=False)
+
+
+# ---- parsing ---------------------------------------------------------------------------
+def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchSpace:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - set(_TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; allowed keys are {list(_TOP_KEYS)}")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{source}: key 'name' must be a non-empty string, got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"{source}: key 'description' must be a string, got {description!r}")
+    hetero = data.get("heterogeneous_experts")
+    if not isinstance(hetero, bool):
+        raise ValueError(f"{source}: key 'heterogeneous_experts' must be true or false, got {hetero!r}")
+    choices = data.get("choices")
+    if not isinstance(choices, Mapping):
+        raise ValueError(f"{source}: key 'choices' must be a mapping of the keys {list(CHOICE_KEYS)}, "
+                         f"got {choices!r}")
+    unknown = sorted(set(map(str, choices)) - set(CHOICE_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {['choices.' + u for u in unknown]}; "
+                         f"allowed keys are {list(CHOICE_KEYS)}")
+    missing = [k for k in CHOICE_KEYS if k not in choices]
+    if missing:
+        raise ValueError(f"{source}: missing key(s) {['choices.' + m for m in missing]}")
+    parsed = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'") for k in CHOICE_KEYS}
+
+    dims_keys = [f.name for f in dataclasses.fields(SupernetDims)]
+    given = data.get("supernet") or {}
+    if not isinstance(given, Mapping):
+        raise ValueError(f"{source}: key 'supernet' must be a mapping, got {given!r}")
+    unknown = sorted(set(map(str, given)) - set(dims_keys))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {['supernet.' + u for u in unknown]}; "
+                         f"allowed keys are {dims_keys}")
+    dims = {}
+    for k in dims_keys:
+        if k in given:
+            v = given[k]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{source}: key 'supernet.{k}' must be a positive integer, got {v!r}")
+            dims[k] = v
+        else:
+            dims[k] = max(parsed[k])
+    return SearchSpace(
+        name=name, source=source, description=description, heterogeneous_experts=hetero,
+        supernet=SupernetDims(**dims), **parsed,
+    )
+
+
+def _choice_list(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: expected a non-empty list of positive integers (one choice "
+                         f"is written [x]), got {value!r}")
+    if not value:
+        raise ValueError(f"{where}: the choice list is empty; expected at least one positive integer")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{where}: choice {v!r} is not a positive integer")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{where}: duplicate choice in {list(value)}")
+    return tuple(sorted(value))
+
+
+def _check_space(s: SearchSpace) -> None:
+    """Cross-field rules; raises ValueError naming the file, key and value."""
+    src = s.source
+    for k in CHOICE_KEYS:
+        vals = getattr(s, k)
+        if not isinstance(vals, tuple) or not vals or list(vals) != sorted(set(vals)):
+            raise ValueError(f"{src}: key 'choices.{k}' must be a non-empty sorted tuple of "
+                             f"distinct integers, got {vals!r}")
+    for k in (f.name for f in dataclasses.fields(SupernetDims)):
+        cap = getattr(s.supernet, k)
+        too_big = [v for v in getattr(s, k) if v > cap]
+        if too_big:
+            raise ValueError(f"{src}: key 'choices.{k}': choice {too_big[0]} is larger than the "
+                             f"supernet's maximum supernet.{k} = {cap}")
+    for k in _HEAD_KEYS:
+        for h in getattr(s, k):
+            for q in s.qkv_dim:
+                if q % h:
+                    raise ValueError(f"{src}: key 'choices.{k}': head count {h} does not divide "
+                                     f"qkv_dim {q} (choices.qkv_dim)")
+    bad = [a for a in s.decoder_ende_attn if a not in (1, 2, 3)]
+    if bad:
+        raise ValueError(f"{src}: key 'choices.decoder_ende_attn': value {bad[0]} is not one of "
+                         f"1, 2, 3 (the number of last encoder layers attended; HAT's -1/1/2)")
+    if s.decoder_ende_attn[0] > s.encoder_layers[0]:
+        raise ValueError(f"{src}: key 'choices.decoder_ende_attn': smallest value "
+                         f"{s.decoder_ende_attn[0]} exceeds the smallest encoder layer count "
+                         f"{s.encoder_layers[0]}, so a shallow encoder has no valid choice")
+    for side in ("encoder", "decoder"):
+        top_k, experts = getattr(s, f"{side}_top_k"), getattr(s, f"{side}_experts")
+        if top_k[-1] > experts[-1]:
+            raise ValueError(f"{src}: key 'choices.{side}_top_k': top-k {top_k[-1]} is above the "
+                             f"largest expert count {experts[-1]} (choices.{side}_experts)")
+        if top_k[0] > experts[0]:
+            raise ValueError(f"{src}: key 'choices.{side}_top_k': smallest top-k {top_k[0]} is "
+                             f"above the smallest expert count {experts[0]}, so a layer with "
+                             f"{experts[0]} expert(s) has no valid top-k")
+    if not isinstance(s.heterogeneous_experts, bool):
+        raise ValueError(f"{src}: key 'heterogeneous_experts' must be a bool, got "
+                         f"{s.heterogeneous_experts!r}")
+
+
+def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
+    if not isinstance(c, SubnetConfig):
+        raise ValueError(f"{src}: expected a SubnetConfig, got {type(c).__name__}")
+    c.check_shape(source=src)
+
+    def need(key: str, value: int, allowed: tuple[int, ...], why: str = "") -> None:
+        if value not in allowed:
+            raise ValueError(f"{src}: key '{key}' = {value} is not in space {s.name!r}: "
+                             f"allowed {list(allowed)}{why}")
+
+    need("encoder_embed_dim", c.encoder_embed_dim, s.encoder_embed_dim)
+    need("decoder_embed_dim", c.decoder_embed_dim, s.decoder_embed_dim)
+    need("qkv_dim", c.qkv_dim, s.qkv_dim)
+    need("encoder_layers", c.encoder_layers, s.encoder_layers)
+    need("decoder_layers", c.decoder_layers, s.decoder_layers)
+    for side in ("encoder", "decoder"):
+        dims = getattr(c, f"{side}_expert_dims")
+        for i, experts in enumerate(dims):
+            n = len(experts)
+            need(f"{side}_experts[{i}]", n, getattr(s, f"{side}_experts"))
+            for j, d in enumerate(experts):
+                need(f"{side}_expert_dims[{i}][{j}]", d, getattr(s, f"{side}_ffn_dim"))
+            if not s.heterogeneous_experts and len(set(experts)) > 1:
+                raise ValueError(f"{src}: key '{side}_expert_dims[{i}]' = {list(experts)}: space "
+                                 f"{s.name!r} has heterogeneous_experts false, so all experts of "
+                                 f"a layer must share one dim")
+            k = getattr(c, f"{side}_top_k")[i]
+            need(f"{side}_top_k[{i}]", k, s.allowed_top_k(side, n), f" for a layer with {n} experts")
+        for i, h in enumerate(getattr(c, f"{side}_heads")):
+            need(f"{side}_heads[{i}]", h, getattr(s, f"{side}_heads"))
+    for i, h in enumerate(c.decoder_cross_heads):
+        need(f"decoder_cross_heads[{i}]", h, s.decoder_cross_heads)
+    for i, a in enumerate(c.decoder_ende_attn):
+        need(f"decoder_ende_attn[{i}]", a, s.allowed_ende_attn(c.encoder_layers),
+             f" with {c.encoder_layers} encoder layer(s)")
+
+
+# ---- loading ---------------------------------------------------------------------------
+def available_spaces() -> list[str]:
+    """Names of the spaces shipped in ``search_spaces/``."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Loads a shipped space by name (``"tiny"``) or any YAML file by path.
+
+    Raises FileNotFoundError for a missing path, ValueError for an unknown name or a
+    malformed file (naming the file, key and value)."""
+    text = str(name_or_path)
+    looks_like_path = (
+        isinstance(name_or_path, Path) or "/" in text or "\\" in text
+        or text.endswith((".yaml", ".yml"))
+    )
+    if looks_like_path:
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"search space file not found: {path}")
+    else:
+        path = SPACES_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise ValueError(f"unknown search space {text!r}; shipped spaces: "
+                             f"{available_spaces()} (or give a path to a .yaml file)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    return SearchSpace.from_dict(data, source=str(path), name=path.stem)
