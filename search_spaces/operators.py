@@ -24,7 +24,17 @@ from search_spaces.config import SubnetConfig
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
 
-__all__ = ["Gene", "sample", "mutate", "crossover", "extreme", "to_genome", "from_genome"]
+__all__ = [
+    "Gene",
+    "crossover",
+    "extreme",
+    "from_genome",
+    "gene_order",
+    "largest_dense",
+    "mutate",
+    "sample",
+    "to_genome",
+]
 
 Gene = tuple
 Genome = dict[Gene, int]
@@ -170,4 +180,16 @@ def extreme(space: SearchSpace, *, largest: bool) -> SubnetConfig:
     genome: Genome = {}
     for gene in gene_order(space):
         genome[gene] = pick(_domain(space, genome, gene))
+    return from_genome(space, genome)
+
+
+def largest_dense(space: SearchSpace) -> SubnetConfig:
+    """`extreme(largest=True)` with one expert (top-1) per layer: the widest dense subnet.
+    Needs 1 among the expert choices of both sides."""
+    genome: Genome = {}
+    for gene in gene_order(space):
+        allowed = _domain(space, genome, gene)
+        genome[gene] = min(allowed) if gene[-1] in ("experts", "top_k") else max(allowed)
+    if genome[("encoder", 0, "experts")] != 1 or genome[("decoder", 0, "experts")] != 1:
+        raise ValueError(f"space {space.name!r}: 1 expert is not a choice, no dense subnet")
     return from_genome(space, genome)

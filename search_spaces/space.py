@@ -21,6 +21,7 @@ names for one architecture). Every choice that names a weight size must fit the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from typing import Any
 
 import yaml
 
-from search_spaces import operators
+from search_spaces import counting, operators
+from search_spaces import features as _features
 from search_spaces.config import SubnetConfig
 
 __all__ = [
     "CHOICE_KEYS",
+    "BASELINES_DIR",
     "SPACES_DIR",
     "SearchSpace",
     "SupernetDims",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 SPACES_DIR = Path(__file__).resolve().parent
+BASELINES_DIR = SPACES_DIR / "baselines"
 
 CHOICE_KEYS = (
     "encoder_embed_dim",
@@ -133,6 +137,19 @@ class SearchSpace:
             "supernet": self.supernet.to_dict(),
         }
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary: `to_dict` plus ``source``, ``size`` (exact int),
+        ``size_log10``, ``largest``/``smallest`` configs, ``num_features`` and the names of
+        ``dense_baselines``."""
+        size = self.size()
+        out = self.to_dict()
+        out.update(
+            source=self.source, size=size, size_log10=round(math.log10(size), 3),
+            largest=self.largest().to_dict(), smallest=self.smallest().to_dict(),
+            num_features=len(self.feature_names()), baselines=sorted(self.dense_baselines()),
+        )
+        return out
+
     # ---- membership ------------------------------------------------------------------
     def allowed_top_k(self, side: str, experts: int) -> tuple[int, ...]:
         """Top-k choices of a ``side`` ("encoder"/"decoder") layer with ``experts`` experts."""
@@ -174,6 +191,36 @@ class SearchSpace:
     def smallest(self) -> SubnetConfig:
         """Every dimension at its smallest choice."""
         return operators.extreme(self, largest=False)
+
+    # ---- counting, features, baselines -----------------------------------------------
+    def size(self) -> int:
+        """Exact number of distinct subnets (ordered per-expert dims; see counting.py)."""
+        return counting.size(self)
+
+    def feature_names(self) -> list[str]:
+        """Names of `features`, fixed for this space."""
+        return _features.feature_names(self)
+
+    def features(self, config: SubnetConfig) -> list[float]:
+        """Fixed-length predictor features (HAT's 10, AutoMoE's expert means, per-layer
+        values padded with zeros to the deepest choice); see features.py."""
+        return _features.features(self, config)
+
+    def dense_baselines(self) -> dict[str, SubnetConfig]:
+        """Named reference configs that are members of this space: always "largest";
+        "largest-dense" (largest widths, one expert per layer) when 1 expert is a choice
+        on both sides and that differs from "largest"; and every ``search_spaces/baselines/*.json`` that fits
+        (e.g. "transformer-base")."""
+        out = {"largest": self.largest()}
+        if 1 in self.encoder_experts and 1 in self.decoder_experts:
+            dense = operators.largest_dense(self)
+            if dense != out["largest"]:
+                out["largest-dense"] = dense
+        for path in sorted(BASELINES_DIR.glob("*.json")):
+            config = SubnetConfig.from_json(path.read_text(encoding="utf-8"), source=str(path))
+            if self.contains(config):
+                out[path.stem] = config
+        return out
 
 
 # ---- parsing ---------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""`size`: the exact number of distinct subnets of a space, by a closed formula.
+
+Distinct means a different architecture: a canonical `SubnetConfig` holds only active
+layers, so genes of inactive layers never count. Experts are distinct weight slices
+(expert j of a layer is the supernet's j-th expert), so per-expert dims are an ordered
+tuple: (1024, 2048) and (2048, 1024) are two subnets.
+
+For one layer with ``F`` FFN choices, the number of (experts, top-k, dims) settings is
+``sum over n in experts of |{k in top_k : k <= n}| * (F**n if heterogeneous else F)``;
+times the head choices (and for a decoder layer the cross-attention heads and the
+ende_attn choices ``<=`` the encoder depth). Layers are independent given the depths, so
+
+    size = |enc embed| * |dec embed| * |qkv|
+           * sum over Le of [ E**Le * sum over Ld of D(Le)**Ld ].
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
+
+__all__ = ["size", "layer_settings"]
+
+
+def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = None) -> int:
+    """Distinct settings of one ``side`` layer (a decoder layer needs the encoder depth)."""
+    n_ffn = len(getattr(space, f"{side}_ffn_dim"))
+    ffn = sum(
+        len(space.allowed_top_k(side, n)) * (n_ffn**n if space.heterogeneous_experts else n_ffn)
+        for n in getattr(space, f"{side}_experts")
+    )
+    total = len(getattr(space, f"{side}_heads")) * ffn
+    if side == "decoder":
+        if encoder_layers is None:
+            raise ValueError("layer_settings: a decoder layer needs encoder_layers")
+        total *= len(space.decoder_cross_heads) * len(space.allowed_ende_attn(encoder_layers))
+    return total
+
+
+def size(space: SearchSpace) -> int:
+    """Exact number of distinct subnets (a Python int; it can be astronomically large)."""
+    per_enc = layer_settings(space, "encoder")
+    depth_sum = 0
+    for le in space.encoder_layers:
+        per_dec = layer_settings(space, "decoder", le)
+        depth_sum += per_enc**le * sum(per_dec**ld for ld in space.decoder_layers)
+    return (
+        len(space.encoder_embed_dim) * len(space.decoder_embed_dim) * len(space.qkv_dim) * depth_sum
+    )
