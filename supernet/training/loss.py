@@ -1,0 +1,57 @@
+"""Label-smoothed cross entropy (fairseq's criterion), summed over non-padding tokens.
+
+The loss of a token with log-probabilities ``lp`` over ``V`` classes and label ``y`` is
+``(1 - eps) * -lp[y] + eps / V * sum_v -lp[v]``: the cross entropy against the target
+distribution that puts ``1 - eps + eps/V`` on ``y`` and ``eps/V`` elsewhere (PyTorch's
+``cross_entropy(label_smoothing=eps)`` uses the same definition). Sums, not means, are
+returned so the training loop can normalise by the token count of the whole update
+(all accumulation steps and all ranks), which makes data-parallel training equal to one
+process with the same global batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from supernet.tokens import PAD_ID
+
+__all__ = ["LossSums", "label_smoothed_nll"]
+
+
+class LossSums(NamedTuple):
+    """Sums over the labelled tokens of a batch.
+
+    Attributes:
+        loss: scalar tensor, label-smoothed loss (differentiable).
+        nll: scalar tensor, plain negative log-likelihood in nats (detached).
+        ntokens: number of non-padding labels.
+    """
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+    ntokens: int
+
+
+def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float,
+                       ignore_index: int = PAD_ID) -> LossSums:
+    """Label-smoothed loss of `logits` [B, T, V] against `target` [B, T] (computed in fp32).
+
+    Positions where ``target == ignore_index`` contribute nothing.
+    """
+    if logits.shape[:-1] != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match target {tuple(target.shape)}")
+    if not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {epsilon}")
+    lprobs = F.log_softmax(logits.float(), dim=-1)  # [B, T, V]
+    pad = target.eq(ignore_index)  # [B, T]
+    nll = -lprobs.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # [B, T]
+    nll = nll.masked_fill(pad, 0.0)
+    if epsilon > 0:
+        smooth = -lprobs.sum(-1).masked_fill(pad, 0.0)  # [B, T]
+        loss = (1.0 - epsilon) * nll.sum() + (epsilon / lprobs.size(-1)) * smooth.sum()
+    else:
+        loss = nll.sum()
+    return LossSums(loss, nll.sum().detach(), int(target.numel() - int(pad.sum())))

@@ -1,0 +1,232 @@
+"""The training loop on small stand-in models: learning, exact resume, loss normalisation,
+the sandwich rule and refusals. (tests/test_train_e2e.py runs the real SuperTransformer.)"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+from train_fakes import (
+    FakePlain,
+    FakeSpace,
+    FakeSupernet,
+    ListBatcher,
+    collate,
+    make_batches,
+    make_config,
+    one_thread,  # noqa: F401 (fixture)
+    synthetic_pairs,
+)
+
+from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, train
+from supernet.training.checkpoint import load_checkpoint, plain
+from supernet.training.config import TrainConfig
+from supernet.training.loss import label_smoothed_nll
+from supernet.training.sampling import SamplingRule, probe_subnets
+from supernet.training.schedule import LRSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPACE = FakeSpace()
+IDENTITY = {"kind": "fake-supernet", "space": plain(SPACE.largest()), "vocab_size": 24}
+VALID = make_batches(3, 8, seed=99)
+
+
+def _model(seed: int = 0, dropout: float = 0.1) -> FakeSupernet:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return FakeSupernet(dropout)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(max_updates=6, schedule=LRSchedule("cosine", max_lr=1e-2, warmup_updates=2,
+                                                   total_updates=40),
+                seed=5, validate_every=2, save_every=3, clip_norm=1.0, load_balance_coef=0.01)
+    return TrainConfig(**{**base, **kw})
+
+
+def _run(tmp, config, *, batches=None, model=None, resume=False, **kw):
+    return train(model or _model(), config, run_dir=tmp, resume=resume,
+                 train_batches=ListBatcher(batches or make_batches(8, 6, seed=1)),
+                 valid_batches=VALID, identity=IDENTITY,
+                 probes=probe_subnets(SPACE, seed=config.seed), space=SPACE, progress=False,
+                 **kw)
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_short_run_lowers_dev_loss_of_every_probe(tmp_path):
+    cfg = _config(max_updates=40, validate_every=10, save_every=40, clip_norm=0.0)
+    result = _run(tmp_path, cfg, batches=make_batches(10, 16, seed=1))
+    rows = _rows(tmp_path / "valid_log.csv")
+    probes = list(probe_subnets(SPACE, seed=cfg.seed))
+    assert [r["probe"] for r in rows[:len(probes)]] == probes
+    assert {int(r["update"]) for r in rows} == {10, 20, 30, 40}
+    for name in probes:
+        losses = [float(r["loss"]) for r in rows if r["probe"] == name]
+        assert losses[-1] < losses[0] - 0.3, (name, losses)
+    assert result.update == 40 and result.tokens > 0
+    assert set(result.last_valid) == set(probes)
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT, expect=IDENTITY)
+    assert best["best_loss"] == result.best_loss < float("inf")
+
+
+class Interrupt(Exception):
+    pass
+
+
+class DyingBatcher(ListBatcher):
+    """Simulates a kill: raises when batch number `die_at` (0-based) is requested."""
+
+    def __init__(self, batches, die_at):
+        super().__init__(batches)
+        self.served, self.die_at = 0, die_at
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if self.served == self.die_at:
+                raise Interrupt
+            self.served += 1
+            yield batch
+
+
+@pytest.mark.parametrize("rule", [SamplingRule("uniform"), SamplingRule("sandwich", 1)])
+def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, rule):
+    # 5 batches per epoch, 2 per update: updates cross epoch boundaries; the kill comes in
+    # update 5, after the checkpoint at 3 and the validation at 4 (whose rows must go)
+    cfg = _config(update_freq=2, sampling=rule)
+    batches = make_batches(5, 4, seed=1)
+    straight = _run(tmp_path / "a", cfg, batches=batches)
+    with pytest.raises(Interrupt):
+        train(_model(), cfg, run_dir=tmp_path / "b", train_batches=DyingBatcher(batches, 8),
+              valid_batches=VALID, identity=IDENTITY, probes=probe_subnets(SPACE, seed=5),
+              space=SPACE, progress=False)
+    assert load_checkpoint(tmp_path / "b" / LAST_CHECKPOINT)["update"] == 3
+    assert {r["update"] for r in _rows(tmp_path / "b" / "valid_log.csv")} == {"2", "4"}
+    resumed = _run(tmp_path / "b", cfg, batches=batches, model=_model(seed=123), resume=True)
+    assert resumed.update == straight.update == 6
+    a = load_checkpoint(tmp_path / "a" / LAST_CHECKPOINT)
+    b = load_checkpoint(tmp_path / "b" / LAST_CHECKPOINT)
+    for name, t in a["model"].items():
+        assert torch.equal(t, b["model"][name]), name
+    for pid, st in a["optimizer"]["state"].items():
+        for key, t in st.items():
+            assert torch.equal(t, b["optimizer"]["state"][pid][key]), (pid, key)
+    assert a["data"] == b["data"]
+    for log in ("train_log.csv", "valid_log.csv"):
+        assert (tmp_path / "a" / log).read_bytes() == (tmp_path / "b" / log).read_bytes()
+    assert len(_rows(tmp_path / "a" / "train_log.csv")) == 6
+
+
+def test_resume_continues_to_a_larger_max_updates(tmp_path):
+    straight = _run(tmp_path / "a", _config(max_updates=6))
+    _run(tmp_path / "b", _config(max_updates=3))
+    resumed = _run(tmp_path / "b", _config(max_updates=6), resume=True)
+    assert straight.update == resumed.update == 6
+    a = load_checkpoint(tmp_path / "a" / LAST_CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "b" / LAST_CHECKPOINT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refusals_name_the_problem(tmp_path):
+    _run(tmp_path, _config(max_updates=2))
+    with pytest.raises(ValueError, match="already holds a run"):
+        _run(tmp_path, _config(max_updates=2))
+    with pytest.raises(ValueError, match=r"other settings .*clip_norm: 1\.0 vs 0\.5"):
+        _run(tmp_path, _config(max_updates=4, clip_norm=0.5), resume=True)
+    with pytest.raises(ValueError, match="another kind"):
+        train(_model(), _config(max_updates=4), run_dir=tmp_path, resume=True,
+              train_batches=ListBatcher(make_batches(4, 4, 1)), valid_batches=VALID,
+              identity={**IDENTITY, "kind": "transformer"}, probes={"x": SPACE.largest()},
+              space=SPACE, progress=False)
+    with pytest.raises(ValueError, match="needs the search space"):
+        train(_model(), _config(), run_dir=tmp_path / "c", train_batches=ListBatcher([]),
+              valid_batches=VALID, identity=IDENTITY, probes={"x": SPACE.largest()})
+
+
+def _merge(batches):
+    pairs = []
+    for src, _, target in batches:
+        for s, t in zip(src.tolist(), target.tolist(), strict=True):
+            pairs.append(([x for x in s if x > 3], [x for x in t if x > 3]))
+    return collate(pairs)
+
+
+@pytest.fixture()
+def captured(monkeypatch):
+    """Adam.step records each parameter's gradient (by position) instead of stepping."""
+    grads: list = []
+
+    def capture(self, closure=None):
+        grads.clear()
+        for group in self.param_groups:
+            grads.extend(None if p.grad is None else p.grad.clone() for p in group["params"])
+
+    monkeypatch.setattr(torch.optim.Adam, "step", capture)
+    return grads
+
+
+def test_accumulation_equals_one_big_batch(tmp_path, captured):
+    """Token-normalised accumulation: 2 micro-batches give the gradient of their union
+    (load balancing is a per-batch statistic, so it is off here)."""
+    small = make_batches(2, 3, seed=4)
+    cfg = _config(max_updates=1, validate_every=0, save_every=0, clip_norm=0.0,
+                  load_balance_coef=0.0)
+    _run(tmp_path / "a", replace(cfg, update_freq=2), batches=small, model=_model(dropout=0.0))
+    accumulated = list(captured)
+    _run(tmp_path / "b", cfg, batches=[_merge(small)], model=_model(dropout=0.0))
+    assert len(accumulated) == len(captured)
+    for a, b in zip(accumulated, captured, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_sandwich_gradient_is_the_token_mean_over_its_subnets(tmp_path, captured):
+    model = _model(dropout=0.0)
+    reference = _model(dropout=0.0)
+    batch = make_batches(1, 5, seed=8)
+    cfg = _config(max_updates=1, sampling=SamplingRule("sandwich", 0), clip_norm=0.0,
+                  load_balance_coef=0.5, validate_every=0, save_every=0)
+    _run(tmp_path, cfg, batches=batch, model=model)
+    # naive reference: sum the per-subnet loss sums, divide by tokens x subnets
+    total, ntok = 0.0, 0
+    src, prev, target = batch[0]
+    for subnet in (SPACE.largest(), SPACE.smallest()):
+        logits, aux = reference(src, prev, subnet)
+        out = label_smoothed_nll(logits, target, epsilon=0.1)
+        total = total + out.loss + 0.5 * out.ntokens * aux.load_balance
+        ntok += out.ntokens
+    (total / ntok).backward()
+    used = 0
+    for got, q in zip(captured, reference.parameters(), strict=True):
+        if q.grad is None:
+            assert got is None  # untouched by every subnet: Adam must skip it
+        else:
+            used += 1
+            torch.testing.assert_close(got, q.grad, rtol=1e-5, atol=1e-7)
+    assert used > 0
+
+
+def test_standalone_model_trains_with_a_fixed_architecture(tmp_path):
+    config = make_config(8, 1, 2, 8)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FakePlain(config)
+    cfg = _config(max_updates=12, sampling=None, validate_every=6, save_every=6)
+    result = train(model, cfg, run_dir=tmp_path, train_batches=ListBatcher(
+        make_batches(6, 8, seed=2)), valid_batches=VALID,
+        identity={"kind": "fake-plain", "subnet": config.to_dict()},
+        probes={"model": config}, progress=False)
+    rows = _rows(tmp_path / "valid_log.csv")
+    assert [r["probe"] for r in rows] == ["model", "model"]
+    assert {r["subnet_key"] for r in rows} == {config.key()}
+    assert {r["subnets"] for r in _rows(tmp_path / "train_log.csv")} == {config.key()}
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])
+    assert result.best_loss == pytest.approx(float(rows[1]["loss"]))
+    assert len(synthetic_pairs(3, 0)) == 3

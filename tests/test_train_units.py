@@ -1,0 +1,169 @@
+"""Training building blocks: sampling rules, schedules, label-smoothed loss, TrainConfig."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from train_fakes import FakeSpace
+
+from supernet.tokens import PAD_ID
+from supernet.training.config import TrainConfig
+from supernet.training.loss import label_smoothed_nll
+from supernet.training.sampling import (
+    SamplingRule,
+    derive_seed,
+    probe_subnets,
+    subnets_for_update,
+)
+from supernet.training.schedule import LRSchedule
+
+# ---- sampling ---------------------------------------------------------------------------------
+
+
+def _seeds_in_subprocess(hash_seed: str) -> str:
+    code = ("import random\n"
+            "from supernet.training.sampling import derive_seed\n"
+            "print([random.Random(derive_seed('subnet', 7, u)).random() for u in range(1, 6)])")
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_subnet_seeds_are_identical_across_processes_with_different_hash_salts():
+    here = [random.Random(derive_seed("subnet", 7, u)).random() for u in range(1, 6)]
+    assert _seeds_in_subprocess("1").strip() == str(here)
+    assert _seeds_in_subprocess("12345").strip() == str(here)
+    assert len(set(here)) == 5
+
+
+def test_uniform_rule_is_a_function_of_seed_and_update_and_varies_between_updates():
+    space, rule = FakeSpace(), SamplingRule("uniform")
+    a = [subnets_for_update(space, rule, seed=3, update=u) for u in range(1, 201)]
+    b = [subnets_for_update(space, rule, seed=3, update=u) for u in range(1, 201)]
+    assert a == b and all(len(s) == 1 for s in a)
+    # the draw equals space.sample on a Random seeded from (seed, update), nothing else
+    assert a[41][0] == space.sample(random.Random(derive_seed("subnet", 3, 42)))
+    widths = Counter(s[0].decoder_embed_dim for s in a)
+    layers = Counter(s[0].decoder_layers for s in a)
+    assert set(widths) == {8, 16} and set(layers) == {1, 2}
+    assert min(widths.values()) > 60  # uniform over 2 choices: ~100 each
+    other_seed = [subnets_for_update(space, rule, seed=4, update=u) for u in range(1, 201)]
+    assert other_seed != a
+
+
+def test_sandwich_rule_has_largest_smallest_then_random():
+    space = FakeSpace()
+    subnets = subnets_for_update(space, SamplingRule("sandwich", 3), seed=1, update=5)
+    assert len(subnets) == 5 == SamplingRule("sandwich", 3).subnets_per_update
+    assert subnets[0] == space.largest() and subnets[1] == space.smallest()
+    rng = random.Random(derive_seed("subnet", 1, 5))
+    assert list(subnets[2:]) == [space.sample(rng) for _ in range(3)]
+
+
+def test_bad_sampling_rule():
+    with pytest.raises(ValueError, match="sampling kind 'sandwhich'"):
+        SamplingRule("sandwhich")
+    with pytest.raises(ValueError, match="num_random"):
+        SamplingRule("sandwich", -1)
+
+
+def test_probes_are_distinct_fixed_and_cover_dense_and_moe():
+    space = FakeSpace()
+    probes = probe_subnets(space, seed=2, num_random=3)
+    assert probes == probe_subnets(space, seed=2, num_random=3)
+    assert probes["smallest"] == space.smallest() and probes["largest"] == space.largest()
+    assert len(set(probes.values())) == len(probes)
+    assert probes["random-dense"].is_dense and not probes["random-moe"].is_dense
+
+
+# ---- schedule ---------------------------------------------------------------------------------
+
+
+def test_cosine_schedule_matches_hat_recipe_points():
+    s = LRSchedule("cosine", max_lr=1e-3, warmup_updates=10_000, warmup_init_lr=1e-7,
+                   min_lr=1e-7, total_updates=40_000)
+    assert s.lr(0) == pytest.approx(1e-7)
+    assert s.lr(5_000) == pytest.approx((1e-7 + 1e-3) / 2)
+    assert s.lr(10_000) == pytest.approx(1e-3)
+    assert s.lr(25_000) == pytest.approx((1e-3 + 1e-7) / 2)  # half-way down the half period
+    assert s.lr(40_000) == pytest.approx(1e-7) and s.lr(50_000) == pytest.approx(1e-7)
+    decay = [s.lr(n) for n in range(10_000, 40_001, 500)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_inverse_sqrt_and_constant_schedules():
+    s = LRSchedule("inverse_sqrt", max_lr=5e-4, warmup_updates=100, warmup_init_lr=0.0)
+    assert s.lr(50) == pytest.approx(2.5e-4)
+    assert s.lr(100) == pytest.approx(5e-4) and s.lr(400) == pytest.approx(2.5e-4)
+    c = LRSchedule("constant", max_lr=2e-3, warmup_updates=0)
+    assert c.lr(0) == c.lr(10**6) == 2e-3
+
+
+def test_bad_schedules_name_the_problem():
+    with pytest.raises(ValueError, match="'linear' is not one of"):
+        LRSchedule("linear")
+    with pytest.raises(ValueError, match="total_updates"):
+        LRSchedule("cosine", warmup_updates=10, total_updates=10)
+    with pytest.raises(ValueError, match="warmup_updates >= 1"):
+        LRSchedule("inverse_sqrt", warmup_updates=0)
+
+
+# ---- loss -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothed_loss_matches_torch_cross_entropy(eps):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
+    target = torch.randint(4, 11, (3, 5), generator=gen)
+    target[0, 3:] = PAD_ID
+    target[2, 1:] = PAD_ID
+    out = label_smoothed_nll(logits, target, epsilon=eps)
+    flat_logits, flat_target = logits.reshape(-1, 11), target.reshape(-1)
+    want = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum",
+                           label_smoothing=eps)
+    nll = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum")
+    assert out.ntokens == int(target.ne(PAD_ID).sum()) == 9
+    torch.testing.assert_close(out.loss, want)
+    torch.testing.assert_close(out.nll, nll.detach())
+    g1 = torch.autograd.grad(out.loss, logits)[0]
+    g2 = torch.autograd.grad(want, logits)[0]
+    torch.testing.assert_close(g1, g2)
+
+
+def test_loss_is_computed_in_fp32_and_checks_shapes():
+    logits = torch.randn(2, 3, 7).to(torch.bfloat16)
+    target = torch.randint(4, 7, (2, 3))
+    out = label_smoothed_nll(logits, target, epsilon=0.1)
+    assert out.loss.dtype == torch.float32
+    want = F.cross_entropy(logits.float().reshape(-1, 7), target.reshape(-1), reduction="sum",
+                           label_smoothing=0.1)
+    torch.testing.assert_close(out.loss, want)
+    with pytest.raises(ValueError, match="do not match target"):
+        label_smoothed_nll(logits, target[:, :2], epsilon=0.1)
+
+
+# ---- config -----------------------------------------------------------------------------------
+
+
+def test_train_config_round_trips_and_reports_differences():
+    cfg = TrainConfig(max_updates=10, schedule=LRSchedule("inverse_sqrt", warmup_updates=4),
+                      sampling=SamplingRule("sandwich", 1), clip_norm=1.0)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    plain = TrainConfig(max_updates=10, schedule=cfg.schedule, sampling=None)
+    assert TrainConfig.from_dict(plain.to_dict()) == plain
+    other = TrainConfig.from_dict({**cfg.to_dict(), "max_updates": 20, "clip_norm": 0.5})
+    assert cfg.differences(other, ignore=("max_updates",)) == ["clip_norm: 1.0 vs 0.5"]
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['lr'\]"):
+        TrainConfig.from_dict({**cfg.to_dict(), "lr": 1})
+    with pytest.raises(ValueError, match="update_freq must be >= 1"):
+        TrainConfig(max_updates=1, schedule=cfg.schedule, update_freq=0)
+    assert math.isfinite(cfg.schedule.lr(3))
