@@ -1,0 +1,221 @@
+"""The encoder-decoder forward pass over resolved weights (`ModelWeights`).
+
+A model resolves its weights for one architecture (the supernet: leading slices of its
+maximal tensors; the static `Transformer`: its own tensors) into the NamedTuple trees below
+and calls `encode` / `decode`. Nothing here holds state or knows about slicing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from supernet.functional import (
+    AttnWeights,
+    LayerStats,
+    MoEWeights,
+    NormWeights,
+    attention,
+    layer_norm,
+    moe_ffn,
+    project_kv,
+    sinusoidal_positions,
+)
+from supernet.options import ModelOptions, scaled_rate
+from supernet.outputs import DecoderCache, EncoderOut, MoEAux
+from supernet.tokens import PAD_ID
+
+__all__ = ["EncoderLayerWeights", "DecoderLayerWeights", "StackWeights", "ModelWeights",
+           "Run", "run_settings", "encode", "decode", "MAX_ENDE_ATTN"]
+
+MAX_ENDE_ATTN = 3  # the decoder reads at most the last 3 encoder layers (HAT)
+
+
+class EncoderLayerWeights(NamedTuple):
+    self_attn: AttnWeights
+    heads: int
+    attn_norm: NormWeights
+    moe: MoEWeights
+    ffn_norm: NormWeights
+
+
+class DecoderLayerWeights(NamedTuple):
+    self_attn: AttnWeights
+    heads: int
+    attn_norm: NormWeights
+    cross_attn: AttnWeights
+    cross_heads: int
+    ende_attn: int  # how many of the last encoder layers the cross-attention reads
+    cross_norm: NormWeights
+    moe: MoEWeights
+    ffn_norm: NormWeights
+
+
+class StackWeights(NamedTuple):
+    """One stack (encoder or decoder): its layers, final norm (pre-LN only), width."""
+
+    layers: tuple
+    final_norm: NormWeights | None
+    dim: int
+
+
+class ModelWeights(NamedTuple):
+    """embed: the shared token embedding [V, >= max(d_enc, d_dec)]; the encoder uses its
+    first d_enc columns, the decoder (and the tied output projection) its first d_dec."""
+
+    embed: torch.Tensor
+    encoder: StackWeights
+    decoder: StackWeights
+
+
+class Run(NamedTuple):
+    """How one stack runs: dropout rates (already width-scaled) and flags."""
+
+    dropout: float
+    activation_dropout: float
+    attention_dropout: float
+    normalize_before: bool
+    jitter: float
+    normalize_gates: bool
+    training: bool
+    max_positions: int
+
+
+def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool) -> Run:
+    """Run settings of a stack of width ``dim``; ``side`` 0 = encoder, 1 = decoder."""
+    ref = dim if options.dropout_reference_dims is None else options.dropout_reference_dims[side]
+    return Run(scaled_rate(options.dropout, dim, ref),
+               scaled_rate(options.activation_dropout, dim, ref),
+               options.attention_dropout, options.normalize_before, options.router_jitter,
+               options.normalize_gates, training, options.max_positions)
+
+
+def _embed(tokens: torch.Tensor, table: torch.Tensor, *, offset: int, run: Run) -> torch.Tensor:
+    """Scaled token embedding plus sinusoidal positions: tokens [B, T] -> [B, T, d]."""
+    length, dim = tokens.shape[1], table.shape[1]
+    if offset + length > run.max_positions:
+        raise ValueError(f"sequence of {offset + length} tokens exceeds max_positions "
+                         f"{run.max_positions}")
+    x = F.embedding(tokens, table, padding_idx=PAD_ID) * math.sqrt(dim)
+    x = x + sinusoidal_positions(length, dim, offset=offset, device=x.device).to(x.dtype)
+    return F.dropout(x, run.dropout, run.training)
+
+
+def _ffn_block(x: torch.Tensor, moe: MoEWeights, norm: NormWeights, token_mask: torch.Tensor,
+               run: Run) -> tuple[torch.Tensor, LayerStats]:
+    b, t, d = x.shape
+    h = layer_norm(x, norm) if run.normalize_before else x
+    y, stats = moe_ffn(h.reshape(b * t, d), moe, token_mask=token_mask.reshape(-1),
+                       activation_dropout=run.activation_dropout, training=run.training,
+                       jitter=run.jitter, normalize_gates=run.normalize_gates)
+    x = x + F.dropout(y.view(b, t, d), run.dropout, run.training)
+    return (x if run.normalize_before else layer_norm(x, norm)), stats
+
+
+def _aux(stats: list[LayerStats], like: torch.Tensor, *, encoder: bool) -> MoEAux:
+    routed = [s for s in stats if s.load_balance is not None]
+    zero = torch.zeros((), device=like.device, dtype=torch.float32)
+    lb = sum((s.load_balance for s in routed), zero)
+    z = sum((s.z_loss for s in routed), zero)
+    counts = tuple(s.counts for s in stats)
+    if encoder:
+        return MoEAux(lb, z, encoder_counts=counts, moe_layers=len(routed))
+    return MoEAux(lb, z, decoder_counts=counts, moe_layers=len(routed))
+
+
+def encode(src: torch.Tensor, weights: ModelWeights, run: Run) -> EncoderOut:
+    """src [B, S] (right-padded with PAD_ID) -> EncoderOut (last <= 3 layer outputs)."""
+    stack = weights.encoder
+    pad = src.eq(PAD_ID)  # [B, S]
+    x = _embed(src, weights.embed[:, : stack.dim], offset=0, run=run)
+    mask = pad[:, None, None, :]  # [B, 1, 1, S]
+    keep = ~pad
+    states, stats = [], []
+    for lw in stack.layers:
+        h = layer_norm(x, lw.attn_norm) if run.normalize_before else x
+        k, v = project_kv(h, lw.self_attn, lw.heads)
+        h = attention(h, k, v, lw.self_attn, lw.heads, mask=mask,
+                      dropout=run.attention_dropout, training=run.training)
+        x = x + F.dropout(h, run.dropout, run.training)
+        if not run.normalize_before:
+            x = layer_norm(x, lw.attn_norm)
+        x, st = _ffn_block(x, lw.moe, lw.ffn_norm, keep, run)
+        stats.append(st)
+        states = (states + [x])[-MAX_ENDE_ATTN:]
+    if stack.final_norm is not None:  # pre-LN: every state the decoder reads is normalised
+        states = [layer_norm(s, stack.final_norm) for s in states]
+    return EncoderOut(tuple(states), pad, _aux(stats, x, encoder=True))
+
+
+def _cross_kv(enc: EncoderOut, lw: DecoderLayerWeights
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K/V of the last ``ende_attn`` encoder outputs concatenated along time, and the
+    matching padding mask [B, 1, 1, span·S] (the source mask tiled)."""
+    span = min(lw.ende_attn, len(enc.states))
+    mem = enc.states[-span:]
+    kv_in = mem[0] if span == 1 else torch.cat(mem, dim=1)  # [B, span·S, d_enc]
+    k, v = project_kv(kv_in, lw.cross_attn, lw.cross_heads)
+    mask = enc.padding_mask.repeat(1, span)[:, None, None, :]
+    return k, v, mask
+
+
+def decode(prev: torch.Tensor, enc: EncoderOut, weights: ModelWeights, run: Run,
+           cache: DecoderCache | None = None) -> tuple[torch.Tensor, MoEAux]:
+    """prev [B, T] -> (logits [B, T, V], decoder MoEAux).
+
+    Without a cache: teacher-forced over all T positions (causal mask). With a cache: prev
+    holds the next T tokens (usually T = 1) after the ``cache.length`` already fed; keys and
+    values are appended to the cache, which ends ``T`` longer.
+    """
+    stack = weights.decoder
+    offset = 0 if cache is None else cache.length
+    t = prev.shape[1]
+    table = weights.embed[:, : stack.dim]
+    x = _embed(prev, table, offset=offset, run=run)
+    causal = None
+    if t > 1:  # query i (position offset+i) sees keys 0..offset+i
+        keys = torch.arange(offset + t, device=prev.device)
+        queries = torch.arange(offset, offset + t, device=prev.device)
+        causal = keys[None, :] > queries[:, None]  # [T, offset+T]
+    keep = prev.ne(PAD_ID)
+    stats = []
+    for i, lw in enumerate(stack.layers):
+        h = layer_norm(x, lw.attn_norm) if run.normalize_before else x
+        k, v = project_kv(h, lw.self_attn, lw.heads)
+        if cache is not None:
+            if i in cache.self_kv:
+                pk, pv = cache.self_kv[i]
+                k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+            cache.self_kv[i] = (k, v)
+        h = attention(h, k, v, lw.self_attn, lw.heads, mask=causal,
+                      dropout=run.attention_dropout, training=run.training)
+        x = x + F.dropout(h, run.dropout, run.training)
+        if not run.normalize_before:
+            x = layer_norm(x, lw.attn_norm)
+
+        h = layer_norm(x, lw.cross_norm) if run.normalize_before else x
+        if cache is not None and i in cache.cross_kv:
+            ck, cv = cache.cross_kv[i]
+            span = ck.shape[2] // enc.padding_mask.shape[1]
+            cmask = enc.padding_mask.repeat(1, span)[:, None, None, :]
+        else:
+            ck, cv, cmask = _cross_kv(enc, lw)
+            if cache is not None:
+                cache.cross_kv[i] = (ck, cv)
+        h = attention(h, ck, cv, lw.cross_attn, lw.cross_heads, mask=cmask,
+                      dropout=run.attention_dropout, training=run.training)
+        x = x + F.dropout(h, run.dropout, run.training)
+        if not run.normalize_before:
+            x = layer_norm(x, lw.cross_norm)
+
+        x, st = _ffn_block(x, lw.moe, lw.ffn_norm, keep, run)
+        stats.append(st)
+    if cache is not None:
+        cache.length = offset + t
+    if stack.final_norm is not None:
+        x = layer_norm(x, stack.final_norm)
+    logits = F.linear(x, table)  # tied output projection [B, T, V]
+    return logits, _aux(stats, x, encoder=False)

@@ -1,0 +1,100 @@
+"""Elastic layers: maximal weights that hand out leading slices for one architecture.
+
+Each module stores the largest tensors and returns, for requested sizes, a tree of views
+(`supernet.functional` weight tuples); nothing is stored per call, so there is no "active
+subnet" state. Slicing rules (HAT / AutoMoE):
+
+- linear ``W[:out, :in]``, bias ``b[:out]``; layer norm ``w[:d]``;
+- attention: q/k/v rows ``[:qkv]`` (heads are a reshape of the qkv dim), columns sliced to
+  the input width (cross-attention keys/values: the encoder's width);
+- MoE: the first n experts and router rows ``[:n, :d]``; expert e keeps the first ``h_e``
+  hidden units of its own weights ``w1[e, :h_e, :d]``, ``w2[e, :d, :h_e]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from supernet.functional import AttnWeights, ExpertWeights, MoEWeights, NormWeights
+
+__all__ = ["ElasticAttention", "ElasticNorm", "ElasticMoE"]
+
+
+def _param(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape))
+
+
+class ElasticAttention(nn.Module):
+    """Attention with maximal widths ``q_in`` (queries, output), ``kv_in`` (keys/values)
+    and ``qkv`` (inner dim)."""
+
+    def __init__(self, *, q_in: int, kv_in: int, qkv: int) -> None:
+        super().__init__()
+        self.q_w, self.q_b = _param(qkv, q_in), _param(qkv)
+        self.k_w, self.k_b = _param(qkv, kv_in), _param(qkv)
+        self.v_w, self.v_b = _param(qkv, kv_in), _param(qkv)
+        self.o_w, self.o_b = _param(q_in, qkv), _param(q_in)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        for w in (self.q_w, self.k_w, self.v_w, self.o_w):
+            nn.init.xavier_uniform_(w, generator=generator)
+        for b in (self.q_b, self.k_b, self.v_b, self.o_b):
+            b.zero_()
+
+    def weights(self, d_q: int, d_kv: int, qkv: int) -> AttnWeights:
+        return AttnWeights(self.q_w[:qkv, :d_q], self.q_b[:qkv], self.k_w[:qkv, :d_kv],
+                           self.k_b[:qkv], self.v_w[:qkv, :d_kv], self.v_b[:qkv],
+                           self.o_w[:d_q, :qkv], self.o_b[:d_q])
+
+
+class ElasticNorm(nn.Module):
+    """Layer norm of maximal width d."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight, self.bias = _param(d), _param(d)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.weight.fill_(1.0)
+        self.bias.zero_()
+
+    def weights(self, d: int) -> NormWeights:
+        return NormWeights(self.weight[:d], self.bias[:d])
+
+
+class ElasticMoE(nn.Module):
+    """Up to ``experts`` experts of hidden size up to ``hidden`` on width up to ``d``; the
+    router exists only when more than one expert is possible."""
+
+    def __init__(self, *, d: int, hidden: int, experts: int) -> None:
+        super().__init__()
+        self.max_experts, self.max_hidden, self.max_dim = experts, hidden, d
+        if experts > 1:
+            self.router_w, self.router_b = _param(experts, d), _param(experts)
+        else:
+            self.register_parameter("router_w", None)
+            self.register_parameter("router_b", None)
+        self.w1, self.b1 = _param(experts, hidden, d), _param(experts, hidden)
+        self.w2, self.b2 = _param(experts, d, hidden), _param(experts, d)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        for e in range(self.max_experts):  # each expert as its own xavier-initialised pair
+            nn.init.xavier_uniform_(self.w1[e], generator=generator)
+            nn.init.xavier_uniform_(self.w2[e], generator=generator)
+        self.b1.zero_()
+        self.b2.zero_()
+        if self.router_w is not None:
+            nn.init.xavier_uniform_(self.router_w, generator=generator)
+            self.router_b.zero_()
+
+    def weights(self, d: int, dims: tuple[int, ...], top_k: int) -> MoEWeights:
+        n = len(dims)
+        experts = tuple(ExpertWeights(self.w1[e, :h, :d], self.b1[e, :h], self.w2[e, :d, :h],
+                                      self.b2[e, :d]) for e, h in enumerate(dims))
+        if n == 1:
+            return MoEWeights(None, None, experts, top_k)
+        return MoEWeights(self.router_w[:n, :d], self.router_b[:n], experts, top_k)

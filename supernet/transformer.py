@@ -1,0 +1,240 @@
+"""`Transformer`: the plain (static) encoder-decoder MoE Transformer of one `SubnetConfig`.
+
+What `SuperTransformer.extract` returns and what a retrained subnet is: ordinary modules
+(`nn.Linear`, `nn.LayerNorm`), every expert with its own tensors, no slicing and no elastic
+code. It runs the same functions as the supernet (`supernet.core`), so an extracted model
+computes exactly what the supernet computed for that subnet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search_spaces.config import SubnetConfig
+from supernet import core
+from supernet.functional import AttnWeights, ExpertWeights, MoEWeights, NormWeights
+from supernet.options import DEFAULT_OPTIONS, ModelOptions
+from supernet.outputs import DecoderCache, EncoderOut, MoEAux
+from supernet.params import ParamCounts
+from supernet.tokens import PAD_ID
+
+__all__ = ["Transformer", "init_generator"]
+
+
+def init_generator(seed: int) -> torch.Generator:
+    """The explicit generator that weight initialisation draws from."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _norm(d: int) -> nn.LayerNorm:
+    return nn.LayerNorm(d, device="meta")
+
+
+def _linear(d_in: int, d_out: int, *, bias: bool = True) -> nn.Linear:
+    return nn.Linear(d_in, d_out, bias=bias, device="meta")
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections."""
+
+    def __init__(self, *, q_in: int, kv_in: int, qkv: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj = _linear(q_in, qkv), _linear(kv_in, qkv)
+        self.v_proj, self.out_proj = _linear(kv_in, qkv), _linear(qkv, q_in)
+
+    def weights(self) -> AttnWeights:
+        return AttnWeights(self.q_proj.weight, self.q_proj.bias, self.k_proj.weight,
+                           self.k_proj.bias, self.v_proj.weight, self.v_proj.bias,
+                           self.out_proj.weight, self.out_proj.bias)
+
+
+class Expert(nn.Module):
+    """A ReLU FFN d -> hidden -> d."""
+
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = _linear(d, hidden), _linear(hidden, d)
+
+    def weights(self) -> ExpertWeights:
+        return ExpertWeights(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+
+class MoE(nn.Module):
+    """Top-k mixture of experts of the given hidden sizes; one expert = a dense FFN (no
+    router)."""
+
+    def __init__(self, d: int, dims: tuple[int, ...], top_k: int) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.router = _linear(d, len(dims)) if len(dims) > 1 else None
+        self.experts = nn.ModuleList(Expert(d, h) for h in dims)
+
+    def weights(self) -> MoEWeights:
+        r = self.router
+        return MoEWeights(None if r is None else r.weight, None if r is None else r.bias,
+                          tuple(e.weights() for e in self.experts), self.top_k)
+
+
+def _nw(norm: nn.LayerNorm) -> NormWeights:
+    return NormWeights(norm.weight, norm.bias)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, *, d: int, qkv: int, heads: int, dims: tuple[int, ...], top_k: int):
+        super().__init__()
+        self.self_attn = Attention(q_in=d, kv_in=d, qkv=qkv, heads=heads)
+        self.self_attn_norm = _norm(d)
+        self.moe, self.ffn_norm = MoE(d, dims, top_k), _norm(d)
+
+    def weights(self) -> core.EncoderLayerWeights:
+        return core.EncoderLayerWeights(self.self_attn.weights(), self.self_attn.heads,
+                                        _nw(self.self_attn_norm), self.moe.weights(),
+                                        _nw(self.ffn_norm))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, *, d: int, d_enc: int, qkv: int, heads: int, cross_heads: int,
+                 ende_attn: int, dims: tuple[int, ...], top_k: int) -> None:
+        super().__init__()
+        self.ende_attn = ende_attn
+        self.self_attn = Attention(q_in=d, kv_in=d, qkv=qkv, heads=heads)
+        self.self_attn_norm = _norm(d)
+        self.cross_attn = Attention(q_in=d, kv_in=d_enc, qkv=qkv, heads=cross_heads)
+        self.cross_attn_norm = _norm(d)
+        self.moe, self.ffn_norm = MoE(d, dims, top_k), _norm(d)
+
+    def weights(self) -> core.DecoderLayerWeights:
+        return core.DecoderLayerWeights(
+            self.self_attn.weights(), self.self_attn.heads, _nw(self.self_attn_norm),
+            self.cross_attn.weights(), self.cross_attn.heads, self.ende_attn,
+            _nw(self.cross_attn_norm), self.moe.weights(), _nw(self.ffn_norm))
+
+
+class Transformer(nn.Module):
+    """A static encoder-decoder (MoE) Transformer of one architecture.
+
+    Args:
+        config: the architecture.
+        vocab_size: size of the joint source/target vocabulary (shared, tied embedding).
+        options: dropout, layer-norm placement, positions, routing noise.
+        seed: weight initialisation seed (an explicit generator; the global RNG is untouched).
+
+    Follows the seq2seq protocol of docs/contracts.md: ``encode``, ``decode``,
+    ``new_cache``, ``forward(src, prev) -> (logits, aux)``.
+    """
+
+    def __init__(self, config: SubnetConfig, vocab_size: int, *,
+                 options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0) -> None:
+        super().__init__()
+        config.check_shape(source="Transformer config")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
+            raise ValueError(f"vocab_size must be an integer >= 5 (4 special tokens + words), got "
+                             f"{vocab_size!r}")
+        self.config, self.vocab_size, self.options = config, vocab_size, options
+        de, dd, q = config.encoder_embed_dim, config.decoder_embed_dim, config.qkv_dim
+        self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd), device="meta"))
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(d=de, qkv=q, heads=h, dims=dims, top_k=k)
+            for dims, h, k in zip(config.encoder_expert_dims, config.encoder_heads,
+                                  config.encoder_top_k, strict=True))
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(d=dd, d_enc=de, qkv=q, heads=h, cross_heads=ch, ende_attn=a, dims=dims,
+                         top_k=k)
+            for dims, h, ch, a, k in zip(config.decoder_expert_dims, config.decoder_heads,
+                                         config.decoder_cross_heads, config.decoder_ende_attn,
+                                         config.decoder_top_k, strict=True))
+        self.encoder_norm = _norm(de) if options.normalize_before else None
+        self.decoder_norm = _norm(dd) if options.normalize_before else None
+        self.to_empty(device="cpu")
+        self.reset_parameters(init_generator(seed))
+
+    @classmethod
+    def from_config(cls, config: SubnetConfig, vocab_size: int, *,
+                    options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0) -> Transformer:
+        """A freshly initialised model of ``config`` (for retraining from scratch)."""
+        return cls(config, vocab_size, options=options, seed=seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """fairseq's init: xavier-uniform linear weights, zero biases, unit layer norms,
+        embeddings N(0, d^-1/2) with a zero padding row."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight, generator=generator)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.embed, std=self.embed.shape[1] ** -0.5, generator=generator)
+        self.embed[PAD_ID].zero_()
+
+    # ---- the seq2seq protocol ----------------------------------------------------------
+
+    def weights(self) -> core.ModelWeights:
+        """This model's tensors as the tree `supernet.core` runs on."""
+        cfg = self.config
+        enc = core.StackWeights(tuple(layer.weights() for layer in self.encoder_layers),
+                                None if self.encoder_norm is None else _nw(self.encoder_norm),
+                                cfg.encoder_embed_dim)
+        dec = core.StackWeights(tuple(layer.weights() for layer in self.decoder_layers),
+                                None if self.decoder_norm is None else _nw(self.decoder_norm),
+                                cfg.decoder_embed_dim)
+        return core.ModelWeights(self.embed, enc, dec)
+
+    def _run(self, side: int) -> core.Run:
+        dim = self.config.encoder_embed_dim if side == 0 else self.config.decoder_embed_dim
+        return core.run_settings(self.options, dim=dim, side=side, training=self.training)
+
+    def encode(self, src_tokens: torch.Tensor) -> EncoderOut:
+        """src_tokens [B, S] -> EncoderOut."""
+        return core.encode(src_tokens, self.weights(), self._run(0))
+
+    def decode(self, prev_tokens: torch.Tensor, enc: EncoderOut,
+               cache: DecoderCache | None = None) -> tuple[torch.Tensor, MoEAux]:
+        """prev_tokens [B, T] -> (logits [B, T, V], decoder aux); see `core.decode`."""
+        return core.decode(prev_tokens, enc, self.weights(), self._run(1), cache)
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache()
+
+    def forward(self, src_tokens: torch.Tensor, prev_tokens: torch.Tensor
+                ) -> tuple[torch.Tensor, MoEAux]:
+        """Teacher-forced forward: src [B, S], prev [B, T] -> (logits [B, T, V], aux)."""
+        enc = self.encode(src_tokens)
+        logits, aux = self.decode(prev_tokens, enc)
+        return logits, enc.aux + aux
+
+    # ---- sizes and files ---------------------------------------------------------------
+
+    def count_params(self) -> ParamCounts:
+        """Counts from the actual tensors (conventions in `supernet.params`)."""
+        total = sum(p.numel() for p in self.parameters())
+        active = float(total)
+        for layer in [*self.encoder_layers, *self.decoder_layers]:
+            moe = layer.moe
+            experts = sum(p.numel() for p in moe.experts.parameters())
+            active -= experts * (1.0 - moe.top_k / len(moe.experts))
+        embedding = self.embed.numel()
+        return ParamCounts(total=total, active=active, hat=total - embedding,
+                           embedding=embedding)
+
+    def save(self, directory: str | Path, *, overwrite: bool = False,
+             extra: dict | None = None) -> Path:
+        """Writes ``config.json`` + ``model.safetensors`` into ``directory`` atomically."""
+        from supernet.export import save_transformer
+
+        return save_transformer(self, directory, overwrite=overwrite, extra=extra)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Transformer:
+        """Loads a directory written by `save`; ValueError naming the file if it is bad."""
+        from supernet.export import load_transformer
+
+        return load_transformer(directory, device=device)
+
+    def extra_repr(self) -> str:
+        return f"config={self.config.key()}, vocab_size={self.vocab_size}"
