@@ -338,8 +338,9 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
 
     def need(key: str, value: int, allowed: tuple[int, ...], why: str = "") -> None:
         if value not in allowed:
-            raise ValueError(f"{src}: key '{key}' = {value} is not in space {s.name!r}: "
-                             f"allowed {list(allowed)}{why}")
+            name, _, index = key.partition("[")  # 'name'[i][j], as SubnetConfig.check_shape
+            raise ValueError(f"{src}: key '{name}'{'[' + index if index else ''} = {value} is "
+                             f"not in space {s.name!r}: allowed {list(allowed)}{why}")
 
     need("encoder_embed_dim", c.encoder_embed_dim, s.encoder_embed_dim)
     need("decoder_embed_dim", c.decoder_embed_dim, s.decoder_embed_dim)
@@ -354,7 +355,7 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
             for j, d in enumerate(experts):
                 need(f"{side}_expert_dims[{i}][{j}]", d, getattr(s, f"{side}_ffn_dim"))
             if not s.heterogeneous_experts and len(set(experts)) > 1:
-                raise ValueError(f"{src}: key '{side}_expert_dims[{i}]' = {list(experts)}: space "
+                raise ValueError(f"{src}: key '{side}_expert_dims'[{i}] = {list(experts)}: space "
                                  f"{s.name!r} has heterogeneous_experts false, so all experts of "
                                  f"a layer must share one dim")
             k = getattr(c, f"{side}_top_k")[i]
