@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=_show)
     lst = sub.add_parser("list", help="list the shipped spaces",
-                         description="List the spaces shipped in search_spaces/ with their sizes.")
+                         description="List the spaces shipped in search_spaces/ (load them by name "
+                                     "anywhere a space is asked for) with their sizes (log10 of "
+                                     "the number of distinct subnets) and descriptions.")
     lst.set_defaults(func=_list)
 
 
