@@ -1,0 +1,125 @@
+"""Result tables of a search run: ``candidates.csv`` and ``pareto.csv``.
+
+Both are derived from the search state (the archive of evaluated configs and their
+metrics) plus the per-candidate *details* the evaluator reported (worker, latency device,
+seconds), so they can be rebuilt at any time, in particular after a resume.
+
+``candidates.csv`` has one row per distinct evaluated subnet (evaluation order): its key,
+first generation and origin, the config as JSON, architecture summary columns, every metric
+(``bleu``, ``loss``, ``flops``, ``params``, ``latency_ms`` and its statistics, ...),
+feasibility, whether it is on the final front, and who scored it. ``pareto.csv`` holds the
+feasible non-dominated rows, best first by the first objective, without the operational
+columns (worker, seconds), so two runs with the same seed give the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automoe.io_utils import atomic_path
+
+__all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
+           "experts_summary"]
+
+# Columns that say how a row was computed, not what was found: they differ between runs.
+OPERATIONAL_COLUMNS = ("worker", "latency_worker", "eval_seconds")
+
+# Metrics listed first (in this order) when present; any others follow alphabetically.
+_METRIC_ORDER = ("bleu", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
+
+
+def experts_summary(config: Any) -> str:
+    """``"enc 1,4,2 / dec 1,1"``: experts per layer (1 = a dense FFN)."""
+    enc = ",".join(str(n) for n in config.encoder_experts)
+    dec = ",".join(str(n) for n in config.decoder_experts)
+    return f"enc {enc} / dec {dec}"
+
+
+def _topk_summary(config: Any) -> str:
+    enc = ",".join(str(k) for k in config.encoder_top_k)
+    dec = ",".join(str(k) for k in config.decoder_top_k)
+    return f"enc {enc} / dec {dec}"
+
+
+def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> dict[str, Any]:
+    config = entry.genome
+    metrics = dict(entry.metrics)
+    objectives = [o.name for o in algo.objectives]
+    ordered = objectives + [m for m in _METRIC_ORDER if m in metrics and m not in objectives]
+    ordered += sorted(m for m in metrics if m not in ordered)
+    violation = sum(c.violation(metrics[c.name]) for c in algo.constraints)
+    detail = details.get(entry.key, {})
+    info = dict(detail.get("info", {}))
+    row: dict[str, Any] = {
+        "key": entry.key,
+        "generation": entry.generation,
+        "origin": entry.origin,
+        **{m: metrics.get(m, float("nan")) for m in ordered},
+        "feasible": violation == 0,
+        "violation": violation,
+        "on_front": on_front,
+        "is_dense": bool(config.is_dense),
+        "experts": experts_summary(config),
+        "top_k": _topk_summary(config),
+        "encoder_layers": config.encoder_layers,
+        "decoder_layers": config.decoder_layers,
+        "encoder_embed_dim": config.encoder_embed_dim,
+        "decoder_embed_dim": config.decoder_embed_dim,
+        "latency_device": info.pop("latency_device", ""),
+        "latency_protocol": info.pop("latency_protocol", ""),
+        "worker": detail.get("worker", ""),
+        "latency_worker": info.pop("latency_worker", ""),
+        "eval_seconds": detail.get("seconds", float("nan")),
+        "config": json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":")),
+    }
+    return row
+
+
+def candidate_table(algo: Any, state: Any, details: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per distinct evaluated config, in evaluation order.
+
+    Args:
+        algo: the `evolution.SearchAlgorithm` (objectives, constraints, front).
+        state: its `evolution.SearchState`.
+        details: ``{key: {"worker": str, "seconds": float, "info": {str: str}}}``.
+    """
+    front = set(algo.front_keys(state))
+    rows = [_row(algo, e, e.key in front, details) for e in state.archive.values()]
+    table = pd.DataFrame(rows)
+    if not rows:
+        return table
+    # Latency columns stay empty when latency was not measured: drop them.
+    for col in ("latency_device", "latency_protocol", "latency_worker"):
+        if (table[col] == "").all():
+            table = table.drop(columns=col)
+    return table
+
+
+def pareto_table(algo: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """The feasible front rows of ``candidate_table``, best first by the first objective
+    (ties by key), without `OPERATIONAL_COLUMNS`."""
+    if table.empty:
+        return table
+    first = algo.objectives[0]
+    front = table[table["on_front"]].drop(
+        columns=[c for c in OPERATIONAL_COLUMNS if c in table])
+    front = front.sort_values([first.name, "key"], ascending=[not first.maximize, True],
+                              kind="mergesort")
+    return front.reset_index(drop=True)
+
+
+def write_tables(run_dir: str | Path, algo: Any, state: Any, details: Mapping[str, Any]
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Writes RUN_DIR/candidates.csv and RUN_DIR/pareto.csv atomically."""
+    run = Path(run_dir)
+    table = candidate_table(algo, state, details)
+    front = pareto_table(algo, table)
+    for name, frame in (("candidates.csv", table), ("pareto.csv", front)):
+        with atomic_path(run / name, suffix=".csv") as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.10g")
+    return table, front

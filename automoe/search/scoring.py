@@ -1,0 +1,337 @@
+"""Scoring one subnet of a trained supernet: dev loss, BLEU, FLOPs, params, latency.
+
+Pieces, in the order a search uses them:
+
+- `read_supernet` reads a supernet checkpoint (run dir or file): its space, vocabulary,
+  model options and weights; the weights are loaded into a freshly built supernet here, so
+  a checkpoint that does not fit its space fails now, with a ValueError naming the file.
+- `CheapCosts` computes the metrics that are pure functions of the config (analytic FLOPs,
+  HAT-convention params, predicted latency) in the driver, and checks constraints on them
+  against the space's smallest subnet before any scoring starts.
+- `CandidateScorerFactory` is what the evaluators ship to each worker: called with the
+  shared numpy state dict, it builds a `CandidateScorer` holding the supernet once.
+- `CandidateScorer.score(config)`: label-smoothed dev loss (and NLL) over the fixed dev
+  subset (the first ``dev_sentences`` of the valid split, fixed batches), and BLEU/chrF of
+  its translations (sacreBLEU; greedy or beam), with the supernet's inherited weights in
+  eval mode (no dropout), so scores are deterministic.
+- `CandidateScorer.latency(config)`: the latency of the *extracted* static model (what
+  export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automoe.search.evaluators import Score
+
+__all__ = [
+    "SupernetCheckpoint",
+    "read_supernet",
+    "check_data",
+    "CheapCosts",
+    "ScoringSettings",
+    "CandidateScorerFactory",
+    "CandidateScorer",
+]
+
+CHECKPOINT_FILE = "checkpoint_last.pt"  # what `automoe.training.load_supernet` reads too
+
+
+@dataclass(frozen=True)
+class SupernetCheckpoint:
+    """A supernet checkpoint, read and checked.
+
+    Attributes:
+        file: the checkpoint file.
+        space: its `SearchSpace` (rebuilt from the checkpoint, no YAML needed).
+        vocab_size: joint vocabulary size.
+        options: `ModelOptions.to_dict()` of the trained model.
+        update: training updates done.
+        label_smoothing: the training loss's epsilon (the dev ``loss`` uses it too).
+        sha256: of the file (the run's identity in search.json).
+        state: the weights as numpy arrays (shared through Ray's object store).
+    """
+
+    file: Path
+    space: Any
+    vocab_size: int
+    options: dict[str, Any]
+    update: int
+    label_smoothing: float
+    sha256: str
+    state: dict[str, np.ndarray]
+
+    def identity(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.file.resolve()), "sha256": self.sha256,
+                "update": self.update, "vocab_size": self.vocab_size,
+                "space": self.space.name, "model_options": self.options,
+                "label_smoothing": self.label_smoothing}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_supernet(space: Any, vocab_size: int, options: dict[str, Any], *, source: str):
+    """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
+    from supernet import ModelOptions, SuperTransformer
+
+    return SuperTransformer(space, vocab_size,
+                            options=ModelOptions.from_dict(options, source=source))
+
+
+def read_supernet(path: str | Path) -> SupernetCheckpoint:
+    """Reads ``path`` (a supernet run dir, i.e. its ``checkpoint_last.pt``, or a checkpoint
+    file) and checks that its weights fit the supernet of its space."""
+    import torch
+
+    from search_spaces import SearchSpace
+    from supernet.training.checkpoint import load_checkpoint
+
+    path = Path(path)
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise FileNotFoundError(f"{path}: no {CHECKPOINT_FILE} (is this a supernet run dir? "
+                                "train one with `automoe supernet train`)")
+    state = load_checkpoint(file, expect={"kind": "supernet"})
+    for key in ("space", "vocab_size", "model_options", "model"):
+        if key not in state:
+            raise ValueError(f"{file}: supernet checkpoint has no {key!r} entry")
+    space = SearchSpace.from_dict(state["space"], source=f"{file} (space)")
+    vocab = int(state["vocab_size"])
+    options = dict(state["model_options"])
+    model = build_supernet(space, vocab, options, source=str(file))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{file}: the weights do not fit the supernet of space "
+                         f"{space.name!r} ({str(err).strip()[:400]})") from None
+    train_config = state.get("train_config") or {}
+    arrays = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype)
+              .contiguous().numpy() for k, v in model.state_dict().items()}
+    return SupernetCheckpoint(
+        file=file, space=space, vocab_size=vocab, options=options,
+        update=int(state.get("update", -1)),
+        label_smoothing=float(train_config.get("label_smoothing", 0.1)),
+        sha256=_sha256(file), state=arrays,
+    )
+
+
+def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int) -> int:
+    """Checks the data dir against the supernet; returns the dev subset's size."""
+    from automoe.data import read_meta
+
+    meta = read_meta(data_dir)
+    if int(meta["vocab_size"]) != vocab_size:
+        raise ValueError(f"{data_dir}: vocabulary {meta['vocab_size']} differs from the "
+                         f"supernet's {vocab_size} (trained on other data?)")
+    splits = meta.get("splits", {})
+    if "valid" not in splits or int(splits["valid"]["pairs"]) == 0:
+        raise ValueError(f"{data_dir}: no 'valid' sentences to score subnets on")
+    return min(dev_sentences, int(splits["valid"]["pairs"]))
+
+
+class CheapCosts:
+    """Metrics that are pure functions of a config, computed in the driver.
+
+    Args:
+        checkpoint: the supernet (space, vocabulary, layer-norm placement).
+        predictor: latency predictor dir for ``predicted_latency_ms`` (optional).
+    """
+
+    def __init__(self, checkpoint: SupernetCheckpoint, *, predictor: str | None = None) -> None:
+        from automoe.costs import FlopsProtocol
+
+        self.space = checkpoint.space
+        self.vocab_size = checkpoint.vocab_size
+        self.normalize_before = bool(checkpoint.options.get("normalize_before", False))
+        self.flops_protocol = FlopsProtocol()
+        self.predictor = None
+        if predictor:
+            from automoe.costs import LatencyPredictor
+
+            self.predictor = LatencyPredictor.load(predictor)
+            self.predictor_path = str(predictor)
+
+    def __call__(self, config: Any) -> dict[str, float]:
+        """``{"flops", "params", "params_active"[, "predicted_latency_ms"]}``."""
+        from automoe.costs import flops
+        from supernet.params import count_params
+
+        counts = count_params(config, self.vocab_size, normalize_before=self.normalize_before)
+        out = {
+            "flops": flops(config, self.flops_protocol).flops,
+            "params": float(counts.hat),
+            "params_active": float(counts.active - counts.embedding),
+        }
+        if self.predictor is not None:
+            out["predicted_latency_ms"] = float(self.predictor.predict([config], self.space)[0])
+        return out
+
+    pre_filter = __call__  # the evolution's cheap pre-filter: returns metrics, never rejects
+
+    def check_constraints(self, constraints: Any) -> None:
+        """ValueError when a bound on a cheap metric excludes even the most favourable
+        subnet (the smallest for ``<=``, the largest for ``>=``)."""
+        for c in constraints:
+            extreme = self.space.smallest() if c.op == "<=" else self.space.largest()
+            values = self(extreme)
+            if c.name in values and not c.satisfied(values[c.name]):
+                which = "smallest" if c.op == "<=" else "largest"
+                raise ValueError(
+                    f"constraint {c.name}{c.op}{c.bound:g} cannot be met: the {which} subnet "
+                    f"of space {self.space.name!r} has {c.name}={values[c.name]:.4g}"
+                )
+
+    def protocols(self, latency: Any | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"flops": self.flops_protocol.describe(),
+                               "params": "HAT convention: all parameters except the embedding "
+                                         "table / tied output projection"}
+        if latency is not None:
+            out["latency"] = latency
+        if self.predictor is not None:
+            out["predicted_latency"] = f"predictor {self.predictor_path} " \
+                                       f"({self.predictor.kind})"
+        return out
+
+    def space_identity(self) -> dict[str, Any]:
+        import json
+
+        blob = json.dumps(self.space.to_dict(), sort_keys=True).encode()
+        return {"name": self.space.name, "source": self.space.source,
+                "sha256": hashlib.sha256(blob).hexdigest()[:16], "size": str(self.space.size())}
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How the workers score (part of the run's identity).
+
+    Attributes:
+        dev_sentences: the fixed dev subset: the first N sentences of the valid split.
+        bleu: translate the subset and compute BLEU/chrF (else loss only).
+        beam: beam size (1 = greedy); lenpen, max_len_a, max_len_b as in fairseq.
+        max_tokens: padded source tokens per batch (loss and decoding).
+        device: "cpu" or "cuda" (each worker then owns one GPU).
+        threads: torch threads (CPU); the latency measurement uses the same count.
+        latency_runs, latency_warmup: timed / untimed samples per latency.
+    """
+
+    dev_sentences: int = 64
+    bleu: bool = True
+    beam: int = 1
+    lenpen: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    max_tokens: int = 2048
+    device: str = "cpu"
+    threads: int = 1
+    latency_runs: int = 10
+    latency_warmup: int = 2
+
+    def latency_protocol(self, vocab_size: int) -> Any:
+        from automoe.costs.latency import LatencyProtocol
+
+        return LatencyProtocol(device=self.device,
+                               threads=None if self.device != "cpu" else self.threads,
+                               runs=self.latency_runs, warmup=self.latency_warmup,
+                               vocab_size=vocab_size)
+
+
+@dataclass(frozen=True)
+class CandidateScorerFactory:
+    """Picklable recipe for a `CandidateScorer`; ``factory(state) -> CandidateScorer``."""
+
+    space: dict[str, Any]
+    vocab_size: int
+    options: dict[str, Any]
+    label_smoothing: float
+    data: str
+    settings: ScoringSettings
+
+    @classmethod
+    def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings
+           ) -> CandidateScorerFactory:
+        return cls(checkpoint.space.to_dict(), checkpoint.vocab_size, checkpoint.options,
+                   checkpoint.label_smoothing, str(Path(data).resolve()), settings)
+
+    def __call__(self, state: dict[str, np.ndarray]) -> CandidateScorer:
+        return CandidateScorer(self, state)
+
+
+class CandidateScorer:
+    """Holds the supernet (built once from the shared state) and the dev subset."""
+
+    def __init__(self, recipe: CandidateScorerFactory, state: dict[str, np.ndarray]) -> None:
+        import torch
+
+        from automoe.data import TokenBatcher, Tokenizer, load_split
+        from automoe.data.store import Ragged
+        from search_spaces import SearchSpace
+
+        s = recipe.settings
+        self.settings, self.recipe = s, recipe
+        self.device = torch.device(s.device)
+        space = SearchSpace.from_dict(recipe.space, source="scorer")
+        self.model = build_supernet(space, recipe.vocab_size, recipe.options, source="scorer")
+        with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies
+            warnings.simplefilter("ignore", UserWarning)
+            self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self.model.to(self.device).eval()
+        valid = load_split(recipe.data, "valid")
+        n = min(s.dev_sentences, len(valid))
+        head = int(valid.src.offsets[n]), int(valid.tgt.offsets[n])
+        src = Ragged(np.asarray(valid.src.flat[:head[0]]), np.asarray(valid.src.offsets[:n + 1]))
+        tgt = Ragged(np.asarray(valid.tgt.flat[:head[1]]), np.asarray(valid.tgt.offsets[:n + 1]))
+        # Fixed batches in a fixed order: the loss is a deterministic function of the config.
+        self.batches = [tuple(t.to(self.device) for t in b[:3])
+                        for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
+        self.src = src
+        self.refs = valid.texts("tgt")[:n] if s.bleu else []
+        self.tokenizer = Tokenizer.load(recipe.data) if s.bleu else None
+        self.latency_protocol = s.latency_protocol(recipe.vocab_size)
+
+    def score(self, config: Any) -> Score:
+        from automoe.bleu import corpus_scores
+        from automoe.decoding import translate_ids
+        from supernet.training.evaluate import evaluate_loss
+
+        result = evaluate_loss(self.model, self.batches, config,
+                               label_smoothing=self.recipe.label_smoothing, device=self.device,
+                               bf16=False)
+        metrics = {"loss": result.loss, "nll": result.nll}
+        if self.settings.bleu:
+            s = self.settings
+            hyps = translate_ids(self.model.bind(config), self.src, beam=s.beam,
+                                 lenpen=s.lenpen, max_tokens=s.max_tokens,
+                                 max_len_a=s.max_len_a, max_len_b=s.max_len_b,
+                                 device=self.device)
+            assert self.tokenizer is not None
+            scores = corpus_scores([self.tokenizer.decode(h) for h in hyps], self.refs)
+            metrics.update(bleu=scores["bleu"], chrf=scores["chrf"])
+        return Score(metrics)
+
+    def latency(self, config: Any) -> Score:
+        from automoe.costs.latency import measure_latency
+
+        model = self.model.extract(config).eval()  # the static model export would ship
+        result = measure_latency(model, self.latency_protocol, subnet_key=config.key())
+        stats = result.stats
+        fp = result.fingerprint
+        return Score(
+            {"latency_ms": stats["median"], "latency_mean_ms": stats["mean"],
+             "latency_std_ms": stats["std"], "latency_p10_ms": stats["p10"],
+             "latency_p90_ms": stats["p90"], "latency_hat_ms": result.hat_ms},
+            {"latency_device": f"{fp.get('device_name', '?')} / {fp.get('threads')} threads "
+                               f"/ {fp.get('dtype')} [{result.fingerprint_id}]",
+             "latency_protocol": result.protocol_key},
+        )
