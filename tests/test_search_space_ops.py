@@ -155,7 +155,7 @@ def test_shipped_sizes_are_exact_ints():
 
 
 # ---- operator validity ----------------------------------------------------------------------
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(spaces(), st.randoms(use_true_random=False), st.floats(0.0, 1.0))
 def test_sample_mutate_crossover_always_valid(space, rng, prob):
     a, b = space.sample(rng), space.sample(rng)
@@ -221,23 +221,25 @@ def test_invalid_parent_is_rejected():
 
 # ---- reachability and mutation rate -------------------------------------------------------
 MICRO = {"name": "micro", "heterogeneous_experts": True, "choices": {
-    "encoder_embed_dim": [8], "decoder_embed_dim": [8, 12], "qkv_dim": [8],
+    "encoder_embed_dim": [8], "decoder_embed_dim": [8], "qkv_dim": [8],
     "encoder_layers": [1, 2], "decoder_layers": [1], "encoder_ffn_dim": [4, 8],
     "decoder_ffn_dim": [4], "encoder_heads": [2], "decoder_heads": [2],
     "decoder_cross_heads": [2], "decoder_ende_attn": [1, 2], "encoder_experts": [1, 2],
-    "decoder_experts": [1], "encoder_top_k": [1, 2], "decoder_top_k": [1]}}
+    "decoder_experts": [1], "encoder_top_k": [1], "decoder_top_k": [1]}}
 
 
 def test_sampling_and_mutation_reach_every_subnet_of_a_micro_space():
     space = SearchSpace.from_dict(MICRO)
     members = brute_force(space)
-    assert len(members) == space.size() == 2 * (10 + 100 * 2)  # dec ende_attn 1 or 2 at depth 2
+    # an encoder layer: 1 expert (2 dims) or 2 experts (4 ordered dim pairs) = 6 settings;
+    # at depth 2 the decoder layer may read the last 1 or 2 encoder layers
+    assert len(members) == space.size() == 6 + 6**2 * 2
     rng = random.Random(0)
-    sampled = {space.sample(rng) for _ in range(20_000)}
+    sampled = {space.sample(rng) for _ in range(3000)}  # rarest subnet: p = 1/256
     assert sampled == members
-    mutated = {space.mutate(space.smallest(), 1.0, rng) for _ in range(20_000)}
+    mutated = {space.mutate(space.smallest(), 1.0, rng) for _ in range(3000)}
     assert mutated == members  # mutation adds layers and experts with real genes
-    crossed = {space.crossover(space.smallest(), space.largest(), rng) for _ in range(20_000)}
+    crossed = {space.crossover(space.smallest(), space.largest(), rng) for _ in range(500)}
     assert crossed <= members and len(crossed) > 1
 
 
@@ -245,7 +247,7 @@ def test_mutation_rate_matches_prob():
     space = load_space("hat_wmt14")
     rng = random.Random(1)
     parent = space.largest()
-    n, prob = 4000, 0.3
+    n, prob = 3000, 0.3
     changed = sum(space.mutate(parent, prob, rng).encoder_embed_dim != 640 for _ in range(n))
     # a gene is redrawn with prob 0.3 and lands on the other of 2 choices half the time
     assert abs(changed / n - prob / 2) < 0.02
