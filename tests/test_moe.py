@@ -1,0 +1,190 @@
+"""The MoE FFN: index dispatch vs a naive per-expert loop, 1 expert vs a dense FFN, routing
+statistics vs hand computation, fp32 routing, jitter, padding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from supernet.elastic import ElasticMoE
+from supernet.functional import (
+    ExpertWeights,
+    MoEWeights,
+    moe_ffn,
+    reference_moe_ffn,
+    route,
+)
+from supernet.transformer import MoE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and the CI machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_moe(d: int, dims: tuple[int, ...], top_k: int, *, seed: int = 0,
+             dtype: torch.dtype = torch.float64) -> MoEWeights:
+    """Random leaf tensors (requires_grad) for an MoE layer."""
+    g = torch.Generator().manual_seed(seed)
+
+    def t(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g, dtype=dtype) * 0.5).requires_grad_()
+
+    experts = tuple(ExpertWeights(t(h, d), t(h), t(d, h), t(d)) for h in dims)
+    if len(dims) == 1:
+        return MoEWeights(None, None, experts, top_k)
+    return MoEWeights(t(len(dims), d), t(len(dims)), experts, top_k)
+
+
+def leaves(w: MoEWeights) -> list[torch.Tensor]:
+    out = [p for e in w.experts for p in e]
+    return out + [p for p in (w.router_w, w.router_b) if p is not None]
+
+
+def grads(out: torch.Tensor, inputs: list[torch.Tensor], seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    upstream = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    return list(torch.autograd.grad(out, inputs, upstream, allow_unused=True))
+
+
+@pytest.mark.parametrize("dims,top_k", [((8, 16), 1), ((8, 16, 4), 2), ((12, 12, 12, 12), 2),
+                                        ((16, 4, 8, 12), 1), ((5, 9, 7), 3)])
+def test_index_dispatch_equals_naive_loop(dims, top_k):
+    d, n_tok = 6, 37
+    w = make_moe(d, dims, top_k, seed=len(dims) * 10 + top_k)
+    x = torch.randn(n_tok, d, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64).requires_grad_()
+    fast, _ = moe_ffn(x, w)
+    slow = reference_moe_ffn(x, w)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    inputs = [x, *leaves(w)]
+    for gf, gs in zip(grads(fast, inputs), grads(slow, inputs), strict=True):
+        torch.testing.assert_close(gf, gs, rtol=0, atol=1e-12)
+
+
+def test_dispatch_with_an_expert_that_gets_no_token():
+    d = 4
+    w = make_moe(d, (8, 4, 6), 1, seed=5)
+    with torch.no_grad():
+        w.router_b.copy_(torch.tensor([50.0, -50.0, 0.0], dtype=torch.float64))  # expert 1 idle
+    x = torch.randn(20, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out, stats = moe_ffn(x, w)
+    assert stats.counts[1] == 0
+    torch.testing.assert_close(out, reference_moe_ffn(x, w), rtol=0, atol=1e-12)
+    g = torch.autograd.grad(out.sum(), list(w.experts[1]), allow_unused=True)
+    assert all(t is None or not t.any() for t in g)
+
+
+def test_one_expert_is_a_dense_ffn_in_outputs_and_gradients():
+    d, h = 8, 24
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d)).double()
+    w = MoEWeights(None, None, (ExpertWeights(dense[0].weight, dense[0].bias, dense[2].weight,
+                                              dense[2].bias),), 1)
+    x = torch.randn(13, d, dtype=torch.float64, requires_grad=True)
+    out, stats = moe_ffn(x, w)
+    ref = dense(x)
+    assert torch.equal(out, ref)
+    assert stats.load_balance is None and stats.z_loss is None and stats.counts.tolist() == [13]
+    params = [x, *dense.parameters()]
+    for a, b in zip(grads(out, params), grads(ref, params), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_one_expert_layers_have_no_router():
+    elastic = ElasticMoE(d=8, hidden=16, experts=3)
+    assert elastic.weights(8, (16,), 1).router_w is None
+    assert ElasticMoE(d=8, hidden=16, experts=1).router_w is None
+    assert MoE(8, (16,), 1).router is None and MoE(8, (16, 8), 1).router is not None
+
+
+def test_routing_statistics_match_hand_computation():
+    d, dims, k = 5, (6, 3, 9, 4), 2
+    w = make_moe(d, dims, k, seed=9, dtype=torch.float32)
+    x = torch.randn(30, d, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(30, dtype=torch.bool)
+    mask[25:] = False  # padding
+    gates, experts, stats = route(x, w, token_mask=mask, jitter=0.0, training=False,
+                                  normalize_gates=False)
+    with torch.no_grad():
+        logits = x @ w.router_w.T + w.router_b
+        probs = torch.softmax(logits, dim=-1)
+    top = probs.topk(k, dim=-1)
+    torch.testing.assert_close(gates, top.values)
+    real = list(range(25))
+    n = len(dims)
+    counts = [sum(int(e in experts[t].tolist()) for t in real) for e in range(n)]
+    assert stats.counts.tolist() == counts
+    frac = [c / (25 * k) for c in counts]
+    mean_p = [float(probs[real, e].mean()) for e in range(n)]
+    lb = n * sum(f * p for f, p in zip(frac, mean_p, strict=True))
+    z = float((torch.logsumexp(logits[real], dim=-1) ** 2).mean())
+    assert math.isclose(float(stats.load_balance.detach()), lb, rel_tol=1e-5)
+    assert math.isclose(float(stats.z_loss.detach()), z, rel_tol=1e-5)
+
+
+def test_padding_tokens_do_not_change_statistics():
+    w = make_moe(4, (6, 3, 5), 2, seed=4, dtype=torch.float32)
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    junk = torch.randn(6, 4, generator=torch.Generator().manual_seed(7)) * 10
+    mask = torch.tensor([True] * 10 + [False] * 6)
+    _, base = moe_ffn(x, w)
+    out, padded = moe_ffn(torch.cat([x, junk]), w, token_mask=mask)
+    assert torch.equal(base.counts, padded.counts)
+    torch.testing.assert_close(base.load_balance, padded.load_balance)
+    torch.testing.assert_close(base.z_loss, padded.z_loss)
+    torch.testing.assert_close(out[:10], moe_ffn(x, w)[0])
+
+
+def test_uniform_router_gives_unit_load_balance():
+    w = make_moe(4, (6, 3, 5), 2, seed=4, dtype=torch.float32)
+    with torch.no_grad():
+        w.router_w.zero_()
+        w.router_b.zero_()
+    with torch.no_grad():
+        _, stats = moe_ffn(torch.randn(11, 4), w)
+    assert math.isclose(float(stats.load_balance), 1.0, rel_tol=1e-6)
+    assert math.isclose(float(stats.z_loss), math.log(3) ** 2, rel_tol=1e-6)
+
+
+def test_normalized_gates_sum_to_one():
+    w = make_moe(4, (6, 3, 5), 2, seed=3, dtype=torch.float32)
+    gates, _, _ = route(torch.randn(9, 4), w, token_mask=None, jitter=0.0, training=False,
+                        normalize_gates=True)
+    torch.testing.assert_close(gates.sum(-1), torch.ones(9))
+
+
+def test_jitter_only_in_training():
+    w = make_moe(4, (6, 3, 5), 1, seed=3, dtype=torch.float32)
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    plain, s0 = moe_ffn(x, w)
+    evald, s1 = moe_ffn(x, w, jitter=0.5, training=False)
+    assert torch.equal(plain, evald) and torch.equal(s0.z_loss, s1.z_loss)
+    torch.manual_seed(0)
+    _, s2 = moe_ffn(x, w, jitter=0.5, training=True)
+    assert not torch.equal(s0.z_loss, s2.z_loss)
+
+
+def test_router_runs_in_fp32_under_autocast():
+    w = make_moe(8, (16, 8), 1, seed=1, dtype=torch.float32)
+    x = torch.randn(12, 8)
+    ref_gates, ref_experts, _ = route(x, w, token_mask=None, jitter=0.0, training=False,
+                                      normalize_gates=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gates, experts, stats = route(x.bfloat16(), w, token_mask=None, jitter=0.0,
+                                      training=False, normalize_gates=False)
+        out, _ = moe_ffn(x, w)
+    assert gates.dtype == torch.float32 and stats.load_balance.dtype == torch.float32
+    # the only difference is the bf16 rounding of the input, not of the router math
+    exact = torch.softmax(x.bfloat16().float() @ w.router_w.T + w.router_b, -1).topk(1)
+    torch.testing.assert_close(gates, exact.values)
+    assert torch.equal(experts, exact.indices)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert ref_gates.dtype == torch.float32 and ref_experts.shape == (12, 1)
