@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_space_is_frozen_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         space.name = "x"  # type: ignore[misc]
     assert hash(space) == hash(load_space("tiny"))
+    assert pickle.loads(pickle.dumps(space)) == space  # travels to Ray workers
 
 
 def test_to_dict_round_trips():
