@@ -150,7 +150,7 @@ class CheapCosts:
     """
 
     def __init__(self, checkpoint: SupernetCheckpoint, *, predictor: str | None = None) -> None:
-        from automoe.costs import FlopsProtocol
+        from automoe.costs.flops import FlopsProtocol
 
         self.space = checkpoint.space
         self.vocab_size = checkpoint.vocab_size
@@ -158,14 +158,14 @@ class CheapCosts:
         self.flops_protocol = FlopsProtocol()
         self.predictor = None
         if predictor:
-            from automoe.costs import LatencyPredictor
+            from automoe.costs.predictor import LatencyPredictor
 
             self.predictor = LatencyPredictor.load(predictor)
             self.predictor_path = str(predictor)
 
     def __call__(self, config: Any) -> dict[str, float]:
         """``{"flops", "params", "params_active"[, "predicted_latency_ms"]}``."""
-        from automoe.costs import flops
+        from automoe.costs.flops import flops
         from supernet.params import count_params
 
         counts = count_params(config, self.vocab_size, normalize_before=self.normalize_before)

@@ -1,0 +1,178 @@
+"""`automoe search` end to end on the serial path: tables checked against independent
+oracles, a real process kill + resume giving the same result, and every bad input failing
+early with a clear message. The Ray path is in test_ray_search.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from search_helpers import make_world
+
+from automoe.cli import main
+from search_spaces import SubnetConfig
+
+GENERATIONS = 4
+COMMON = ["--objectives", "loss,bleu,flops", "--population", "6", "--dev-sentences", "8",
+          "--workers", "0", "--seed", "3", "--quiet"]
+DETERMINISTIC_DROP = ["worker", "eval_seconds"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def _args(world, *extra):
+    supernet, data = world
+    return ["search", "--supernet", str(supernet), "--data", str(data), *COMMON, *extra]
+
+
+@pytest.fixture(scope="module")
+def full_run(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    assert main(_args(world, "--out", str(out), "--generations", str(GENERATIONS))) == 0
+    return out
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_tables_match_brute_force_front_and_costs(full_run):
+    table = pd.read_csv(full_run / "candidates.csv")
+    pareto = pd.read_csv(full_run / "pareto.csv")
+    meta = json.loads((full_run / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["generations_done"] == GENERATIONS
+    assert meta["evaluations"] == len(table) == table["key"].nunique()
+    assert sorted(table["generation"].unique()) == list(range(GENERATIONS))
+    # Front by brute force over every candidate (loss min, bleu max, flops min).
+    pts = np.c_[table["loss"], -table["bleu"], table["flops"]]
+    dominated = [any((q <= p).all() and (q < p).any() for q in pts) for p in pts]
+    expected = set(table["key"][~np.array(dominated)])
+    assert set(pareto["key"]) == expected == set(table["key"][table["on_front"]])
+    assert list(pareto["loss"]) == sorted(pareto["loss"])  # best first by the 1st objective
+    assert "worker" not in pareto and "worker" in table
+    # FLOPs and keys recomputed from the stored config JSON.
+    from automoe.costs.flops import flops
+
+    for _, row in table.iterrows():
+        config = SubnetConfig.from_json(row["config"])
+        assert config.key() == row["key"]
+        assert row["flops"] == pytest.approx(flops(config).flops, rel=1e-9)
+        assert row["is_dense"] == config.is_dense
+
+
+def test_dev_nll_equals_extracted_model_teacher_forcing(full_run, world):
+    """The score of a row is the dev NLL of the *extracted* subnet (another code path than
+    the supernet view the scorer uses), sentence by sentence, without batching."""
+    from automoe.data import load_split
+    from automoe.training import load_supernet
+    from supernet.tokens import BOS_ID, EOS_ID
+
+    supernet, data = world
+    model, _ = load_supernet(supernet)
+    valid = load_split(data, "valid")
+    row = pd.read_csv(full_run / "candidates.csv").iloc[0]
+    sub = model.extract(SubnetConfig.from_json(row["config"])).eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(8):
+            src = torch.tensor([list(valid.src[i]) + [EOS_ID]])
+            tgt = list(valid.tgt[i])
+            logits, _ = sub(src, torch.tensor([[BOS_ID] + tgt]))
+            total += float(F.cross_entropy(logits[0], torch.tensor(tgt + [EOS_ID]),
+                                           reduction="sum"))
+            tokens += len(tgt) + 1
+    assert row["nll"] == pytest.approx(total / tokens, rel=1e-4)
+
+
+def test_killed_process_resumes_to_the_same_front(world, full_run, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automoe.cli", *_args(world, "--out", str(out),
+                                                      "--generations", str(GENERATIONS))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    checkpoint, done = out / "checkpoint.json", 0
+    deadline = time.monotonic() + 120
+    try:
+        while done < 2:  # generation 1's checkpoint (two generations done)
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            if checkpoint.exists():
+                done = json.loads(checkpoint.read_text())["generation"]
+            time.sleep(0.01)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup code runs
+        proc.wait()
+    assert done < GENERATIONS
+    assert json.loads((out / "search.json").read_text())["status"] == "running"
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "pareto.csv").read_bytes() == (full_run / "pareto.csv").read_bytes()
+    resumed = pd.read_csv(out / "candidates.csv").drop(columns=DETERMINISTIC_DROP)
+    pd.testing.assert_frame_equal(resumed,
+                                  pd.read_csv(full_run / "candidates.csv").drop(
+                                      columns=DETERMINISTIC_DROP))
+
+
+def test_resume_extends_and_refuses_other_settings(world, full_run, tmp_path, capsys):
+    err = _error(capsys, ["search", "--resume", str(full_run), "--objectives", "loss,flops"])
+    assert "objectives" in err and "differs from the stored" in err
+    err = _error(capsys, _args(world, "--out", str(full_run)))
+    assert "already holds a search" in err and "--resume" in err
+    err = _error(capsys, ["search", "--resume", str(tmp_path / "nothing")])
+    assert "search.json" in err
+
+
+def test_unknown_objective_fails_before_any_work(world, tmp_path, capsys):
+    out = tmp_path / "r"
+    err = _error(capsys, _args(world, "--out", str(out), "--objectives", "bleu,speed"))
+    assert "unknown metric 'speed'" in err and "latency" in err
+    assert not out.exists()
+
+
+def test_unsatisfiable_constraint_fails_on_the_smallest_subnet(world, tmp_path, capsys):
+    out = tmp_path / "r"
+    err = _error(capsys, _args(world, "--out", str(out), "--constraint", "flops<=1e3"))
+    assert "flops<=1000 cannot be met" in err and "smallest subnet of space 'tiny'" in err
+    assert not out.exists()
+    err = _error(capsys, _args(world, "--out", str(out), "--constraint", "latency<=1us",
+                               "--latency-runs", "1", "--latency-warmup", "0"))
+    assert "latency_ms<=0.001 cannot be met" in err and "measures" in err
+    assert not (out / "checkpoint.json").exists()
+
+
+def test_checkpoint_that_does_not_fit_its_space(world, tmp_path, capsys):
+    from supernet.training.checkpoint import load_checkpoint, save_checkpoint
+
+    supernet, data = world
+    state = load_checkpoint(supernet / "checkpoint_last.pt")
+    state["space"]["choices"]["encoder_embed_dim"] = [48, 32]  # wider than the weights
+    state["space"]["supernet"]["encoder_embed_dim"] = 48
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, {k: v for k, v in state.items() if k != "format"})
+    err = _error(capsys, ["search", "--supernet", str(bad), "--data", str(data),
+                          "--out", str(tmp_path / "r"), *COMMON])
+    assert "bad.pt: the weights do not fit the supernet of space 'tiny'" in err
+    assert "size mismatch" in err
+
+
+def test_unreachable_ray_address_fails_before_loading(tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = _error(capsys, ["search", "--supernet", str(tmp_path / "never-read"),
+                          "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                          "--ray-address", f"127.0.0.1:{port}", "--workers", "2"])
+    assert f"--ray-address '127.0.0.1:{port}': cannot reach a Ray cluster" in err
