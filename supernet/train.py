@@ -305,7 +305,10 @@ class _Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}",
                                     lr=f"{row['lr']:.2e}")
                     last = self.update == cfg.max_updates
-                    if last or (cfg.validate_every and self.update % cfg.validate_every == 0):
+                    # stopping before the planned length is like an interruption (no extra
+                    # validation), so that resuming gives the uninterrupted run's log
+                    final = last and self.update >= (cfg.schedule.total_updates or 0)
+                    if final or (cfg.validate_every and self.update % cfg.validate_every == 0):
                         loss = self._validate()
                         if loss < self.best_loss:
                             self._save_best(loss)

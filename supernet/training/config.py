@@ -27,7 +27,9 @@ class TrainConfig:
         load_balance_coef, z_loss_coef: weights of the MoE auxiliary losses (per token).
         adam_betas, adam_eps, weight_decay: Adam (coupled L2 weight decay, as fairseq).
         clip_norm: clip the global gradient norm to this (0 = no clipping).
-        validate_every: validate the probe subnets every this many updates (and at the end).
+        validate_every: validate the probe subnets every this many updates, and after the
+            last update if the run reached the schedule's planned length (a run stopped
+            earlier is treated like an interrupted one, so its resume reproduces the log).
         save_every: write checkpoint_last.pt every this many updates (and at the end).
         keep_last: also keep this many model-only checkpoints checkpoint_<update>.pt
             (for averaging).

@@ -1,0 +1,166 @@
+"""Training presets and the flat option set that both training commands share.
+
+`TrainOptions` is every knob of ``automoe supernet train`` / ``automoe train`` in one flat,
+frozen record: a preset fills it, command-line options override single fields, and the
+resolved record is stored in the run dir (``run.json``) so ``--resume`` can rebuild the run
+exactly. Presets:
+
+- ``demo``: minutes on 2 CPU cores (a few hundred updates of ~2k tokens).
+- ``wmt``: the AutoMoE/HAT WMT recipe (automoe-hat.md §2.3, §5): Adam (0.9, 0.98), 4096-token
+  batches x 128 per update (~524k tokens; split over the ranks by accumulation), cosine
+  schedule with linear warmup from 1e-7 to 1e-3, label smoothing 0.1, dropout 0.3,
+  attention dropout 0.1, no clipping, 40k updates; warmup 10k for the supernet, 4k when
+  retraining a subnet. Deviation: a load-balancing coefficient of 0.01 (Switch), where
+  AutoMoE's own pipeline trains with 0 (its balancing term breaks with more than 2 experts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from supernet.options import ModelOptions
+from supernet.training.config import TrainConfig
+from supernet.training.sampling import SamplingRule
+from supernet.training.schedule import LRSchedule
+
+__all__ = ["TrainOptions", "PRESET_NAMES", "get_preset"]
+
+PRESET_NAMES = ("demo", "wmt")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Flat training options (see the module docstring).
+
+    Attributes:
+        max_updates: stop after this many updates.
+        max_tokens: token budget of one batch, B * max(S, T) with padding.
+        global_batches: batches per update over all ranks (accumulated); used when
+            update_freq is 0.
+        update_freq: batches per rank per update; 0 = ceil(global_batches / world_size).
+        sampling: "uniform" or "sandwich" (supernet only).
+        sandwich_random: random subnets per update besides largest and smallest.
+        seed: data order, subnet sampling, dropout, initialisation, probes.
+        schedule, lr, min_lr, warmup_updates, warmup_init_lr: the LR schedule (lr = peak).
+        schedule_updates: the schedule's length (cosine end); 0 = max_updates at the start.
+        label_smoothing, load_balance_coef, z_loss_coef, clip_norm, weight_decay: the loss
+            and optimiser.
+        dropout, attention_dropout, activation_dropout: model regularisation.
+        validate_every, save_every, keep_last: validation, checkpoint_last.pt and the number
+            of model-only checkpoints kept for averaging.
+        valid_sentences: dev sentences validated (the first N; 0 = all).
+        probe_random: random probe subnets validated besides the fixed ones.
+        bf16: bf16 autocast on CUDA.
+    """
+
+    max_updates: int
+    max_tokens: int
+    global_batches: int = 1
+    update_freq: int = 0
+    sampling: str = "uniform"
+    sandwich_random: int = 2
+    seed: int = 1
+    schedule: str = "cosine"
+    lr: float = 1e-3
+    min_lr: float = 1e-7
+    warmup_updates: int = 0
+    warmup_init_lr: float = 1e-7
+    schedule_updates: int = 0
+    label_smoothing: float = 0.1
+    load_balance_coef: float = 0.01
+    z_loss_coef: float = 0.0
+    clip_norm: float = 0.0
+    weight_decay: float = 0.0
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    validate_every: int = 0
+    save_every: int = 0
+    keep_last: int = 0
+    valid_sentences: int = 0
+    probe_random: int = 2
+    bf16: bool = True
+
+    def resolve(self, world_size: int) -> TrainOptions:
+        """Fills update_freq (from global_batches) and schedule_updates (from max_updates),
+        and checks every value by building the configs."""
+        out = self
+        if out.update_freq == 0:
+            out = replace(out, update_freq=max(1, math.ceil(out.global_batches / world_size)))
+        if out.schedule_updates == 0:
+            out = replace(out, schedule_updates=out.max_updates)
+        if out.max_tokens < 1 or out.valid_sentences < 0 or out.probe_random < 0:
+            raise ValueError("max_tokens must be >= 1, valid_sentences and probe_random >= 0; "
+                             f"got {out.max_tokens}, {out.valid_sentences}, {out.probe_random}")
+        out.train_config(supernet=True)
+        out.model_options()
+        return out
+
+    def train_config(self, *, supernet: bool) -> TrainConfig:
+        """The loop's settings (call on a resolved record)."""
+        schedule = LRSchedule(self.schedule, max_lr=self.lr, warmup_updates=self.warmup_updates,
+                              warmup_init_lr=self.warmup_init_lr, min_lr=self.min_lr,
+                              total_updates=self.schedule_updates or self.max_updates)
+        sampling = SamplingRule(self.sampling, self.sandwich_random) if supernet else None
+        return TrainConfig(
+            max_updates=self.max_updates, schedule=schedule, sampling=sampling, seed=self.seed,
+            update_freq=self.update_freq or 1, label_smoothing=self.label_smoothing,
+            load_balance_coef=self.load_balance_coef, z_loss_coef=self.z_loss_coef,
+            clip_norm=self.clip_norm, weight_decay=self.weight_decay,
+            validate_every=self.validate_every, save_every=self.save_every,
+            keep_last=self.keep_last, bf16=self.bf16)
+
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(dropout=self.dropout, attention_dropout=self.attention_dropout,
+                            activation_dropout=self.activation_dropout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<options>") -> TrainOptions:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown training option(s) {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ValueError(f"{source}: bad training options ({err})") from None
+
+    def override(self, changes: dict[str, Any]) -> TrainOptions:
+        """A copy with `changes` (option name -> value) applied; unknown names are an error."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}")
+        return replace(self, **changes)
+
+
+_WMT = dict(max_tokens=4096, global_batches=128, schedule="cosine", lr=1e-3, min_lr=1e-7,
+            warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.3, attention_dropout=0.1,
+            clip_norm=0.0, weight_decay=0.0, load_balance_coef=0.01, valid_sentences=0,
+            validate_every=1000, save_every=1000)
+_DEMO = dict(max_tokens=2048, global_batches=1, schedule="cosine", lr=1e-3, min_lr=1e-5,
+             warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.1, attention_dropout=0.0,
+             clip_norm=1.0, load_balance_coef=0.01, valid_sentences=300, validate_every=100,
+             save_every=100)
+
+_PRESETS: dict[tuple[str, str], TrainOptions] = {
+    ("supernet", "wmt"): TrainOptions(max_updates=40_000, warmup_updates=10_000, **_WMT),
+    ("subnet", "wmt"): TrainOptions(max_updates=40_000, warmup_updates=4_000, keep_last=10, **_WMT),
+    ("supernet", "demo"): TrainOptions(max_updates=600, warmup_updates=100, **_DEMO),
+    ("subnet", "demo"): TrainOptions(max_updates=400, warmup_updates=50, keep_last=5, **_DEMO),
+}
+
+
+def get_preset(name: str, kind: str) -> TrainOptions:
+    """The preset `name` for `kind` ("supernet" or "subnet")."""
+    if (kind, name) not in _PRESETS:
+        if kind not in ("supernet", "subnet"):
+            raise ValueError(f"preset kind {kind!r} is not 'supernet' or 'subnet'")
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESET_NAMES)}")
+    return _PRESETS[(kind, name)]

@@ -1,0 +1,268 @@
+"""Training runs from a prepared data dir: ``automoe supernet train`` and ``automoe train``.
+
+This module wires `automoe.data` (token-budget batches, rank-sharded) to the loop in
+`supernet.train` and owns the run dir: ``run.json`` holds everything needed to rebuild the
+run (kind, data dir, space or subnet, the resolved `TrainOptions`), so ``--resume`` needs
+only the run dir; options given again on resume must equal the stored ones, except
+``max_updates`` (where to stop). Data parallelism: launch under ``torchrun``; every rank runs
+this same code, rank 0 writes the files.
+
+A standalone retraining run (`train_subnet`) ends by choosing its final weights (the average
+of the last N checkpoints, or the best by dev loss), saving the model dir
+(``model/config.json`` + ``model.safetensors`` + the tokenizer's ``spm.model``), and scoring
+test BLEU/chrF with beam search; the numbers go to ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from automoe.data import TokenBatcher, load_split, read_meta
+from automoe.data.store import Ragged
+from automoe.io_utils import atomic_write_json, atomic_write_text
+from automoe.presets import TrainOptions, get_preset
+from search_spaces import SearchSpace, SubnetConfig, load_space
+from supernet.options import ModelOptions
+from supernet.supertransformer import SuperTransformer
+from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
+from supernet.training.checkpoint import average_model_states, load_checkpoint
+from supernet.training.distributed import DistInfo, init_distributed
+from supernet.training.sampling import derive_seed, probe_subnets
+from supernet.transformer import Transformer
+
+__all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
+           "load_supernet"]
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run trains (stored as ``run.json``).
+
+    Attributes:
+        kind: "supernet" or "subnet".
+        data_dir: the prepared data dir.
+        options: the resolved training options.
+        space: search space name or YAML path (supernet runs).
+        subnet: the architecture (subnet runs).
+        init_from: supernet checkpoint or run dir the subnet inherits its weights from.
+    """
+
+    kind: str
+    data_dir: str
+    options: TrainOptions
+    space: str | None = None
+    subnet: SubnetConfig | None = None
+    init_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "data_dir": self.data_dir, "space": self.space,
+                "subnet": None if self.subnet is None else self.subnet.to_dict(),
+                "init_from": self.init_from, "options": self.options.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str) -> RunSettings:
+        try:
+            subnet = data["subnet"]
+            return cls(kind=data["kind"], data_dir=data["data_dir"], space=data["space"],
+                       subnet=None if subnet is None else SubnetConfig.from_dict(subnet,
+                                                                                 source=source),
+                       init_from=data["init_from"],
+                       options=TrainOptions.from_dict(data["options"], source=source))
+        except KeyError as err:
+            raise ValueError(f"{source}: missing key {err}") from None
+
+
+def resolve_run(out: str | Path, *, kind: str, resume: bool, preset: str | None,
+                overrides: dict[str, Any], world_size: int = 1,
+                **fixed: Any) -> RunSettings:
+    """The settings of run dir `out`: the stored ones on resume, otherwise preset + overrides.
+
+    `fixed` holds data_dir/space/subnet/init_from as given on the command line (None = not
+    given). On resume, anything given must equal the stored value (max_updates excepted).
+    """
+    out = Path(out)
+    stored_path = out / RUN_FILE
+    if resume and stored_path.is_file():
+        stored = RunSettings.from_dict(json.loads(stored_path.read_text(encoding="utf-8")),
+                                       source=str(stored_path))
+        if stored.kind != kind:
+            raise ValueError(f"{stored_path}: this run dir holds a {stored.kind} run, not {kind}")
+        given = {k: v for k, v in fixed.items() if v is not None}
+        stored_fixed = {"data_dir": stored.data_dir, "space": stored.space,
+                        "subnet": stored.subnet, "init_from": stored.init_from}
+        diffs = [f"{k}: stored {stored_fixed[k]!r}, given {_norm(k, v)!r}"
+                 for k, v in given.items() if _norm(k, v) != stored_fixed[k]]
+        opts = stored.options.to_dict()
+        diffs += [f"{k}: stored {opts[k]!r}, given {v!r}" for k, v in overrides.items()
+                  if k != "max_updates" and opts.get(k) != v]
+        if preset is not None:
+            diffs.append("--preset: a resumed run keeps its stored options")
+        if diffs:
+            raise ValueError(f"{stored_path}: a resumed run keeps its settings (only "
+                             f"--max-updates may change): {'; '.join(diffs)}")
+        if "max_updates" in overrides:
+            stored = RunSettings(**{**stored.__dict__, "options": stored.options.override(
+                {"max_updates": overrides["max_updates"]})})
+        return stored
+    if (out / LAST_CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run ({LAST_CHECKPOINT}); pass --resume to "
+                         "continue it or choose another --out")
+    missing = [k for k in ("data_dir",) + (("space",) if kind == "supernet" else ("subnet",))
+               if fixed.get(k) is None]
+    if missing:
+        raise ValueError(f"a new {kind} run needs {', '.join('--' + m.split('_')[0] for m in missing)}")
+    options = get_preset(preset or "demo", kind).override(overrides).resolve(world_size)
+    return RunSettings(kind=kind, options=options,
+                       **{k: _norm(k, v) for k, v in fixed.items() if k in
+                          ("data_dir", "space", "subnet", "init_from")})
+
+
+def _norm(key: str, value: Any) -> Any:
+    if key in ("data_dir", "init_from") and value is not None:
+        return str(Path(value).resolve())
+    return value
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def _head(r: Ragged, n: int) -> Ragged:
+    """The first n sentences (views, no copy)."""
+    return Ragged(r.flat[:int(r.offsets[n])], np.asarray(r.offsets[:n + 1]), source=r.source)
+
+
+def _batchers(data_dir: str, opts: TrainOptions, info: DistInfo) -> tuple[TokenBatcher,
+                                                                          TokenBatcher]:
+    train_split, valid_split = load_split(data_dir, "train"), load_split(data_dir, "valid")
+    train_b = TokenBatcher(train_split.src, train_split.tgt, max_tokens=opts.max_tokens,
+                           seed=opts.seed, rank=info.rank, world_size=info.world_size)
+    n = len(valid_split) if opts.valid_sentences == 0 else min(opts.valid_sentences,
+                                                               len(valid_split))
+    valid_b = TokenBatcher(_head(valid_split.src, n), _head(valid_split.tgt, n),
+                           max_tokens=opts.max_tokens, shuffle=False, rank=info.rank,
+                           world_size=info.world_size)
+    return train_b, valid_b
+
+
+# ---- supernet -----------------------------------------------------------------------------
+
+
+def _start(out: Path, settings: RunSettings, info: DistInfo) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        atomic_write_json(out / RUN_FILE, settings.to_dict())
+
+
+def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = False,
+                   device: str | None = None, progress: bool = True,
+                   info: DistInfo | None = None) -> TrainResult:
+    """Trains the SuperTransformer of ``settings.space`` on ``settings.data_dir`` into `out`."""
+    info, dev = (info, torch.device(device or "cpu")) if info else init_distributed(device)
+    out = Path(out)
+    opts = settings.options
+    space = load_space(settings.space)
+    vocab = int(read_meta(settings.data_dir)["vocab_size"])
+    options = opts.model_options()
+    model = SuperTransformer(space, vocab, options=options, seed=derive_seed("init", opts.seed))
+    train_b, valid_b = _batchers(settings.data_dir, opts, info)
+    identity = {"kind": "supernet", "space": space.to_dict(), "vocab_size": vocab,
+                "model_options": model.options.to_dict()}
+    probes = probe_subnets(space, seed=opts.seed, num_random=opts.probe_random)
+    _start(out, settings, info)
+    return train(model, opts.train_config(supernet=True), run_dir=out, train_batches=train_b,
+                 valid_batches=valid_b, identity=identity, probes=probes, space=space,
+                 resume=resume, device=dev, info=info, progress=progress)
+
+
+def load_supernet(path: str | Path, *, which: str = "last",
+                  device: str | torch.device = "cpu") -> tuple[SuperTransformer, SearchSpace]:
+    """The trained supernet of a run dir (``checkpoint_{which}.pt``) or a checkpoint file,
+    with its search space (rebuilt from the checkpoint, so no YAML is needed)."""
+    path = Path(path)
+    file = path / f"checkpoint_{which}.pt" if path.is_dir() else path
+    state = load_checkpoint(file, expect={"kind": "supernet"})
+    space = SearchSpace.from_dict(state["space"], source=str(file))
+    options = ModelOptions.from_dict(state["model_options"], source=str(file))
+    model = SuperTransformer(space, int(state["vocab_size"]), options=options)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{file}: weights do not fit the supernet of its space "
+                         f"({str(err)[:300]})") from None
+    return model.to(device).eval(), space
+
+
+# ---- standalone subnet --------------------------------------------------------------------
+
+
+def train_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False,
+                 average_last: int = 0, beam: int = 4, lenpen: float = 0.6,
+                 test_sentences: int = 0, device: str | None = None, progress: bool = True,
+                 info: DistInfo | None = None) -> dict[str, Any]:
+    """Trains a standalone Transformer of ``settings.subnet`` (from scratch, or from the
+    weights it inherits from ``settings.init_from``), then saves ``out/model`` and scores
+    test BLEU. Returns the summary written to ``out/results.json``."""
+    info, dev = (info, torch.device(device or "cpu")) if info else init_distributed(device)
+    out, opts, config = Path(out), settings.options, settings.subnet
+    assert config is not None
+    vocab = int(read_meta(settings.data_dir)["vocab_size"])
+    model = Transformer.from_config(config, vocab, options=opts.model_options(),
+                                    seed=derive_seed("init", opts.seed))
+    if settings.init_from and not (resume and (out / LAST_CHECKPOINT).exists()):
+        supernet, space = load_supernet(settings.init_from)
+        space.validate(config, source=f"--subnet (space of {settings.init_from})")
+        if supernet.vocab_size != vocab:
+            raise ValueError(f"{settings.init_from}: supernet vocabulary {supernet.vocab_size} "
+                             f"differs from {settings.data_dir}'s {vocab}")
+        model.load_state_dict(supernet.extract(config).state_dict())
+    identity = {"kind": "transformer", "subnet": config.to_dict(), "vocab_size": vocab,
+                "model_options": model.options.to_dict()}
+    train_b, valid_b = _batchers(settings.data_dir, opts, info)
+    _start(out, settings, info)
+    result = train(model, opts.train_config(supernet=False), run_dir=out, train_batches=train_b,
+                   valid_batches=valid_b, identity=identity, probes={"model": config},
+                   resume=resume, device=dev, info=info, progress=progress)
+    if not info.is_main:
+        return {}
+    if average_last > 0:
+        files = sorted(out.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        if len(files) < average_last:
+            raise ValueError(f"--average-last {average_last}: only {len(files)} update "
+                             f"checkpoints in {out} (raise --keep-last)")
+        chosen = files[-average_last:]
+        model.load_state_dict(average_model_states(chosen, expect=identity))
+        source = f"average of {', '.join(p.name for p in chosen)}"
+    elif (out / BEST_CHECKPOINT).exists():
+        model.load_state_dict(load_checkpoint(out / BEST_CHECKPOINT, expect=identity)["model"])
+        source = BEST_CHECKPOINT
+    else:  # stopped before its first validation: the weights it has
+        source = f"{LAST_CHECKPOINT} (never validated)"
+    model_dir = model.save(out / "model", overwrite=True,
+                           extra={"weights": source, "run_dir": str(out.resolve())})
+    shutil.copyfile(Path(settings.data_dir) / "spm.model", model_dir / "spm.model")
+    summary: dict[str, Any] = {"model_dir": str(model_dir), "weights": source,
+                               "updates": result.update, "best_dev_loss": result.best_loss}
+    from automoe.decoding import evaluate_split
+
+    scores = evaluate_split(model.to(dev).eval(), settings.data_dir, "test",
+                            limit=test_sentences or None, beam=beam, lenpen=lenpen, device=dev,
+                            progress=progress)
+    atomic_write_text(out / "test.hyp.txt", "".join(h + "\n" for h in scores.pop("hypotheses")))
+    summary["test"] = scores
+    atomic_write_json(out / "results.json", summary)
+    return summary
+
+
+def finish_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
