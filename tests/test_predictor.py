@@ -133,8 +133,9 @@ def test_training_is_reproducible_and_leaves_global_rng_alone():
     import torch
 
     x, y = _synthetic(60, seed=4)
+    cfg = PredictorConfig(hidden_dim=32, hidden_layers=1, steps=60, eval_every=20)
     state = torch.random.get_rng_state()
-    p1, _ = fit_predictor(x, y, list("abcde"), FAST)
+    p1, _ = fit_predictor(x, y, list("abcde"), cfg)
     assert torch.equal(state, torch.random.get_rng_state())
-    p2, _ = fit_predictor(x, y, list("abcde"), FAST)
+    p2, _ = fit_predictor(x, y, list("abcde"), cfg)
     assert np.array_equal(p1.predict_features(x, "mlp"), p2.predict_features(x, "mlp"))

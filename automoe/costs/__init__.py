@@ -1,22 +1,42 @@
-"""Cost models: analytic FLOPs and parameters, measured FLOPs, latency measurement with a
-device fingerprint and a cache, latency datasets and predictors.
+"""Cost models: analytic FLOPs, measured FLOPs, latency measurement with a device
+fingerprint and a cache, latency datasets and predictors.
 
-Every number these modules produce carries its protocol (see docs/protocols.md).
+Every number these modules produce carries its protocol (see docs/protocols.md). Names are
+imported lazily, so torch-free parts (analytic FLOPs, metrics) load without torch.
 """
 
-from automoe.costs.flops import FlopsProtocol, FlopsReport, RoutingCounts, flops
-from automoe.costs.metrics import kendall_tau, mape, rmse
-from automoe.costs.predictor import LatencyPredictor, PredictorConfig, fit_predictor
+from __future__ import annotations
 
-__all__ = [
-    "FlopsProtocol",
-    "FlopsReport",
-    "RoutingCounts",
-    "flops",
-    "kendall_tau",
-    "mape",
-    "rmse",
-    "LatencyPredictor",
-    "PredictorConfig",
-    "fit_predictor",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FlopsProtocol": "flops",
+    "FlopsReport": "flops",
+    "RoutingCounts": "flops",
+    "flops": "flops",
+    "MeasuredFlops": "measured_flops",
+    "count_flops_fvcore": "measured_flops",
+    "count_flops_torch": "measured_flops",
+    "LatencyProtocol": "latency",
+    "LatencyResult": "latency",
+    "measure_latency": "latency",
+    "device_fingerprint": "latency",
+    "LatencyCache": "latency_cache",
+    "collect_latency_dataset": "dataset",
+    "read_latency_dataset": "dataset",
+    "LatencyPredictor": "predictor",
+    "PredictorConfig": "predictor",
+    "fit_predictor": "predictor",
+    "kendall_tau": "metrics",
+    "mape": "metrics",
+    "rmse": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'automoe.costs' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"automoe.costs.{_EXPORTS[name]}"), name)

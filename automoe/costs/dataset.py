@@ -62,9 +62,7 @@ def random_model(config: Any, vocab_size: int, *, seed: int = 0, device: str = "
 
     from supernet import Transformer
 
-    with torch.random.fork_rng(devices=[]):  # model init draws from the global RNG
-        torch.manual_seed(seed)
-        model = Transformer.from_config(config, vocab_size)
+    model = Transformer.from_config(config, vocab_size, seed=seed)
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 

@@ -40,10 +40,12 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MAPE (%), RMSE (target units) and Kendall tau of predictions on one held-out set."""
+    """MAPE (%), RMSE (target units) and Kendall tau (None when undefined: fewer than 2
+    rows or a constant side) of predictions on one held-out set."""
+    tau = kendall_tau(y_true, y_pred) if len(y_true) > 1 else float("nan")
     return {
         "mape": mape(y_true, y_pred),
         "rmse": rmse(y_true, y_pred),
-        "kendall_tau": kendall_tau(y_true, y_pred),
+        "kendall_tau": tau if np.isfinite(tau) else None,  # None: undefined (JSON null)
         "n": int(len(y_true)),
     }

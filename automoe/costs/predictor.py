@@ -47,6 +47,7 @@ class PredictorConfig:
     test_frac: float = 0.1
     eval_every: int = 50
     seed: int = 0
+    threads: int | None = 1  # the matmuls are small: one thread avoids OpenMP overhead
 
     def __post_init__(self) -> None:
         if self.hidden_dim < 1 or self.hidden_layers < 1 or self.steps < 1 or self.batch_size < 1:
@@ -253,6 +254,17 @@ def fit_predictor(
         "n_train"/"n_val"/"n_test": ...}``; metrics are MAPE (%), RMSE (ms), Kendall tau.
     """
     cfg = config or PredictorConfig()
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(features, latency_ms, feature_names, cfg, meta)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[str],
+         cfg: PredictorConfig, meta: dict[str, Any] | None) -> tuple[LatencyPredictor, dict[str, Any]]:
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(latency_ms, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):

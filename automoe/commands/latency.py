@@ -1,0 +1,185 @@
+"""`automoe latency {measure,collect,fit}`: measured latency, latency datasets, predictors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from automoe.costs.latency import LatencyProtocol
+
+__all__ = ["register", "protocol_from_args", "add_protocol_args"]
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """The `LatencyProtocol` options (defaults: HAT's WMT protocol)."""
+    d = LatencyProtocol()
+    g = p.add_argument_group("latency protocol (defaults follow HAT)")
+    g.add_argument("--device", default=d.device, help="cpu or cuda[:N] (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch during the measurement (default: torch's current setting)")
+    g.add_argument("--dtype", default=d.dtype, choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--batch", type=int, default=d.batch, help="sentences per batch (default: %(default)s)")
+    g.add_argument("--seq-len", type=int, default=None,
+                   help="sets both --src-len and --tgt-len (HAT: 30 for WMT, 23 for IWSLT)")
+    g.add_argument("--src-len", type=int, default=d.src_len, help="source tokens (default: %(default)s)")
+    g.add_argument("--tgt-len", type=int, default=d.tgt_len,
+                   help="incremental decoder steps (default: %(default)s)")
+    g.add_argument("--beam", type=int, default=d.beam, help="beam as batch rows (default: %(default)s)")
+    g.add_argument("--warmup", type=int, default=d.warmup, help="warm-up runs (default: %(default)s)")
+    g.add_argument("--runs", type=int, default=d.runs, help="timed runs (default: %(default)s)")
+    g.add_argument("--vocab-size", type=int, default=d.vocab_size,
+                   help="vocabulary of the measured model (default: %(default)s, the data "
+                        "pipeline's default; with --data, the data's vocabulary)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seeds inputs and subnets (default: %(default)s)")
+    g.add_argument("--data", default=None, metavar="DIR",
+                   help="use real source sentences from a prepared data dir instead of random ids")
+    g.add_argument("--split", default="valid", help="split of --data (default: %(default)s)")
+    g.add_argument("--n-sentences", type=int, default=10,
+                   help="first N sentences of the split (default: %(default)s)")
+
+
+def protocol_from_args(args: argparse.Namespace) -> LatencyProtocol:
+    src_len = tgt_len = args.seq_len
+    sentences = None
+    vocab_size = args.vocab_size
+    if args.data:
+        from automoe.data import load_split, read_meta
+        from supernet.tokens import EOS_ID
+
+        vocab_size = int(read_meta(args.data)["vocab_size"])  # the data's ids need its vocab
+        split = load_split(args.data, args.split)
+        n = min(args.n_sentences, len(split))
+        if n < 1:
+            raise ValueError(f"--data {args.data}: split {args.split!r} has no sentences")
+        sentences = tuple(tuple(int(t) for t in split.src[i]) + (EOS_ID,) for i in range(n))
+    return LatencyProtocol(
+        device=args.device, threads=args.threads, dtype=args.dtype, batch=args.batch,
+        src_len=src_len or args.src_len, tgt_len=tgt_len or args.tgt_len, beam=args.beam,
+        warmup=args.warmup, runs=args.runs, vocab_size=vocab_size, seed=args.seed,
+        sentences=sentences,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("latency", help="measure latency, collect latency datasets, fit predictors",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="latency_command", metavar="ACTION", required=True)
+
+    m = sub.add_parser("measure", help="measure one subnet's latency on this device",
+                       description="Measure the latency of one subnet (a randomly initialised model: "
+                                   "latency depends on weights only through MoE routing) under the "
+                                   "protocol; prints median, HAT's trimmed mean, spread and the device.")
+    m.add_argument("config", metavar="CONFIG", help="subnet JSON (or HAT/AutoMoE subnet YAML)")
+    m.add_argument("--space", required=True, help="search space name or YAML path")
+    m.add_argument("--cache", default=None, metavar="FILE.jsonl",
+                   help="latency cache (reuse a measurement with the same fingerprint, subnet, protocol)")
+    m.add_argument("--json", action="store_true", help="print one JSON object (with raw samples)")
+    add_protocol_args(m)
+    m.set_defaults(func=_measure)
+
+    c = sub.add_parser("collect", help="measure random subnets into a latency dataset (CSV, resumable)",
+                       description="Measure N random subnets of a space into a CSV (features, stats, "
+                                   "raw samples, fingerprint). Rerunning skips subnets already in the file.")
+    c.add_argument("--space", required=True, help="search space name or YAML path")
+    c.add_argument("-n", type=int, required=True, help="subnets in the finished dataset")
+    c.add_argument("--out", required=True, metavar="FILE.csv")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_protocol_args(c)
+    c.set_defaults(func=_collect)
+
+    f = sub.add_parser("fit", help="fit a latency predictor (HAT MLP vs least squares) on a dataset",
+                       description="Fit HAT's MLP (3x400) and a least-squares baseline on one device's "
+                                   "latency dataset; report MAPE, RMSE and Kendall tau on held-out "
+                                   "subnets; save the better one (validation MAPE).")
+    f.add_argument("dataset", metavar="DATASET.csv")
+    f.add_argument("--out", required=True, metavar="PREDICTOR_DIR")
+    f.add_argument("--target", default="latency_ms", help="column to predict (default: %(default)s)")
+    f.add_argument("--steps", type=int, default=5000)
+    f.add_argument("--hidden-dim", type=int, default=400)
+    f.add_argument("--hidden-layers", type=int, default=3)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    f.set_defaults(func=_fit)
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from automoe.commands.cost import load_subnet
+    from automoe.costs.dataset import random_model
+    from automoe.costs.latency import measure_latency
+    from automoe.costs.latency_cache import LatencyCache
+
+    protocol = protocol_from_args(args)
+    space, config = load_subnet(args.config, args.space)
+
+    def build():
+        return random_model(config, protocol.vocab_size, seed=protocol.seed,
+                            device=protocol.device, dtype=protocol.dtype)
+
+    if args.cache:
+        result, cached = LatencyCache(args.cache).measure(config.key(), protocol, build)
+    else:
+        result, cached = measure_latency(build(), protocol, subnet_key=config.key()), False
+    d = result.to_dict()
+    d["cached"] = cached
+    d["protocol_text"] = protocol.describe()
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    fp = result.fingerprint
+    print(f"subnet {config.key()} ({space.name}){' [cached]' if cached else ''}")
+    print(f"device    {fp['device_name']} | torch {fp['torch']} | {fp['threads']} threads | {fp['dtype']}")
+    print(f"protocol  {protocol.describe()}")
+    print(f"latency   {d['latency_ms']:.2f} ms median | {d['trimmed_mean_ms']:.2f} ms 10-90% trimmed mean "
+          f"| HAT enc+dec {d['hat_ms']:.2f} ms")
+    print(f"spread    p10 {d['p10_ms']:.2f} | p90 {d['p90_ms']:.2f} | std {d['std_ms']:.2f} ms | "
+          f"cv {d['cv']:.3f} | {d['runs']} samples")
+    print(f"split     encoder {d['encoder_median_ms']:.2f} ms | decoder {d['decoder_median_ms']:.2f} ms (medians)")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from automoe.costs.dataset import collect_latency_dataset
+    from search_spaces import load_space
+
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
+    protocol = protocol_from_args(args)
+    df = collect_latency_dataset(load_space(args.space), args.n, args.out, protocol,
+                                 seed=args.seed, progress=not args.quiet)
+    print(f"{args.out}: {len(df)} subnets | median latency {df['latency_ms'].median():.2f} ms "
+          f"| protocol: {protocol.describe()}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from automoe.costs.dataset import dataset_features, read_latency_dataset
+    from automoe.costs.predictor import PredictorConfig, fit_predictor
+
+    df = read_latency_dataset(args.dataset)
+    if args.target not in df:
+        raise ValueError(f"{args.dataset}: no column {args.target!r}")
+    x, names = dataset_features(df)
+    cfg = PredictorConfig(hidden_dim=args.hidden_dim, hidden_layers=args.hidden_layers,
+                          steps=args.steps, lr=args.lr, seed=args.seed)
+    meta = {
+        "space": str(df["space"].iloc[0]) if "space" in df else None,
+        "dataset": str(args.dataset),
+        "target": args.target,
+        "fingerprint": json.loads(df["fingerprint"].iloc[0]),
+        "fingerprint_id": str(df["fingerprint_id"].iloc[0]),
+        "protocol": json.loads(df["protocol"].iloc[0]),
+    }
+    predictor, report = fit_predictor(x, df[args.target].to_numpy(), names, cfg, meta=meta)
+    predictor.save(args.out)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.out}: {predictor.kind} selected (validation MAPE) | "
+          f"{report['n_train']}/{report['n_val']}/{report['n_test']} train/val/test subnets")
+    print(f"{'held-out test':14s} {'MAPE %':>8s} {'RMSE ms':>9s} {'Kendall tau':>12s}")
+    for kind in ("mlp", "linear", "constant"):
+        r = report["test"][kind]
+        tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:.3f}"
+        print(f"{kind:14s} {r['mape']:8.2f} {r['rmse']:9.3f} {tau:>12s}")
+    return 0
