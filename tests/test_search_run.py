@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -176,3 +177,30 @@ def test_unreachable_ray_address_fails_before_loading(tmp_path, capsys):
                           "--data", str(tmp_path), "--out", str(tmp_path / "r"),
                           "--ray-address", f"127.0.0.1:{port}", "--workers", "2"])
     assert f"--ray-address '127.0.0.1:{port}': cannot reach a Ray cluster" in err
+
+
+def test_predicted_latency_constraint_is_enforced_by_rejection(world, tmp_path):
+    """A bound on a cheap metric rejects proposals before scoring: every scored row meets
+    it, and its value is the predictor's for that config."""
+    from automoe.costs.predictor import LatencyPredictor, PredictorConfig, fit_predictor
+    from search_spaces import load_space
+
+    space, rng = load_space("tiny"), random.Random(0)
+    configs = [space.sample(rng) for _ in range(60)]
+    x = np.array([space.features(c) for c in configs])
+    y = 1.0 + x @ np.linspace(0.01, 0.2, x.shape[1])  # a latency that grows with every feature
+    predictor, _ = fit_predictor(x, y, space.feature_names(),
+                                 PredictorConfig(hidden_dim=8, hidden_layers=1, steps=20))
+    predictor.save(tmp_path / "pred")
+    values = LatencyPredictor.load(tmp_path / "pred").predict(configs, space)
+    bound = float(np.median(values))
+    out = tmp_path / "r"
+    assert main(_args(world, "--out", str(out), "--generations", "2", "--objectives",
+                      "loss,predicted_latency", "--constraint", f"predicted_latency<={bound}ms",
+                      "--predictor", str(tmp_path / "pred"))) == 0
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) >= 6 and (table["predicted_latency_ms"] <= bound).all()
+    expected = predictor.predict([SubnetConfig.from_json(c) for c in table["config"]], space)
+    np.testing.assert_allclose(table["predicted_latency_ms"], expected, rtol=1e-6)
+    assert "predictor" in json.loads((out / "search.json").read_text())["protocols"][
+        "predicted_latency"]

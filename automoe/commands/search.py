@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"Ray actors (default: {_DEFAULTS['workers']}; 0 = serial, no Ray)")
     p.add_argument("--threads-per-worker", type=int, default=None,
                    help=f"CPUs and torch threads per actor (default: {_DEFAULTS['threads_per_worker']})")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="where actors score and measure latency (cuda: one GPU per actor)")
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="join this Ray cluster instead of starting a local one")
     p.add_argument("--dev-sentences", type=int, default=None,
@@ -72,7 +74,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
     values = {
         name: getattr(args, name)
-        for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor")
+        for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device")
         if getattr(args, name) is not None
     }
     if args.objectives is not None:

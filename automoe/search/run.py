@@ -49,9 +49,9 @@ __all__ = ["SearchSettings", "SearchOutcome", "run_search", "resume_settings", "
 
 CHECKPOINT_FORMAT = "automoe.search.checkpoint/1"
 ALGORITHM_NAMES = {"nsga2": "nsga2", "hat": "hat-ga", "hat-ga": "hat-ga", "random": "random"}
-# Settings that only say *how* the search runs: they may change on --resume.
-EXECUTION_FIELDS = ("out", "workers", "threads_per_worker", "ray_address", "generations",
-                    "progress", "resume")
+# Settings that only say *how* the search runs: they may change on --resume. Threads and
+# device stay: they are part of the latency protocol.
+EXECUTION_FIELDS = ("out", "workers", "ray_address", "generations", "progress", "resume")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class SearchSettings:
         seed: seeds the search's only RNG.
         workers: Ray actors; 0 scores serially in this process (no Ray).
         threads_per_worker: CPUs (and torch threads) per actor.
+        device: "cpu", or "cuda": every actor owns one GPU (scores and measures latency
+            on it, so latencies are measured in parallel, one per GPU).
         ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
         dev_sentences: size of the fixed dev subset (the first N of the valid split).
         beam: beam size for BLEU decoding (1 = greedy).
@@ -90,6 +92,7 @@ class SearchSettings:
     seed: int = 0
     workers: int = 2
     threads_per_worker: int = 1
+    device: str = "cpu"
     ray_address: str | None = None
     dev_sentences: int = 64
     beam: int = 1
@@ -108,6 +111,8 @@ class SearchSettings:
         if self.workers < 0 or self.latency_warmup < 0:
             raise ValueError(f"search settings: workers ({self.workers}) and latency_warmup "
                              f"({self.latency_warmup}) must be >= 0")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"--device {self.device!r}: expected 'cpu' or 'cuda'")
         if self.algorithm not in ALGORITHM_NAMES:
             raise ValueError(f"--algorithm {self.algorithm!r}: expected one of "
                              f"{sorted(set(ALGORITHM_NAMES) - {'hat-ga'})}")
@@ -297,7 +302,7 @@ def run_search(settings: SearchSettings, *,
     costs.check_constraints(constraints)
     scoring_settings = scoring.ScoringSettings(
         dev_sentences=settings.dev_sentences, bleu=any(m.name == "bleu" for m in metrics),
-        beam=settings.beam, threads=settings.threads_per_worker,
+        beam=settings.beam, threads=settings.threads_per_worker, device=settings.device,
         latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup)
     factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings)
     shared = checkpoint.state
@@ -306,14 +311,17 @@ def run_search(settings: SearchSettings, *,
     ray_started = False
     evaluator: Any = None
     try:
+        gpus = 1 if settings.device == "cuda" else 0
         if settings.workers == 0:
+            _check_local_cuda(settings)
             evaluator = SerialEvaluator(factory, shared, threads=settings.threads_per_worker,
                                         latency=latency)
         else:
             ray_started = _init_ray(settings)
+            _check_cluster(settings)
             evaluator = RayEvaluator(factory, shared, workers=settings.workers,
                                      threads_per_worker=settings.threads_per_worker,
-                                     latency=latency)
+                                     gpus_per_worker=gpus, latency=latency)
         del shared, checkpoint  # the object store (or the serial scorer) holds the weights now
         if latency and any(c.name == "latency_ms" for c in constraints):
             _check_latency_constraint(evaluator, costs, constraints)
@@ -348,6 +356,30 @@ def _init_ray(settings: SearchSettings) -> bool:
     except ConnectionError as err:
         raise ValueError(f"--ray-address {settings.ray_address!r}: {err}") from None
     return True
+
+
+def _check_local_cuda(settings: SearchSettings) -> None:
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no CUDA device here")
+
+
+def _check_cluster(settings: SearchSettings) -> None:
+    """Actors that cannot be placed would wait forever: refuse up front."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": settings.workers * settings.threads_per_worker}
+    if settings.device == "cuda":
+        need["GPU"] = settings.workers
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
+    if short:
+        detail = ", ".join(f"{k}: need {v:g}, cluster has {h:g}" for k, (v, h) in short.items())
+        raise ValueError(f"--workers {settings.workers} x {settings.threads_per_worker} CPU"
+                         f"{' + 1 GPU' if settings.device == 'cuda' else ''} does not fit the "
+                         f"Ray cluster ({detail})")
 
 
 def _check_latency_constraint(evaluator: Any, costs: Any, constraints) -> None:
