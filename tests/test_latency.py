@@ -171,3 +171,27 @@ def test_cli_measure_collect_fit(space, tmp_path, capsys):
     preds = loaded.predict([space.largest(), space.smallest()])
     assert preds.shape == (2,)
     assert main(["latency", "fit", str(tmp_path / "none.csv"), "--out", str(pred)]) == 2
+
+
+def test_cli_measure_from_a_trained_supernet(space, tmp_path, capsys):
+    from supernet.training.checkpoint import save_checkpoint
+
+    supernet = SuperTransformer(space, 37, seed=3)
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint_last.pt", {
+        "kind": "supernet", "space": space.to_dict(), "vocab_size": 37,
+        "model_options": supernet.options.to_dict(), "model": supernet.state_dict()})
+    config = tmp_path / "subnet.json"
+    config.write_text(space.sample(random.Random(4)).to_json())
+    argv = ["latency", "measure", str(config), "--supernet", str(run), "--threads", "1",
+            "--src-len", "4", "--tgt-len", "2", "--warmup", "0", "--runs", "2", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"]["vocab_size"] == 37  # the supernet's, not the default 8000
+    assert out["protocol"]["weights"].startswith("supernet:")
+    assert out["protocol_key"] != LatencyProtocol(
+        threads=1, src_len=4, tgt_len=2, warmup=0, runs=2, vocab_size=37).key()
+    outside = tmp_path / "outside.json"
+    outside.write_text(load_space("demo").smallest().to_json())
+    assert main(["latency", "measure", str(outside), "--supernet", str(run)]) == 2
+    assert "outside.json" in capsys.readouterr().err

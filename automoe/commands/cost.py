@@ -21,13 +21,15 @@ PARAMS_PROTOCOL = (
 __all__ = ["register", "load_subnet", "cost_report", "DEFAULT_VOCAB_SIZE"]
 
 
-def load_subnet(path: str, space_name: str) -> tuple[Any, Any]:
+def load_subnet(path: str, space: Any) -> tuple[Any, Any]:
     """``(space, config)`` from a subnet JSON (`SubnetConfig.to_json`, or an exported
-    model dir's ``config.json``) or a HAT/AutoMoE subnet YAML, validated against the space."""
+    model dir's ``config.json``) or a HAT/AutoMoE subnet YAML, validated against the space
+    (a `SearchSpace`, or a name or YAML path to load)."""
     from search_spaces import load_space
     from search_spaces.config import SubnetConfig
 
-    space = load_space(space_name)
+    if isinstance(space, (str, Path)):
+        space = load_space(space)
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
@@ -42,8 +44,8 @@ def load_subnet(path: str, space_name: str) -> tuple[Any, Any]:
             data = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{p}: not valid JSON ({err})") from None
-        if isinstance(data, dict) and isinstance(data.get("config"), dict):
-            data = data["config"]  # an exported model's config.json wraps the subnet
+        if isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+            data = data["architecture"]  # an exported model's config.json wraps the subnet
         config = SubnetConfig.from_dict(data, source=str(p))
     space.validate(config, source=str(p))
     return space, config

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+from pathlib import Path
 
 from automoe.costs.latency import LatencyProtocol
 
@@ -70,7 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "latency depends on weights only through MoE routing) under the "
                                    "protocol; prints median, HAT's trimmed mean, spread and the device.")
     m.add_argument("config", metavar="CONFIG", help="subnet JSON (or HAT/AutoMoE subnet YAML)")
-    m.add_argument("--space", required=True, help="search space name or YAML path")
+    m.add_argument("--space", default=None,
+                   help="search space name or YAML path (default with --supernet: its space)")
+    m.add_argument("--supernet", default=None, metavar="RUN",
+                   help="measure the subnet extracted from this trained supernet (run dir or "
+                        "checkpoint file): its routers route like the trained model")
+    m.add_argument("--checkpoint", default="last", choices=("last", "best"),
+                   help="which checkpoint of --supernet RUN (default: %(default)s)")
     m.add_argument("--cache", default=None, metavar="FILE.jsonl",
                    help="latency cache (reuse a measurement with the same fingerprint, subnet, protocol)")
     m.add_argument("--json", action="store_true", help="print one JSON object (with raw samples)")
@@ -110,11 +118,34 @@ def _measure(args: argparse.Namespace) -> int:
     from automoe.costs.latency_cache import LatencyCache
 
     protocol = protocol_from_args(args)
-    space, config = load_subnet(args.config, args.space)
+    if args.supernet:
+        import dataclasses
 
-    def build():
-        return random_model(config, protocol.vocab_size, seed=protocol.seed,
-                            device=protocol.device, dtype=protocol.dtype)
+        import torch
+
+        from automoe.training import load_supernet
+
+        supernet, space = load_supernet(args.supernet, which=args.checkpoint)
+        _, config = load_subnet(args.config, args.space or space)
+        space.validate(config, source=f"{args.config} (space of {args.supernet})")
+        file = Path(args.supernet)
+        file = file / f"checkpoint_{args.checkpoint}.pt" if file.is_dir() else file
+        with open(file, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        protocol = dataclasses.replace(protocol, vocab_size=supernet.vocab_size,
+                                       weights=f"supernet:{digest}")
+
+        def build():
+            model = supernet.extract(config)
+            return model.to(device=protocol.device, dtype=getattr(torch, protocol.dtype)).eval()
+    else:
+        if not args.space:
+            raise ValueError("latency measure: give --space (or --supernet RUN)")
+        space, config = load_subnet(args.config, args.space)
+
+        def build():
+            return random_model(config, protocol.vocab_size, seed=protocol.seed,
+                                device=protocol.device, dtype=protocol.dtype)
 
     if args.cache:
         result, cached = LatencyCache(args.cache).measure(config.key(), protocol, build)

@@ -64,6 +64,9 @@ class LatencyProtocol:
         seed: seeds the synthetic token ids.
         sentences: optional real source sentences (token ids, EOS-terminated), batched
             ``batch`` at a time and padded; MoE routing, hence latency, depends on content.
+        weights: where the weights come from: "random" (random init, seeded by ``seed``)
+            or an identifier of trained weights (e.g. "supernet:<sha256 of the checkpoint>");
+            part of the cache key because MoE routing depends on the weights.
     """
 
     device: str = "cpu"
@@ -78,6 +81,7 @@ class LatencyProtocol:
     vocab_size: int = 8000
     seed: int = 0
     sentences: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
+    weights: str = "random"
 
     def __post_init__(self) -> None:
         for name in ("batch", "src_len", "tgt_len", "beam", "runs", "vocab_size"):
@@ -122,10 +126,11 @@ class LatencyProtocol:
         src = (f"{len(self.sentences)} real sentences" if self.sentences is not None
                else f"{self.src_len} source tokens")
         threads = f", {self.threads} threads" if self.threads else ""
+        weights = "random weights" if self.weights == "random" else f"weights {self.weights}"
         return (
             f"{self.device}{threads}, {self.dtype}, batch {self.batch}, {src}, beam {self.beam} as "
             f"batch rows, {self.tgt_len} incremental decoder steps with cache (output projection "
-            f"incl.), {self.warmup} warm-up + {self.runs} timed runs"
+            f"incl.), {self.warmup} warm-up + {self.runs} timed runs, {weights}"
         )
 
 
