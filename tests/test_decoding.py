@@ -8,7 +8,9 @@ independent oracle: it scores whole sequences without the cache or any beam book
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import random
 
 import pytest
 import torch
@@ -16,6 +18,15 @@ import torch.nn.functional as F
 
 from automoe.decoding import beam_search, greedy_decode, length_limits, translate_ids
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and two threads on a busy 2-core machine spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class FakeEnc:
@@ -198,3 +209,131 @@ def test_translate_ids_keeps_input_order():
     assert got == [h.tokens for h in greedy_decode(model, pad_batch(sources), **kw)]
     got = translate_ids(model, sources, beam=3, lenpen=0.6, max_tokens=24, **kw)
     assert got == [h.tokens for h in beam_search(model, pad_batch(sources), 3, 0.6, **kw)]
+
+
+# ---- the real models: SuperTransformer.bind(subnet), extract(), Transformer.from_config ------
+
+@pytest.fixture(scope="module")
+def real_models():
+    from search_spaces import load_space
+    from supernet import SuperTransformer, Transformer
+
+    space = load_space("tiny")
+    supernet = SuperTransformer(space, 40, seed=1).eval()
+    config = space.sample(random.Random(3))
+    return {"bind": supernet.bind(config), "extract": supernet.extract(config).eval(),
+            "largest": Transformer.from_config(space.largest(), 40, seed=2).eval()}
+
+
+@pytest.mark.parametrize("name", ["bind", "extract", "largest"])
+def test_real_model_beam_one_equals_greedy_and_the_cache_is_exact(real_models, name):
+    model = real_models[name]
+    rows = [[5, 9, 4, 30, 12], [7], [6, 6, 8, 5, 4, 20, 21, 22], [39, 38]]
+    src = pad_batch(rows)
+    greedy = greedy_decode(model, src, max_len_a=1.0, max_len_b=4)
+    beam1 = beam_search(model, src, beam=1, lenpen=1.0, max_len_a=1.0, max_len_b=4)
+    assert [h.tokens for h in greedy] == [h.tokens for h in beam1]
+    limits = length_limits(src, None, 1.0, 4).tolist()
+    for row, hyp in enumerate(greedy):
+        # The incremental cache (one token per step, rows dropped as they finish) must give
+        # what recomputing the whole prefix without a cache gives.
+        assert hyp.tokens == naive_greedy(model, pad_batch([rows[row]])[0], limits[row])
+        assert hyp.logprob == pytest.approx(beam1[row].logprob, abs=1e-5)
+    wide = beam_search(model, src, beam=4, lenpen=1.0, max_len_a=1.0, max_len_b=4)
+    for row in range(len(rows)):  # a wider beam never scores worse than greedy
+        n = len(greedy[row].tokens) + 1
+        assert wide[row].score >= greedy[row].logprob / n - 1e-5
+
+
+# ---- automoe translate / evaluate ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A prepared tiny corpus and an exported (random) model with the data's tokenizer."""
+    import shutil
+
+    from automoe.data import PrepareOptions, make_source, prepare
+    from search_spaces import load_space
+    from supernet import Transformer
+
+    root = tmp_path_factory.mktemp("exported")
+    words = [("cat", "Katze"), ("dog", "Hund"), ("house", "Haus"), ("big", "groß"),
+             ("small", "klein"), ("sees", "sieht"), ("the", "die")]
+    rng = random.Random(0)
+    files = {}
+    for split, n in (("train", 120), ("valid", 10), ("test", 12)):
+        pairs = [rng.sample(words, rng.randint(2, 5)) for _ in range(n)]
+        for side, idx in (("en", 0), ("de", 1)):
+            path = root / f"{split}.{side}"
+            path.write_text("".join(" ".join(w[idx] for w in p).capitalize() + ".\n"
+                                    for p in pairs), encoding="utf-8")
+        files[split] = (root / f"{split}.en", root / f"{split}.de")
+    data = root / "data"
+    meta = prepare(data, make_source(files=files), PrepareOptions(vocab_size=48),
+                   verbose=False).meta
+    model_dir = root / "model"
+    Transformer.from_config(load_space("tiny").largest(), meta["vocab_size"], seed=4).save(
+        model_dir)
+    shutil.copy(data / "spm.model", model_dir / "spm.model")
+    return data, model_dir
+
+
+def test_translate_cli_files_and_stdin(exported, tmp_path, capsys, monkeypatch):
+    import io
+
+    from automoe.cli import main
+    from automoe.data import Tokenizer
+    from automoe.decoding import translate_texts
+    from supernet import Transformer
+
+    data, model_dir = exported
+    src = tmp_path / "in.txt"
+    src.write_text("The big cat.\n\nSmall dog sees the house.\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main(["translate", str(model_dir), "--input", str(src), "--output", str(out),
+                 "--beam", "2", "--device", "cpu"]) == 0
+    lines = out.read_text(encoding="utf-8").split("\n")
+    model = Transformer.load(model_dir).eval()
+    want = translate_texts(model, Tokenizer.load(data), ["The big cat.", "Small dog sees the house."],
+                           beam=2, lenpen=0.6, max_len_a=1.5, max_len_b=10)
+    assert lines == [want[0], "", want[1], ""]  # empty input line stays empty
+    monkeypatch.setattr("sys.stdin", io.StringIO("The big cat.\n"))
+    assert main(["translate", str(model_dir), "--beam", "2", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == want[0] + "\n"
+
+
+def test_evaluate_cli_scores_with_sacrebleu(exported, tmp_path, capsys):
+    from automoe.bleu import corpus_scores
+    from automoe.cli import main
+    from automoe.data import load_split
+
+    data, model_dir = exported
+    hyps, report = tmp_path / "hyps.txt", tmp_path / "scores.json"
+    assert main(["evaluate", str(model_dir), "--data", str(data), "--beam", "1", "--device",
+                 "cpu", "--hyps", str(hyps), "--json", str(report)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(report.read_text(encoding="utf-8"))
+    texts = hyps.read_text(encoding="utf-8").split("\n")[:-1]
+    refs = load_split(data, "test").texts("tgt")
+    expect = corpus_scores(texts, refs)
+    assert printed["bleu"] == expect["bleu"] and printed["chrf"] == expect["chrf"]
+    assert printed["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert printed["sentences"] == len(refs) == 12 and printed["tokens_per_s"] > 0
+    assert printed["decoding"]["beam"] == 1
+
+
+def test_translate_cli_errors(exported, tmp_path, capsys):
+    import shutil
+
+    from automoe.cli import main
+
+    data, model_dir = exported
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    (bare / "spm.model").unlink()
+    assert main(["translate", str(bare), "--device", "cpu"]) == 2
+    assert "has no spm.model; pass --data DIR" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--data", str(data), "--device", "cpu"]) == 2
+    assert "config.json does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir), "--data", str(data), "--split", "dev"]) == 2
+    assert "no split 'dev'" in capsys.readouterr().err

@@ -1,0 +1,40 @@
+"""`automoe evaluate MODEL_DIR --data DIR`: sacreBLEU, chrF and decoding speed on a split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from automoe.commands.translate import add_decoding_args, decoding_kwargs, load_translation_model
+from automoe.decoding import evaluate_split
+from automoe.io_utils import atomic_write_json, atomic_write_text
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="BLEU, chrF and tokens/s of an exported model on a prepared split",
+        description="Translate a split of a prepared data dir with an exported model and score "
+                    "it with sacrebleu (detokenised BLEU and chrF, with signatures).")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--limit", type=int, help="score only the first N sentences")
+    p.add_argument("--hyps", metavar="FILE", help="also write the translations here")
+    p.add_argument("--json", metavar="FILE", help="also write the scores here")
+    add_decoding_args(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.data is None:
+        raise ValueError("--data DIR is required: the prepared data dir holding the split")
+    kwargs = decoding_kwargs(args)
+    model, _ = load_translation_model(args.model_dir, args.data, args.device)
+    result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
+    hyps = result.pop("hypotheses")
+    result = {"model_dir": args.model_dir, "data": args.data, "device": args.device, **result}
+    if args.hyps:
+        atomic_write_text(args.hyps, "".join(h + "\n" for h in hyps))
+    if args.json:
+        atomic_write_json(args.json, result)
+    print(json.dumps(result, indent=2))
+    return 0
