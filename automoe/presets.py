@@ -92,6 +92,10 @@ class TrainOptions:
             out = replace(out, update_freq=max(1, math.ceil(out.global_batches / world_size)))
         if out.schedule_updates == 0:
             out = replace(out, schedule_updates=out.max_updates)
+        if out.schedule == "cosine" and out.warmup_updates >= out.schedule_updates:
+            raise ValueError(f"warmup_updates ({out.warmup_updates}) must be smaller than the "
+                             f"cosine schedule's length ({out.schedule_updates}, "
+                             "--schedule-updates, default --max-updates)")
         if out.max_tokens < 1 or out.valid_sentences < 0 or out.probe_random < 0:
             raise ValueError("max_tokens must be >= 1, valid_sentences and probe_random >= 0; "
                              f"got {out.max_tokens}, {out.valid_sentences}, {out.probe_random}")

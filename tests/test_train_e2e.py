@@ -167,6 +167,14 @@ def test_subnet_run_refuses_a_checkpoint_that_is_not_a_supernet(data_dir, tmp_pa
     base = ["train", "--subnet", str(cfg_path), "--data", str(data_dir), *FAST,
             "--warmup-updates", "0"]
     assert main([*base, "--out", str(tmp_path / "a"), "--max-updates", "1"]) == 0
-    assert main([*base, "--out", str(tmp_path / "b"), "--max-updates", "1", "--init-from",
-                 str(tmp_path / "a" / "checkpoint_last.pt")]) == 2
+    capsys.readouterr()
+    # an exported model dir works as --subnet; its run's checkpoint is no supernet
+    again = ["train", "--subnet", str(tmp_path / "a" / "model"), "--data", str(data_dir),
+             "--out", str(tmp_path / "b"), "--max-updates", "1"]
+    assert main(again) == 2
+    assert "warmup_updates (50) must be smaller than" in capsys.readouterr().err
+    again += ["--warmup-updates", "0"]
+    assert main([*again, "--init-from", str(tmp_path / "a" / "checkpoint_last.pt")]) == 2
     assert "checkpoint is for another kind" in capsys.readouterr().err
+    assert main([*again, "--init-from", str(tmp_path / "missing")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err

@@ -10,10 +10,8 @@ import argparse
 import json
 import math
 import os
-from pathlib import Path
 
 from automoe.presets import PRESET_NAMES, TrainOptions
-from search_spaces import SubnetConfig
 
 # command-line option -> TrainOptions field (all default to None: "not given", so a resumed
 # run can tell an explicit value from a preset default)
@@ -70,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the Transformer of --subnet from scratch (or from the weights it "
                     "inherits from --init-from), keep the best checkpoint by dev loss (or "
                     "average the last N), save --out/model and score test BLEU by beam search.")
-    t.add_argument("--subnet", metavar="CONFIG.json", help="the architecture (SubnetConfig JSON)")
+    t.add_argument("--subnet", metavar="CONFIG.json",
+                   help="the architecture: a SubnetConfig JSON, or an exported model dir / "
+                        "its config.json")
     t.add_argument("--init-from", metavar="SUPERNET_RUN",
                    help="a supernet run dir (its checkpoint_last.pt) or checkpoint file")
     _common(t)
@@ -138,14 +138,9 @@ def _supernet(args: argparse.Namespace) -> int:
 
 
 def _subnet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, resolve_run, train_subnet
+    from automoe.training import finish_distributed, read_subnet, resolve_run, train_subnet
 
-    subnet = None
-    if args.subnet:
-        path = Path(args.subnet)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such subnet config")
-        subnet = SubnetConfig.from_json(path.read_text(encoding="utf-8"), source=str(path))
+    subnet = read_subnet(args.subnet) if args.subnet else None
     settings = resolve_run(args.out, kind="subnet", resume=args.resume, preset=args.preset,
                            overrides=_overrides(args), world_size=_world_size(),
                            data_dir=args.data, subnet=subnet, init_from=args.init_from)
