@@ -103,8 +103,9 @@ def layer_norm(x: torch.Tensor, w: NormWeights) -> torch.Tensor:
 def project_kv(x: torch.Tensor, w: AttnWeights, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and values of x [B, L, d_in]: each [B, heads, L, qkv // heads]."""
     b, n, _ = x.shape
-    k = F.linear(x, w.k_w, w.k_b).view(b, n, heads, -1).transpose(1, 2)
-    v = F.linear(x, w.v_w, w.v_b).view(b, n, heads, -1).transpose(1, 2)
+    head_dim = w.k_w.shape[0] // heads
+    k = F.linear(x, w.k_w, w.k_b).view(b, n, heads, head_dim).transpose(1, 2)
+    v = F.linear(x, w.v_w, w.v_b).view(b, n, heads, head_dim).transpose(1, 2)
     return k, v
 
 
@@ -194,6 +195,8 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
         if sizes[e]:
             outs.append(expert_ffn(chunk, ew, activation_dropout=activation_dropout,
                                    training=training))
+    if not outs:  # an empty batch
+        return torch.zeros_like(x), stats
     ys = torch.cat(outs) if len(outs) > 1 else outs[0]
     ys = ys * gates.reshape(-1)[order].unsqueeze(1).to(ys.dtype)
     out = torch.zeros(x.shape[0], ys.shape[1], dtype=ys.dtype, device=x.device)

@@ -99,6 +99,21 @@ def test_extract_equals_supernet_in_full_and_incremental_decoding(space, superne
         torch.testing.assert_close(incremental(static, src, prev), logits, **STEP)
 
 
+def test_cache_accepts_chunks_and_empty_batches(supernet):
+    src, prev = batch(seed=8)
+    full, _ = supernet(src, prev, HETERO_A)
+    view = supernet.bind(HETERO_A)
+    enc = view.encode(src)
+    cache = view.new_cache()
+    head, _ = view.decode(prev[:, :3], enc, cache=cache)  # a 3-token prefix in one call
+    tail = [view.decode(prev[:, i : i + 1], enc, cache=cache)[0] for i in range(3, 6)]
+    assert cache.length == 6
+    torch.testing.assert_close(torch.cat([head, *tail], 1), full, **STEP)
+    none = torch.zeros(0, dtype=torch.long)
+    cache.reorder(none)
+    logits, _ = view.decode(prev[:0, :1], enc.index_select(none), cache=cache)
+    assert logits.shape == (0, 1, VOCAB)
+
 def test_routing_counts_cover_every_real_token(supernet):
     src, prev = batch()
     _, aux = supernet(src, prev, HETERO_A)
