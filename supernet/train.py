@@ -179,6 +179,8 @@ class _Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "train_config": self.config.to_dict(),
+                # the lr is a pure function of the update count: this is the whole scheduler
+                "scheduler": {**self.config.schedule.to_dict(), "num_updates": self.update},
                 "data": plain(self.train_batches.state_dict()),
                 "world_size": self.info.world_size,
                 # every random draw is a function of (seed, update, pass): no generator state

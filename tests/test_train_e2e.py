@@ -11,7 +11,7 @@ import random
 import pytest
 import sacrebleu
 import torch
-from train_fakes import one_thread  # noqa: F401
+from train_fakes import one_thread, single_thread  # noqa: F401
 
 from automoe.cli import main
 from automoe.data import PrepareOptions, make_source, prepare
@@ -58,9 +58,10 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def supernet_run(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("supernet") / "run"
-    rc = main(["supernet", "train", "--space", "tiny", "--data", str(data_dir), "--out",
-               str(out), "--max-updates", "40", "--validate-every", "10", "--save-every", "20",
-               *FAST])
+    with single_thread():  # module fixtures run before the function-scoped one_thread
+        rc = main(["supernet", "train", "--space", "tiny", "--data", str(data_dir), "--out",
+                   str(out), "--max-updates", "40", "--validate-every", "10",
+                   "--save-every", "20", *FAST])
     assert rc == 0
     return out
 
@@ -178,3 +179,17 @@ def test_subnet_run_refuses_a_checkpoint_that_is_not_a_supernet(data_dir, tmp_pa
     assert "checkpoint is for another kind" in capsys.readouterr().err
     assert main([*again, "--init-from", str(tmp_path / "missing")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_supernet_trains_on_cuda_with_bf16_autocast(data_dir, tmp_path):
+    out = tmp_path / "cuda"
+    assert main(["supernet", "train", "--space", "tiny", "--data", str(data_dir), "--out",
+                 str(out), "--max-updates", "30", "--validate-every", "10", "--device", "cuda",
+                 *FAST]) == 0
+    rows = _valid(out)
+    for name in {r["probe"] for r in rows}:
+        losses = [float(r["loss"]) for r in rows if r["probe"] == name]
+        assert losses[-1] < losses[0], (name, losses)
+    model, _ = load_supernet(out, device="cuda")
+    assert model.embed.is_cuda

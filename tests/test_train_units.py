@@ -26,15 +26,18 @@ from supernet.training.sampling import (
 )
 from supernet.training.schedule import LRSchedule
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # ---- sampling ---------------------------------------------------------------------------------
 
 
 def _seeds_in_subprocess(hash_seed: str) -> str:
-    code = ("import random\n"
-            "from supernet.training.sampling import derive_seed\n"
+    # run the module file itself (no package import, so no torch: the check stays cheap)
+    code = ("import random, runpy\n"
+            "derive_seed = runpy.run_path('supernet/training/sampling.py')['derive_seed']\n"
             "print([random.Random(derive_seed('subnet', 7, u)).random() for u in range(1, 6)])")
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-c", code], env=env, check=True,
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT,
                           capture_output=True, text=True).stdout
 
 

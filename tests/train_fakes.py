@@ -5,6 +5,7 @@ model code; the end-to-end tests use the real SuperTransformer and TokenBatcher.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from types import SimpleNamespace
 
@@ -146,10 +147,18 @@ def make_batches(n_batches: int, per_batch: int, seed: int):
     return [collate(pairs[i * per_batch:(i + 1) * per_batch]) for i in range(n_batches)]
 
 
-@pytest.fixture()
-def one_thread():
+@contextlib.contextmanager
+def single_thread():
     """Tiny models run fastest (and least disturbed by other processes) on one thread."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def one_thread():
+    with single_thread():
+        yield
