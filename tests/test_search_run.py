@@ -193,14 +193,15 @@ def test_unreachable_ray_address_fails_before_loading(tmp_path, capsys):
 def test_predicted_latency_constraint_is_enforced_by_rejection(world, tmp_path):
     """A bound on a cheap metric rejects proposals before scoring: every scored row meets
     it, and its value is the predictor's for that config."""
+    from automoe.costs.features import latency_feature_names, latency_features
     from automoe.costs.predictor import LatencyPredictor, PredictorConfig, fit_predictor
     from search_spaces import load_space
 
     space, rng = load_space("tiny"), random.Random(0)
     configs = [space.sample(rng) for _ in range(60)]
-    x = np.array([space.features(c) for c in configs])
-    y = 1.0 + x @ np.linspace(0.01, 0.2, x.shape[1])  # a latency that grows with every feature
-    predictor, _ = fit_predictor(x, y, space.feature_names(),
+    x = np.array([latency_features(space, c) for c in configs])
+    y = 1.0 + (x / np.maximum(x.max(axis=0), 1.0)) @ np.linspace(0.1, 2.0, x.shape[1])
+    predictor, _ = fit_predictor(x, y, latency_feature_names(space),
                                  PredictorConfig(hidden_dim=8, hidden_layers=1, steps=20))
     predictor.save(tmp_path / "pred")
     values = LatencyPredictor.load(tmp_path / "pred").predict(configs, space)
