@@ -21,7 +21,6 @@ exactly where an uninterrupted run ends (scores are deterministic; latency is me
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -36,108 +35,23 @@ from typing import Any
 from automoe.io_utils import atomic_write_json
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
-    DEFAULT_OBJECTIVES,
     METRICS,
     needed_metrics,
     parse_constraint,
     parse_objectives,
 )
 from automoe.search.results import write_tables
+from automoe.search.settings import (
+    SearchSettings,
+    build_algorithm,
+    check_resume,
+    resume_settings,
+)
 
-__all__ = ["SearchSettings", "SearchOutcome", "run_search", "resume_settings", "build_algorithm", "ALGORITHM_NAMES",
+__all__ = ["SearchSettings", "SearchOutcome", "run_search", "resume_settings", "build_algorithm",
            "CHECKPOINT_FORMAT", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "automoe.search.checkpoint/1"
-ALGORITHM_NAMES = {"nsga2": "nsga2", "hat": "hat-ga", "hat-ga": "hat-ga", "random": "random"}
-# Settings that only say *how* the search runs: they may change on --resume. Threads and
-# device stay: they are part of the latency protocol.
-EXECUTION_FIELDS = ("out", "workers", "ray_address", "generations", "progress", "resume")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything `run_search` needs; ``search.json`` stores it.
-
-    Attributes:
-        supernet: supernet training RUN_DIR (its checkpoint holds the weights + space).
-        data: prepared data dir (``automoe data prepare``); its ``valid`` split is scored.
-        out: the search RUN_DIR to write.
-        objectives: metric names (`objectives.METRICS`), e.g. ("bleu", "flops", "latency").
-        constraints: bounds like "latency<=80ms", "flops<=2e9".
-        algorithm: "nsga2", "hat" (HAT's GA on the first objective) or "random".
-        generations: generations (HAT: iterations), the initial population included.
-        population: population size (NSGA-II, GA) or batch size (random search).
-        seed: seeds the search's only RNG.
-        workers: Ray actors; 0 scores serially in this process (no Ray).
-        threads_per_worker: CPUs (and torch threads) per actor.
-        device: "cpu", or "cuda": every actor owns one GPU (scores and measures latency
-            on it, so latencies are measured in parallel, one per GPU).
-        ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
-        dev_sentences: size of the fixed dev subset (the first N of the valid split).
-        beam: beam size for BLEU decoding (1 = greedy).
-        latency_runs, latency_warmup: timed / untimed samples per latency measurement.
-        predictor: latency predictor dir, needed for "predicted_latency".
-        resume: continue RUN_DIR from its checkpoint.
-        progress: show progress bars (stderr).
-    """
-
-    supernet: str
-    data: str
-    out: str
-    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
-    constraints: tuple[str, ...] = ()
-    algorithm: str = "nsga2"
-    generations: int = 10
-    population: int = 16
-    seed: int = 0
-    workers: int = 2
-    threads_per_worker: int = 1
-    device: str = "cpu"
-    ray_address: str | None = None
-    dev_sentences: int = 64
-    beam: int = 1
-    latency_runs: int = 10
-    latency_warmup: int = 2
-    predictor: str | None = None
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("generations", "population", "dev_sentences", "beam", "latency_runs",
-                     "threads_per_worker"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"search setting '{name}' must be an integer >= 1, got {value!r}")
-        if self.workers < 0 or self.latency_warmup < 0:
-            raise ValueError(f"search settings: workers ({self.workers}) and latency_warmup "
-                             f"({self.latency_warmup}) must be >= 0")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"--device {self.device!r}: expected 'cpu' or 'cuda'")
-        if self.algorithm not in ALGORITHM_NAMES:
-            raise ValueError(f"--algorithm {self.algorithm!r}: expected one of "
-                             f"{sorted(set(ALGORITHM_NAMES) - {'hat-ga'})}")
-        object.__setattr__(self, "objectives", tuple(self.objectives))
-        object.__setattr__(self, "constraints", tuple(self.constraints))
-        parse_objectives(self.objectives)  # unknown names fail at construction
-        for text in self.constraints:
-            parse_constraint(text)
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["objectives"], data["constraints"] = list(self.objectives), list(self.constraints)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], *, source: str) -> SearchSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}")
-        data = dict(data)
-        for key in ("objectives", "constraints"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -150,31 +64,6 @@ class SearchOutcome:
     front_size: int
     hypervolume: float | None
     seconds: float
-
-
-def build_algorithm(settings: SearchSettings, space: Any, objectives, constraints,
-                    pre_filter=None):
-    """The `evolution` algorithm the settings name, sized by ``population``/``generations``."""
-    from evolution import GASettings, NSGA2Settings, RandomSettings, get_algorithm
-
-    name = ALGORITHM_NAMES[settings.algorithm]
-    p, g = settings.population, settings.generations
-    if name == "nsga2":
-        algo_settings: Any = NSGA2Settings(population_size=max(2, p), iterations=g)
-    elif name == "hat-ga":
-        # HAT's split of 125 = 25 parents + 50 mutants + 50 crossovers, scaled to p.
-        parents = max(2, round(p / 5)) if p >= 4 else 1
-        mutation = (p - parents) // 2
-        crossover = p - parents - mutation if parents >= 2 else 0
-        mutation = p - parents - crossover
-        algo_settings = GASettings(population_size=p, parent_size=parents,
-                                   mutation_size=mutation, crossover_size=crossover,
-                                   iterations=g)
-    else:
-        algo_settings = RandomSettings(batch_size=p, iterations=g)
-    cls = get_algorithm(name)
-    return cls(space, objectives=objectives, constraints=constraints,
-               pre_filter=pre_filter, settings=algo_settings)
 
 
 def check_ray_address(address: str, *, timeout: float = 3.0) -> None:
@@ -225,42 +114,6 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def _stored_settings(run_dir: str | Path) -> dict[str, Any]:
-    meta_path = Path(run_dir) / "search.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: not a search run directory (nothing to resume)")
-    return json.loads(meta_path.read_text(encoding="utf-8"))["settings"]
-
-
-def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:
-    """The settings RUN_DIR was started with, for ``--resume``.
-
-    ``overrides`` may change the execution fields (workers, Ray address, threads, more
-    generations, progress); any other field must equal the stored value (ValueError).
-    """
-    stored = _stored_settings(run_dir)
-    for name, value in overrides.items():
-        if name in EXECUTION_FIELDS:
-            continue
-        given = json.loads(json.dumps(list(value) if isinstance(value, tuple) else value))
-        if name not in stored or stored[name] != given:
-            raise ValueError(
-                f"--resume {run_dir}: {name}={given!r} differs from the stored "
-                f"{stored.get(name)!r}; only {sorted(EXECUTION_FIELDS)} may change on resume"
-            )
-    merged = {**stored, **overrides, "out": str(run_dir), "resume": True}
-    return SearchSettings.from_json(merged, source=str(Path(run_dir) / "search.json"))
-
-
-def _check_resume(settings: SearchSettings) -> None:
-    stored = _stored_settings(settings.out)
-    ours = settings.to_json()
-    diff = sorted(k for k in ours if k not in EXECUTION_FIELDS and stored.get(k) != ours[k])
-    if diff:
-        raise ValueError(f"--resume {settings.out}: settings {diff} differ from search.json "
-                         "(use resume_settings to load them)")
-
-
 def run_search(settings: SearchSettings, *,
                on_generation: Callable[[Any, Any], None] | None = None,
                on_result: Callable[[Any, str, int, Evaluation], None] | None = None
@@ -279,10 +132,13 @@ def run_search(settings: SearchSettings, *,
     began = time.perf_counter()
     run = Path(settings.out)
     if settings.resume:
-        _check_resume(settings)
+        check_resume(settings)
     elif (run / "checkpoint.json").exists():
         raise ValueError(f"{run}: already holds a search (checkpoint.json); pass --resume to "
                          "continue it or choose another --out")
+    elif run.is_dir() and any(run.iterdir()) and not (run / "search.json").exists():
+        raise ValueError(f"{run}: exists, is not empty and is not a search run; choose "
+                         "another --out")
     objectives = parse_objectives(settings.objectives)
     constraints = tuple(parse_constraint(c) for c in settings.constraints)
     metrics = needed_metrics(objectives, constraints)
@@ -400,11 +256,11 @@ def _generations(settings, run, objectives, constraints, costs, evaluator, ident
 
     algo = build_algorithm(settings, costs.space, objectives, constraints, costs.pre_filter)
     details: dict[str, Any] = {}
-    if settings.resume:
+    if settings.resume and (run / "checkpoint.json").exists():
         data = load_checkpoint(run)
         state = algo.restore(data["algorithm"], source=str(run / "checkpoint.json"))
         details = dict(data.get("details", {}))
-    else:
+    else:  # a new run, or one killed before its first checkpoint: start at generation 0
         run.mkdir(parents=True, exist_ok=True)
         state = algo.init(settings.seed)
     header = _header(settings, identity, evaluator)
