@@ -145,6 +145,8 @@ def test_resume_extends_and_refuses_other_settings(world, full_run, tmp_path, ca
     assert "already holds a search" in err and "--resume" in err
     err = _error(capsys, ["search", "--resume", str(tmp_path / "nothing")])
     assert "search.json" in err
+    err = _error(capsys, _args(world, "--out", str(world[1])))  # the data dir, by mistake
+    assert "is not a search run" in err
 
 
 def test_unknown_objective_fails_before_any_work(world, tmp_path, capsys):
