@@ -36,7 +36,8 @@ class ProbeScorer:
         loss = float((self.w[:a, :b] @ np.ones(b, dtype=np.float32)).sum())
         time.sleep(0.02)  # long enough that both actors hold work at once
         return Score({"loss": loss, "width": float(a)},
-                     {"t0": repr(start), "t1": repr(time.time())})
+                     {"t0": repr(start), "t1": repr(time.time()),
+                      "store_view": str(not self.w.flags.writeable)})
 
     def latency(self, config: SubnetConfig) -> Score:
         start = time.time()
@@ -87,6 +88,9 @@ def test_ray_matches_serial_and_oracle(pool):
         assert e.metrics["loss"] == pytest.approx(_oracle_loss(c), rel=1e-5)
     scorers = {e.worker for e in remote}
     assert scorers == {"w0", "w1"}  # the pool shares the work
+    # Actors read the weights in place from the object store (read-only, zero-copy views).
+    assert {e.info["store_view"] for e in remote} == {"True"}
+    assert {e.info["store_view"] for e in serial} == {"False"}
 
 
 def test_latency_phase_is_exclusive(pool):
