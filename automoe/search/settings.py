@@ -159,7 +159,10 @@ def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:
 
 
 def check_resume(settings: SearchSettings) -> None:
-    stored = _stored_settings(settings.out)
+    """ValueError unless ``settings`` equal the stored ones (execution fields aside)."""
+    source = str(Path(settings.out) / "search.json")
+    # Through the dataclass: a field added since the run was started takes its default.
+    stored = SearchSettings.from_json(_stored_settings(settings.out), source=source).to_json()
     ours = settings.to_json()
     diff = sorted(k for k in ours if k not in EXECUTION_FIELDS and stored.get(k) != ours[k])
     if diff:
