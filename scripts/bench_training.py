@@ -2,6 +2,7 @@
 
     python scripts/bench_training.py [--space demo] [--updates 8] [--repeats 3]
                                      [--max-tokens 2048] [--threads 2] [--json FILE]
+                                     [--part all|overhead|ddp]
 
 1. loop overhead: target tokens/s of `supernet.train.train` on the SuperTransformer, sampling
    the *largest* subnet every update, versus a plain loop (forward, label-smoothed loss + MoE
@@ -13,7 +14,8 @@
 2. DDP scaling on 2 CPU processes (gloo, 1 thread each) versus one process (1 and 2 threads)
    with the same global batch (2 token-budget batches per update, accumulated in the single
    process), uniform sampling: tokens/s of the whole update including the gradient
-   all-reduce, measured on rank 0.
+   all-reduce, measured on rank 0; plus the time of one all-reduce of the whole supernet's
+   gradient (what an update that touches every parameter pays).
 
 Data: a synthetic corpus (random ids, vocab 8000, lengths 8-40) held in memory. Timings are
 medians of interleaved repeats (A, B, A, B, ...) after one warm-up run each; every number
@@ -46,7 +48,7 @@ from search_spaces import load_space  # noqa: E402
 from supernet import SuperTransformer  # noqa: E402
 from supernet.train import train  # noqa: E402
 from supernet.training.config import TrainConfig  # noqa: E402
-from supernet.training.distributed import DistInfo  # noqa: E402
+from supernet.training.distributed import DistInfo, sync_gradients  # noqa: E402
 from supernet.training.loss import label_smoothed_nll  # noqa: E402
 from supernet.training.sampling import SamplingRule  # noqa: E402
 from supernet.training.schedule import LRSchedule  # noqa: E402
@@ -149,8 +151,20 @@ def _ddp_worker(rank: int, world_size: int, port: int, threads: int, update_freq
     try:
         space = load_space(args.space)
         tps = run_loop(space, corpus(), args, largest=False, info=info, update_freq=update_freq)
+        sync_ms = None
+        if world_size > 1:  # the cost of one all-reduce of the whole supernet's gradient
+            params = list(SuperTransformer(space, VOCAB, seed=1).parameters())
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            times = []
+            for _ in range(5):
+                dist.barrier()
+                start = time.perf_counter()
+                sync_gradients(params, info)
+                times.append(time.perf_counter() - start)
+            sync_ms = 1000 * statistics.median(times)
         if rank == 0:
-            Path(out).write_text(json.dumps(tps))
+            Path(out).write_text(json.dumps({"tps": tps, "sync_ms": sync_ms}))
     finally:
         if world_size > 1:
             dist.destroy_process_group()
@@ -164,7 +178,7 @@ def _spawn(world_size: int, threads: int, update_freq: int, args) -> float:
             port = s.getsockname()[1]
         mp.start_processes(_ddp_worker, args=(world_size, port, threads, update_freq, args, out),
                            nprocs=world_size, start_method="spawn")
-        return float(json.loads(Path(out).read_text()))
+        return json.loads(Path(out).read_text())
 
 
 def scaling(args) -> dict:
@@ -172,13 +186,19 @@ def scaling(args) -> dict:
               "1 process x 2 threads (accumulate 2)": (1, 2, 2),
               "2 processes x 1 thread (gloo)": (2, 1, 1)}
     samples: dict[str, list[float]] = {k: [] for k in setups}
+    sync: list[float] = []
     for rep in range(args.repeats):
         order = list(setups) if rep % 2 == 0 else list(reversed(setups))
         for name in order:
-            samples[name].append(_spawn(*setups[name], args))
+            got = _spawn(*setups[name], args)
+            samples[name].append(got["tps"])
+            if got["sync_ms"] is not None:
+                sync.append(got["sync_ms"])
     med = {k: statistics.median(v) for k, v in samples.items()}
     two = med["2 processes x 1 thread (gloo)"]
-    return {"tokens_per_s": med, "samples": samples,
+    n_params = sum(p.numel() for p in SuperTransformer(load_space(args.space), VOCAB).parameters())
+    return {"tokens_per_s": med, "samples": samples, "params": n_params,
+            "full_gradient_all_reduce_ms": statistics.median(sync),
             "speedup_vs_1x1": two / med["1 process x 1 thread (accumulate 2)"],
             "speedup_vs_1x2": two / med["1 process x 2 threads (accumulate 2)"]}
 
@@ -190,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2, help="threads for part 1")
-    p.add_argument("--skip-ddp", action="store_true")
+    p.add_argument("--part", choices=("all", "overhead", "ddp"), default="all")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -202,19 +222,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.updates} updates x {args.repeats} repeats (medians)")
     res = {"device": device, "space": args.space, "max_tokens": args.max_tokens,
            "updates": args.updates, "repeats": args.repeats}
-    res["overhead"] = overhead(space, corpus(), args)
-    print(f"\n## loop overhead ({args.threads} threads)")
-    for name, tps in res["overhead"]["tokens_per_s"].items():
-        print(f"{name:34s} {tps:10,.0f} target tok/s")
-    print(f"ratio supernet / plain: {res['overhead']['ratio_supernet_over_plain']:.3f} "
-          "(target >= 0.85)")
-    if not args.skip_ddp:
+    if args.part in ("all", "overhead"):
+        res["overhead"] = overhead(space, corpus(), args)
+        print(f"\n## loop overhead ({args.threads} threads)")
+        for name, tps in res["overhead"]["tokens_per_s"].items():
+            print(f"{name:34s} {tps:10,.0f} target tok/s")
+        print(f"ratio supernet / plain: {res['overhead']['ratio_supernet_over_plain']:.3f} "
+              "(target >= 0.85)")
+    if args.part in ("all", "ddp"):
         res["ddp"] = scaling(args)
         print("\n## DDP scaling (uniform sampling, global batch = 2 batches per update)")
         for name, tps in res["ddp"]["tokens_per_s"].items():
             print(f"{name:38s} {tps:10,.0f} target tok/s")
         print(f"speedup of 2 processes: {res['ddp']['speedup_vs_1x1']:.2f}x vs 1x1 thread, "
               f"{res['ddp']['speedup_vs_1x2']:.2f}x vs 1x2 threads")
+        print(f"all-reduce of the full gradient ({res['ddp']['params'] / 1e6:.1f}M fp32 "
+              f"params, gloo): {res['ddp']['full_gradient_all_reduce_ms']:.0f} ms")
     res["load_average_after"] = os.getloadavg()[0]
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
