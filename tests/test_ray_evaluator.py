@@ -61,6 +61,7 @@ CONFIGS = [make_config(8 + 4 * i, 64 - 6 * i) for i in range(8)]  # even: never 
 
 @pytest.fixture(scope="module")
 def pool():
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_search does (see evaluators)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
@@ -86,6 +87,7 @@ def test_ray_matches_serial_and_oracle(pool):
     assert [e.key for e in remote] == [c.key() for c in CONFIGS]
     for c, e in zip(CONFIGS, remote, strict=True):
         assert e.metrics["loss"] == pytest.approx(_oracle_loss(c), rel=1e-5)
+    assert all(r.endswith("nice=0") for r in pool.ready)  # not Ray's default niceness 15
     scorers = {e.worker for e in remote}
     assert scorers == {"w0", "w1"}  # the pool shares the work
     # Actors read the weights in place from the object store (read-only, zero-copy views).

@@ -4,6 +4,8 @@ module (actor start-up dominates the cost)."""
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 from search_helpers import make_world
@@ -40,6 +42,7 @@ def runs(tmp_path_factory):
     def on_generation(report, state):
         done["generations"] = state.generation
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_search does (see evaluators)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
