@@ -12,6 +12,7 @@ import math
 import os
 
 from automoe.presets import PRESET_NAMES, TrainOptions
+from supernet.training.schedule import SCHEDULE_KINDS
 
 # command-line option -> TrainOptions field (all default to None: "not given", so a resumed
 # run can tell an explicit value from a preset default)
@@ -21,7 +22,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max-tokens", int, "token budget per batch (padded B x max(S, T))"),
     ("global-batches", int, "batches per update over all ranks (accumulated)"),
     ("update-freq", int, "batches per rank per update (overrides --global-batches)"),
-    ("schedule", str, "learning-rate schedule: cosine, inverse_sqrt or constant"),
+    ("schedule", str, "learning-rate schedule"),
     ("lr", float, "peak learning rate (end of warmup)"),
     ("min-lr", float, "final learning rate of the cosine schedule"),
     ("warmup-updates", int, "linear warmup length"),
@@ -95,7 +96,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(AutoMoE/HAT WMT recipe)")
     g = p.add_argument_group("training options (default: the preset's)")
     for name, kind, text in _OPTIONS:
-        g.add_argument(f"--{name}", type=kind, default=None, help=text)
+        if name == "schedule":
+            g.add_argument("--schedule", choices=SCHEDULE_KINDS, default=None, help=text)
+        else:
+            g.add_argument(f"--{name}", type=kind, default=None, help=text,
+                           metavar="N" if kind is int else "X")
     g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
                    help="no bf16 autocast on CUDA")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
