@@ -57,32 +57,38 @@ class Batch(NamedTuple):
         return int(self.target.ne(PAD_ID).sum())
 
 
+def _gather(data: Ragged, ids: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
+    """[B, lead + max_len + 1] int64 PAD-filled, sentence ids placed from column `lead`, and
+    the lengths [B]; one vectorised gather from the (memory-mapped) flat array."""
+    offsets = data.offsets
+    starts = np.asarray(offsets[ids], dtype=np.int64)
+    lengths = np.asarray(offsets[ids + 1], dtype=np.int64) - starts
+    width = int(lengths.max()) if len(ids) else 0
+    cols = np.arange(width)
+    mask = cols[None, :] < lengths[:, None]
+    out = np.full((len(ids), lead + width + 1), PAD_ID, dtype=np.int64)
+    out[:, lead:lead + width][mask] = np.asarray(data.flat)[(starts[:, None] + cols)[mask]]
+    return out, lengths
+
+
 def collate(src: Ragged, tgt: Ragged | None, ids: np.ndarray) -> Batch:
     """Pads sentences `ids` of (src, tgt) into a Batch; with tgt None, prev/target are [B, 0]."""
     ids = np.asarray(ids, dtype=np.int64)
-    b = len(ids)
-    s_len = src.lengths[ids] + 1
-    src_arr = np.full((b, int(s_len.max()) if b else 0), PAD_ID, dtype=np.int64)
-    for row, i in enumerate(ids):
-        n = s_len[row] - 1
-        src_arr[row, :n] = src[i]
-        src_arr[row, n] = EOS_ID
+    rows = np.arange(len(ids))
+    src_arr, src_len = _gather(src, ids, 0)
+    src_arr[rows, src_len] = EOS_ID
     if tgt is None:
-        empty = torch.zeros((b, 0), dtype=torch.long)
+        empty = torch.zeros((len(ids), 0), dtype=torch.long)
         return Batch(torch.from_numpy(src_arr), empty, empty.clone(), torch.from_numpy(ids))
-    t_len = tgt.lengths[ids] + 1
-    width = int(t_len.max()) if b else 0
-    prev = np.full((b, width), PAD_ID, dtype=np.int64)
-    target = np.full((b, width), PAD_ID, dtype=np.int64)
-    for row, i in enumerate(ids):
-        n = t_len[row] - 1
-        sent = tgt[i]
-        prev[row, 0] = BOS_ID
-        prev[row, 1:n + 1] = sent
-        target[row, :n] = sent
-        target[row, n] = EOS_ID
-    return Batch(torch.from_numpy(src_arr), torch.from_numpy(prev), torch.from_numpy(target),
-                 torch.from_numpy(ids))
+    prev, tgt_len = _gather(tgt, ids, 1)  # [B, 1 + T']: BOS, ids, PAD...
+    prev[:, 0] = BOS_ID
+    target = np.full_like(prev, PAD_ID)
+    target[:, :-1] = prev[:, 1:]
+    target[rows, tgt_len] = EOS_ID
+    prev = prev[:, :-1]  # drop the last column: prev and target are both T = max_len + 1
+    target = target[:, :-1]
+    return Batch(torch.from_numpy(src_arr), torch.from_numpy(np.ascontiguousarray(prev)),
+                 torch.from_numpy(np.ascontiguousarray(target)), torch.from_numpy(ids))
 
 
 class TokenBatcher:
