@@ -46,6 +46,34 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def _burn(iterations: int) -> float:
+    import torch
+
+    torch.set_num_threads(1)
+    a = torch.randn(384, 384, generator=torch.Generator().manual_seed(0))
+    began = time.perf_counter()
+    for _ in range(iterations):
+        a @ a
+    return time.perf_counter() - began
+
+
+def machine_scaling(iterations: int = 400) -> float:
+    """The control: throughput of 2 concurrent single-threaded torch processes over 1 (2.0
+    on two idle cores; less when other jobs hold the cores)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.map(_burn, [10, 10])  # start-up and imports outside the timing
+        began = time.perf_counter()
+        pool.apply(_burn, (iterations,))
+        one = time.perf_counter() - began
+        began = time.perf_counter()
+        pool.map(_burn, [iterations, iterations])
+        two = time.perf_counter() - began
+    return 2 * one / two
+
+
 def throughput(factory, state, configs, workers_list, repeats) -> list[dict]:
     """Candidates per minute of each evaluator, medians of interleaved repeats (all pools
     exist at once and idle actors use no CPU, so drifting machine load hits all alike)."""
@@ -59,7 +87,9 @@ def throughput(factory, state, configs, workers_list, repeats) -> list[dict]:
         evaluators[name].evaluate(configs[:workers])  # first call of each actor
     seconds: dict[str, list[float]] = {name: [] for name in evaluators}
     loads: list[str] = []
+    control: list[float] = []
     for _ in range(repeats):
+        control.append(machine_scaling())
         for name, evaluator in evaluators.items():
             began = time.perf_counter()
             evaluator.evaluate(configs)
@@ -74,8 +104,12 @@ def throughput(factory, state, configs, workers_list, repeats) -> list[dict]:
         evaluator.close()
     by_workers = {r["workers"]: r for r in rows}
     if 1 in by_workers and 2 in by_workers:
-        by_workers[2]["scaling_efficiency"] = by_workers[2]["per_min"] / (
-            2 * by_workers[1]["per_min"])
+        speedup = by_workers[2]["per_min"] / by_workers[1]["per_min"]
+        by_workers[2]["speedup"] = speedup
+        by_workers[2]["scaling_efficiency"] = speedup / 2
+        by_workers[2]["machine_speedup"] = statistics.median(control)
+        by_workers[2]["machine_speedups"] = control
+        by_workers[2]["relative_efficiency"] = speedup / statistics.median(control)
     return rows
 
 
@@ -178,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in report["throughput"]:
                 print(f"  {r['evaluator']:28s} {r['per_min']:7.1f} candidates/min "
                       f"(start-up {r['startup_s']:.1f} s, loads {r['loads']})"
-                      + (f", scaling efficiency {r['scaling_efficiency']:.2f}"
-                         if "scaling_efficiency" in r else ""), file=sys.stderr)
+                      + (f", speedup {r['speedup']:.2f} (efficiency {r['scaling_efficiency']:.2f}"
+                         f"; 2 plain processes: {r['machine_speedup']:.2f})"
+                         if "speedup" in r else ""), file=sys.stderr)
         if args.skip != "quality":
             needs_bleu = any(o.name == "bleu" for o in objectives)
             factory = CandidateScorerFactory.of(
