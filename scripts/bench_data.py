@@ -2,7 +2,7 @@
 
     python scripts/bench_data.py batching [--pairs 1000000]   # batcher throughput + memory
     python scripts/bench_data.py beam [--batch 32]            # beam-search tokens/s
-    python scripts/bench_data.py corpus --data DIR [...]      # BLEU after N minutes of training
+    python scripts/bench_data.py corpus --data DIR [...]      # BLEU after N updates
 
 * batching: a synthetic corpus (lengths drawn like Bible verses, 1M pairs by default) is
   written with `RaggedWriter`, opened memory-mapped and batched with `TokenBatcher`; reports
@@ -13,9 +13,10 @@
   recompute per step, so slower than a KV cache); tokens/s counts generated tokens (EOS
   included). Random weights rarely emit EOS, so every sentence runs to the length limit.
 * corpus: trains this file's plain Transformer (d=256, 3+3 layers, ffn 1024, 4 heads) on a
-  prepared data dir for a fixed wall-clock budget, logs dev loss and greedy BLEU on a test
-  subset at checkpoints (evaluation time not counted), then greedy and beam-4 BLEU on the
-  full test split. Used to choose the demo's default corpus.
+  prepared data dir for a fixed number of updates (~2,000-token batches; wall time is
+  reported, not used: other processes on a shared machine would change the result), logs
+  dev loss and greedy BLEU on a test subset at checkpoints, then greedy BLEU (and beam
+  search with --final-beam) on the full test split. Used to choose the demo's corpus.
 
 Every number states its device and thread count; timings are ratios within one run.
 """
@@ -34,16 +35,18 @@ import tracemalloc
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo
 
-from automoe.bleu import corpus_scores
-from automoe.data import TokenBatcher, Tokenizer, load_split, read_meta
-from automoe.data.store import Ragged, RaggedWriter
-from automoe.decoding import beam_search, greedy_decode, translate_ids
-from supernet.tokens import PAD_ID
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from automoe.bleu import corpus_scores  # noqa: E402
+from automoe.data import TokenBatcher, Tokenizer, load_split, read_meta  # noqa: E402
+from automoe.data.store import Ragged, RaggedWriter  # noqa: E402
+from automoe.decoding import beam_search, greedy_decode, translate_ids  # noqa: E402
+from supernet.tokens import PAD_ID  # noqa: E402
 
 
 def device_line() -> str:
@@ -168,10 +171,13 @@ def demo_model(vocab: int):
     try:
         from search_spaces import load_space
         from supernet import Transformer  # noqa: F401 - presence check
-        space = load_space("demo")
-        config = space.largest()
-        return Transformer.from_config(config, vocab), f"supernet.Transformer {config.key()}"
-    except Exception:  # noqa: BLE001 - any missing piece: fall back to the plain model
+        config = load_space("demo").largest()
+        name = (f"supernet.Transformer demo largest ({config.key()}): d={config.encoder_embed_dim}, "
+                f"{config.encoder_layers}+{config.decoder_layers} layers, experts "
+                f"{config.encoder_experts}/{config.decoder_experts}")
+        return Transformer.from_config(config, vocab), name
+    except Exception as err:  # noqa: BLE001 - any missing piece: fall back to the plain model
+        print(f"supernet.Transformer unavailable ({err}); using PlainTransformer", file=sys.stderr)
         return PlainTransformer(vocab, dropout=0.0), "PlainTransformer d=256 3+3 (prefix recompute)"
 
 
@@ -230,8 +236,10 @@ def dev_loss(model, data_dir: Path) -> float:
     return total / count
 
 
-def bench_corpus(data_dir: Path, minutes: float, checkpoints: int, max_tokens: int,
+def bench_corpus(data_dir: Path, updates: int, checkpoints: int, max_tokens: int,
                  seed: int, eval_subset: int, final_beam: int, warmup_steps: int) -> dict:
+    """Trains for a fixed number of updates (so CPU contention from other processes changes
+    the wall time, not the result) and logs quality at evenly spaced checkpoints."""
     torch.manual_seed(seed)
     meta = read_meta(data_dir)
     model = PlainTransformer(meta["vocab_size"])
@@ -241,11 +249,10 @@ def bench_corpus(data_dir: Path, minutes: float, checkpoints: int, max_tokens: i
         opt, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1))))
     train = load_split(data_dir, "train")
     batcher = TokenBatcher(train.src, train.tgt, max_tokens=max_tokens, seed=seed)
-    budget = minutes * 60
-    marks = [budget * (i + 1) / checkpoints for i in range(checkpoints)]
+    marks = [round(updates * (i + 1) / checkpoints) for i in range(checkpoints)]
     log, trained, steps, tgt_tokens = [], 0.0, 0, 0
     model.train()
-    while marks:
+    while steps < updates:
         for batch in batcher:
             t0 = time.perf_counter()
             logits, _ = model(batch.src, batch.prev)
@@ -259,25 +266,25 @@ def bench_corpus(data_dir: Path, minutes: float, checkpoints: int, max_tokens: i
             trained += time.perf_counter() - t0
             steps += 1
             tgt_tokens += batch.num_tokens
-            if trained >= marks[0]:
-                marks.pop(0)
-                entry = {"train_min": round(trained / 60, 2), "steps": steps,
+            if steps in marks:
+                entry = {"updates": steps, "train_min": round(trained / 60, 2),
                          "epochs": round(batcher.epoch + batcher.position / len(batcher), 2),
+                         "tgt_tokens": tgt_tokens,
                          "tgt_tokens_per_s": round(tgt_tokens / trained),
                          "dev_nll": round(dev_loss(model, data_dir), 3),
                          "test_subset": evaluate_bleu(model, data_dir, "test", eval_subset, 1)}
                 model.train()
                 log.append(entry)
                 print(json.dumps(entry), file=sys.stderr, flush=True)
-                if not marks:
-                    break
+            if steps >= updates:
+                break
     final = {"greedy": evaluate_bleu(model, data_dir, "test", None, 1)}
     if final_beam > 1:
         final[f"beam{final_beam}"] = evaluate_bleu(model, data_dir, "test", None, final_beam)
     return {"bench": "corpus", "device": device_line(), "data": str(data_dir),
             "corpus": meta["name"], "pairs": {s: v["pairs"] for s, v in meta["splits"].items()},
             "model": "PlainTransformer d=256 3+3 ffn1024 h4 dropout0.1 tied",
-            "max_tokens": max_tokens, "budget_min": minutes, "warmup": warmup_steps,
+            "max_tokens": max_tokens, "updates": updates, "warmup": warmup_steps,
             "lr": 1e-3, "log": log, "final": final}
 
 
@@ -298,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--repeats", type=int, default=3)
     c = sub.add_parser("corpus")
     c.add_argument("--data", type=Path, required=True)
-    c.add_argument("--minutes", type=float, default=8.0)
+    c.add_argument("--updates", type=int, default=480, help="about 8 min of 2 quiet cores")
     c.add_argument("--checkpoints", type=int, default=4)
     c.add_argument("--max-tokens", type=int, default=2000)
     c.add_argument("--eval-subset", type=int, default=300)
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.bench == "beam":
         result = bench_beam(args.batch, args.src_len, args.max_len, args.vocab, args.repeats)
     else:
-        result = bench_corpus(args.data, args.minutes, args.checkpoints, args.max_tokens,
+        result = bench_corpus(args.data, args.updates, args.checkpoints, args.max_tokens,
                               args.seed, args.eval_subset, args.final_beam, args.warmup)
     text = json.dumps(result, indent=2)
     print(text)
