@@ -62,7 +62,8 @@ CONFIGS = [make_config(8 + 4 * i, 64 - 6 * i) for i in range(8)]  # even: never 
 @pytest.fixture(scope="module")
 def pool():
     os.environ.setdefault("RAY_worker_niceness", "0")  # as run_search does (see evaluators)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # 3 logical CPUs: the 2-actor pool plus room for one more actor in the start-up test.
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
         with RayEvaluator(ProbeScorer, SHARED, workers=2, latency=True,
@@ -137,3 +138,12 @@ def test_candidate_that_kills_every_worker_fails_after_retries(pool):
         pool.evaluate([bad])
     assert pool.replacements == before + 2
     assert pool.evaluate(CONFIGS[:2])[0].metrics["loss"] == pytest.approx(_oracle_loss(CONFIGS[0]), rel=1e-5)
+
+
+def _broken_factory(shared):
+    raise FileNotFoundError("probe: /no/such/data on this node")
+
+
+def test_actor_that_cannot_build_its_scorer_fails_at_start(pool):
+    with pytest.raises(RuntimeError, match="failed to start.*no/such/data"):
+        RayEvaluator(_broken_factory, SHARED, workers=1, start_timeout=120)

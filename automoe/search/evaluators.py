@@ -224,6 +224,8 @@ class RayEvaluator:
         max_retries: times one candidate may be re-queued after its actor died before the
             batch fails (a candidate that kills every actor it meets is an error).
         max_replacements: actors replaced in total before giving up.
+        start_timeout: seconds to wait for the pool to start (actors the cluster cannot
+            place would otherwise wait forever).
     """
 
     def __init__(
@@ -238,6 +240,7 @@ class RayEvaluator:
         inflight: int = 2,
         max_retries: int = 2,
         max_replacements: int | None = None,
+        start_timeout: float = 600.0,
     ) -> None:
         import ray
 
@@ -265,8 +268,20 @@ class RayEvaluator:
         self.names: list[str] = []
         for slot in range(workers):
             self._start(slot)
-        # Surface a failing factory (bad checkpoint, missing data) now, not mid-search.
-        self.ready = ray.get([a.ready.remote() for a in self.actors])
+        # Surface a failing factory (bad checkpoint, missing data) or a pool the cluster
+        # cannot place now, not mid-search.
+        try:
+            self.ready = ray.get([a.ready.remote() for a in self.actors], timeout=start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise RuntimeError(
+                f"{workers} scoring actor(s) ({self.threads} CPU, {gpus_per_worker} GPU each) "
+                f"did not start within {start_timeout:g} s: is the Ray cluster busy?"
+            ) from None
+        except ray.exceptions.RayActorError as err:
+            self.close()
+            cause = str(err).strip().splitlines()[-1]  # the scorer's exception line
+            raise RuntimeError(f"a scoring actor failed to start: {cause}") from err
 
     @property
     def description(self) -> str:
