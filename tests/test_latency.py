@@ -12,8 +12,9 @@ import torch
 
 from automoe.cli import main
 from automoe.costs.dataset import collect_latency_dataset, random_model
+from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.latency import LatencyProtocol, device_fingerprint, measure_latency
-from search_spaces import load_space
+from search_spaces import SubnetConfig, load_space
 from supernet import SuperTransformer
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
 
@@ -121,7 +122,11 @@ def test_dataset_resumes_and_never_mixes(space, tmp_path):
     assert len(df) == 3 == len(built) and df["key"].is_unique
     first = pd.read_csv(out, dtype={"key": str})
     assert list(first["key"]) == built
-    assert [c for c in first.columns if c.startswith("f_")] == [f"f_{n}" for n in space.feature_names()]
+    names = latency_feature_names(space)
+    assert [c for c in first.columns if c.startswith("f_")] == [f"f_{n}" for n in names]
+    configs = [SubnetConfig.from_json(c) for c in first["config"]]
+    assert first[[f"f_{n}" for n in names]].to_numpy().tolist() == [
+        latency_features(space, c) for c in configs]
     assert json.loads(first["fingerprint"][0]) == device_fingerprint("cpu", "float32", 1)
     # a rerun measures nothing; a larger n measures only the new subnets
     collect_latency_dataset(space, 3, out, p, seed=5, build_model=build, progress=False)
@@ -195,3 +200,27 @@ def test_cli_measure_from_a_trained_supernet(space, tmp_path, capsys):
     outside.write_text(load_space("demo").smallest().to_json())
     assert main(["latency", "measure", str(outside), "--supernet", str(run)]) == 2
     assert "outside.json" in capsys.readouterr().err
+
+
+class Sleeper(Recorder):
+    """Waits 10 ms off-CPU in every decoder step: the wall clock sees it, CPU time not."""
+
+    def decode(self, prev, enc, cache=None):
+        import time
+
+        time.sleep(0.01)
+        return self.model.decode(prev, enc, cache=cache)
+
+
+def test_thread_cpu_clock_ignores_time_off_cpu(space):
+    model = Sleeper(random_model(space.smallest(), VOCAB))
+    base = dict(threads=1, src_len=4, tgt_len=3, beam=2, warmup=0, runs=2, vocab_size=VOCAB)
+    wall = measure_latency(model, LatencyProtocol(**base))
+    cpu = measure_latency(model, LatencyProtocol(**base, clock="thread_cpu"))
+    assert min(wall.decoder_ms) >= 3 * 10.0
+    assert max(cpu.decoder_ms) < 3 * 10.0
+    assert LatencyProtocol(**base).key() != LatencyProtocol(**base, clock="thread_cpu").key()
+    with pytest.raises(ValueError, match="threads=1"):
+        LatencyProtocol(clock="thread_cpu", threads=2)
+    with pytest.raises(ValueError, match="'clock'"):
+        LatencyProtocol(clock="cycles")

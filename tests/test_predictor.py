@@ -102,31 +102,29 @@ def test_save_load_roundtrip(tmp_path):
         assert np.allclose(loaded.predict_features(x, kind), predictor.predict_features(x, kind))
 
 
-class _Space:
-    """The two SearchSpace methods the predictor uses, on integer 'configs'."""
-
-    name = "fake"
-
-    def feature_names(self):
-        return ("a", "b")
-
-    def features(self, config):
-        return [float(config), float(config) ** 2]
-
-
 def test_predict_from_configs_and_feature_checks():
-    space = _Space()
-    configs = list(range(1, 41))
-    x = np.array([space.features(c) for c in configs])
-    y = 1 + x[:, 0] + 0.1 * x[:, 1]
-    predictor, _ = fit_predictor(x, y, ["a", "b"], FAST)
+    import random
+
+    from automoe.costs.features import latency_feature_names, latency_features
+    from search_spaces import load_space
+
+    space = load_space("tiny")
+    rng = random.Random(0)
+    configs = [space.sample(rng) for _ in range(40)]
+    x = np.array([latency_features(space, c) for c in configs])
+    names = latency_feature_names(space)
+    assert x.shape == (40, len(names)) and names[-1] == "macs_decoder_router"
+    y = 1 + x[:, names.index("macs_decoder_ffn")] / 1e4 + x[:, names.index("encoder_layers")]
+    predictor, _ = fit_predictor(x, y, names, FAST)
     assert np.allclose(predictor.predict(configs, space), predictor.predict_features(x))
-    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+    with pytest.raises(ValueError, match="trained on"):
+        predictor.predict(configs[:1], load_space("demo"))
+    with pytest.raises(ValueError, match=r"shape \[N, "):
         predictor.predict_features(np.ones((3, 5)))
     with pytest.raises(ValueError, match="latencies finite and > 0"):
-        fit_predictor(x, -y, ["a", "b"], FAST)
+        fit_predictor(x, -y, names, FAST)
     with pytest.raises(ValueError, match="at least 5"):
-        fit_predictor(x[:3], y[:3], ["a", "b"], FAST)
+        fit_predictor(x[:3], y[:3], names, FAST)
 
 
 def test_training_is_reproducible_and_leaves_global_rng_alone():

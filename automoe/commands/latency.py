@@ -20,6 +20,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch during the measurement (default: torch's current setting)")
     g.add_argument("--dtype", default=d.dtype, choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--clock", default=d.clock, choices=("wall", "thread_cpu"),
+                   help="wall clock (default), or the thread's CPU time (CPU, --threads 1): "
+                        "stable on a shared machine, but not a latency")
     g.add_argument("--batch", type=int, default=d.batch, help="sentences per batch (default: %(default)s)")
     g.add_argument("--seq-len", type=int, default=None,
                    help="sets both --src-len and --tgt-len (HAT: 30 for WMT, 23 for IWSLT)")
@@ -58,7 +61,7 @@ def protocol_from_args(args: argparse.Namespace) -> LatencyProtocol:
         device=args.device, threads=args.threads, dtype=args.dtype, batch=args.batch,
         src_len=src_len or args.src_len, tgt_len=tgt_len or args.tgt_len, beam=args.beam,
         warmup=args.warmup, runs=args.runs, vocab_size=vocab_size, seed=args.seed,
-        sentences=sentences,
+        sentences=sentences, clock=args.clock,
     )
 
 

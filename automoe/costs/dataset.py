@@ -1,6 +1,7 @@
 """Latency datasets: measure random subnets of a space on this device, as a resumable CSV.
 
-One row per subnet: its key and config (JSON), the space's features (``f_<name>`` columns),
+One row per subnet: its key and config (JSON), the predictor features (``f_<name>`` columns:
+the space's features and the analytic MACs per component, `automoe.costs.features`),
 the analytic FLOPs, the latency statistics of its timed runs (median ``latency_ms``, HAT's
 trimmed mean, mean, std, p10/p90, cv, encoder/decoder medians), the raw total samples, and
 the device fingerprint and protocol. Subnets are drawn from ``random.Random(seed)``, so a
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.flops import flops
 from automoe.costs.latency import (
     LatencyProtocol,
@@ -85,7 +87,8 @@ def read_latency_dataset(path: str | os.PathLike) -> pd.DataFrame:
 def _row(space: Any, config: Any, result: Any, fp: dict) -> dict[str, Any]:
     d = result.to_dict()
     row: dict[str, Any] = {"key": config.key(), "space": space.name, "config": config.to_json()}
-    row.update({f"f_{n}": v for n, v in zip(space.feature_names(), space.features(config), strict=True)})
+    row.update({f"f_{n}": v for n, v in zip(latency_feature_names(space), latency_features(space, config),
+                                            strict=True)})
     row["macs"] = flops(config).macs
     row.update({c: d[c] for c in STAT_COLUMNS})
     row["samples_ms"] = json.dumps([round(x, 4) for x in result.total_ms])
@@ -142,6 +145,10 @@ def collect_latency_dataset(
                 )
             if "space" in old and (old["space"] != space.name).any():
                 raise ValueError(f"{out_path}: holds subnets of space {old['space'].iloc[0]!r}, not {space.name!r}")
+            want = [f"f_{n}" for n in latency_feature_names(space)]
+            if [c for c in old.columns if c.startswith("f_")] != want:
+                raise ValueError(f"{out_path}: its feature columns differ from the current "
+                                 "features of this space; use another --out")
         rows = old.to_dict("records")
     done = {str(r["key"]) for r in rows}
     configs = sample_unique(space, n, seed)

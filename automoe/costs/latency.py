@@ -64,6 +64,10 @@ class LatencyProtocol:
         seed: seeds the synthetic token ids.
         sentences: optional real source sentences (token ids, EOS-terminated), batched
             ``batch`` at a time and padded; MoE routing, hence latency, depends on content.
+        clock: "wall" (``time.perf_counter``; the latency a user waits) or, on CPU with
+            one thread, "thread_cpu" (``time.thread_time``: the CPU time of the measuring
+            thread, which time-slicing by other processes on a shared machine does not
+            inflate; it is not a latency, but ranks and predicts subnets far more stably).
         weights: where the weights come from: "random" (random init, seeded by ``seed``)
             or an identifier of trained weights (e.g. "supernet:<sha256 of the checkpoint>");
             part of the cache key because MoE routing depends on the weights.
@@ -82,6 +86,7 @@ class LatencyProtocol:
     seed: int = 0
     sentences: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
     weights: str = "random"
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         for name in ("batch", "src_len", "tgt_len", "beam", "runs", "vocab_size"):
@@ -96,6 +101,11 @@ class LatencyProtocol:
             raise ValueError(f"LatencyProtocol: 'dtype' {self.dtype!r} not in {sorted(_DTYPES)}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"LatencyProtocol: 'device' must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.clock not in ("wall", "thread_cpu"):
+            raise ValueError(f"LatencyProtocol: 'clock' must be 'wall' or 'thread_cpu', got {self.clock!r}")
+        if self.clock == "thread_cpu" and (self.device != "cpu" or self.threads != 1):
+            raise ValueError("LatencyProtocol: clock 'thread_cpu' needs device 'cpu' and threads=1 "
+                             "(other threads' work would not be counted)")
         if self.vocab_size <= _FIRST_WORD_ID:
             raise ValueError(f"LatencyProtocol: 'vocab_size' {self.vocab_size} leaves no word ids")
         if self.sentences is not None:
@@ -127,10 +137,11 @@ class LatencyProtocol:
                else f"{self.src_len} source tokens")
         threads = f", {self.threads} threads" if self.threads else ""
         weights = "random weights" if self.weights == "random" else f"weights {self.weights}"
+        clock = "" if self.clock == "wall" else ", thread CPU time (not wall clock)"
         return (
             f"{self.device}{threads}, {self.dtype}, batch {self.batch}, {src}, beam {self.beam} as "
             f"batch rows, {self.tgt_len} incremental decoder steps with cache (output projection "
-            f"incl.), {self.warmup} warm-up + {self.runs} timed runs, {weights}"
+            f"incl.), {self.warmup} warm-up + {self.runs} timed runs, {weights}{clock}"
         )
 
 
@@ -327,18 +338,21 @@ def _translate(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int) -> 
         model.decode(prev[:, t : t + 1], enc, cache=cache)
 
 
-def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda: bool) -> tuple[float, float, float]:
-    """(encoder ms, decoder ms, device ms) of one sample; wall clock via perf_counter."""
+def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda: bool,
+              clock: str = "wall") -> tuple[float, float, float]:
+    """(encoder ms, decoder ms, device ms) of one sample; wall clock via perf_counter (or
+    the thread's CPU time on CPU, see `LatencyProtocol.clock`)."""
     if not cuda:
-        t0 = time.perf_counter()
+        now = time.thread_time if clock == "thread_cpu" else time.perf_counter
+        t0 = now()
         enc = model.encode(src)
-        t1 = time.perf_counter()
+        t1 = now()
         order = torch.arange(src.shape[0]).repeat_interleave(beam)
         enc = enc.index_select(order)
         cache = model.new_cache()
         for t in range(prev.shape[1]):
             model.decode(prev[:, t : t + 1], enc, cache=cache)
-        t2 = time.perf_counter()
+        t2 = now()
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3, math.nan
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
@@ -406,7 +420,7 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
                 _translate(model, src, prev, p.beam)
             for _ in range(p.runs):
                 for src, prev in inputs:
-                    e, d, g = _time_one(model, src, prev, p.beam, cuda)
+                    e, d, g = _time_one(model, src, prev, p.beam, cuda, p.clock)
                     enc_ms.append(e)
                     dec_ms.append(d)
                     if cuda:

@@ -2,7 +2,9 @@
 
 HAT's predictor is an MLP (3 hidden layers of 400, ReLU, MSE) on 10 averaged architecture
 features; we train the same MLP on the richer per-layer features of
-`SearchSpace.features(config)` and a linear least-squares baseline beside it, pick the one
+`automoe.costs.features.latency_features` (`SearchSpace.features` plus the analytic MACs
+per component) and a linear least-squares baseline beside it (ridge strength picked on the
+validation split, since per-layer features outnumber small datasets), pick the one
 with the lower validation MAPE, and report MAPE, RMSE and Kendall's tau of both (and of a
 constant predictor) on held-out subnets. Features and targets are standardised with the
 training split's statistics, so a larger learning rate than HAT's 1e-5 works (1e-3).
@@ -26,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
 from automoe.io_utils import atomic_dir
 
@@ -148,19 +151,20 @@ class LatencyPredictor:
         return out * float(self.tensors["y_std"]) + float(self.tensors["y_mean"])
 
     def predict(self, configs: Sequence[Any], space: Any = None) -> np.ndarray:
-        """Latency (ms) of each `SubnetConfig`, from ``space.features`` (default: the space
-        the predictor was trained on, loaded by name)."""
+        """Latency (ms) of each `SubnetConfig`, from `latency_features` (default space: the
+        one the predictor was trained on, loaded by name)."""
         if space is None:
             from search_spaces import load_space
 
             space = load_space(self.meta["space"])
-        names = tuple(space.feature_names())
+        names = tuple(latency_feature_names(space))
         if names != self.feature_names:
             raise ValueError(
                 f"space {getattr(space, 'name', space)!r} gives features {list(names)}, the "
                 f"predictor was trained on {list(self.feature_names)}"
             )
-        return self.predict_features(np.array([space.features(c) for c in configs], dtype=np.float64))
+        rows = [latency_features(space, c) for c in configs]
+        return self.predict_features(np.array(rows, dtype=np.float64).reshape(len(rows), -1))
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -198,11 +202,34 @@ class LatencyPredictor:
         )
 
 
-def _fit_linear(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with an intercept on standardised features → coef [F + 1]."""
+RIDGE_GRID = (0.0, 0.1, 1.0, 10.0, 100.0)
+
+
+def _fit_linear(z: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+    """Least squares with an intercept on standardised features, ``ridge · |w|²`` added
+    (the intercept is not penalised) → coef [F + 1]. Minimum-norm solution if singular."""
     design = np.hstack([z, np.ones((len(z), 1))])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    if ridge == 0.0:
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        return coef
+    penalty = ridge * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0
+    coef, *_ = np.linalg.lstsq(design.T @ design + penalty, design.T @ y, rcond=None)
     return coef
+
+
+def _select_ridge(z_tr, y_tr, z_val, y_val, y_mean: float, y_std: float) -> tuple[float, np.ndarray]:
+    """The ridge strength of `RIDGE_GRID` with the lowest validation MAPE, and its fit."""
+    best = None
+    for ridge in RIDGE_GRID:
+        coef = _fit_linear(z_tr, y_tr, ridge)
+        pred = (z_val @ coef[:-1] + coef[-1]) * y_std + y_mean
+        truth = y_val * y_std + y_mean
+        err = float(np.mean(np.abs(pred - truth) / np.abs(truth)))
+        if best is None or err < best[0]:
+            best = (err, ridge, coef)
+    assert best is not None
+    return best[1], best[2]
 
 
 def _fit_mlp(z_tr, y_tr, z_val, y_val, cfg: PredictorConfig) -> dict[str, torch.Tensor]:
@@ -285,14 +312,16 @@ def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[s
         "x_std": torch.from_numpy(x_std),
         "y_mean": torch.tensor([y_mean], dtype=torch.float64),
         "y_std": torch.tensor([y_std], dtype=torch.float64),
-        "linear_coef": torch.from_numpy(_fit_linear(z[tr], yz[tr])),
     }
+    ridge, coef = _select_ridge(z[tr], yz[tr], z[va], yz[va], y_mean, y_std)
+    tensors["linear_coef"] = torch.from_numpy(coef)
     for k, v in _fit_mlp(z[tr], yz[tr], z[va], yz[va], cfg).items():
         tensors[f"mlp.{k}"] = v
     predictor = LatencyPredictor(
         feature_names=feature_names, kind="mlp", tensors=tensors, config=cfg, meta=meta
     )
-    report: dict[str, Any] = {"n_train": len(tr), "n_val": len(va), "n_test": len(te)}
+    report: dict[str, Any] = {"n_train": len(tr), "n_val": len(va), "n_test": len(te),
+                              "linear_ridge": ridge}
     for split, idx in (("val", va), ("test", te)):
         report[split] = {
             kind: regression_report(y[idx], predictor.predict_features(x[idx], kind))
