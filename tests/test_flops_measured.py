@@ -16,6 +16,8 @@ from search_spaces import load_space
 from supernet import SuperTransformer
 from supernet.params import count_params
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
 VOCAB = 40
 PROTOCOL = FlopsProtocol(src_len=7, tgt_len=5)
 

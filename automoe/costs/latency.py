@@ -19,16 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from automoe.costs.metrics import summarize, trimmed_mean
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
@@ -182,38 +181,6 @@ def fingerprint_id(fingerprint: dict[str, Any]) -> str:
     """16-hex content hash of a fingerprint."""
     canon = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-
-def trimmed_mean(samples: Sequence[float], frac: float = 0.1) -> float:
-    """HAT's statistic: sort, drop ``int(n·frac)`` samples at each end, average the rest.
-    Never empty: with fewer than 10 samples nothing is dropped (AutoMoE's version divides
-    by zero there)."""
-    xs = sorted(samples)
-    if not xs:
-        raise ValueError("trimmed_mean: no samples")
-    k = int(len(xs) * frac)
-    if len(xs) - 2 * k < 1:
-        k = (len(xs) - 1) // 2
-    return float(np.mean(xs[k : len(xs) - k]))
-
-
-def summarize(samples: Sequence[float]) -> dict[str, float]:
-    """median, trimmed mean (10–90 %), mean, std (population), p10, p90, cv = std/mean."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("summarize: no samples")
-    mean = float(x.mean())
-    std = float(x.std())
-    return {
-        "median": float(np.median(x)),
-        "trimmed_mean": trimmed_mean(x.tolist()),
-        "mean": mean,
-        "std": std,
-        "p10": float(np.percentile(x, 10)),
-        "p90": float(np.percentile(x, 90)),
-        "cv": std / mean if mean > 0 else math.nan,
-        "n": int(x.size),
-    }
 
 
 @dataclass(frozen=True)
@@ -438,9 +405,3 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
         subnet_key=subnet_key,
         measure_s=time.perf_counter() - began,
     )
-
-
-def default_threads() -> int:
-    """A thread count that does not oversubscribe: OMP_NUM_THREADS if set, else torch's."""
-    env = os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env and env.isdigit() else torch.get_num_threads()

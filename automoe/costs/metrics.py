@@ -1,10 +1,14 @@
-"""Accuracy metrics for cost predictors: MAPE, RMSE and Kendall's tau-b (numpy only)."""
+"""Accuracy metrics for cost predictors (MAPE, RMSE, Kendall's tau-b) and the latency
+sample statistics (median, HAT's trimmed mean, spread); numpy only."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["mape", "rmse", "kendall_tau", "regression_report"]
+__all__ = ["mape", "rmse", "kendall_tau", "regression_report", "trimmed_mean", "summarize"]
 
 
 def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -48,4 +52,36 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float
         "rmse": rmse(y_true, y_pred),
         "kendall_tau": tau if np.isfinite(tau) else None,  # None: undefined (JSON null)
         "n": int(len(y_true)),
+    }
+
+
+def trimmed_mean(samples: Sequence[float], frac: float = 0.1) -> float:
+    """HAT's statistic: sort, drop ``int(n·frac)`` samples at each end, average the rest.
+    Never empty: with fewer than 10 samples nothing is dropped (AutoMoE's version divides
+    by zero there)."""
+    xs = sorted(samples)
+    if not xs:
+        raise ValueError("trimmed_mean: no samples")
+    k = int(len(xs) * frac)
+    if len(xs) - 2 * k < 1:
+        k = (len(xs) - 1) // 2
+    return float(np.mean(xs[k : len(xs) - k]))
+
+
+def summarize(samples: Sequence[float]) -> dict[str, float]:
+    """median, trimmed mean (10–90 %), mean, std (population), p10, p90, cv = std/mean."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("summarize: no samples")
+    mean = float(x.mean())
+    std = float(x.std())
+    return {
+        "median": float(np.median(x)),
+        "trimmed_mean": trimmed_mean(x.tolist()),
+        "mean": mean,
+        "std": std,
+        "p10": float(np.percentile(x, 10)),
+        "p90": float(np.percentile(x, 90)),
+        "cv": std / mean if mean > 0 else math.nan,
+        "n": int(x.size),
     }
