@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="automoe",
@@ -14,7 +14,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["automoe", "search_spaces", "supernet", "evolution"],
+    packages=find_packages(include=["automoe*", "search_spaces*", "supernet*", "evolution*"]),
     package_data={"search_spaces": ["*.yaml", "baselines/*.json"]},
     install_requires=[
         "torch>=2.2,<3",

@@ -56,7 +56,9 @@ class RunTable:
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
-    """Reads RUN_DIR/candidates.csv and RUN_DIR/search.json; raises ValueError if missing."""
+    """Reads RUN_DIR/candidates.csv and RUN_DIR/search.json, plus the optional
+    ``baselines.csv`` (rows with origin "baseline") and ``retrained.csv`` (column
+    ``bleu_retrained``); raises ValueError if candidates.csv is missing."""
     run = Path(run_dir)
     csv = run / "candidates.csv"
     if not csv.is_file():
@@ -69,7 +71,12 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
     retrained = run / "retrained.csv"
     if retrained.is_file():
         extra = pd.read_csv(retrained)[["key", "bleu_retrained"]]
-        table = table.merge(extra, on="key", how="left")
+        table = table.drop(columns=["bleu_retrained"], errors="ignore").merge(
+            extra, on="key", how="left")
+    baselines = run / "baselines.csv"  # the space's reference subnets, scored by the search
+    if baselines.is_file():
+        base = pd.read_csv(baselines).assign(origin="baseline")
+        table = pd.concat([table, base], ignore_index=True)
     return RunTable(label or settings.get("label") or run.name, table, settings)
 
 

@@ -10,6 +10,16 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_configure(config):
+    # One torch thread for the whole suite: the models are tiny, so more threads only
+    # contend with Ray actors and subprocesses on a 2-core CI machine.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -88,6 +88,12 @@ def test_tables_match_brute_force_front_and_costs(full_run):
 def test_dev_nll_equals_extracted_model_teacher_forcing(full_run, world):
     """The score of a row is the dev NLL of the *extracted* subnet (another code path than
     the supernet view the scorer uses), sentence by sentence, without batching."""
+    row = pd.read_csv(full_run / "candidates.csv").iloc[0]
+    assert row["nll"] == pytest.approx(_extracted_nll(world, row["config"]), rel=1e-4)
+
+
+def _extracted_nll(world, config_json: str, sentences: int = 8) -> float:
+    """Dev NLL per token of the extracted subnet, sentence by sentence (no batching)."""
     from automoe.data import load_split
     from automoe.training import load_supernet
     from supernet.tokens import BOS_ID, EOS_ID
@@ -95,18 +101,36 @@ def test_dev_nll_equals_extracted_model_teacher_forcing(full_run, world):
     supernet, data = world
     model, _ = load_supernet(supernet)
     valid = load_split(data, "valid")
-    row = pd.read_csv(full_run / "candidates.csv").iloc[0]
-    sub = model.extract(SubnetConfig.from_json(row["config"])).eval()
+    sub = model.extract(SubnetConfig.from_json(config_json)).eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
-        for i in range(8):
+        for i in range(sentences):
             src = torch.tensor([list(valid.src[i]) + [EOS_ID]])
             tgt = list(valid.tgt[i])
             logits, _ = sub(src, torch.tensor([[BOS_ID] + tgt]))
             total += float(F.cross_entropy(logits[0], torch.tensor(tgt + [EOS_ID]),
                                            reduction="sum"))
             tokens += len(tgt) + 1
-    assert row["nll"] == pytest.approx(total / tokens, rel=1e-4)
+    return total / tokens
+
+
+def test_baselines_are_the_spaces_reference_subnets_scored_like_candidates(full_run, world):
+    from automoe.costs.flops import flops
+    from search_spaces import load_space
+
+    base = pd.read_csv(full_run / "baselines.csv")
+    expected = load_space("tiny").dense_baselines()
+    assert list(base["baseline"]) == list(expected)
+    table = pd.read_csv(full_run / "candidates.csv").set_index("key")
+    for _, row in base.iterrows():
+        config = expected[row["baseline"]]
+        assert row["key"] == config.key() and row["origin"] == "baseline"
+        assert not row["on_front"] and row["is_dense"] == config.is_dense
+        assert row["flops"] == pytest.approx(flops(config).flops, rel=1e-9)
+        if row["key"] in table.index:  # scored by the search already: the same numbers
+            assert row["loss"] == table.loc[row["key"], "loss"]
+    largest = base[base["baseline"] == "largest"].iloc[0]
+    assert largest["nll"] == pytest.approx(_extracted_nll(world, largest["config"]), rel=1e-4)
 
 
 def test_killed_process_resumes_to_the_same_front(world, full_run, tmp_path):

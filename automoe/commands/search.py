@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"warm-up runs per latency (default: {_DEFAULTS['latency_warmup']})")
     p.add_argument("--predictor", default=None, metavar="DIR",
                    help="latency predictor dir (for the 'predicted_latency' metric)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", default=None,
+                   help="do not score the space's reference subnets into baselines.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -74,7 +76,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
     values = {
         name: getattr(args, name)
-        for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device")
+        for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device",
+                     "baselines")
         if getattr(args, name) is not None
     }
     if args.objectives is not None:
@@ -97,4 +100,6 @@ def _run(args: argparse.Namespace) -> int:
           f"({outcome.seconds:.1f} s)")
     print(f"  {outcome.run_dir / 'pareto.csv'}")
     print(f"  {outcome.run_dir / 'candidates.csv'}")
+    if (outcome.run_dir / "baselines.csv").is_file():
+        print(f"  {outcome.run_dir / 'baselines.csv'}")
     return 0

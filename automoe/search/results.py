@@ -24,7 +24,7 @@ import pandas as pd
 from automoe.io_utils import atomic_path
 
 __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
-           "experts_summary"]
+           "baseline_table", "write_baselines", "experts_summary"]
 
 # Columns that say how a row was computed, not what was found: they differ between runs.
 OPERATIONAL_COLUMNS = ("worker", "latency_worker", "eval_seconds")
@@ -123,3 +123,20 @@ def write_tables(run_dir: str | Path, algo: Any, state: Any, details: Mapping[st
         with atomic_path(run / name, suffix=".csv") as tmp:
             frame.to_csv(tmp, index=False, float_format="%.10g")
     return table, front
+
+
+def baseline_table(algo: Any, entries: Mapping[str, Any], details: Mapping[str, Any]
+                   ) -> pd.DataFrame:
+    """One row per named reference subnet (``entries``: name -> `evolution` Entry with
+    origin "baseline"), with the columns of ``candidate_table`` plus ``baseline`` (the
+    name) first. Baselines are never part of the search's front."""
+    rows = [{"baseline": name, **_row(algo, e, False, details)} for name, e in entries.items()]
+    return pd.DataFrame(rows)
+
+
+def write_baselines(run_dir: str | Path, table: pd.DataFrame) -> Path:
+    """Writes RUN_DIR/baselines.csv atomically."""
+    path = Path(run_dir) / "baselines.csv"
+    with atomic_path(path, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+    return path

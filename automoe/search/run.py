@@ -40,7 +40,7 @@ from automoe.search.objectives import (
     parse_constraint,
     parse_objectives,
 )
-from automoe.search.results import write_tables
+from automoe.search.results import baseline_table, write_baselines, write_tables
 from automoe.search.settings import (
     SearchSettings,
     build_algorithm,
@@ -310,12 +310,38 @@ def _generations(settings, run, objectives, constraints, costs, evaluator, ident
                 on_generation(report, state)
     finally:
         bar.close()
+    if settings.baselines and not (run / "baselines.csv").exists():
+        _score_baselines(run, algo, state, costs, evaluator, details)
     _write_meta(run, header, algo, state, status="finished",
                 seconds=time.perf_counter() - began)
     last = state.history[-1] if state.history else None
     return SearchOutcome(run, state.generation, state.evaluations,
                          last.front_size if last else 0, last.hypervolume if last else None,
                          time.perf_counter() - began)
+
+
+def _score_baselines(run: Path, algo: Any, state: Any, costs: Any, evaluator: Any,
+                     details: dict[str, Any]) -> None:
+    """Scores the space's named reference subnets with the search's own scorer (cheap costs
+    + evaluator, exactly as a candidate) and writes RUN_DIR/baselines.csv. A baseline the
+    search already scored reuses its archive entry."""
+    from evolution import Entry
+
+    named = costs.space.dense_baselines()
+    todo = {name: c for name, c in named.items() if c.key() not in state.archive}
+    scored = {e.key: e for e in evaluator.evaluate(list(todo.values()))} if todo else {}
+    entries: dict[str, Any] = {}
+    for name, config in named.items():
+        key = config.key()
+        if key in state.archive:
+            entries[name] = Entry(key, config, dict(state.archive[key].metrics),
+                                  state.generation, "baseline")
+            continue
+        e = scored[key]
+        details.setdefault(key, {"worker": e.worker, "seconds": e.seconds, "info": dict(e.info)})
+        entries[name] = Entry(key, config, {**costs(config), **dict(e.metrics)},
+                              state.generation, "baseline")
+    write_baselines(run, baseline_table(algo, entries, details))
 
 
 def _header(settings: SearchSettings, identity: dict[str, Any], evaluator: Any

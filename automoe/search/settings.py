@@ -43,6 +43,9 @@ class SearchSettings:
         beam: beam size for BLEU decoding (1 = greedy).
         latency_runs, latency_warmup: timed / untimed samples per latency measurement.
         predictor: latency predictor dir, needed for "predicted_latency".
+        baselines: after the last generation, score the space's reference subnets
+            (`SearchSpace.dense_baselines`: largest, largest-dense, transformer-base...)
+            with the same scorer into ``baselines.csv`` (plots mark them).
         resume: continue RUN_DIR from its checkpoint.
         progress: show progress bars (stderr).
     """
@@ -65,6 +68,7 @@ class SearchSettings:
     latency_runs: int = 10
     latency_warmup: int = 2
     predictor: str | None = None
+    baselines: bool = True
     resume: bool = False
     progress: bool = True
 
