@@ -135,7 +135,8 @@ def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
             if sel.any():
                 ax.scatter(xs[sel], ys[sel], s=14, alpha=0.25, color=color, marker=marker,
                            label=f"{run.label}: {kind} candidates")
-        front = pareto_mask(xs, ys, x_max=xa.maximize, y_max=ya.maximize) & cand
+        front = np.zeros(len(t), dtype=bool)  # the search's front: baselines are references
+        front[cand] = pareto_mask(xs[cand], ys[cand], x_max=xa.maximize, y_max=ya.maximize)
         order = np.argsort(xs[front])
         ax.step(xs[front][order], ys[front][order], where="post", color=color, lw=1.5)
         for sel, marker in ((front & dense, "o"), (front & ~dense, "^")):

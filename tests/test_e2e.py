@@ -1,0 +1,121 @@
+"""End to end on the `tiny` space: data → supernet training → search on local Ray →
+export → translate → plot, through the same pipeline `make demo` runs. The outputs are
+checked against independent oracles: the supernet's own decoding of the exported subnet, a
+brute-force best-BLEU pick and Pareto front, and the images themselves."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
+from search_helpers import make_data  # noqa: E402
+
+from automoe.pipeline import PipelinePreset, run_pipeline  # noqa: E402
+from search_spaces import SubnetConfig, load_space  # noqa: E402
+
+TINY = PipelinePreset(
+    name="tiny", corpus=None, space="tiny",
+    train_args=("--max-updates", "300", "--max-tokens", "512", "--warmup-updates", "10",
+                "--lr", "3e-3", "--validate-every", "100", "--save-every", "100",
+                "--valid-sentences", "24",
+                "--device", "cpu", "--seed", "1"),
+    search_args=("--objectives", "bleu,flops,latency", "--generations", "2",
+                 "--population", "4", "--workers", "2", "--dev-sentences", "8",
+                 "--latency-runs", "2", "--latency-warmup", "1", "--device", "cpu",
+                 "--seed", "0"),
+    pick="best-bleu", translate=4, translate_args=("--beam", "2"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_data(root / "corpus")
+    log: list[str] = []
+    outputs = run_pipeline(TINY, root / "run", data_dir=data, quiet=True, echo=log.append)
+    return outputs, log
+
+
+def test_every_step_ran_and_wrote_its_outputs(pipeline):
+    out, log = pipeline
+    steps = [line.split()[2] for line in log if line.startswith("$ automoe")]
+    assert steps == ["supernet", "search", "export", "translate", "plot"]
+    assert (out.supernet / "checkpoint_last.pt").is_file()
+    meta = json.loads((out.search / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["generations_done"] == 2
+    table = pd.read_csv(out.search / "candidates.csv")
+    assert {"bleu", "flops", "latency_ms", "config"} <= set(table.columns)
+    assert table["bleu"].between(0, 100).all() and (table["latency_ms"] > 0).all()
+    assert table["bleu"].max() > 0  # the trained supernet translates something right
+    base = pd.read_csv(out.search / "baselines.csv")
+    assert list(base["baseline"]) == list(load_space("tiny").dense_baselines())
+    for name in ("config.json", "model.safetensors", "spm.model", "scores.json"):
+        assert (out.subnet / name).is_file(), name
+
+
+def test_exported_subnet_is_the_best_bleu_row_and_translates_like_the_supernet(pipeline):
+    from automoe.data import Tokenizer
+    from automoe.decoding import translate_texts
+    from automoe.training import load_supernet
+
+    out, _ = pipeline
+    table = pd.read_csv(out.search / "candidates.csv")
+    feasible = table[table["feasible"]]
+    best = feasible.sort_values(["bleu", "key"], ascending=[False, True]).iloc[0]
+    exported = json.loads((out.subnet / "config.json").read_text())
+    config = SubnetConfig.from_dict(exported["architecture"])
+    assert config.key() == best["key"]
+    assert exported["architecture"] == json.loads(best["config"])
+
+    rows = pd.read_csv(out.translations, sep="\t", keep_default_na=False)
+    assert len(rows) == TINY.translate
+    supernet, _ = load_supernet(out.supernet)
+    tokenizer = Tokenizer.load(out.data / "spm.model")
+    expected = translate_texts(supernet.bind(config), tokenizer, list(rows["source"]), beam=2,
+                               lenpen=0.6)
+    assert list(rows["translation"]) == expected
+
+
+def test_plots_are_images_with_every_candidate_and_the_front(pipeline):
+    from automoe.plots import load_run, pareto_mask, plot_front
+
+    out, _ = pipeline
+    names = sorted(p.name for p in out.plots)
+    assert names == ["bleu_vs_flops.png", "bleu_vs_flops.svg", "bleu_vs_latency_ms.png",
+                     "bleu_vs_latency_ms.svg"]
+    for png in (p for p in out.plots if p.suffix == ".png"):
+        image = imread(png)
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 400
+        assert np.ptp(image[..., :3]) > 0.5  # not a blank canvas
+    run = load_run(out.search)
+    candidates = pd.read_csv(out.search / "candidates.csv")
+    n_base = len(pd.read_csv(out.search / "baselines.csv"))
+    for x in ("flops", "latency_ms"):
+        fig, ax = plt.subplots()
+        front = plot_front(ax, [run], x, "bleu")
+        faint = sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.25)
+        stars = sum(len(c.get_offsets()) for c in ax.collections
+                    if "baselines" in str(c.get_label()))
+        plt.close(fig)
+        assert faint == len(candidates) and stars == n_base
+        assert front == pareto_mask(candidates[x].to_numpy(float),
+                                    candidates["bleu"].to_numpy(float),
+                                    x_max=False, y_max=True).sum()
+
+
+def test_rerunning_resumes_without_retraining(pipeline, tmp_path):
+    out, _ = pipeline
+    ckpt = out.supernet / "checkpoint_last.pt"
+    before = (ckpt.stat().st_mtime_ns, (out.search / "candidates.csv").read_bytes())
+    log: list[str] = []
+    again = run_pipeline(TINY, out.root, data_dir=out.data, quiet=True, echo=log.append)
+    assert ckpt.stat().st_mtime_ns == before[0]  # the finished supernet run is not retrained
+    assert (again.search / "candidates.csv").read_bytes() == before[1]  # nor re-searched
+    assert not any(line.startswith("$ automoe search") for line in log)
