@@ -39,7 +39,7 @@ from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
 __all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
-           "load_supernet", "read_subnet"]
+           "fit_subnet", "finish_subnet", "load_supernet", "read_subnet"]
 
 RUN_FILE = "run.json"
 
@@ -222,6 +222,55 @@ def load_supernet(path: str | Path, *, which: str = "last",
 # ---- standalone subnet --------------------------------------------------------------------
 
 
+def fit_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False,
+               device: str | None = None, progress: bool = True,
+               info: DistInfo | None = None) -> TrainResult:
+    """The training half of `train_subnet`: trains ``settings.subnet`` into run dir `out`
+    up to ``settings.options.max_updates`` (continuing ``checkpoint_last.pt`` with `resume`)
+    and stops there; no model dir, no test BLEU. Stopping short of the schedule's length is
+    an interruption, so calling it again with a larger max_updates and ``resume=True`` gives
+    the uninterrupted run exactly (how `automoe retrain` trains in chunks)."""
+    return _fit_subnet(settings, out, resume=resume, device=device, progress=progress,
+                       info=info)[0]
+
+
+def _fit_subnet(settings: RunSettings, out: str | Path, *, resume: bool, device: str | None,
+                progress: bool, info: DistInfo | None
+                ) -> tuple[TrainResult, Transformer, DistInfo, torch.device]:
+    info, dev = (info, torch.device(device or "cpu")) if info else init_distributed(device)
+    out, opts, config = Path(out), settings.options, settings.subnet
+    assert config is not None
+    model, identity = _subnet_model(settings)
+    if settings.init_from and not (resume and (out / LAST_CHECKPOINT).exists()):
+        supernet, space = load_supernet(settings.init_from)
+        space.validate(config, source=f"--subnet (space of {settings.init_from})")
+        if supernet.vocab_size != model.vocab_size:
+            raise ValueError(f"{settings.init_from}: supernet vocabulary {supernet.vocab_size} "
+                             f"differs from {settings.data_dir}'s {model.vocab_size}")
+        model.load_state_dict(supernet.extract(config).state_dict())
+    train_b, valid_b = _batchers(settings.data_dir, opts, info)
+    _start(out, settings, info)
+    result = train(model, opts.train_config(supernet=False), run_dir=out, train_batches=train_b,
+                   valid_batches=valid_b, identity=identity, probes={"model": config},
+                   resume=resume, device=dev, info=info, progress=progress)
+    return result, model, info, dev
+
+
+def _subnet_model(settings: RunSettings) -> tuple[Transformer, dict[str, Any]]:
+    """The freshly initialised Transformer of a subnet run and its checkpoint identity."""
+    config, opts = settings.subnet, settings.options
+    assert config is not None
+    vocab = int(read_meta(settings.data_dir)["vocab_size"])
+    model = Transformer.from_config(config, vocab, options=opts.model_options(),
+                                    seed=derive_seed("init", opts.seed))
+    return model, _identity(model)
+
+
+def _identity(model: Transformer) -> dict[str, Any]:
+    return {"kind": "transformer", "subnet": model.config.to_dict(),
+            "vocab_size": model.vocab_size, "model_options": model.options.to_dict()}
+
+
 def train_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False,
                  average_last: int = 0, beam: int = 4, lenpen: float = 0.6,
                  test_sentences: int = 0, device: str | None = None, progress: bool = True,
@@ -229,28 +278,35 @@ def train_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False
     """Trains a standalone Transformer of ``settings.subnet`` (from scratch, or from the
     weights it inherits from ``settings.init_from``), then saves ``out/model`` and scores
     test BLEU. Returns the summary written to ``out/results.json``."""
-    info, dev = (info, torch.device(device or "cpu")) if info else init_distributed(device)
-    out, opts, config = Path(out), settings.options, settings.subnet
-    assert config is not None
-    vocab = int(read_meta(settings.data_dir)["vocab_size"])
-    model = Transformer.from_config(config, vocab, options=opts.model_options(),
-                                    seed=derive_seed("init", opts.seed))
-    if settings.init_from and not (resume and (out / LAST_CHECKPOINT).exists()):
-        supernet, space = load_supernet(settings.init_from)
-        space.validate(config, source=f"--subnet (space of {settings.init_from})")
-        if supernet.vocab_size != vocab:
-            raise ValueError(f"{settings.init_from}: supernet vocabulary {supernet.vocab_size} "
-                             f"differs from {settings.data_dir}'s {vocab}")
-        model.load_state_dict(supernet.extract(config).state_dict())
-    identity = {"kind": "transformer", "subnet": config.to_dict(), "vocab_size": vocab,
-                "model_options": model.options.to_dict()}
-    train_b, valid_b = _batchers(settings.data_dir, opts, info)
-    _start(out, settings, info)
-    result = train(model, opts.train_config(supernet=False), run_dir=out, train_batches=train_b,
-                   valid_batches=valid_b, identity=identity, probes={"model": config},
-                   resume=resume, device=dev, info=info, progress=progress)
+    result, model, info, dev = _fit_subnet(settings, out, resume=resume, device=device,
+                                           progress=progress, info=info)
     if not info.is_main:
         return {}
+    return finish_subnet(settings, out, result, model=model, average_last=average_last,
+                         beam=beam, lenpen=lenpen, test_sentences=test_sentences,
+                         device=str(dev), progress=progress)
+
+
+def finish_subnet(settings: RunSettings, out: str | Path, result: TrainResult, *,
+                  model: Transformer | None = None, average_last: int = 0, beam: int = 4,
+                  lenpen: float = 0.6, test_sentences: int = 0, device: str | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """The scoring half of `train_subnet` (main rank only): chooses the final weights of run
+    dir `out` (the average of the last `average_last` update checkpoints, else the best by
+    dev loss, else the last), saves ``out/model`` (+ ``spm.model``), scores test BLEU/chrF by
+    beam search and writes ``out/results.json``, whose summary it returns.
+
+    `model` is the trained model when the caller still holds it; without it the model is
+    rebuilt from ``settings`` (the last weights come from ``checkpoint_last.pt``)."""
+    out = Path(out)
+    dev = torch.device(device or "cpu")
+    if model is not None:
+        identity = _identity(model)
+    else:
+        model, identity = _subnet_model(settings)
+        if (out / LAST_CHECKPOINT).exists():
+            model.load_state_dict(load_checkpoint(out / LAST_CHECKPOINT,
+                                                  expect=identity)["model"])
     if average_last > 0:
         files = sorted(out.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         if len(files) < average_last:

@@ -1,0 +1,114 @@
+"""`automoe retrain RUN_DIR`: retrain K subnets of a search's front from scratch as Ray Tune
+trials and add their retrained test BLEU to the run's tables (see automoe.retrain)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from automoe.commands.train import _OPTIONS as TRAIN_OPTIONS
+from automoe.presets import PRESET_NAMES, TrainOptions
+from supernet.training.schedule import SCHEDULE_KINDS
+
+# settings flags (dest -> RetrainSettings field); all default to None = "not given", so a
+# resumed job can tell them apart from its stored values
+_FLAGS: list[tuple[str, type, str]] = [
+    ("top", int, "retrain K subnets of the front, spread along the run's first cost "
+                 "objective, both extremes included (default 3; more than the front = all)"),
+    ("report-every", int, "updates per Tune report (dev loss + checkpoint); also the "
+                          "validation interval (default: the preset's --validate-every)"),
+    ("grace-updates", int, "ASHA: updates before a trial may be stopped "
+                           "(default max(report-every, max-updates/4))"),
+    ("reduction-factor", int, "ASHA: keep the best 1/N at each rung (default 3)"),
+    ("average-last", int, "final weights = mean of the last N update checkpoints (needs "
+                          "--keep-last >= N); default: the best by dev loss"),
+    ("beam", int, "beam size for test BLEU (default 4)"),
+    ("lenpen", float, "length penalty for test BLEU (default 0.6)"),
+    ("test-sentences", int, "score the first N test sentences (default 0 = all)"),
+    ("cpus-per-trial", int, "CPUs per trial, also its torch threads (default 1)"),
+    ("gpus-per-trial", float, "GPUs per trial; > 0 trains on cuda (default 0)"),
+    ("concurrent", int, "at most N trials at once (default 0 = as many as fit)"),
+    ("max-failures", int, "Tune retries of a failed trial, each from its last checkpoint "
+                          "(default 2)"),
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "retrain", help="retrain front subnets from scratch as Ray Tune trials (test BLEU)",
+        description="Retrain K subnets of a search's Pareto front (or --keys) from scratch, "
+                    "one Ray Tune trial each (resources per trial, a Tune checkpoint every "
+                    "--report-every updates, exact resume, optional ASHA early stopping), "
+                    "score test BLEU/chrF by beam search and write RUN_DIR/retrained.csv and "
+                    "a bleu_retrained column in RUN_DIR/pareto.csv. Trials and models live "
+                    "in RUN_DIR/retrain/.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="an `automoe search` run dir")
+    p.add_argument("--keys", default=None, metavar="K1,K2",
+                   help="retrain these candidate keys instead of --top")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                   help="training option defaults (default demo), as `automoe train`")
+    p.add_argument("--early-stop", choices=("none", "asha"), default=None,
+                   help="asha: stop trials whose dev loss lags at ASHA's rungs (default none)")
+    for name, kind, text in _FLAGS:
+        p.add_argument(f"--{name}", type=kind, default=None, help=text,
+                       metavar="N" if kind is int else "X")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="join this Ray cluster (RUN_DIR on a shared filesystem) instead of "
+                        "starting a local one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the job in RUN_DIR/retrain (Tuner.restore: unfinished and "
+                        "failed trials continue from their last checkpoint)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the subnets that would be retrained and stop")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("training options (default: the preset's), as `automoe train`")
+    for name, kind, text in TRAIN_OPTIONS:
+        if name == "schedule":
+            g.add_argument("--schedule", choices=SCHEDULE_KINDS, default=None, help=text)
+        elif name != "validate-every":  # that is --report-every
+            g.add_argument(f"--{name}", type=kind, default=None, help=text,
+                           metavar="N" if kind is int else "X")
+    g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
+                   help="no bf16 autocast on CUDA")
+    p.set_defaults(func=_run)
+
+
+def _given(args: argparse.Namespace) -> dict:
+    fields = set(TrainOptions.__dataclass_fields__)
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    given = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
+             for name, _, _ in _FLAGS}
+    given.update(preset=args.preset, early_stop=args.early_stop, ray_address=args.ray_address,
+                 keys=tuple(k.strip() for k in args.keys.split(",") if k.strip())
+                 if args.keys is not None else None,
+                 overrides=overrides or None, progress=False if args.quiet else None)
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from automoe.retrain import RetrainSettings, plan_keys, resume_settings, retrain
+
+    given = _given(args)
+    if args.resume:
+        settings = resume_settings(args.run_dir, given)
+    else:
+        settings = RetrainSettings(run_dir=args.run_dir, **given)
+    if args.dry_run:
+        rows = plan_keys(settings)
+        cols = [c for c in ("key", "bleu", "loss", "flops", "params", "latency_ms", "experts")
+                if c in rows]
+        print(rows[cols].to_string(index=False))
+        return 0
+    outcome = retrain(settings, resume=args.resume)
+    cols = [c for c in ("key", "status", "flops", "latency_ms", "bleu", "loss",
+                        "bleu_retrained", "chrf_retrained", "best_dev_loss", "updates")
+            if c in outcome.table]
+    print(outcome.table[cols].to_string(index=False, float_format=_fmt))
+    print(f"wrote {outcome.path} and the bleu_retrained column of "
+          f"{outcome.path.parent / 'pareto.csv'}; models in "
+          f"{outcome.path.parent / 'retrain' / 'models'}")
+    return 0
+
+
+def _fmt(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:.4g}"

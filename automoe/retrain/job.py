@@ -1,0 +1,367 @@
+"""The `automoe retrain` job: settings, checks, the Tune experiment and the result tables.
+
+`retrain(settings)` reads a search RUN_DIR, chooses the subnets (`automoe.retrain.select`),
+checks everything (tables, keys, training options, the Ray cluster's room for one trial),
+then runs one Tune trial per subnet (`automoe.retrain.trial`) and writes the tables.
+
+Layout: ``RUN_DIR/retrain/retrain.json`` (settings and chosen keys), ``RUN_DIR/retrain/tune/``
+(Tune's experiment: state, per-trial results and checkpoints; Tune's ``storage_path`` is
+``RUN_DIR/retrain``), ``RUN_DIR/retrain/models/<key>/`` (each trial's training run dir;
+``model/`` is the exported model). Results: ``RUN_DIR/retrained.csv`` (one row per trial)
+and a ``bleu_retrained`` column merged into ``RUN_DIR/pareto.csv``. ``candidates.csv`` is
+left alone on purpose: `automoe.plots.load_run` merges ``retrained.csv`` into it by key, and
+a ``bleu_retrained`` column already there would collide with that merge (pandas would
+rename both). On a multi-node cluster RUN_DIR must be on a filesystem every node shares
+(Tune persists the trial checkpoints there; the trials write their run dirs there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automoe.io_utils import atomic_path, atomic_write_json
+from automoe.presets import PRESET_NAMES, TrainOptions, get_preset
+from automoe.retrain.select import choose_keys, cost_column
+
+__all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
+           "RETRAIN_DIR", "EXPERIMENT", "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
+
+RETRAIN_DIR = "retrain"  # under the search RUN_DIR
+EXPERIMENT = "tune"  # Tune's experiment name (fixed, so --resume finds it)
+SETTINGS_FILE = "retrain.json"
+TABLE = "retrained.csv"
+FORMAT = "automoe.retrain/1"
+# settings that only say how the job runs: they may change on --resume
+EXECUTION_FIELDS = ("run_dir", "ray_address", "progress")
+_INHERITED = ("bleu", "chrf", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """What `retrain` does (stored in ``retrain.json``).
+
+    Attributes:
+        run_dir: the search RUN_DIR (``pareto.csv``, ``candidates.csv``, ``search.json``).
+        top: how many front subnets, spread along the front (`choose_keys`).
+        keys: retrain exactly these candidate keys instead (any row of candidates.csv).
+        preset, overrides: training options of `automoe train` (TrainOptions field -> value).
+        report_every: updates per chunk = per Tune report (dev loss + checkpoint); the
+            training's ``validate_every``. 0: the options' ``validate_every``.
+        early_stop: "none" or "asha" (stop trials whose dev loss lags at a rung).
+        grace_updates: ASHA's grace period in updates (0: max(report_every, max_updates/4)).
+        reduction_factor: ASHA's reduction factor.
+        average_last, beam, lenpen, test_sentences: final weights and test BLEU (as
+            `automoe train`).
+        cpus_per_trial: CPUs per trial (also its torch threads); gpus_per_trial: GPUs (a
+            trial with GPUs trains on cuda).
+        concurrent: at most this many trials at once (0: as many as fit).
+        max_failures: Tune retries of a failed trial (each continues from its checkpoint).
+        ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
+        progress: a progress bar over all trials' updates (stderr).
+    """
+
+    run_dir: str
+    top: int = 3
+    keys: tuple[str, ...] = ()
+    preset: str = "demo"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    report_every: int = 0
+    early_stop: str = "none"
+    grace_updates: int = 0
+    reduction_factor: int = 3
+    average_last: int = 0
+    beam: int = 4
+    lenpen: float = 0.6
+    test_sentences: int = 0
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    concurrent: int = 0
+    max_failures: int = 2
+    ray_address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))
+        object.__setattr__(self, "overrides", dict(self.overrides))
+        for name, low in (("top", 1), ("beam", 1), ("cpus_per_trial", 1), ("report_every", 0),
+                          ("grace_updates", 0), ("reduction_factor", 2), ("average_last", 0),
+                          ("test_sentences", 0), ("concurrent", 0), ("max_failures", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"retrain setting '{name}' must be an integer >= {low}, "
+                                 f"got {value!r}")
+        if not self.gpus_per_trial >= 0:
+            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial!r}")
+        if self.early_stop not in ("none", "asha"):
+            raise ValueError(f"--early-stop {self.early_stop!r}: expected 'none' or 'asha'")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"--preset {self.preset!r}: expected one of {list(PRESET_NAMES)}")
+        if "validate_every" in self.overrides:
+            raise ValueError("set the validation interval with report_every (--report-every)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["keys"], data["overrides"] = list(self.keys), dict(self.overrides)
+        return data
+
+    def options(self) -> TrainOptions:
+        """The resolved training options of every trial (validate_every = report_every)."""
+        opts = get_preset(self.preset, "subnet").override(dict(self.overrides))
+        every = self.report_every or opts.validate_every
+        if every < 1:
+            raise ValueError("--report-every must be >= 1 (the options validate never)")
+        opts = opts.override({"validate_every": every}).resolve(world_size=1)
+        if self.average_last > opts.keep_last:
+            raise ValueError(f"--average-last {self.average_last} needs --keep-last >= "
+                             f"{self.average_last} (the options keep {opts.keep_last})")
+        return opts
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """Where the results are: the table (one row per trial) and its path."""
+
+    table: pd.DataFrame
+    path: Path
+    keys: tuple[str, ...]
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+
+def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(pareto, candidates, search.json settings) of a search RUN_DIR."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such search run directory")
+    tables = []
+    for name in ("pareto.csv", "candidates.csv"):
+        path = run / name
+        if not path.is_file():
+            raise ValueError(f"{run}: no {name} (is this a finished `automoe search` RUN_DIR?)")
+        tables.append(pd.read_csv(path, dtype={"key": str}))
+    meta = run / "search.json"
+    if not meta.is_file():
+        raise ValueError(f"{run}: no search.json (is this an `automoe search` RUN_DIR?)")
+    settings = json.loads(meta.read_text(encoding="utf-8")).get("settings", {})
+    if tables[0].empty:
+        raise ValueError(f"{run / 'pareto.csv'}: the front is empty (no feasible subnet)")
+    return tables[0], tables[1], settings
+
+
+def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str, Any]:
+    """Everything the trials need, checked; `keys` (a resumed job's) skip the choice.
+    Nothing is written."""
+    run = Path(settings.run_dir).resolve()
+    pareto, candidates, search = _read_run(run)
+    data = Path(search.get("data", "")).resolve()
+    if not (data / "meta.json").is_file():
+        raise ValueError(f"{run / 'search.json'}: data dir {str(data)!r} is not a prepared "
+                         "data dir (no meta.json)")
+    if keys is None and not settings.keys:
+        keys = choose_keys(pareto, top=settings.top,
+                           cost=cost_column(search.get("objectives", ())))
+    keys = list(dict.fromkeys(keys if keys is not None else settings.keys))
+    unknown = [k for k in keys if k not in set(candidates["key"])]
+    if unknown:
+        raise ValueError(f"--keys: {unknown} not in {run / 'candidates.csv'}")
+    configs = candidates.drop_duplicates("key").set_index("key")["config"]
+    opts = settings.options()
+    return {"run": run, "keys": keys, "candidates": candidates, "job": {
+        "data_dir": str(data), "models_dir": str(run / RETRAIN_DIR / "models"),
+        "options": opts.to_dict(), "configs": {k: json.loads(configs[k]) for k in keys},
+        "report_every": opts.validate_every, "average_last": settings.average_last,
+        "beam": settings.beam, "lenpen": settings.lenpen,
+        "test_sentences": settings.test_sentences, "cpus": settings.cpus_per_trial,
+        "gpus": settings.gpus_per_trial}}
+
+
+def plan_keys(settings: RetrainSettings) -> pd.DataFrame:
+    """The candidates.csv rows `retrain` would train, in order (checks as `retrain` does;
+    nothing is written, no Ray): ``automoe retrain --dry-run``."""
+    plan = _plan(settings)
+    rows = plan["candidates"].drop_duplicates("key").set_index("key").loc[plan["keys"]]
+    return rows.reset_index()
+
+
+def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
+                    ) -> RetrainSettings:
+    """The stored settings of RUN_DIR's retrain job; `given` values (None = not given) must
+    equal them, except `EXECUTION_FIELDS`, which replace them."""
+    path = Path(run_dir) / RETRAIN_DIR / SETTINGS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no retrain job to resume in {run_dir}")
+    stored = json.loads(path.read_text(encoding="utf-8"))["settings"]
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    names = {f.name for f in dataclasses.fields(RetrainSettings)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(f"unknown retrain setting(s) {unknown}")
+    resolved = RetrainSettings(**stored).options().to_dict()
+    diffs = [f"{k}: stored {resolved.get(k)!r}, given {v!r}"
+             for k, v in dict(given.pop("overrides", {})).items() if resolved.get(k) != v]
+    norm = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    diffs += [f"{k}: stored {stored[k]!r}, given {v!r}" for k, v in norm.items()
+              if k not in EXECUTION_FIELDS and stored.get(k) != v]
+    if diffs:
+        raise ValueError(f"{path}: a resumed retrain keeps its settings (only "
+                         f"{', '.join(EXECUTION_FIELDS)} may change): {'; '.join(diffs)}")
+    return RetrainSettings(**{**stored, **{k: v for k, v in given.items()
+                                           if k in EXECUTION_FIELDS}, "run_dir": str(run_dir)})
+
+
+def _init_ray(settings: RetrainSettings) -> bool:
+    """Starts a local Ray (True), or joins ``ray_address`` / the one already running."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # trials are the job (docs/search.md)
+    if settings.ray_address:
+        from automoe.search.run import check_ray_address
+
+        check_ray_address(settings.ray_address)
+        ray.init(address=settings.ray_address, log_to_driver=False)
+    else:
+        cpus = (settings.cpus_per_trial * settings.concurrent if settings.concurrent
+                else os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def _check_cluster(settings: RetrainSettings) -> None:
+    """A trial that no node can hold would wait forever: refuse up front."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
+    short = [f"{k}: a trial needs {v:g}, the cluster has {have.get(k, 0):g}"
+             for k, v in need.items() if v and have.get(k, 0) < v]
+    if short:
+        raise ValueError(f"--cpus-per-trial {settings.cpus_per_trial} --gpus-per-trial "
+                         f"{settings.gpus_per_trial:g} does not fit the Ray cluster "
+                         f"({'; '.join(short)})")
+
+
+def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from automoe.retrain.trial import Progress, retrain_trial, trial_dirname
+
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    trainable = tune.with_resources(retrain_trial, resources)
+    experiment = base / EXPERIMENT
+    if tune.Tuner.can_restore(str(experiment)):
+        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    total = int(plan["job"]["options"]["max_updates"])
+    every = int(plan["job"]["report_every"])
+    scheduler = None
+    if settings.early_stop == "asha":
+        scheduler = ASHAScheduler(time_attr="updates", metric="dev_loss", mode="min",
+                                  max_t=total, reduction_factor=settings.reduction_factor,
+                                  grace_period=settings.grace_updates or max(every, total // 4))
+    return tune.Tuner(
+        trainable, param_space={"key": tune.grid_search(plan["keys"]), "job": plan["job"]},
+        tune_config=tune.TuneConfig(scheduler=scheduler,
+                                    max_concurrent_trials=settings.concurrent or None,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=str(base), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[Progress(total * len(plan["keys"]), settings.progress)]))
+
+
+def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcome:
+    """Retrains the chosen subnets as Tune trials and writes the tables (module docstring).
+
+    With `resume` (pass `resume_settings`' result), continues the job stored in RUN_DIR:
+    ``Tuner.restore(resume_errored=True)``, so unfinished and failed trials continue from
+    their last checkpoint and finished (or early-stopped) ones keep their results. Bad
+    input (a missing table, an unknown key, options that do not resolve, a cluster without
+    room for one trial, a job already there without `resume`) raises ValueError before
+    anything is written.
+    """
+    base = Path(settings.run_dir).resolve() / RETRAIN_DIR
+    stored_keys = None
+    if resume:
+        path = base / SETTINGS_FILE
+        if not path.is_file():
+            raise ValueError(f"{path}: no retrain job to resume")
+        stored_keys = json.loads(path.read_text(encoding="utf-8"))["keys"]
+    elif base.exists() and any(base.iterdir()):
+        raise ValueError(f"{base}: already holds a retrain job; pass --resume to continue it "
+                         "(or remove the folder to start over)")
+    plan = _plan(settings, stored_keys)
+    ray_started = _init_ray(settings)
+    try:
+        _check_cluster(settings)
+        base.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(base / SETTINGS_FILE, {"format": FORMAT,
+                                                 "settings": settings.to_dict(),
+                                                 "keys": plan["keys"]})
+        # Tune's console tables and snapshot warnings would drown the progress bar
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        grid = _tuner(settings, plan, base).fit()
+        results = [(r.config["key"], r.metrics or {}, r.error) for r in grid]
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+    table = _table(plan, results)
+    path = plan["run"] / TABLE
+    _write_csv(table, path)
+    _merge_front(plan["run"] / "pareto.csv", table)
+    return RetrainOutcome(table, path, tuple(plan["keys"]))
+
+
+def _table(plan: dict[str, Any], results: list[tuple[str, dict, Any]]) -> pd.DataFrame:
+    total = int(plan["job"]["options"]["max_updates"])
+    inherited = plan["candidates"].drop_duplicates("key").set_index("key")
+    by_key = {key: (metrics, error) for key, metrics, error in results}
+    rows = []
+    for key in plan["keys"]:
+        metrics, error = by_key.get(key, ({}, "no trial"))
+        status = ("error" if error is not None else
+                  "finished" if "bleu_retrained" in metrics else "stopped early")
+        nan = float("nan")
+        rows.append({
+            "key": key, "status": status,
+            "bleu_retrained": metrics.get("bleu_retrained", nan),
+            "chrf_retrained": metrics.get("chrf_retrained", nan),
+            "best_dev_loss": metrics.get("best_dev_loss", nan),
+            "updates": int(metrics.get("updates", 0)), "max_updates": total,
+            **{f"{c}": inherited.at[key, c] for c in _INHERITED if c in inherited},
+            "experts": inherited.at[key, "experts"] if "experts" in inherited else "",
+            "test_sentences": metrics.get("test_sentences", 0),
+            "device": metrics.get("device", ""), "weights": metrics.get("weights", ""),
+            "bleu_signature": metrics.get("bleu_signature", ""),
+            "model_dir": metrics.get("model_dir", ""),
+            "error": "" if error is None else str(error).strip().splitlines()[-1][:300],
+        })
+    return pd.DataFrame(rows)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format)
+
+
+def _merge_front(path: Path, table: pd.DataFrame) -> None:
+    """Adds (or replaces) pareto.csv's ``bleu_retrained`` column (NaN where not retrained);
+    every other cell is written back as the search wrote it (same float format)."""
+    front = pd.read_csv(path, dtype={"key": str})
+    scores = table.set_index("key")["bleu_retrained"]
+    front["bleu_retrained"] = front["key"].map(scores).astype(float)
+    _write_csv(front, path, float_format="%.10g")  # as automoe.search.results writes it
