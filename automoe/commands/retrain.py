@@ -81,7 +81,9 @@ def _given(args: argparse.Namespace) -> dict:
     given.update(preset=args.preset, early_stop=args.early_stop, ray_address=args.ray_address,
                  keys=tuple(k.strip() for k in args.keys.split(",") if k.strip())
                  if args.keys is not None else None,
-                 overrides=overrides or None, progress=False if args.quiet else None)
+                 overrides=overrides or None, progress=not args.quiet)
+    if given.get("keys") is not None and given.get("top") is not None:
+        raise ValueError("--keys and --top exclude each other")
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -313,7 +313,8 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         grid = _tuner(settings, plan, base).fit()
-        results = [(r.config["key"], r.metrics or {}, r.error) for r in grid]
+        results = [(r.config["key"], status, r.metrics or {}, r.error)
+                   for r, status in zip(grid, _trial_statuses(grid), strict=True)]
     finally:
         if ray_started:
             import ray
@@ -326,25 +327,46 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
     return RetrainOutcome(table, path, tuple(plan["keys"]))
 
 
-def _table(plan: dict[str, Any], results: list[tuple[str, dict, Any]]) -> pd.DataFrame:
+def _trial_statuses(grid: Any) -> list[str]:
+    """Tune's status of each result's trial (TERMINATED, ERROR, RUNNING, ...).
+
+    ResultGrid keeps the live Trial objects in its analysis (its own ``num_errors`` reads
+    them); the experiment state on disk is no substitute: with ray 2.60 it still said
+    RUNNING for a trial whose worker had been killed. Without them: "" (unknown)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    by_key = {t.config.get("key"): t.status for t in trials}  # one trial per key
+    return [by_key.get(r.config["key"], "") for r in grid]
+
+
+def _status(tune_status: str, metrics: Mapping[str, Any], error: Any) -> str:
+    """finished / stopped early (by ASHA) / error / interrupted (resume continues it)."""
+    if error is not None or tune_status == "ERROR":
+        return "error"
+    if "bleu_retrained" in metrics:
+        return "finished"
+    return "stopped early" if tune_status in ("TERMINATED", "") else "interrupted"
+
+
+def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> pd.DataFrame:
+    """One row per chosen key: retrained scores, training progress, the search's
+    (inherited-weight) metrics of that key, where the model is, and the test protocol."""
     total = int(plan["job"]["options"]["max_updates"])
     inherited = plan["candidates"].drop_duplicates("key").set_index("key")
-    by_key = {key: (metrics, error) for key, metrics, error in results}
+    by_key = {key: (status, metrics, error) for key, status, metrics, error in results}
+    nan = float("nan")
     rows = []
     for key in plan["keys"]:
-        metrics, error = by_key.get(key, ({}, "no trial"))
-        status = ("error" if error is not None else
-                  "finished" if "bleu_retrained" in metrics else "stopped early")
-        nan = float("nan")
+        status, metrics, error = by_key.get(key, ("", {}, None))
         rows.append({
-            "key": key, "status": status,
+            "key": key, "status": _status(status, metrics, error),
             "bleu_retrained": metrics.get("bleu_retrained", nan),
             "chrf_retrained": metrics.get("chrf_retrained", nan),
             "best_dev_loss": metrics.get("best_dev_loss", nan),
             "updates": int(metrics.get("updates", 0)), "max_updates": total,
-            **{f"{c}": inherited.at[key, c] for c in _INHERITED if c in inherited},
+            **{c: inherited.at[key, c] for c in _INHERITED if c in inherited},
             "experts": inherited.at[key, "experts"] if "experts" in inherited else "",
             "test_sentences": metrics.get("test_sentences", 0),
+            "beam": plan["job"]["beam"], "lenpen": plan["job"]["lenpen"],
             "device": metrics.get("device", ""), "weights": metrics.get("weights", ""),
             "bleu_signature": metrics.get("bleu_signature", ""),
             "model_dir": metrics.get("model_dir", ""),

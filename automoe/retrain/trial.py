@@ -143,6 +143,14 @@ class Progress(Callback):
         self.bar = tqdm(total=self.total, desc="retrain", unit="upd", file=sys.stderr,
                         disable=not self.enabled, dynamic_ncols=True)
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:  # once per trial: what a restored job had done already
+            key = trial.config["key"]
+            if key not in self.seen:
+                self.seen[key] = int((trial.last_result or {}).get("updates", 0))
+                if self.bar is not None:
+                    self.bar.update(self.seen[key])
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         key, done = trial.config["key"], int(result.get("updates", 0))
