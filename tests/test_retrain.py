@@ -277,7 +277,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(job, tmp_path, capsys):
         ([str(run), "--keys", "feedfacefeedface"], "feedfacefeedface"),
         ([str(run), "--keys", job.better, "--top", "2"], "--keys and --top exclude"),
         ([str(run), "--cpus-per-trial", "3", *TRAIN_FLAGS], "does not fit the Ray cluster"),
-        ([str(run), "--gpus-per-trial", "1", *TRAIN_FLAGS], "GPU: a trial needs 1"),
+        ([str(run), "--gpus-per-trial", "1", *TRAIN_FLAGS], "GPU: a trial needs 1, the largest node has 0"),
         ([str(run), "--average-last", "9"], "--average-last 9 needs --keep-last"),
         ([str(run), "--early-stop", "asha", "--max-updates", "3"], "warmup_updates"),
         ([str(run), "--resume"], "no retrain job to resume"),

@@ -238,13 +238,15 @@ def _init_ray(settings: RetrainSettings) -> bool:
 
 
 def _check_cluster(settings: RetrainSettings) -> None:
-    """A trial that no node can hold would wait forever: refuse up front."""
+    """A trial that no node can hold would wait forever: refuse up front. (A trial runs on
+    one node, so the largest node counts, not the cluster's total.)"""
     import ray
 
-    have = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
     need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
-    short = [f"{k}: a trial needs {v:g}, the cluster has {have.get(k, 0):g}"
-             for k, v in need.items() if v and have.get(k, 0) < v]
+    have = {k: max((n.get(k, 0) for n in nodes), default=0) for k in need}
+    short = [f"{k}: a trial needs {v:g}, the largest node has {have[k]:g}"
+             for k, v in need.items() if v and have[k] < v]
     if short:
         raise ValueError(f"--cpus-per-trial {settings.cpus_per_trial} --gpus-per-trial "
                          f"{settings.gpus_per_trial:g} does not fit the Ray cluster "

@@ -36,16 +36,18 @@ _RUN_FILES = ("run.json", "checkpoint_last.pt", "checkpoint_best.pt", "train_log
               "valid_log.csv")
 
 
-def _state_files(out: Path) -> list[Path]:
+def _state_files(out: Path, *, update_checkpoints: bool) -> list[Path]:
     files = [out / name for name in _RUN_FILES if (out / name).exists()]
-    return files + sorted(out.glob("checkpoint_[0-9]*.pt"))
+    # the model-only update checkpoints matter only to --average-last
+    return files + (sorted(out.glob("checkpoint_[0-9]*.pt")) if update_checkpoints else [])
 
 
-def _snapshot(out: Path, into: Path) -> Any:
-    """A Tune checkpoint of run dir `out`'s training state (hard links where possible)."""
+def _snapshot(out: Path, into: Path, *, update_checkpoints: bool) -> Any:
+    """A Tune checkpoint of run dir `out`'s training state (hard links where possible;
+    Tune copies it into its storage)."""
     from ray import tune
 
-    for src in _state_files(out):
+    for src in _state_files(out, update_checkpoints=update_checkpoints):
         try:
             os.link(src, into / src.name)
         except OSError:
@@ -96,6 +98,7 @@ def retrain_trial(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as src:
             _restore_run_dir(Path(src), out)
     total, every = settings.options.max_updates, int(job["report_every"])
+    keep = job["average_last"] > 0
     done = _update_of(out)
     while True:  # chunks end at multiples of `every`: each has just validated
         stop = min(total, (done // every + 1) * every)
@@ -109,7 +112,7 @@ def retrain_trial(config: dict[str, Any]) -> None:
         if done >= total:
             break
         with tempfile.TemporaryDirectory() as tmp:
-            tune.report(metrics, checkpoint=_snapshot(out, Path(tmp)))
+            tune.report(metrics, checkpoint=_snapshot(out, Path(tmp), update_checkpoints=keep))
     summary = finish_subnet(settings, out, result, average_last=job["average_last"],
                             beam=job["beam"], lenpen=job["lenpen"],
                             test_sentences=job["test_sentences"], device=device, progress=False)
@@ -119,7 +122,7 @@ def retrain_trial(config: dict[str, Any]) -> None:
              "weights": summary["weights"], "model_dir": summary["model_dir"],
              "device": f"{device} ({job['cpus']} torch threads)" if device == "cpu" else device}
     with tempfile.TemporaryDirectory() as tmp:
-        tune.report(final, checkpoint=_snapshot(out, Path(tmp)))
+        tune.report(final, checkpoint=_snapshot(out, Path(tmp), update_checkpoints=keep))
 
 
 def trial_dirname(trial: Any) -> str:
