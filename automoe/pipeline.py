@@ -62,15 +62,17 @@ class PipelinePreset:
 
 
 PIPELINE_PRESETS: dict[str, PipelinePreset] = {
-    # 2 CPU cores, under 20 minutes with the install. The corpus was chosen by measurement
+    # 2 CPU cores, under 20 minutes with the install (a supernet update of ~2k tokens takes
+    # ~1 s there, so 500 updates; 5 x 12 candidates). The corpus was chosen by measurement
     # (docs/data.md): Bible verses reach a higher BLEU than Ding's sentences at equal
     # updates. Latency: batch 1, beam 5 rows, 30 + 30 tokens (HAT), 1 thread per actor.
     "demo": PipelinePreset(
         name="demo", corpus="bible-en-de", space="demo",
         prepare_args=("--max-len", "64"),
-        train_args=("--preset", "demo", "--device", "cpu"),
+        train_args=("--preset", "demo", "--max-updates", "500", "--valid-sentences", "150",
+                    "--device", "cpu"),
         search_args=("--objectives", "bleu,flops,latency", "--algorithm", "nsga2",
-                     "--generations", "6", "--population", "12", "--workers", "2",
+                     "--generations", "5", "--population", "12", "--workers", "2",
                      "--dev-sentences", "48", "--latency-runs", "5",
                      "--latency-warmup", "1", "--device", "cpu", "--seed", "0"),
         pick="knee"),
@@ -98,15 +100,21 @@ class PipelineOutputs:
     translations: Path
     plots: tuple[Path, ...]
     seconds: float
+    steps: tuple[tuple[str, float], ...] = ()  # (step, wall seconds) of the steps run
 
 
-def _run_cli(argv: Sequence[str], echo: Callable[[str], None]) -> None:
+def _run_cli(argv: Sequence[str], echo: Callable[[str], None],
+             timings: list[tuple[str, float]] | None = None) -> None:
     from automoe.cli import main
 
     echo("$ automoe " + shlex.join(argv))
+    began = time.perf_counter()
     code = main(list(argv))
     if code != 0:
         raise RuntimeError(f"step failed (exit {code}): automoe {shlex.join(argv)}")
+    if timings is not None:
+        timings.append((" ".join(argv[:2]) if argv[0] in ("data", "supernet") else argv[0],
+                        time.perf_counter() - began))
 
 
 def _search_finished(run: Path) -> bool:
@@ -132,6 +140,11 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     """
     say = echo or (lambda line: print(line, flush=True))
     began = time.perf_counter()
+    timings: list[tuple[str, float]] = []
+
+    def run(argv: list[str]) -> None:
+        _run_cli(argv, say, timings)
+
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     q = ("--quiet",) if quiet else ()
@@ -140,8 +153,8 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
             raise ValueError(f"preset {preset.name!r} has no built-in corpus: pass a prepared "
                              "data dir (automoe data prepare --train SRC TGT ... --out DIR)")
         data = root / "data"
-        _run_cli(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
-                  *preset.prepare_args, *(("-q",) if quiet else ())], say)
+        run(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
+                  *preset.prepare_args, *(("-q",) if quiet else ())])
     else:
         data = Path(data_dir)
         if not (data / "meta.json").is_file():
@@ -153,28 +166,27 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     if (supernet / "run.json").is_file():  # resume: only the stored settings count
         train = ["supernet", "train", "--out", str(supernet), "--resume",
                  *_max_updates(preset.train_args, extra_train), *(("-q",) if quiet else ())]
-    _run_cli(train, say)
+    run(train)
 
     search = root / "search"
     if not _search_finished(search):
         if (search / "search.json").is_file():
-            _run_cli(["search", "--resume", str(search), *q], say)
+            run(["search", "--resume", str(search), *q])
         else:
-            _run_cli(["search", "--supernet", str(supernet), "--data", str(data), "--out",
-                      str(search), *preset.search_args, *extra_search, *q], say)
+            run(["search", "--supernet", str(supernet), "--data", str(data), "--out",
+                      str(search), *preset.search_args, *extra_search, *q])
 
     subnet = root / "subnet"
-    _run_cli(["export", str(search), "--pick", preset.pick, "-o", str(subnet), "--overwrite"],
-             say)
+    run(["export", str(search), "--pick", preset.pick, "-o", str(subnet), "--overwrite"])
 
     translations = root / "translations.tsv"
-    _translate(subnet, data, translations, preset, say)
+    _translate(subnet, data, translations, preset, say, timings)
 
     plots_dir = root / "plots"
-    _run_cli(["plot", str(search), "-o", str(plots_dir), "--pairs", preset.plot_pairs], say)
+    run(["plot", str(search), "-o", str(plots_dir), "--pairs", preset.plot_pairs])
     plots = tuple(sorted(plots_dir.glob("*.png")) + sorted(plots_dir.glob("*.svg")))
     outputs = PipelineOutputs(root, data, supernet, search, subnet, translations, plots,
-                              time.perf_counter() - began)
+                              time.perf_counter() - began, tuple(timings))
     _report(outputs, say)
     return outputs
 
@@ -190,7 +202,7 @@ def _max_updates(*arg_lists: Sequence[str]) -> list[str]:
 
 
 def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
-               say: Callable[[str], None]) -> None:
+               say: Callable[[str], None], timings: list[tuple[str, float]]) -> None:
     """Translates the first test sentences with `automoe translate` and writes a TSV of
     source, reference and hypothesis."""
     src = (data / "test.src.txt").read_text(encoding="utf-8").splitlines()[:preset.translate]
@@ -198,7 +210,7 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
     inp, hyp = out.with_suffix(".src.txt"), out.with_suffix(".hyp.txt")
     atomic_write_text(inp, "".join(s + "\n" for s in src))
     _run_cli(["translate", str(subnet), "--input", str(inp), "--output", str(hyp),
-              *preset.translate_args], say)
+              *preset.translate_args], say, timings)
     hyps = hyp.read_text(encoding="utf-8").splitlines()
     rows = ["source\treference\ttranslation"] + [
         "\t".join(x.replace("\t", " ") for x in row) for row in zip(src, ref, hyps, strict=True)]
@@ -210,7 +222,8 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
 
 
 def _report(o: PipelineOutputs, say: Callable[[str], None]) -> None:
-    say(f"\nAutoMoE pipeline finished in {o.seconds / 60:.1f} min. Outputs:")
+    say(f"\nAutoMoE pipeline finished in {o.seconds / 60:.1f} min "
+        f"({', '.join(f'{name} {sec / 60:.1f}' for name, sec in o.steps)} min). Outputs:")
     for label, path in (("data", o.data), ("supernet", o.supernet),
                         ("search (candidates.csv, pareto.csv)", o.search),
                         ("exported subnet", o.subnet), ("translations", o.translations)):

@@ -10,6 +10,7 @@ retrained, the retrained scores of the front as a second series.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +102,28 @@ def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np
     return mask
 
 
-def _axis_label(axis: Axis, settings: dict) -> str:
+def _axis_label(axis: Axis, settings: dict, width: int = 100) -> str:
+    """The axis label with its protocol, wrapped so that it fits the figure."""
     protocols = settings.get("protocols", {})
-    return axis.label.format(
+    label = axis.label.format(
         flops_protocol=protocols.get("flops", "HAT protocol"),
         latency_protocol=protocols.get("latency", "device in search.json"),
     )
+    return textwrap.fill(label, width)
+
+
+_SHORT = {"bleu": "BLEU", "bleu_retrained": "retrained BLEU", "loss": "dev loss",
+          "flops": "GFLOPs", "latency_ms": "latency", "params": "params"}
+
+
+def _title(runs: Sequence[RunTable], x: str, y: str) -> str:
+    """``BLEU vs GFLOPs`` plus where the latency was measured, when it was."""
+    title = f"{_SHORT[y]} vs {_SHORT[x]}"
+    devices = {str(d).split(" [")[0] for r in runs if "latency_device" in r.candidates
+               for d in r.candidates["latency_device"].dropna().unique()}
+    if "latency_ms" in (x, y) and devices:
+        title += f"  (latency measured on {'; '.join(sorted(devices))})"
+    return title
 
 
 def _dense(table: pd.DataFrame) -> np.ndarray:
@@ -149,10 +166,11 @@ def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
             ax.scatter(xs[is_base], ys[is_base], s=150, marker="*", color=color,
                        edgecolor="black", zorder=4, label=f"{run.label}: baselines")
             if "baseline" in t:
-                for bx, by, name in zip(xs[is_base], ys[is_base], t["baseline"][is_base],
-                                        strict=True):
+                for j, (bx, by, name) in enumerate(zip(xs[is_base], ys[is_base],
+                                                       t["baseline"][is_base], strict=True)):
+                    # alternate above/below: baselines often sit close together
                     ax.annotate(str(name), (bx, by), textcoords="offset points",
-                                xytext=(4, 4), fontsize=7)
+                                xytext=(5, 6 if j % 2 == 0 else -12), fontsize=7)
         if ya.column == "bleu" and "bleu_retrained" in t:
             rsel = t["bleu_retrained"].notna().to_numpy()
             if rsel.any():
@@ -160,8 +178,8 @@ def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
                            marker="D", facecolor="none", edgecolor=color, zorder=4,
                            label=f"{run.label}: retrained (test BLEU)")
     settings = runs[0].settings if runs else {}
-    ax.set_xlabel(_axis_label(xa, settings))
-    ax.set_ylabel(_axis_label(ya, settings))
+    ax.set_xlabel(_axis_label(xa, settings), fontsize=8)
+    ax.set_ylabel(_axis_label(ya, settings, width=60), fontsize=8)
     ax.grid(alpha=0.3)
     return drawn
 
@@ -187,9 +205,7 @@ def plot_runs(
             continue
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
         plot_front(ax, runs, x, y)
-        device = runs[0].settings.get("device", "")
-        ax.set_title(f"{AXES[y].column} vs {AXES[x].column}" + (f"  [{device}]" if device else ""),
-                     fontsize=10)
+        ax.set_title(_title(runs, x, y), fontsize=10)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         for fmt in formats:

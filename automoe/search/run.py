@@ -183,7 +183,8 @@ def run_search(settings: SearchSettings, *,
             _check_latency_constraint(evaluator, costs, constraints)
         identity = {"supernet": checkpoint_identity, "space": costs.space_identity(),
                     "protocols": costs.protocols(
-                        scoring_settings.latency_protocol(costs.vocab_size).describe()
+                        scoring_settings.latency_protocol(costs.vocab_size,
+                                                       factory.weights).describe()
                         if latency else None)}
         return _generations(settings, run, objectives, constraints, costs, evaluator,
                             identity, began, on_generation, on_result, step)

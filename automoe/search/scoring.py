@@ -238,13 +238,15 @@ class ScoringSettings:
     latency_runs: int = 10
     latency_warmup: int = 2
 
-    def latency_protocol(self, vocab_size: int) -> Any:
+    def latency_protocol(self, vocab_size: int, weights: str = "random") -> Any:
+        """The protocol latency is measured under; `weights` names the weights the model
+        runs with (MoE routing, hence latency, depends on them)."""
         from automoe.costs.latency import LatencyProtocol
 
         return LatencyProtocol(device=self.device,
                                threads=None if self.device != "cpu" else self.threads,
                                runs=self.latency_runs, warmup=self.latency_warmup,
-                               vocab_size=vocab_size)
+                               vocab_size=vocab_size, weights=weights)
 
 
 @dataclass(frozen=True)
@@ -257,12 +259,14 @@ class CandidateScorerFactory:
     label_smoothing: float
     data: str
     settings: ScoringSettings
+    weights: str = "random"  # latency protocol's weights id: "supernet:<sha256 prefix>"
 
     @classmethod
     def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings
            ) -> CandidateScorerFactory:
         return cls(checkpoint.space.to_dict(), checkpoint.vocab_size, checkpoint.options,
-                   checkpoint.label_smoothing, str(Path(data).resolve()), settings)
+                   checkpoint.label_smoothing, str(Path(data).resolve()), settings,
+                   weights=f"supernet:{checkpoint.sha256[:16]}")
 
     def __call__(self, state: dict[str, np.ndarray]) -> CandidateScorer:
         return CandidateScorer(self, state)
@@ -298,7 +302,7 @@ class CandidateScorer:
         self.src = src
         self.refs = valid.texts("tgt")[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(recipe.data) if s.bleu else None
-        self.latency_protocol = s.latency_protocol(recipe.vocab_size)
+        self.latency_protocol = s.latency_protocol(recipe.vocab_size, recipe.weights)
 
     def score(self, config: Any) -> Score:
         from automoe.bleu import corpus_scores
