@@ -41,7 +41,7 @@ AXES: dict[str, Axis] = {
     "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev subset)", True),
     "bleu_retrained": Axis("bleu_retrained", "BLEU (sacreBLEU, retrained, test)", True),
     "loss": Axis("loss", "dev loss (label-smoothed CE, inherited weights)", False),
-    "flops": Axis("flops", "GFLOPs (2×MACs, {flops_protocol})", False, 1e-9),
+    "flops": Axis("flops", "GFLOPs ({flops_protocol})", False, 1e-9),
     "latency_ms": Axis("latency_ms", "latency (ms, median, {latency_protocol})", False),
     "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
 }
@@ -105,8 +105,9 @@ def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np
 def _axis_label(axis: Axis, settings: dict, width: int = 100) -> str:
     """The axis label with its protocol, wrapped so that it fits the figure."""
     protocols = settings.get("protocols", {})
+    flops = protocols.get("flops", "HAT protocol")
     label = axis.label.format(
-        flops_protocol=protocols.get("flops", "HAT protocol"),
+        flops_protocol=flops if "MACs" in flops else f"2×MACs, {flops}",
         latency_protocol=protocols.get("latency", "device in search.json"),
     )
     return textwrap.fill(label, width)

@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            metavar="N" if kind is int else "X")
     g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
                    help="no bf16 autocast on CUDA")
+    g.add_argument("--pre-ln", dest="normalize_before", action="store_const", const=True,
+                   default=None, help="pre-LN layers (the demo presets' choice)")
+    g.add_argument("--post-ln", dest="normalize_before", action="store_const", const=False,
+                   default=None, help="post-LN layers (HAT/fairseq; the wmt presets' choice)")
     p.set_defaults(func=_run)
 
 

@@ -103,13 +103,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                            metavar="N" if kind is int else "X")
     g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
                    help="no bf16 autocast on CUDA")
+    g.add_argument("--pre-ln", dest="normalize_before", action="store_const", const=True,
+                   default=None, help="pre-LN layers (the demo presets' choice)")
+    g.add_argument("--post-ln", dest="normalize_before", action="store_const", const=False,
+                   default=None, help="post-LN layers (HAT/fairseq; the wmt presets' choice)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = [n.replace("-", "_") for n, _, _ in _OPTIONS] + ["bf16", "sampling",
-                                                             "sandwich_random"]
+    names = [n.replace("-", "_") for n, _, _ in _OPTIONS] + ["bf16", "normalize_before",
+                                                             "sampling", "sandwich_random"]
     fields = set(TrainOptions.__dataclass_fields__)
     return {n: getattr(args, n) for n in names if n in fields and getattr(args, n, None)
             is not None}

@@ -1,0 +1,72 @@
+"""Copy the small, reviewable files of a pipeline run into results/ (no weights).
+
+    python scripts/collect_results.py runs/demo results/demo [--log demo.log]
+
+Copies the search tables and metadata, the supernet's training logs and settings, the
+exported subnet's config/scores (not model.safetensors), the retraining table when there
+is one, the translations and the plots. With ``--log``, also a copy of the run's console
+log with progress-bar redraws removed (only the final state of each bar is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+FILES = (
+    "search/candidates.csv", "search/pareto.csv", "search/baselines.csv",
+    "search/search.json", "search/retrained.csv",
+    "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
+    "subnet/config.json", "subnet/subnet.json", "subnet/scores.json",
+    "translations.tsv",
+)
+
+
+def clean_log(text: str) -> str:
+    """Console text without carriage-return redraws of progress bars."""
+    lines = []
+    for line in text.splitlines():
+        line = line.split("\r")[-1]  # what the terminal ended up showing
+        line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)
+        if line.strip():
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="pipeline output root (e.g. runs/demo)")
+    p.add_argument("dest", type=Path, help="destination under results/")
+    p.add_argument("--log", type=Path, help="console log of the run to clean and copy")
+    args = p.parse_args(argv)
+    if not (args.run / "search" / "search.json").is_file():
+        print(f"{args.run}: not a pipeline run (no search/search.json)", file=sys.stderr)
+        return 2
+    copied = []
+    for rel in FILES:
+        src = args.run / rel
+        if src.is_file():
+            dst = args.dest / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            copied.append(dst)
+    for plot in sorted((args.run / "plots").glob("*.*")):
+        dst = args.dest / "plots" / plot.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot, dst)
+        copied.append(dst)
+    if args.log:
+        dst = args.dest / "demo.log"
+        dst.write_text(clean_log(args.log.read_text(encoding="utf-8", errors="replace")),
+                       encoding="utf-8")
+        copied.append(dst)
+    for path in copied:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
