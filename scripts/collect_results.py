@@ -25,13 +25,22 @@ FILES = (
 )
 
 
+_BAR = re.compile(r"^\s*([^:|]{1,40}):\s*\d+%\|")  # "train:  42%|████  | 210/500 ..."
+_NOISE = re.compile(r"^WARNING: Location 'file://")  # pip on this machine's local index
+
+
 def clean_log(text: str) -> str:
-    """Console text without carriage-return redraws of progress bars."""
+    """Console text as a terminal would have left it: for each progress bar only its last
+    state, no escape sequences, no blank lines, no pip index warnings."""
     lines = []
-    for line in text.splitlines():
-        line = line.split("\r")[-1]  # what the terminal ended up showing
-        line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)
-        if line.strip():
+    for raw in re.split(r"[\r\n]", text):
+        line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw).rstrip()
+        if not line.strip() or _NOISE.match(line):
+            continue
+        bar = _BAR.match(line)
+        if bar and lines and (prev := _BAR.match(lines[-1])) and prev.group(1) == bar.group(1):
+            lines[-1] = line  # a redraw of the same bar
+        else:
             lines.append(line)
     return "\n".join(lines) + "\n"
 
