@@ -146,19 +146,19 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
         _run_cli(argv, say, timings)
 
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     q = ("--quiet",) if quiet else ()
+    if data_dir is None and preset.corpus is None:
+        raise ValueError(f"preset {preset.name!r} has no built-in corpus: pass a prepared "
+                         "data dir (automoe data prepare --train SRC TGT ... --out DIR)")
+    if data_dir is not None and not (Path(data_dir) / "meta.json").is_file():
+        raise FileNotFoundError(f"{Path(data_dir) / 'meta.json'}: not a prepared data dir")
+    root.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
-        if preset.corpus is None:
-            raise ValueError(f"preset {preset.name!r} has no built-in corpus: pass a prepared "
-                             "data dir (automoe data prepare --train SRC TGT ... --out DIR)")
         data = root / "data"
         run(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
                   *preset.prepare_args, *(("-q",) if quiet else ())])
     else:
         data = Path(data_dir)
-        if not (data / "meta.json").is_file():
-            raise FileNotFoundError(f"{data / 'meta.json'}: not a prepared data dir")
 
     supernet = root / "supernet"
     train = ["supernet", "train", "--space", preset.space, "--data", str(data),

@@ -119,3 +119,13 @@ def test_rerunning_resumes_without_retraining(pipeline, tmp_path):
     assert ckpt.stat().st_mtime_ns == before[0]  # the finished supernet run is not retrained
     assert (again.search / "candidates.csv").read_bytes() == before[1]  # nor re-searched
     assert not any(line.startswith("$ automoe search") for line in log)
+
+
+def test_bad_input_fails_before_anything_is_written(tmp_path):
+    from automoe.pipeline import PIPELINE_PRESETS
+
+    with pytest.raises(ValueError, match="no built-in corpus"):
+        run_pipeline(PIPELINE_PRESETS["wmt"], tmp_path / "wmt", echo=lambda line: None)
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        run_pipeline(TINY, tmp_path / "tiny", data_dir=tmp_path / "nope", echo=lambda line: None)
+    assert not any(tmp_path.iterdir())
