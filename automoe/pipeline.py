@@ -156,7 +156,7 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     if data_dir is None:
         data = root / "data"
         run(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
-                  *preset.prepare_args, *(("-q",) if quiet else ())])
+             *preset.prepare_args, *(("-q",) if quiet else ())])
     else:
         data = Path(data_dir)
 
