@@ -36,7 +36,6 @@ config, scores) whose ``translate(texts)`` decodes with `automoe.decoding`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -50,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_dir, atomic_write_json
+from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
 from automoe.search.objectives import get_metric, parse_objectives
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
@@ -260,14 +259,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_out(out: Path, run: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"-o {out}: exists and is not a directory")
@@ -344,7 +335,7 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
         raise ValueError(f"{run.path / 'candidates.csv'}: row {key} holds a config whose key is "
                          f"{config.key()} (edited table?)")
     checkpoint, sha = _supernet_file(run)
-    if sha is not None and _sha256(checkpoint) != sha:
+    if sha is not None and file_sha256(checkpoint) != sha:
         raise ValueError(f"{checkpoint}: changed since search {run.path} scored it (sha256 "
                          f"{sha[:12]}... in search.json); the inherited weights would not be "
                          "the ones scored")

@@ -1,8 +1,10 @@
 """Atomic file output: write to a temporary file in the target folder, then rename, so a
-crash or a kill never leaves a half-written file where a good one (or none) was."""
+crash or a kill never leaves a half-written file where a good one (or none) was; and the
+file hash that identifies a checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir", "file_sha256"]
 
 
 @contextmanager
@@ -69,3 +71,10 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from automoe.commands.train import _OPTIONS as TRAIN_OPTIONS
+from automoe.commands.train import add_training_options
 from automoe.presets import PRESET_NAMES, TrainOptions
-from supernet.training.schedule import SCHEDULE_KINDS
 
 # settings flags (dest -> RetrainSettings field); all default to None = "not given", so a
 # resumed job can tell them apart from its stored values
@@ -62,18 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the subnets that would be retrained and stop")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("training options (default: the preset's), as `automoe train`")
-    for name, kind, text in TRAIN_OPTIONS:
-        if name == "schedule":
-            g.add_argument("--schedule", choices=SCHEDULE_KINDS, default=None, help=text)
-        elif name != "validate-every":  # that is --report-every
-            g.add_argument(f"--{name}", type=kind, default=None, help=text,
-                           metavar="N" if kind is int else "X")
-    g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
-                   help="no bf16 autocast on CUDA")
-    g.add_argument("--pre-ln", dest="normalize_before", action="store_const", const=True,
-                   default=None, help="pre-LN layers (the demo presets' choice)")
-    g.add_argument("--post-ln", dest="normalize_before", action="store_const", const=False,
-                   default=None, help="post-LN layers (HAT/fairseq; the wmt presets' choice)")
+    add_training_options(g, skip=("validate-every",))  # that one is --report-every
     p.set_defaults(func=_run)
 
 

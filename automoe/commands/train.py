@@ -95,7 +95,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="option defaults: demo (minutes on 2 CPU cores, the default) or wmt "
                         "(AutoMoE/HAT WMT recipe)")
     g = p.add_argument_group("training options (default: the preset's)")
+    add_training_options(g)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_training_options(g: argparse._ArgumentGroup, *, skip: tuple[str, ...] = ()) -> None:
+    """The `TrainOptions` flags (all default to None = the preset's), except `skip`."""
     for name, kind, text in _OPTIONS:
+        if name in skip:
+            continue
         if name == "schedule":
             g.add_argument("--schedule", choices=SCHEDULE_KINDS, default=None, help=text)
         else:
@@ -107,8 +116,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    default=None, help="pre-LN layers (the demo presets' choice)")
     g.add_argument("--post-ln", dest="normalize_before", action="store_const", const=False,
                    default=None, help="post-LN layers (HAT/fairseq; the wmt presets' choice)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _overrides(args: argparse.Namespace) -> dict:

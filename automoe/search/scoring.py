@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from automoe.io_utils import file_sha256
 from automoe.search.evaluators import Score
 
 __all__ = [
@@ -74,14 +75,6 @@ class SupernetCheckpoint:
                 "label_smoothing": self.label_smoothing}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_supernet(space: Any, vocab_size: int, options: dict[str, Any], *, source: str):
     """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
     from supernet import ModelOptions, SuperTransformer
@@ -123,7 +116,7 @@ def read_supernet(path: str | Path) -> SupernetCheckpoint:
         file=file, space=space, vocab_size=vocab, options=options,
         update=int(state.get("update", -1)),
         label_smoothing=float(train_config.get("label_smoothing", 0.1)),
-        sha256=_sha256(file), state=arrays,
+        sha256=file_sha256(file), state=arrays,
     )
 
 
