@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
-from automoe.search.objectives import get_metric, parse_objectives
+from automoe.search.objectives import parse_bound, parse_objectives
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
            "read_run", "select_key", "export_subnet", "load_subnet"]
@@ -61,7 +61,6 @@ PICK_HELP = ("best-bleu (default), best-loss, knee, METRIC<=X or METRIC>=X (late
 # What SUBNET_DIR holds, in the order written.
 SUBNET_FILES = ("config.json", "model.safetensors", "spm.model", "subnet.json", "scores.json")
 
-_BOUND_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
 _HASH_RE = re.compile(r"^[0-9a-fA-F]+$")
 _MIN_PREFIX = 4
 
@@ -145,28 +144,9 @@ def _knee(front: pd.DataFrame, objectives: Sequence[Any], source: str) -> str:
     return str(front["key"].iloc[order[0]])
 
 
-def _parse_bound(rule: str, source: str) -> tuple[str, str, float]:
-    match = _BOUND_RE.match(rule)
-    if match is None:
-        raise ValueError(f"--pick {rule!r}: malformed bound; expected METRIC<=NUMBER[UNIT] or "
-                         "METRIC>=NUMBER[UNIT], e.g. 'latency<=80ms', 'flops<=1.5G'")
-    name, op, number, unit = match.groups()
-    metric = get_metric(name, where=f"--pick {rule!r}")
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"--pick {rule!r}: {number!r} is not a number") from None
-    if unit:
-        factors = dict(metric.units)
-        if unit not in factors:
-            raise ValueError(f"--pick {rule!r}: unit {unit!r} is not one of "
-                             f"{sorted(factors) or ['no unit']} for {metric.name}")
-        value *= factors[unit]
-    return metric.column, op, value
-
-
 def _bounded(table: pd.DataFrame, rule: str, objectives: Sequence[Any], source: str) -> str:
-    column, op, bound = _parse_bound(rule, source)
+    limit = parse_bound(rule, flag="--pick")  # same syntax and units as --constraint
+    column, op, bound = limit.name, limit.op, limit.bound
     if column not in table or table[column].isna().all():
         raise ValueError(f"{source}: the run has no {column!r} values (not measured in this "
                          f"search), so --pick {rule!r} cannot be applied")

@@ -29,6 +29,7 @@ __all__ = [
     "get_metric",
     "parse_objectives",
     "parse_constraint",
+    "parse_bound",
     "needed_metrics",
 ]
 
@@ -105,23 +106,28 @@ def parse_objectives(text: str | Sequence[str]) -> tuple[Objective, ...]:
 def parse_constraint(text: str) -> Constraint:
     """``"latency<=80ms"``, ``"flops<=2e9"``, ``"flops<=2G"``, ``"bleu>=20"`` -> a
     `Constraint` on the metric's column, with the bound converted to the column's unit."""
+    return parse_bound(text, flag="--constraint")
+
+
+def parse_bound(text: str, *, flag: str) -> Constraint:
+    """`parse_constraint` for any option that takes a bound (``--constraint``, export's
+    ``--pick``); errors name `flag` and the text."""
+    where = f"{flag} {text!r}"
     match = _BOUND_RE.match(text)
     if match is None:
-        raise ValueError(
-            f"--constraint {text!r}: expected NAME<=NUMBER[UNIT] or NAME>=NUMBER[UNIT], "
-            "e.g. 'latency<=80ms' or 'flops<=2e9'"
-        )
+        raise ValueError(f"{where}: expected NAME<=NUMBER[UNIT] or NAME>=NUMBER[UNIT], "
+                         "e.g. 'latency<=80ms' or 'flops<=2e9'")
     name, op, number, unit = match.groups()
-    metric = get_metric(name, where=f"--constraint {text!r}")
+    metric = get_metric(name, where=where)
     try:
         value = float(number)
     except ValueError:
-        raise ValueError(f"--constraint {text!r}: {number!r} is not a number") from None
+        raise ValueError(f"{where}: {number!r} is not a number") from None
     if unit:
         factors = dict(metric.units)
         if unit not in factors:
             allowed = sorted(factors) or ["no unit"]
-            raise ValueError(f"--constraint {text!r}: unit {unit!r} is not one of {allowed} "
+            raise ValueError(f"{where}: unit {unit!r} is not one of {allowed} "
                              f"for {metric.name}")
         value *= factors[unit]
     return Constraint(metric.column, op, value)
