@@ -38,3 +38,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def device() -> str:
     return os.environ.get("TORCH_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Every module starts with one torch thread (a scorer or latency run in an earlier
+    module may have changed it): tiny models run fastest on one, and two threads on a
+    loaded 2-core machine spin."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,15 +20,6 @@ from automoe.decoding import beam_search, greedy_decode, length_limits, translat
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and two threads on a busy 2-core machine spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FakeEnc:
     def __init__(self, src: torch.Tensor):
         self.src = src

@@ -21,14 +21,6 @@ CONFIG = SubnetConfig(
     decoder_ende_attn=(1, 1), decoder_top_k=(1, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> Transformer:
     supernet = SuperTransformer(load_space("tiny"), VOCAB, options=ModelOptions(dropout=0.2),

@@ -36,14 +36,6 @@ COLUMNS = {"bleu": ("bleu", True), "loss": ("loss", False), "latency": ("latency
            "flops": ("flops", False), "params": ("params", False)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return make_world(tmp_path_factory.mktemp("world"))

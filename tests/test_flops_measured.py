@@ -22,15 +22,6 @@ VOCAB = 40
 PROTOCOL = FlopsProtocol(src_len=7, tgt_len=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def space():
     return load_space("tiny")

@@ -20,15 +20,6 @@ from supernet.functional import (
 from supernet.transformer import MoE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and the CI machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_moe(d: int, dims: tuple[int, ...], top_k: int, *, seed: int = 0,
              dtype: torch.dtype = torch.float64) -> MoEWeights:
     """Random leaf tensors (requires_grad) for an MoE layer."""

@@ -28,16 +28,6 @@ COMMON = ["--objectives", "loss,flops", "--population", "6", "--dev-sentences", 
 DETERMINISTIC_DROP = ["worker", "eval_seconds"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The oracles run torch in this process: one thread, as the scorer (2 OpenMP threads
-    on a loaded 2-core machine spin and run many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return make_world(tmp_path_factory.mktemp("world"))

@@ -41,15 +41,6 @@ SMALL = SubnetConfig(  # one layer each, dense, smaller widths
     decoder_ende_attn=(1,), decoder_top_k=(1,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and the CI machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def space():
     return load_space("tiny")
