@@ -28,6 +28,7 @@ setup(
         "safetensors>=0.4",
         "pyyaml>=6.0",
         "tqdm>=4.60",
+        "scipy>=1.10",
     ],
     extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4"]},
     entry_points={"console_scripts": ["automoe=automoe.cli:main"]},

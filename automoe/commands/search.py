@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="join this Ray cluster instead of starting a local one")
     p.add_argument("--dev-sentences", type=int, default=None,
-                   help=f"fixed dev subset size (default: {_DEFAULTS['dev_sentences']})")
+                   help="dev sentences scored: the first N of the valid split (default: 0 = all)")
     p.add_argument("--beam", type=int, default=None,
                    help=f"beam for BLEU decoding (default: {_DEFAULTS['beam']} = greedy)")
     p.add_argument("--latency-runs", type=int, default=None,

@@ -30,7 +30,21 @@ __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tabl
 OPERATIONAL_COLUMNS = ("worker", "latency_worker", "eval_seconds")
 
 # Metrics listed first (in this order) when present; any others follow alphabetically.
-_METRIC_ORDER = ("bleu", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
+_METRIC_ORDER = ("bleu", "chrf", "loss", "nll", "flops", "params", "latency_ms",
+                 "predicted_latency_ms")
+# A metric's uncertainty columns follow it: 95% interval bounds or a standard error.
+_COMPANIONS = ("_lo", "_hi", "_se")
+
+
+def _metric_columns(objectives: list[str], metrics: Mapping[str, float]) -> list[str]:
+    """Objectives first, then `_METRIC_ORDER`, then the rest alphabetically; each metric
+    followed by its uncertainty columns."""
+    companions = {m + c for m in metrics for c in _COMPANIONS if m + c in metrics}
+    plain = [m for m in metrics if m not in companions]
+    ordered = [m for m in objectives if m in plain or m not in metrics]
+    ordered += [m for m in _METRIC_ORDER if m in plain and m not in ordered]
+    ordered += sorted(m for m in plain if m not in ordered)
+    return [c for m in ordered for c in (m, *(m + s for s in _COMPANIONS if m + s in metrics))]
 
 
 def experts_summary(config: Any) -> str:
@@ -50,8 +64,7 @@ def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> d
     config = entry.genome
     metrics = dict(entry.metrics)
     objectives = [o.name for o in algo.objectives]
-    ordered = objectives + [m for m in _METRIC_ORDER if m in metrics and m not in objectives]
-    ordered += sorted(m for m in metrics if m not in ordered)
+    ordered = _metric_columns(objectives, metrics)
     violation = sum(c.violation(metrics[c.name]) for c in algo.constraints)
     detail = details.get(entry.key, {})
     info = dict(detail.get("info", {}))

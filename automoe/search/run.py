@@ -12,6 +12,9 @@ Order of work (cheap checks first, so bad input fails before anything expensive)
    smallest subnet first;
 6. generations: ask -> score the new configs -> tell -> checkpoint (atomic) -> tables.
 
+After the last generation the space's reference subnets are scored (``baselines.csv``) and
+every front subnet is compared with each of them by paired tests (``comparisons.csv``).
+
 RUN_DIR holds ``checkpoint.json`` (the algorithm's state: population, archive = cache, RNG,
 generation; plus per-candidate details), ``candidates.csv``, ``pareto.csv`` and
 ``search.json`` (settings, seeds, versions, supernet/space/data identity, protocols,
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from automoe.io_utils import atomic_write_json
+from automoe.search.compare import COMPARISONS, write_comparisons
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
     METRICS,
@@ -156,10 +160,7 @@ def run_search(settings: SearchSettings, *,
     # 4: bounds on cheap metrics against the most favourable subnet.
     costs = scoring.CheapCosts(checkpoint, predictor=settings.predictor)
     costs.check_constraints(constraints)
-    scoring_settings = scoring.ScoringSettings(
-        dev_sentences=settings.dev_sentences, bleu=any(m.name == "bleu" for m in metrics),
-        beam=settings.beam, threads=settings.threads_per_worker, device=settings.device,
-        latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup)
+    scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics))
     factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings)
     shared = checkpoint.state
     checkpoint_identity = checkpoint.identity()
@@ -195,6 +196,15 @@ def run_search(settings: SearchSettings, *,
             import ray
 
             ray.shutdown()
+
+
+def _scoring_settings(settings: SearchSettings, *, bleu: bool) -> Any:
+    from automoe.search.scoring import ScoringSettings
+
+    return ScoringSettings(
+        dev_sentences=settings.dev_sentences, bleu=bleu, beam=settings.beam,
+        threads=settings.threads_per_worker, device=settings.device,
+        latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup)
 
 
 def _init_ray(settings: SearchSettings) -> bool:
@@ -313,6 +323,8 @@ def _generations(settings, run, objectives, constraints, costs, evaluator, ident
         bar.close()
     if settings.baselines and not (run / "baselines.csv").exists():
         _score_baselines(run, algo, state, costs, evaluator, details)
+    if settings.baselines and not (run / COMPARISONS).exists():
+        _compare_front(settings, run, algo, state, costs, identity)
     _write_meta(run, header, algo, state, status="finished",
                 seconds=time.perf_counter() - began)
     last = state.history[-1] if state.history else None
@@ -343,6 +355,22 @@ def _score_baselines(run: Path, algo: Any, state: Any, costs: Any, evaluator: An
         entries[name] = Entry(key, config, {**costs(config), **dict(e.metrics)},
                               state.generation, "baseline")
     write_baselines(run, baseline_table(algo, entries, details))
+
+
+def _compare_front(settings: SearchSettings, run: Path, algo: Any, state: Any, costs: Any,
+                   identity: dict[str, Any]) -> None:
+    """Paired tests of the front against the baselines (`automoe.search.compare`), scored
+    in this process on the weights the search scored (the checkpoint's sha256 is checked)."""
+    from automoe.search import scoring
+
+    checkpoint = scoring.read_supernet(settings.supernet)
+    if checkpoint.sha256 != identity["supernet"]["sha256"]:
+        raise ValueError(f"{checkpoint.file}: changed while the search ran (sha256 differs); "
+                         "the comparisons would use other weights than the scores")
+    factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data,
+                                                _scoring_settings(settings, bleu=True))
+    front = {key: state.archive[key].genome for key in algo.front_keys(state)}
+    write_comparisons(run, front, costs.space.dense_baselines(), factory, checkpoint.state)
 
 
 def _header(settings: SearchSettings, identity: dict[str, Any], evaluator: Any

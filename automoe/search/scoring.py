@@ -10,10 +10,13 @@ Pieces, in the order a search uses them:
   against the space's smallest subnet before any scoring starts.
 - `CandidateScorerFactory` is what the evaluators ship to each worker: called with the
   shared numpy state dict, it builds a `CandidateScorer` holding the supernet once.
-- `CandidateScorer.score(config)`: label-smoothed dev loss (and NLL) over the fixed dev
-  subset (the first ``dev_sentences`` of the valid split, fixed batches), and BLEU/chrF of
-  its translations (sacreBLEU; greedy or beam), with the supernet's inherited weights in
-  eval mode (no dropout), so scores are deterministic.
+- `DevScorer` scores any model on the fixed dev set (the first ``dev_sentences`` of the
+  valid split, all by default; fixed batches): label-smoothed dev loss and NLL with their
+  standard errors over sentences, and BLEU/chrF of its translations (sacreBLEU; greedy or
+  beam) with 95% bootstrap intervals. It also returns the per-sentence outputs that paired
+  significance tests need (`SentenceScores`).
+- `CandidateScorer.score(config)`: `DevScorer` on the supernet's inherited weights in eval
+  mode (no dropout), so scores are deterministic.
 - `CandidateScorer.latency(config)`: the latency of the *extracted* static model (what
   export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device.
 """
@@ -39,6 +42,9 @@ __all__ = [
     "ScoringSettings",
     "CandidateScorerFactory",
     "CandidateScorer",
+    "DevScorer",
+    "SentenceScores",
+    "sentence_losses",
 ]
 
 CHECKPOINT_FILE = "checkpoint_last.pt"  # what `automoe.training.load_supernet` reads too
@@ -131,7 +137,8 @@ def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int) -> 
     splits = meta.get("splits", {})
     if "valid" not in splits or int(splits["valid"]["pairs"]) == 0:
         raise ValueError(f"{data_dir}: no 'valid' sentences to score subnets on")
-    return min(dev_sentences, int(splits["valid"]["pairs"]))
+    pairs = int(splits["valid"]["pairs"])
+    return pairs if dev_sentences == 0 else min(dev_sentences, pairs)
 
 
 class CheapCosts:
@@ -210,8 +217,9 @@ class ScoringSettings:
     """How the workers score (part of the run's identity).
 
     Attributes:
-        dev_sentences: the fixed dev subset: the first N sentences of the valid split.
+        dev_sentences: the fixed dev set: the first N sentences of the valid split (0: all).
         bleu: translate the subset and compute BLEU/chrF (else loss only).
+        n_bootstrap: sacreBLEU bootstrap resamples for the BLEU/chrF intervals (0: none).
         beam: beam size (1 = greedy); lenpen, max_len_a, max_len_b as in fairseq.
         max_tokens: padded source tokens per batch (loss and decoding).
         device: "cpu" or "cuda" (each worker then owns one GPU).
@@ -219,8 +227,9 @@ class ScoringSettings:
         latency_runs, latency_warmup: timed / untimed samples per latency.
     """
 
-    dev_sentences: int = 64
+    dev_sentences: int = 0
     bleu: bool = True
+    n_bootstrap: int = 1000
     beam: int = 1
     lenpen: float = 1.0
     max_len_a: float = 1.2
@@ -265,14 +274,135 @@ class CandidateScorerFactory:
         return CandidateScorer(self, state)
 
 
-class CandidateScorer:
-    """Holds the supernet (built once from the shared state) and the dev subset."""
+@dataclass(frozen=True)
+class SentenceScores:
+    """Per-sentence outputs of one model on the dev set (corpus order), for paired tests.
 
-    def __init__(self, recipe: CandidateScorerFactory, state: dict[str, np.ndarray]) -> None:
+    Attributes:
+        loss: [N] label-smoothed loss sums per sentence (nats).
+        nll: [N] negative log-likelihood sums per sentence (nats).
+        tokens: [N] labelled target tokens per sentence (EOS included).
+        hyps: N detokenised translations ([] when BLEU is not scored).
+    """
+
+    loss: np.ndarray
+    nll: np.ndarray
+    tokens: np.ndarray
+    hyps: list[str]
+
+
+def sentence_losses(model: Any, batches: Any, subnet: Any, *, label_smoothing: float,
+                    n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sentence label-smoothed loss, NLL and token counts ([n] each, corpus order) of
+    `subnet` of a supernet (or of a plain model with ``subnet=None``), in eval mode.
+
+    `batches` are `automoe.data.Batch`es of the first n dev sentences (``ids`` gives each
+    row's sentence). The smoothing is torch's ``cross_entropy(label_smoothing=eps)``, the
+    same definition as the training loss (`supernet.training.loss`).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from supernet.tokens import PAD_ID
+    from supernet.training.evaluate import forward
+
+    loss, nll, tokens = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for src, prev, target, ids in batches:
+                logits, _ = forward(model, src, prev, subnet)
+                flat = logits.float().reshape(-1, logits.size(-1))
+                t = target.reshape(-1)
+                ls = F.cross_entropy(flat, t, ignore_index=PAD_ID, reduction="none",
+                                     label_smoothing=label_smoothing).view_as(target)
+                nl = F.cross_entropy(flat, t, ignore_index=PAD_ID,
+                                     reduction="none").view_as(target)
+                rows = ids.cpu().numpy()
+                loss[rows] = ls.sum(1).double().cpu().numpy()
+                nll[rows] = nl.sum(1).double().cpu().numpy()
+                tokens[rows] = target.ne(PAD_ID).sum(1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return loss, nll, tokens
+
+
+class DevScorer:
+    """Scores any model (a supernet's subnet or a standalone Transformer) on the fixed dev
+    set under one protocol: per-token dev loss and NLL with their standard errors over
+    sentences, and (when ``settings.bleu``) BLEU/chrF of its translations with sacreBLEU's
+    95% bootstrap interval (``settings.n_bootstrap`` resamples)."""
+
+    def __init__(self, data: str | Path, settings: ScoringSettings, *,
+                 label_smoothing: float) -> None:
         import torch
 
         from automoe.data import TokenBatcher, Tokenizer, load_split
         from automoe.data.store import Ragged
+
+        s = settings
+        self.settings, self.label_smoothing = s, label_smoothing
+        self.device = torch.device(s.device)
+        valid = load_split(data, "valid")
+        n = len(valid) if s.dev_sentences == 0 else min(s.dev_sentences, len(valid))
+        head = int(valid.src.offsets[n]), int(valid.tgt.offsets[n])
+        src = Ragged(np.asarray(valid.src.flat[:head[0]]), np.asarray(valid.src.offsets[:n + 1]))
+        tgt = Ragged(np.asarray(valid.tgt.flat[:head[1]]), np.asarray(valid.tgt.offsets[:n + 1]))
+        # Fixed batches in a fixed order: the loss is a deterministic function of the model.
+        self.batches = [tuple(t.to(self.device) for t in b)
+                        for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
+        self.n, self.src = n, src
+        self.refs = valid.texts("tgt")[:n] if s.bleu else []
+        self.tokenizer = Tokenizer.load(data) if s.bleu else None
+
+    def sentences(self, model: Any, subnet: Any = None) -> SentenceScores:
+        """Per-sentence losses (and translations when BLEU is scored) of `model` (a supernet
+        with `subnet`, or a plain model with ``subnet=None``)."""
+        from automoe.decoding import translate_ids
+
+        loss, nll, tokens = sentence_losses(model, self.batches, subnet,
+                                            label_smoothing=self.label_smoothing, n=self.n,
+                                            device=self.device)
+        hyps: list[str] = []
+        if self.settings.bleu:
+            s = self.settings
+            view = model.bind(subnet) if subnet is not None else model
+            ids = translate_ids(view, self.src, beam=s.beam, lenpen=s.lenpen,
+                                max_tokens=s.max_tokens, max_len_a=s.max_len_a,
+                                max_len_b=s.max_len_b, device=self.device)
+            assert self.tokenizer is not None
+            hyps = [self.tokenizer.decode(h) for h in ids]
+        return SentenceScores(loss, nll, tokens, hyps)
+
+    def metrics(self, sentences: SentenceScores) -> dict[str, float]:
+        """``loss``, ``loss_se``, ``nll``, ``nll_se`` and, with translations, ``bleu``,
+        ``bleu_lo``, ``bleu_hi``, ``chrf``, ``chrf_lo``, ``chrf_hi``."""
+        from automoe.bleu import corpus_scores
+        from automoe.stats import loss_with_se
+
+        loss, loss_se = loss_with_se(sentences.loss, sentences.tokens)
+        nll, nll_se = loss_with_se(sentences.nll, sentences.tokens)
+        out = {"loss": loss, "loss_se": loss_se, "nll": nll, "nll_se": nll_se}
+        if sentences.hyps:
+            scores = corpus_scores(sentences.hyps, self.refs,
+                                   n_bootstrap=self.settings.n_bootstrap)
+            out.update({k: scores[k] for k in ("bleu", "chrf") if k in scores})
+            out.update({k: scores[k] for k in ("bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
+                        if k in scores})
+        return out
+
+    def score(self, model: Any, subnet: Any = None) -> dict[str, float]:
+        """`metrics` of `sentences`."""
+        return self.metrics(self.sentences(model, subnet))
+
+
+class CandidateScorer:
+    """Holds the supernet (built once from the shared state) and the dev set."""
+
+    def __init__(self, recipe: CandidateScorerFactory, state: dict[str, np.ndarray]) -> None:
+        import torch
+
         from search_spaces import SearchSpace
 
         s = recipe.settings
@@ -284,38 +414,11 @@ class CandidateScorer:
             warnings.simplefilter("ignore", UserWarning)
             self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.model.to(self.device).eval()
-        valid = load_split(recipe.data, "valid")
-        n = min(s.dev_sentences, len(valid))
-        head = int(valid.src.offsets[n]), int(valid.tgt.offsets[n])
-        src = Ragged(np.asarray(valid.src.flat[:head[0]]), np.asarray(valid.src.offsets[:n + 1]))
-        tgt = Ragged(np.asarray(valid.tgt.flat[:head[1]]), np.asarray(valid.tgt.offsets[:n + 1]))
-        # Fixed batches in a fixed order: the loss is a deterministic function of the config.
-        self.batches = [tuple(t.to(self.device) for t in b[:3])
-                        for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
-        self.src = src
-        self.refs = valid.texts("tgt")[:n] if s.bleu else []
-        self.tokenizer = Tokenizer.load(recipe.data) if s.bleu else None
+        self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
         self.latency_protocol = s.latency_protocol(recipe.vocab_size, recipe.weights)
 
     def score(self, config: Any) -> Score:
-        from automoe.bleu import corpus_scores
-        from automoe.decoding import translate_ids
-        from supernet.training.evaluate import evaluate_loss
-
-        result = evaluate_loss(self.model, self.batches, config,
-                               label_smoothing=self.recipe.label_smoothing, device=self.device,
-                               bf16=False)
-        metrics = {"loss": result.loss, "nll": result.nll}
-        if self.settings.bleu:
-            s = self.settings
-            hyps = translate_ids(self.model.bind(config), self.src, beam=s.beam,
-                                 lenpen=s.lenpen, max_tokens=s.max_tokens,
-                                 max_len_a=s.max_len_a, max_len_b=s.max_len_b,
-                                 device=self.device)
-            assert self.tokenizer is not None
-            scores = corpus_scores([self.tokenizer.decode(h) for h in hyps], self.refs)
-            metrics.update(bleu=scores["bleu"], chrf=scores["chrf"])
-        return Score(metrics)
+        return Score(self.dev.score(self.model, config))
 
     def latency(self, config: Any) -> Score:
         from automoe.costs.latency import measure_latency

@@ -39,7 +39,7 @@ class SearchSettings:
         device: "cpu", or "cuda": every actor owns one GPU (scores and measures latency
             on it, so latencies are measured in parallel, one per GPU).
         ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
-        dev_sentences: size of the fixed dev subset (the first N of the valid split).
+        dev_sentences: size of the fixed dev set (the first N of the valid split; 0: all).
         beam: beam size for BLEU decoding (1 = greedy).
         latency_runs, latency_warmup: timed / untimed samples per latency measurement.
         predictor: latency predictor dir, needed for "predicted_latency".
@@ -63,7 +63,7 @@ class SearchSettings:
     threads_per_worker: int = 1
     device: str = "cpu"
     ray_address: str | None = None
-    dev_sentences: int = 64
+    dev_sentences: int = 0
     beam: int = 1
     latency_runs: int = 10
     latency_warmup: int = 2
@@ -73,11 +73,12 @@ class SearchSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("generations", "population", "dev_sentences", "beam", "latency_runs",
-                     "threads_per_worker"):
+        for name, low in (("generations", 1), ("population", 1), ("dev_sentences", 0),
+                          ("beam", 1), ("latency_runs", 1), ("threads_per_worker", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"search setting '{name}' must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"search setting '{name}' must be an integer >= {low}, "
+                                 f"got {value!r}")
         if self.workers < 0 or self.latency_warmup < 0:
             raise ValueError(f"search settings: workers ({self.workers}) and latency_warmup "
                              f"({self.latency_warmup}) must be >= 0")

@@ -1,0 +1,82 @@
+"""Paired significance tests of the front against the space's reference subnets.
+
+A search reports that a front subnet is better or worse than a baseline (``largest``,
+``largest-dense``, ...) only through a paired test on the same dev sentences: dev loss by
+paired bootstrap of sentences, BLEU and chrF by sacreBLEU's paired bootstrap
+(`automoe.stats`). Both systems are scored in this process with the search's own
+`DevScorer` on the supernet's inherited weights, always with translations (so a search on
+``loss`` still reports the front's BLEU with its interval).
+
+``RUN_DIR/comparisons.csv``: one row per (front subnet, baseline) with the subnet's own
+scores and intervals, the baseline's, and per metric ``<m>_delta`` (subnet - baseline),
+``<m>_delta_lo``/``<m>_delta_hi`` (95% paired bootstrap interval) and ``<m>_p``
+(two-sided p-value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automoe.io_utils import atomic_path
+
+__all__ = ["COMPARISONS", "compare_rows", "write_comparisons"]
+
+COMPARISONS = "comparisons.csv"
+_METRICS = ("loss", "bleu", "chrf")
+
+
+def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer: Any
+                 ) -> pd.DataFrame:
+    """Paired tests of every front subnet against every baseline.
+
+    Args:
+        front: key -> `SubnetConfig` of the front subnets.
+        baselines: name -> `SubnetConfig` of the references.
+        scorer: a `CandidateScorer` (``.model`` the supernet, ``.dev`` a `DevScorer` that
+            translates).
+    """
+    from automoe.stats import paired_bleu_test, paired_loss_test
+
+    dev = scorer.dev
+    outputs: dict[str, Any] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for config in [*front.values(), *baselines.values()]:
+        key = config.key()
+        if key not in outputs:
+            outputs[key] = dev.sentences(scorer.model, config)
+            metrics[key] = dev.metrics(outputs[key])
+    rows = []
+    for key in front:
+        for name, base in baselines.items():
+            a, b = outputs[key], outputs[base.key()]
+            tests = {"loss": paired_loss_test(a.loss, b.loss, a.tokens),
+                     **paired_bleu_test(a.hyps, b.hyps, dev.refs)}
+            row: dict[str, Any] = {"key": key, "baseline": name, "baseline_key": base.key(),
+                                   "sentences": dev.n}
+            for m in _METRICS:
+                t = tests[m]
+                row.update({m: t.a, f"{m}_baseline": t.b, f"{m}_delta": t.delta,
+                            f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi, f"{m}_p": t.p_value})
+            own = metrics[key]
+            row.update({k: own[k] for k in ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo",
+                                            "chrf_hi") if k in own})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],
+                      baselines: Mapping[str, Any], factory: Any, state: Any) -> Path:
+    """Builds a translating scorer from the search's `CandidateScorerFactory` and the
+    supernet state, runs `compare_rows` and writes ``RUN_DIR/comparisons.csv`` atomically."""
+    settings = dataclasses.replace(factory.settings, bleu=True)
+    scorer = dataclasses.replace(factory, settings=settings)(state)
+    table = compare_rows(front, baselines, scorer)
+    path = Path(run_dir) / COMPARISONS
+    with atomic_path(path, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+    return path

@@ -1,0 +1,183 @@
+"""Uncertainty of scores and paired tests (automoe.stats, automoe.bleu) against oracles:
+sacreBLEU's own bootstrap and paired test, a brute-force bootstrap of the ratio estimator,
+brute-force Kendall tau; and the search's tables and comparisons that carry them."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.significance import PairedTest
+
+from automoe.bleu import corpus_scores
+from automoe.stats import loss_with_se, paired_bleu_test, paired_loss_test, rank_agreement
+
+WORDS = "the a cat dog house sees runs small big old man child eats bread and".split()
+
+
+def _corpus(n: int, seed: int, noise: float = 0.3, noise_seed: int = 0
+            ) -> tuple[list[str], list[str]]:
+    """n reference sentences (a function of `seed`) and hypotheses that are the references
+    with words replaced at rate `noise`."""
+    rng, noisy = random.Random(seed), random.Random(noise_seed)
+    refs, hyps = [], []
+    for _ in range(n):
+        ref = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
+        hyp = [w if noisy.random() > noise else noisy.choice(WORDS) for w in ref]
+        refs.append(" ".join(ref))
+        hyps.append(" ".join(hyp))
+    return hyps, refs
+
+
+def test_bleu_and_chrf_intervals_equal_sacrebleus_own_bootstrap():
+    hyps, refs = _corpus(60, 0)
+    ours = corpus_scores(hyps, refs, n_bootstrap=500)
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        theirs = metric.corpus_score(hyps, [refs], n_bootstrap=500)
+        assert ours[name] == pytest.approx(theirs.score)
+        assert ours[f"{name}_lo"] == pytest.approx(theirs._mean - theirs._ci, abs=1e-4)
+        assert ours[f"{name}_hi"] == pytest.approx(theirs._mean + theirs._ci, abs=1e-4)
+        assert ours[f"{name}_lo"] < ours[name] < ours[f"{name}_hi"]
+        assert "bs:500" in ours["signatures"][name]
+    assert "bleu_lo" not in corpus_scores(hyps, refs)  # no interval unless asked
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        corpus_scores(hyps, refs, n_bootstrap=1)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), noise=st.floats(0.15, 0.6))
+def test_intervals_shrink_as_the_dev_set_grows(seed, noise):
+    small = _corpus(25, seed, noise)
+    large = _corpus(400, seed, noise)  # the same distribution, 16x the sentences
+    for metric in ("bleu", "chrf"):
+        a = corpus_scores(*small, n_bootstrap=300)
+        b = corpus_scores(*large, n_bootstrap=300)
+        assert b[f"{metric}_hi"] - b[f"{metric}_lo"] < a[f"{metric}_hi"] - a[f"{metric}_lo"]
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(5, 40, size=400)
+    sums = counts * rng.gamma(4.0, 1.0, size=400)
+    assert loss_with_se(sums, counts)[1] < loss_with_se(sums[:25], counts[:25])[1]
+
+
+def test_loss_standard_error_matches_a_brute_force_bootstrap():
+    rng = np.random.default_rng(1)
+    counts = rng.integers(3, 60, size=300)
+    sums = counts * rng.gamma(3.0, 1.5, size=300) + rng.normal(0, 5, size=300)
+    mean, se = loss_with_se(sums, counts)
+    assert mean == pytest.approx(sums.sum() / counts.sum())
+    idx = rng.integers(0, 300, size=(20_000, 300))
+    boot = sums[idx].sum(1) / counts[idx].sum(1)
+    assert se == pytest.approx(boot.std(), rel=0.05)
+    assert np.isnan(loss_with_se([3.0], [2])[1])
+    with pytest.raises(ValueError, match="same length"):
+        loss_with_se([1.0, 2.0], [1])
+
+
+def test_paired_loss_test_detects_a_consistent_gap_and_not_an_identity():
+    rng = np.random.default_rng(2)
+    counts = rng.integers(5, 30, size=200)
+    base = counts * rng.gamma(4.0, 1.0, size=200)
+    better = base - 0.05 * counts + rng.normal(0, 0.2, size=200)
+    r = paired_loss_test(better, base, counts)
+    assert r.delta == pytest.approx((better.sum() - base.sum()) / counts.sum())
+    assert r.p_value < 0.01 and r.lo < r.delta < r.hi < 0
+    same = paired_loss_test(base, base, counts)
+    assert same.delta == 0 and same.p_value == 1.0
+    # noise only: the difference is not significant and its interval straddles zero
+    noisy = paired_loss_test(base + rng.normal(0, 1.0, size=200), base, counts)
+    assert noisy.lo < 0 < noisy.hi or noisy.p_value > 0.01
+
+
+def test_paired_bleu_test_p_values_equal_sacrebleus_paired_bootstrap():
+    hyps_a, refs = _corpus(80, 3, noise=0.2)
+    hyps_b, refs_b = _corpus(80, 3, noise=0.45, noise_seed=1)
+    assert refs_b == refs
+    ours = paired_bleu_test(hyps_a, hyps_b, refs, resamples=400)
+    _, theirs = PairedTest([("b", hyps_b), ("a", hyps_a)], {"BLEU": BLEU(), "chrF": CHRF()},
+                           [refs], test_type="bs", n_samples=400)()
+    for name, metric in (("BLEU", "bleu"), ("chrF2", "chrf")):
+        assert ours[metric].a == pytest.approx(theirs[name][1].score)
+        assert ours[metric].b == pytest.approx(theirs[name][0].score)
+        assert ours[metric].p_value == pytest.approx(theirs[name][1].p_value)
+        assert ours[metric].lo < ours[metric].delta < ours[metric].hi
+    assert paired_bleu_test(hyps_a, hyps_a, refs, resamples=100)["bleu"].p_value == 1.0
+
+
+def _brute_tau(x, y) -> float:
+    conc = disc = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        s = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+        conc += s > 0
+        disc += s < 0
+    return (conc - disc) / (len(x) * (len(x) - 1) / 2)
+
+
+def test_rank_agreement_equals_brute_force_kendall_with_an_interval():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=20)
+    y = x + rng.normal(scale=0.8, size=20)
+    r = rank_agreement(x, y, resamples=500)
+    assert r.tau == pytest.approx(_brute_tau(x, y))  # no ties: tau-b = tau-a
+    assert r.tau_lo < r.tau < r.tau_hi and r.rho_lo < r.rho < r.rho_hi
+    assert rank_agreement(x, np.exp(x), resamples=50).tau == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_agreement([1.0, 2.0], [1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    from search_helpers import make_world
+
+    from automoe.search import SearchSettings, run_search
+
+    supernet, data = make_world(tmp_path_factory.mktemp("world"))
+    out = tmp_path_factory.mktemp("runs") / "bleu"
+    run_search(SearchSettings(supernet=str(supernet), data=str(data), out=str(out),
+                              objectives=("bleu", "flops"), generations=2, population=4,
+                              workers=0, seed=2, progress=False))
+    return out, supernet, data
+
+
+def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
+    from automoe.search import scoring
+
+    out, supernet, data = searched
+    table = pd.read_csv(out / "candidates.csv")
+    for col in ("bleu_lo", "bleu_hi", "chrf", "chrf_lo", "chrf_hi", "loss_se"):
+        assert col in table and table[col].notna().all(), col
+        assert col in pd.read_csv(out / "pareto.csv") and col in pd.read_csv(out / "baselines.csv")
+    assert (table["bleu_lo"] <= table["bleu_hi"]).all() and (table["loss_se"] > 0).all()
+    cols = list(table.columns)
+    assert cols.index("bleu_lo") == cols.index("bleu") + 1  # a metric's interval follows it
+    # the search's loss and its SE are those of the whole dev split, sentence by sentence
+    ckpt = scoring.read_supernet(supernet)
+    scorer = scoring.CandidateScorerFactory.of(
+        ckpt, data, scoring.ScoringSettings(bleu=False))(ckpt.state)
+    row = table.iloc[0]
+    from search_spaces import SubnetConfig
+
+    config = SubnetConfig.from_json(row["config"])
+    sent = scorer.dev.sentences(scorer.model, config)
+    assert len(sent.loss) == 24  # every valid sentence (dev_sentences 0 = all)
+    assert row["loss"] == pytest.approx(sent.loss.sum() / sent.tokens.sum(), rel=1e-6)
+    assert row["loss_se"] == pytest.approx(loss_with_se(sent.loss, sent.tokens)[1], rel=1e-6)
+
+    comp = pd.read_csv(out / "comparisons.csv")
+    front = pd.read_csv(out / "pareto.csv")
+    baselines = pd.read_csv(out / "baselines.csv")
+    assert len(comp) == len(front) * len(baselines)
+    assert set(comp["key"]) == set(front["key"])
+    for col in ("loss_p", "bleu_p", "chrf_p", "bleu_delta_lo", "bleu_delta_hi"):
+        assert comp[col].notna().all(), col
+    merged = comp.merge(baselines[["baseline", "loss", "bleu"]], on="baseline",
+                        suffixes=("", "_table"))
+    assert np.allclose(merged["loss_baseline"], merged["loss_table"], rtol=1e-6)
+    assert np.allclose(merged["bleu_baseline"], merged["bleu_table"], rtol=1e-6)
+    same = comp[comp["key"] == comp["baseline_key"]]
+    assert (same["loss_delta"] == 0).all() and (same["loss_p"] == 1).all()
