@@ -57,6 +57,11 @@ class TrainOptions:
         normalize_before: pre-LN layers instead of post-LN (HAT/fairseq's default). The
             demo presets use pre-LN: on the demo corpus it reached at 200 updates the dev
             loss post-LN reached at 500 (docs/training.md).
+        cpu_bf16: bf16 autocast of the training passes on the CPU as well.
+        shared_positions: one sinusoid table of the model's largest width, sliced by every
+            width (HAT), instead of one sinusoid per width (`ModelOptions.positions_dim`).
+        distill_weight: in-place distillation weight under the sandwich rule (0 = off;
+            `TrainConfig.distill_weight`).
     """
 
     max_updates: int
@@ -87,6 +92,9 @@ class TrainOptions:
     probe_random: int = 2
     bf16: bool = True
     normalize_before: bool = False
+    cpu_bf16: bool = False
+    shared_positions: bool = False
+    distill_weight: float = 0.0
 
     def resolve(self, world_size: int) -> TrainOptions:
         """Fills update_freq (from global_batches) and schedule_updates (from max_updates),
@@ -119,12 +127,16 @@ class TrainOptions:
             load_balance_coef=self.load_balance_coef, z_loss_coef=self.z_loss_coef,
             clip_norm=self.clip_norm, weight_decay=self.weight_decay,
             validate_every=self.validate_every, save_every=self.save_every,
-            keep_last=self.keep_last, bf16=self.bf16)
+            keep_last=self.keep_last, bf16=self.bf16, cpu_bf16=self.cpu_bf16,
+            distill_weight=self.distill_weight if supernet else 0.0)
 
-    def model_options(self) -> ModelOptions:
+    def model_options(self, *, positions_dim: int | None = None) -> ModelOptions:
+        """The model's options; `positions_dim` (the model's largest embedding width) is
+        used only with ``shared_positions``."""
         return ModelOptions(dropout=self.dropout, attention_dropout=self.attention_dropout,
                             activation_dropout=self.activation_dropout,
-                            normalize_before=self.normalize_before)
+                            normalize_before=self.normalize_before,
+                            positions_dim=positions_dim if self.shared_positions else None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,6 +15,7 @@ test BLEU/chrF with beam search; the numbers go to ``results.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -189,7 +190,9 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     opts = settings.options
     space = load_space(settings.space)
     vocab = int(read_meta(settings.data_dir)["vocab_size"])
-    options = opts.model_options()
+    dims = space.supernet
+    options = opts.model_options(positions_dim=max(dims.encoder_embed_dim,
+                                                   dims.decoder_embed_dim))
     model = SuperTransformer(space, vocab, options=options, seed=derive_seed("init", opts.seed))
     train_b, valid_b = _batchers(settings.data_dir, opts, info)
     identity = {"kind": "supernet", "space": space.to_dict(), "vocab_size": vocab,
@@ -261,9 +264,22 @@ def _subnet_model(settings: RunSettings) -> tuple[Transformer, dict[str, Any]]:
     config, opts = settings.subnet, settings.options
     assert config is not None
     vocab = int(read_meta(settings.data_dir)["vocab_size"])
-    model = Transformer.from_config(config, vocab, options=opts.model_options(),
+    options = opts.model_options(positions_dim=max(config.encoder_embed_dim,
+                                                   config.decoder_embed_dim))
+    if settings.init_from:  # inherited weights: the supernet's position table, flag or not
+        options = dataclasses.replace(options,
+                                      positions_dim=_supernet_positions(settings.init_from))
+    model = Transformer.from_config(config, vocab, options=options,
                                     seed=derive_seed("init", opts.seed))
     return model, _identity(model)
+
+
+def _supernet_positions(path: str | Path) -> int | None:
+    """``positions_dim`` of the supernet a subnet run inherits from (run dir or file)."""
+    path = Path(path)
+    file = path / LAST_CHECKPOINT if path.is_dir() else path
+    state = load_checkpoint(file, expect={"kind": "supernet"})
+    return ModelOptions.from_dict(state["model_options"], source=str(file)).positions_dim
 
 
 def _identity(model: Transformer) -> dict[str, Any]:

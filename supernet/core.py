@@ -82,6 +82,7 @@ class Run(NamedTuple):
     normalize_gates: bool
     training: bool
     max_positions: int
+    positions_dim: int | None = None  # the shared sinusoid's width (None: the stack's own)
 
 
 def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool) -> Run:
@@ -90,17 +91,25 @@ def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool) 
     return Run(scaled_rate(options.dropout, dim, ref),
                scaled_rate(options.activation_dropout, dim, ref),
                options.attention_dropout, options.normalize_before, options.router_jitter,
-               options.normalize_gates, training, options.max_positions)
+               options.normalize_gates, training, options.max_positions,
+               options.positions_dim)
 
 
 def _embed(tokens: torch.Tensor, table: torch.Tensor, *, offset: int, run: Run) -> torch.Tensor:
-    """Scaled token embedding plus sinusoidal positions: tokens [B, T] -> [B, T, d]."""
+    """Scaled token embedding plus sinusoidal positions: tokens [B, T] -> [B, T, d].
+
+    The positions are the first d columns of a ``run.positions_dim``-wide sinusoid when set
+    (HAT), else a d-wide sinusoid."""
     length, dim = tokens.shape[1], table.shape[1]
     if offset + length > run.max_positions:
         raise ValueError(f"sequence of {offset + length} tokens exceeds max_positions "
                          f"{run.max_positions}")
     x = F.embedding(tokens, table, padding_idx=PAD_ID) * math.sqrt(dim)
-    x = x + sinusoidal_positions(length, dim, offset=offset, device=x.device).to(x.dtype)
+    width = run.positions_dim or dim
+    if width < dim:
+        raise ValueError(f"positions_dim {width} is narrower than the embedding width {dim}")
+    pos = sinusoidal_positions(length, width, offset=offset, device=x.device)[:, :dim]
+    x = x + pos.to(x.dtype)
     return F.dropout(x, run.dropout, run.training)
 
 

@@ -82,8 +82,9 @@ class LayerStats(NamedTuple):
 def sinusoidal_positions(length: int, dim: int, *, offset: int = 0,
                          device: torch.device | None = None) -> torch.Tensor:
     """[length, dim] float32 sinusoidal embeddings of positions offset..offset+length-1
-    (fairseq layout: sines in the first half, cosines in the second). Computed for ``dim``
-    itself, so every width gets a proper sinusoid (no weights to share)."""
+    (fairseq layout: sines in the first half, cosines in the second). A model either computes
+    it for each width or slices the first d columns of one wide table
+    (`ModelOptions.positions_dim`)."""
     half = dim // 2
     step = math.log(10000.0) / max(half - 1, 1)
     freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -step)

@@ -31,6 +31,11 @@ class ModelOptions:
             ``calc_dropout``). None means the model's own widths (no scaling). A supernet
             fills in its maximal widths; `extract` passes them on so the static model drops
             out exactly like the supernet did.
+        positions_dim: width of the one sinusoid table that every stack takes its first d
+            columns from (HAT: the supernet's largest width), so the embedding columns that
+            all widths share see the same position signal at every width. None (the default,
+            and what an options dict without the key means) gives each width its own
+            d-wide sinusoid. Must be >= the model's embedding width; `extract` passes it on.
     """
 
     dropout: float = 0.1
@@ -41,6 +46,7 @@ class ModelOptions:
     router_jitter: float = 0.01
     normalize_gates: bool = False
     dropout_reference_dims: tuple[int, int] | None = None
+    positions_dim: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("dropout", "attention_dropout", "activation_dropout"):
@@ -61,12 +67,24 @@ class ModelOptions:
                 raise ValueError("ModelOptions: 'dropout_reference_dims' must be two positive "
                                  f"integers (encoder, decoder) or None, got {ref!r}")
             object.__setattr__(self, "dropout_reference_dims", tuple(ref))
+        pos = self.positions_dim
+        if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int) or pos < 2):
+            raise ValueError(f"ModelOptions: 'positions_dim' must be an integer >= 2 or None, "
+                             f"got {pos!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if self.dropout_reference_dims is not None:
             out["dropout_reference_dims"] = list(self.dropout_reference_dims)
+        if self.positions_dim is None:  # absent = per-width sinusoids: older files stay equal
+            del out["positions_dim"]
         return out
+
+    def check_positions(self, width: int, *, source: str) -> None:
+        """Raises ValueError unless the position table covers embedding width `width`."""
+        if self.positions_dim is not None and self.positions_dim < width:
+            raise ValueError(f"{source}: positions_dim {self.positions_dim} is narrower than "
+                             f"the embedding width {width}")
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> ModelOptions:

@@ -75,6 +75,7 @@ class SuperTransformer(nn.Module):
         self.dims, self.vocab_size = dims, vocab_size
         self.options = options.with_reference_dims(dims.encoder_embed_dim, dims.decoder_embed_dim)
         de, dd, q = dims.encoder_embed_dim, dims.decoder_embed_dim, dims.qkv_dim
+        self.options.check_positions(max(de, dd), source="SuperTransformer")
         self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd)))
         self.encoder_layers = nn.ModuleList(
             _EncoderLayer(d=de, qkv=q, hidden=dims.encoder_ffn_dim, experts=dims.encoder_experts)

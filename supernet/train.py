@@ -42,7 +42,7 @@ from supernet.training.distributed import (
 )
 from supernet.training.evaluate import EvalResult, autocast_for, evaluate_loss, forward
 from supernet.training.logs import CsvLog
-from supernet.training.loss import label_smoothed_nll
+from supernet.training.loss import distillation_kl, label_smoothed_nll
 from supernet.training.sampling import Space, derive_seed, subnets_for_update
 
 __all__ = ["BatchSource", "TrainResult", "train", "TRAIN_COLUMNS", "VALID_COLUMNS",
@@ -219,13 +219,21 @@ class _Trainer:
         sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # tokens, loss, nll, load-balance, z-loss
         for micro in range(cfg.update_freq):
             src, prev, target = (t.to(self.device, non_blocking=True) for t in next(batches)[:3])
+            teacher = None  # the largest subnet's detached log-probs [B, T, V] (distillation)
             for j, subnet in enumerate(subnets):
                 torch.manual_seed(derive_seed("dropout", cfg.seed, update,
                                               micro * info.world_size + info.rank, j))
-                with autocast_for(self.device, cfg.bf16):
+                with autocast_for(self.device, cfg.bf16, cpu=cfg.cpu_bf16):
                     logits, aux = forward(self.model, src, prev, subnet)
                 out = label_smoothed_nll(logits, target, epsilon=cfg.label_smoothing)
-                total = out.loss
+                loss = out.loss
+                if cfg.distill_weight > 0:  # sandwich: subnets[0] is the largest, the teacher
+                    if j == 0:
+                        teacher = torch.log_softmax(logits.detach().float(), dim=-1)
+                    else:
+                        kd = distillation_kl(logits, teacher, target)
+                        loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * kd
+                total = loss
                 lb = getattr(aux, "load_balance", None)
                 z = getattr(aux, "z_loss", None)
                 if lb is not None and cfg.load_balance_coef:
@@ -234,7 +242,7 @@ class _Trainer:
                     total = total + (out.ntokens * cfg.z_loss_coef) * z.float()
                 total.backward()
                 sums[0] += out.ntokens
-                sums[1] += float(out.loss.detach())
+                sums[1] += float(loss.detach())
                 sums[2] += float(out.nll)
                 sums[3] += out.ntokens * (float(lb.detach()) if lb is not None else 0.0)
                 sums[4] += out.ntokens * (float(z.detach()) if z is not None else 0.0)

@@ -136,6 +136,7 @@ class Transformer(nn.Module):
                              f"{vocab_size!r}")
         self.config, self.vocab_size, self.options = config, vocab_size, options
         de, dd, q = config.encoder_embed_dim, config.decoder_embed_dim, config.qkv_dim
+        options.check_positions(max(de, dd), source="Transformer")
         self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd), device="meta"))
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d=de, qkv=q, heads=h, dims=dims, top_k=k)

@@ -306,3 +306,71 @@ def test_bf16_autocast_forward_on_cpu(supernet):
     assert aux.load_balance.dtype == torch.float32
     assert torch.isfinite(logits).all()
     assert (logits.float() - ref).abs().max() < 0.25  # bf16 rounding, same function
+
+
+def test_shared_positions_slice_one_table_and_extract_keeps_it(space, tmp_path):
+    """positions_dim: every width adds the first d columns of one 32-wide sinusoid (HAT);
+    the extracted and the saved/loaded static models compute exactly the supernet's view;
+    options without the key keep the per-width sinusoid."""
+    from supernet.functional import sinusoidal_positions
+
+    wide = max(space.supernet.encoder_embed_dim, space.supernet.decoder_embed_dim)
+    shared = SuperTransformer(space, VOCAB, options=ModelOptions(positions_dim=wide),
+                              seed=1).eval()
+    own = SuperTransformer(space, VOCAB, seed=1).eval()
+    src, prev = batch(seed=3)
+    for config in (HETERO_A, HETERO_B, SMALL):
+        logits, _ = shared(src, prev, config)
+        static = shared.extract(config)
+        assert static.options.positions_dim == wide
+        torch.testing.assert_close(static(src, prev)[0], logits, **TIGHT)
+        torch.testing.assert_close(incremental(static, src, prev), logits, **STEP)
+        loaded = Transformer.load(static.save(tmp_path / config.key()[:12]))
+        torch.testing.assert_close(loaded(src, prev)[0], logits, **TIGHT)
+        # a width of 24 < 32 sees a different position signal than its own sinusoid
+        assert not torch.allclose(own(src, prev, config)[0], logits, atol=1e-3)
+    # at the table's own width the two options coincide
+    torch.testing.assert_close(own(src, prev, space.largest())[0],
+                               shared(src, prev, space.largest())[0], **TIGHT)
+    # what the encoder adds: embedding * sqrt(d) + the first d columns of the wide table
+    table = shared.weights(SMALL).embed[:, :24]
+    got = torch.nn.functional.embedding(src, table, padding_idx=PAD_ID) * 24 ** 0.5
+    expected = got + sinusoidal_positions(src.shape[1], wide)[:, :24]
+    from supernet import core
+
+    run = shared.run_settings(SMALL, 0)
+    torch.testing.assert_close(core._embed(src, table, offset=0, run=run), expected, **TIGHT)
+    assert not torch.allclose(sinusoidal_positions(7, wide)[:, :24], sinusoidal_positions(7, 24))
+    # older option dicts (no key) mean per-width sinusoids, and to_dict keeps them key-free
+    old = own.options.to_dict()
+    assert "positions_dim" not in old
+    assert ModelOptions.from_dict(old).positions_dim is None
+    assert ModelOptions.from_dict(shared.options.to_dict()).positions_dim == wide
+    with pytest.raises(ValueError, match="positions_dim 16 is narrower"):
+        SuperTransformer(space, VOCAB, options=ModelOptions(positions_dim=16))
+    with pytest.raises(ValueError, match="positions_dim"):
+        ModelOptions.from_dict({"positions_dim": 1.5})
+
+
+def test_bf16_autocast_backward_on_cpu_keeps_fp32_gradients(space):
+    """A training pass under CPU autocast (TrainConfig.cpu_bf16): fp32 weights and
+    gradients, close to the fp32 pass's gradients."""
+    from supernet.training.loss import label_smoothed_nll
+
+    model = SuperTransformer(space, VOCAB, options=ModelOptions(dropout=0.0), seed=3).train()
+    src, prev = batch(seed=9)
+    target = torch.roll(prev, -1, dims=1).masked_fill(prev.eq(PAD_ID), PAD_ID)
+    grads = []
+    for bf16 in (False, True):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, aux = model(src, prev, HETERO_A)
+        out = label_smoothed_nll(logits, target, epsilon=0.1)
+        (out.loss / out.ntokens + 0.01 * aux.load_balance).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
+                                if p.grad is not None]))
+        assert logits.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    fp32, bf16 = grads
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    cos = torch.nn.functional.cosine_similarity(fp32, bf16, dim=0)
+    assert cos > 0.99

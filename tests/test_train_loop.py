@@ -4,6 +4,7 @@ the sandwich rule and refusals. (tests/test_train_e2e.py runs the real SuperTran
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import replace
 
 import pytest
@@ -23,7 +24,7 @@ from train_fakes import (
 from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from supernet.training.checkpoint import load_checkpoint, plain
 from supernet.training.config import TrainConfig
-from supernet.training.loss import label_smoothed_nll
+from supernet.training.loss import distillation_kl, label_smoothed_nll
 from supernet.training.sampling import SamplingRule, probe_subnets
 from supernet.training.schedule import LRSchedule
 
@@ -211,6 +212,75 @@ def test_sandwich_gradient_is_the_token_mean_over_its_subnets(tmp_path, captured
             used += 1
             torch.testing.assert_close(got, q.grad, rtol=1e-5, atol=1e-7)
     assert used > 0
+
+
+def test_in_place_distillation_gradient_matches_a_naive_reference(tmp_path, captured):
+    """Sandwich + distillation: the largest subnet learns from labels, the smallest from
+    (1 - w) * label loss + w * KL(largest's detached prediction || its own)."""
+    w = 0.7
+    model, reference = _model(dropout=0.0), _model(dropout=0.0)
+    batch = make_batches(1, 5, seed=8)
+    cfg = _config(max_updates=1, sampling=SamplingRule("sandwich", 0), clip_norm=0.0,
+                  load_balance_coef=0.5, validate_every=0, save_every=0, distill_weight=w)
+    _run(tmp_path, cfg, batches=batch, model=model)
+    src, prev, target = batch[0]
+    t_logits, t_aux = reference(src, prev, SPACE.largest())
+    teacher = out_t = label_smoothed_nll(t_logits, target, epsilon=0.1)
+    s_logits, s_aux = reference(src, prev, SPACE.smallest())
+    out_s = label_smoothed_nll(s_logits, target, epsilon=0.1)
+    lp_t = torch.log_softmax(t_logits.detach(), -1)
+    kl = (lp_t.exp() * (lp_t - torch.log_softmax(s_logits, -1))).sum(-1)
+    kl = kl.masked_fill(target.eq(0), 0.0).sum()
+    torch.testing.assert_close(kl, distillation_kl(s_logits, lp_t, target))
+    total = (teacher.loss + 0.5 * out_t.ntokens * t_aux.load_balance
+             + (1 - w) * out_s.loss + w * kl + 0.5 * out_s.ntokens * s_aux.load_balance)
+    (total / (out_t.ntokens + out_s.ntokens)).backward()
+    used = 0
+    for got, q in zip(captured, reference.parameters(), strict=True):
+        assert (got is None) == (q.grad is None)
+        if got is not None:
+            used += 1
+            torch.testing.assert_close(got, q.grad, rtol=1e-5, atol=1e-7)
+    assert used > 0
+
+
+def test_distillation_weight_zero_is_plain_sandwich_and_weight_changes_training(tmp_path):
+    rule = SamplingRule("sandwich", 1)
+    runs = {}
+    for name, w in (("plain", None), ("zero", 0.0), ("kd", 0.5)):
+        cfg = _config(max_updates=3, sampling=rule, validate_every=0, save_every=0,
+                      **({} if w is None else {"distill_weight": w}))
+        _run(tmp_path / name, cfg)
+        runs[name] = load_checkpoint(tmp_path / name / LAST_CHECKPOINT)["model"]
+    for key, value in runs["plain"].items():
+        assert torch.equal(value, runs["zero"][key]), key
+    assert any(not torch.equal(v, runs["kd"][k]) for k, v in runs["plain"].items())
+
+
+class _AutocastSpy(FakeSupernet):
+    """Records whether CPU autocast was on at each forward, per train/eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__(0.1)
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, src, prev, subnet):
+        self.seen.add((self.training, torch.is_autocast_enabled("cpu")))
+        with torch.autocast("cpu", enabled=False):  # the stand-in is not autocast-safe
+            return super().forward(src, prev, subnet)
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_bf16_autocasts_training_passes_only(tmp_path, cpu_bf16):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = _AutocastSpy()
+    result = _run(tmp_path, _config(max_updates=2, validate_every=2, cpu_bf16=cpu_bf16),
+                  model=model)
+    # training passes under autocast only when asked; validation always in fp32
+    assert model.seen == {(True, cpu_bf16), (False, False)}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+    assert math.isfinite(result.best_loss)
 
 
 def test_standalone_model_trains_with_a_fixed_architecture(tmp_path):

@@ -17,7 +17,8 @@ from train_fakes import FakeSpace
 
 from supernet.tokens import PAD_ID
 from supernet.training.config import TrainConfig
-from supernet.training.loss import label_smoothed_nll
+from supernet.training.evaluate import autocast_for
+from supernet.training.loss import distillation_kl, label_smoothed_nll
 from supernet.training.sampling import (
     SamplingRule,
     derive_seed,
@@ -154,6 +155,35 @@ def test_loss_is_computed_in_fp32_and_checks_shapes():
         label_smoothed_nll(logits, target[:, :2], epsilon=0.1)
 
 
+def test_distillation_kl_equals_a_hand_computed_kl_over_labelled_tokens():
+    # one labelled token with V = 2 and one padding position (ignored)
+    student = torch.tensor([[[0.0, math.log(3.0)], [5.0, -5.0]]], requires_grad=True)  # [1, 2, 2]
+    teacher = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1]]]))
+    target = torch.tensor([[5, PAD_ID]])
+    # student probs (1/4, 3/4); KL = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75)
+    want = 0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0)
+    kl = distillation_kl(student, teacher, target)
+    assert kl.item() == pytest.approx(want, rel=1e-6)
+    kl.backward()  # d KL / d logits = p_student - p_teacher on labelled tokens, 0 on padding
+    torch.testing.assert_close(student.grad, torch.tensor([[[-0.25, 0.25], [0.0, 0.0]]]))
+    assert distillation_kl(teacher.clone(), teacher, target).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation_kl(student.bfloat16(), teacher, target).dtype == torch.float32
+    with pytest.raises(ValueError, match="do not match"):
+        distillation_kl(student[:, :1], teacher, target)
+
+
+def test_autocast_for_cpu_only_when_asked():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    with autocast_for(cpu, True):  # the CUDA switch alone leaves the CPU in fp32
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_for(cpu, False, cpu=True):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast_for(cuda, False, cpu=True):  # a CUDA device never autocasts the CPU
+        assert not torch.is_autocast_enabled("cpu")
+
+
 # ---- config -----------------------------------------------------------------------------------
 
 
@@ -169,6 +199,16 @@ def test_train_config_round_trips_and_reports_differences():
         TrainConfig.from_dict({**cfg.to_dict(), "lr": 1})
     with pytest.raises(ValueError, match="update_freq must be >= 1"):
         TrainConfig(max_updates=1, schedule=cfg.schedule, update_freq=0)
+    kd = TrainConfig(max_updates=10, schedule=cfg.schedule, sampling=SamplingRule("sandwich", 1),
+                     distill_weight=0.5, cpu_bf16=True)
+    assert TrainConfig.from_dict(kd.to_dict()) == kd
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("distill_weight", "cpu_bf16")}
+    assert TrainConfig.from_dict(old) == cfg  # checkpoints from before the two settings
+    with pytest.raises(ValueError, match="distill_weight > 0 needs the sandwich"):
+        TrainConfig(max_updates=1, schedule=cfg.schedule, distill_weight=0.5)
+    with pytest.raises(ValueError, match=r"distill_weight must be in \[0, 1\]"):
+        TrainConfig(max_updates=1, schedule=cfg.schedule, sampling=kd.sampling,
+                    distill_weight=1.5)
     assert math.isfinite(cfg.schedule.lr(3))
 
 
@@ -190,6 +230,23 @@ def test_wmt_preset_is_the_automoe_hat_recipe():
     assert sup.model_options().dropout == 0.3 and sup.model_options().attention_dropout == 0.1
     sub = get_preset("wmt", "subnet").resolve(world_size=8)
     assert sub.warmup_updates == 4_000 and sub.train_config(supernet=False).sampling is None
+
+
+def test_new_training_options_map_to_the_loop_and_the_model():
+    from automoe.presets import TrainOptions
+
+    opts = TrainOptions(max_updates=10, max_tokens=64, sampling="sandwich", cpu_bf16=True,
+                        shared_positions=True, distill_weight=0.5).resolve(1)
+    cfg = opts.train_config(supernet=True)
+    assert cfg.cpu_bf16 and cfg.distill_weight == 0.5
+    assert opts.train_config(supernet=False).distill_weight == 0.0  # no teacher without sampling
+    assert opts.model_options(positions_dim=256).positions_dim == 256
+    plain = TrainOptions(max_updates=10, max_tokens=64)
+    assert plain.model_options(positions_dim=256).positions_dim is None
+    assert not plain.train_config(supernet=True).cpu_bf16
+    old = {k: v for k, v in plain.to_dict().items()
+           if k not in ("cpu_bf16", "shared_positions", "distill_weight")}
+    assert TrainOptions.from_dict(old) == plain  # run.json files from before the options
 
 
 def test_presets_and_overrides_fail_clearly():

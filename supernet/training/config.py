@@ -34,6 +34,14 @@ class TrainConfig:
         keep_last: also keep this many model-only checkpoints checkpoint_<update>.pt
             (for averaging).
         bf16: bf16 autocast on CUDA (ignored on the CPU).
+        cpu_bf16: bf16 autocast of the training passes on the CPU too (master weights,
+            Adam and the loss stay fp32; validation stays fp32). Off by default: it pays
+            only on CPUs with native bf16 matmuls (AVX-512 BF16 / AMX).
+        distill_weight: in-place distillation under the sandwich rule (BigNAS / OFA): every
+            subnet of an update but the largest learns from ``(1 - w) * label loss + w *
+            KL(largest || subnet)``, the KL against the largest subnet's detached
+            predictions on the same batch (the largest is trained first, from labels only).
+            0 = plain sandwich; 1 = soft targets only (BigNAS).
     """
 
     max_updates: int
@@ -52,6 +60,8 @@ class TrainConfig:
     save_every: int = 0
     keep_last: int = 0
     bf16: bool = True
+    cpu_bf16: bool = False
+    distill_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_updates", "update_freq"):
@@ -67,6 +77,11 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.distill_weight > 0 and (self.sampling is None or self.sampling.kind != "sandwich"):
+            raise ValueError("distill_weight > 0 needs the sandwich sampling rule (its largest "
+                             "subnet is the teacher)")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

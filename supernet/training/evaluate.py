@@ -44,10 +44,14 @@ def forward(model: torch.nn.Module, src: torch.Tensor, prev: torch.Tensor,
     return model(src, prev, subnet)
 
 
-def autocast_for(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked, nothing on the CPU."""
+def autocast_for(device: torch.device, bf16: bool, *,
+                 cpu: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when `bf16`; on the CPU only when `cpu` (it pays only where the
+    CPU has native bf16 matmuls, docs/benchmarks.md "Quality per minute")."""
     if bf16 and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if cpu and device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

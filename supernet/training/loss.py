@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from supernet.tokens import PAD_ID
 
-__all__ = ["LossSums", "label_smoothed_nll"]
+__all__ = ["LossSums", "label_smoothed_nll", "distillation_kl"]
 
 
 class LossSums(NamedTuple):
@@ -55,3 +55,25 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, *, epsilon: f
     else:
         loss = nll.sum()
     return LossSums(loss, nll.sum().detach(), int(target.numel() - int(pad.sum())))
+
+
+def distillation_kl(logits: torch.Tensor, teacher_lprobs: torch.Tensor, target: torch.Tensor, *,
+                    ignore_index: int = PAD_ID) -> torch.Tensor:
+    """Summed ``KL(teacher || student)`` over the labelled tokens (in-place distillation).
+
+    Args:
+        logits: the student's logits [B, T, V] (any float dtype; computed in fp32).
+        teacher_lprobs: the teacher's log-probabilities [B, T, V] (fp32, no gradient).
+        target: labels [B, T]; only positions where ``target != ignore_index`` count.
+
+    Returns: a scalar tensor, ``sum_t sum_v p_t(v) (log p_t(v) - log p_s(v))``, differentiable
+    in `logits`. Its gradient equals that of the soft-target cross entropy (the teacher's
+    entropy is a constant); the KL is reported because it is 0 when the two agree.
+    """
+    if logits.shape != teacher_lprobs.shape or logits.shape[:-1] != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)}, teacher {tuple(teacher_lprobs.shape)} "
+                         f"and target {tuple(target.shape)} do not match")
+    lprobs = F.log_softmax(logits.float(), dim=-1)  # [B, T, V]
+    teacher = teacher_lprobs.detach()
+    kl = (teacher.exp() * (teacher - lprobs)).sum(-1)  # [B, T]
+    return kl.masked_fill(target.eq(ignore_index), 0.0).sum()
