@@ -285,3 +285,34 @@ def test_resume_keeps_stored_settings(tmp_path):
     with pytest.raises(ValueError, match="a new supernet run needs --space"):
         resolve_run(tmp_path / "new", kind="supernet", resume=False, preset=None,
                     overrides={}, data_dir="d")
+
+
+def test_subnet_run_inherits_the_supernets_position_table(tmp_path):
+    """`automoe train --init-from`: the static model takes the supernet's positions_dim
+    (with or without shared_positions), so inherited weights compute what they did."""
+    from automoe.data.store import FORMAT, META_FILE
+    from automoe.presets import get_preset
+    from automoe.training import RunSettings, _subnet_model
+    from search_spaces import load_space
+    from supernet import ModelOptions, SuperTransformer
+    from supernet.training.checkpoint import save_checkpoint
+
+    space = load_space("tiny")
+    (tmp_path / META_FILE).write_text(json.dumps({"format": FORMAT, "vocab_size": 40}))
+    subnet = space.smallest()
+    for positions in (None, 32):
+        sup = SuperTransformer(space, 40, options=ModelOptions(positions_dim=positions))
+        ckpt = save_checkpoint(tmp_path / f"sup{positions}.pt", {
+            "kind": "supernet", "space": space.to_dict(), "vocab_size": 40,
+            "model_options": sup.options.to_dict(), "model": sup.state_dict()})
+        for shared in (False, True):
+            opts = get_preset("demo", "subnet").override({"shared_positions": shared})
+            settings = RunSettings("subnet", str(tmp_path), opts.resolve(1), subnet=subnet,
+                                   init_from=str(ckpt))
+            model, identity = _subnet_model(settings)
+            assert model.options.positions_dim == positions
+            assert identity["model_options"] == model.options.to_dict()
+    # from scratch the flag decides: the subnet's own largest width
+    opts = get_preset("demo", "subnet").override({"shared_positions": True}).resolve(1)
+    model, _ = _subnet_model(RunSettings("subnet", str(tmp_path), opts, subnet=subnet))
+    assert model.options.positions_dim == max(subnet.encoder_embed_dim, subnet.decoder_embed_dim)
