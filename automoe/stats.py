@@ -184,9 +184,21 @@ class RankAgreement:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def _interval(values: list[float]) -> tuple[float, float]:
+    """95% percentile interval of the finite `values` (NaN, NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def _taus(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from scipy.stats import kendalltau, spearmanr
 
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant series ranks nothing
+        return math.nan, math.nan
     tau = kendalltau(x, y).statistic
     rho = spearmanr(x, y).statistic
     return float(tau), float(rho)
@@ -207,7 +219,7 @@ def rank_agreement(x: Sequence[float], y: Sequence[float], *, resamples: int = 2
                    seed: int | None = None) -> RankAgreement:
     """Kendall tau-b and Spearman rho of `x` against `y` ([n] each), with percentile
     bootstrap intervals over the n items (resamples where either series is constant, so
-    that a correlation is undefined, are skipped)."""
+    that a correlation is undefined, are skipped; a constant series gives NaN)."""
     xa, ya = _check_pairs(x, y)
     tau, rho = _taus(xa, ya)
     rng = np.random.default_rng(bootstrap_seed() if seed is None else seed)
@@ -219,8 +231,8 @@ def rank_agreement(x: Sequence[float], y: Sequence[float], *, resamples: int = 2
         t, r = _taus(xa[i], ya[i])
         taus.append(t)
         rhos.append(r)
-    tlo, thi = np.percentile(taus, [2.5, 97.5])
-    rlo, rhi = np.percentile(rhos, [2.5, 97.5])
+    tlo, thi = _interval(taus)
+    rlo, rhi = _interval(rhos)
     return RankAgreement(len(xa), tau, float(tlo), float(thi), rho, float(rlo), float(rhi),
                          len(taus))
 
@@ -241,7 +253,9 @@ def tau_difference(x1: Sequence[float], x2: Sequence[float], y: Sequence[float],
             continue
         diffs.append(_taus(a[i], ya[i])[0] - _taus(b[i], ya[i])[0])
     d = np.asarray(diffs)
-    lo, hi = np.percentile(d, [2.5, 97.5])
+    if not np.isfinite(delta) or len(d) == 0:
+        return {"delta": float(delta), "lo": math.nan, "hi": math.nan, "p_value": math.nan}
+    lo, hi = _interval(diffs)
     side = np.mean(d <= 0) if delta > 0 else np.mean(d >= 0)
     return {"delta": float(delta), "lo": float(lo), "hi": float(hi),
             "p_value": float(min(1.0, 2 * (side * len(d) + 1) / (len(d) + 1)))}

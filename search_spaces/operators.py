@@ -33,6 +33,7 @@ __all__ = [
     "largest_dense",
     "mutate",
     "sample",
+    "sample_dense",
     "to_genome",
 ]
 
@@ -147,6 +148,18 @@ def sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:
     """Each gene uniform over its allowed values (top-k over those ``<=`` the layer's
     experts, ende_attn over those ``<=`` the encoder depth)."""
     return from_genome(space, _random_genome(space, rng))
+
+
+def sample_dense(space: SearchSpace, rng: random.Random) -> SubnetConfig:
+    """A random dense subnet: every gene uniform as in `sample`, except one expert (top-1)
+    per layer. Needs 1 among the expert choices of both sides."""
+    if 1 not in space.encoder_experts or 1 not in space.decoder_experts:
+        raise ValueError(f"space {space.name!r}: 1 expert is not a choice, no dense subnet")
+    genome: Genome = {}
+    for gene in gene_order(space):
+        genome[gene] = 1 if gene[-1] in ("experts", "top_k") else rng.choice(
+            _domain(space, genome, gene))
+    return from_genome(space, genome)
 
 
 def mutate(space: SearchSpace, config: SubnetConfig, prob: float, rng: random.Random) -> SubnetConfig:

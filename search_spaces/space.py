@@ -176,6 +176,10 @@ class SearchSpace:
         """One random subnet: each gene uniform over its allowed choices (HAT's sampler)."""
         return operators.sample(self, rng)
 
+    def sample_dense(self, rng: random.Random) -> SubnetConfig:
+        """One random dense subnet (one expert per layer, every other gene uniform)."""
+        return operators.sample_dense(self, rng)
+
     def mutate(self, config: SubnetConfig, prob: float, rng: random.Random) -> SubnetConfig:
         """Each gene of the full-depth genome is resampled with probability ``prob``."""
         return operators.mutate(self, config, prob, rng)

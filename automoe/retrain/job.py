@@ -137,22 +137,29 @@ class RetrainOutcome:
 # ---- the job ------------------------------------------------------------------------------
 
 
-def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(pareto, candidates, search.json settings) of a search RUN_DIR."""
+def _read_run(run: Path, *, need_front: bool = True
+              ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, Any]]:
+    """(pareto, candidates, search.json settings) of a search RUN_DIR (or of another run dir
+    with the same tables, e.g. `automoe fidelity`'s); pareto is None when absent and not
+    needed (explicit --keys)."""
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such search run directory")
-    tables = []
+    tables: list[pd.DataFrame | None] = []
     for name in ("pareto.csv", "candidates.csv"):
         path = run / name
         if not path.is_file():
+            if name == "pareto.csv" and not need_front:
+                tables.append(None)
+                continue
             raise ValueError(f"{run}: no {name} (is this a finished `automoe search` RUN_DIR?)")
         tables.append(pd.read_csv(path, dtype={"key": str}))
     meta = run / "search.json"
     if not meta.is_file():
         raise ValueError(f"{run}: no search.json (is this an `automoe search` RUN_DIR?)")
     settings = json.loads(meta.read_text(encoding="utf-8")).get("settings", {})
-    if tables[0].empty:
+    if tables[0] is not None and tables[0].empty and need_front:
         raise ValueError(f"{run / 'pareto.csv'}: the front is empty (no feasible subnet)")
+    assert tables[1] is not None
     return tables[0], tables[1], settings
 
 
@@ -160,12 +167,13 @@ def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str,
     """Everything the trials need, checked; `keys` (a resumed job's) skip the choice.
     Nothing is written."""
     run = Path(settings.run_dir).resolve()
-    pareto, candidates, search = _read_run(run)
+    pareto, candidates, search = _read_run(run, need_front=keys is None and not settings.keys)
     data = Path(search.get("data", "")).resolve()
     if not (data / "meta.json").is_file():
         raise ValueError(f"{run / 'search.json'}: data dir {str(data)!r} is not a prepared "
                          "data dir (no meta.json)")
     if keys is None and not settings.keys:
+        assert pareto is not None
         keys = choose_keys(pareto, top=settings.top,
                            cost=cost_column(search.get("objectives", ())))
     keys = list(dict.fromkeys(keys if keys is not None else settings.keys))
@@ -325,7 +333,8 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
     table = _table(plan, results)
     path = plan["run"] / TABLE
     _write_csv(table, path)
-    _merge_front(plan["run"] / "pareto.csv", table)
+    if (plan["run"] / "pareto.csv").is_file():
+        _merge_front(plan["run"] / "pareto.csv", table)
     return RetrainOutcome(table, path, tuple(plan["keys"]))
 
 

@@ -356,23 +356,30 @@ class DevScorer:
         self.refs = valid.texts("tgt")[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
-    def sentences(self, model: Any, subnet: Any = None) -> SentenceScores:
-        """Per-sentence losses (and translations when BLEU is scored) of `model` (a supernet
-        with `subnet`, or a plain model with ``subnet=None``)."""
+    def losses(self, model: Any, subnet: Any = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-sentence loss, NLL and token counts ([N] each) of `model` (a supernet with
+        `subnet`, or a plain model with ``subnet=None``): one teacher-forced pass."""
+        return sentence_losses(model, self.batches, subnet, label_smoothing=self.label_smoothing,
+                               n=self.n, device=self.device)
+
+    def translations(self, model: Any, subnet: Any = None) -> list[str]:
+        """Detokenised translations of the dev sources (corpus order)."""
         from automoe.decoding import translate_ids
 
-        loss, nll, tokens = sentence_losses(model, self.batches, subnet,
-                                            label_smoothing=self.label_smoothing, n=self.n,
-                                            device=self.device)
-        hyps: list[str] = []
-        if self.settings.bleu:
-            s = self.settings
-            view = model.bind(subnet) if subnet is not None else model
-            ids = translate_ids(view, self.src, beam=s.beam, lenpen=s.lenpen,
-                                max_tokens=s.max_tokens, max_len_a=s.max_len_a,
-                                max_len_b=s.max_len_b, device=self.device)
-            assert self.tokenizer is not None
-            hyps = [self.tokenizer.decode(h) for h in ids]
+        s = self.settings
+        if self.tokenizer is None:
+            raise ValueError("this DevScorer does not score BLEU (settings.bleu is False)")
+        view = model.bind(subnet) if subnet is not None else model
+        ids = translate_ids(view, self.src, beam=s.beam, lenpen=s.lenpen,
+                            max_tokens=s.max_tokens, max_len_a=s.max_len_a,
+                            max_len_b=s.max_len_b, device=self.device)
+        return [self.tokenizer.decode(h) for h in ids]
+
+    def sentences(self, model: Any, subnet: Any = None) -> SentenceScores:
+        """Per-sentence losses (and translations when BLEU is scored) of `model`."""
+        loss, nll, tokens = self.losses(model, subnet)
+        hyps = self.translations(model, subnet) if self.settings.bleu else []
         return SentenceScores(loss, nll, tokens, hyps)
 
     def metrics(self, sentences: SentenceScores) -> dict[str, float]:
