@@ -25,7 +25,10 @@ import pandas as pd  # noqa: E402
 
 from automoe.io_utils import atomic_path  # noqa: E402
 
-__all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "AXES"]
+__all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
+           "AXES"]
+
+_QUALITY = ("bleu", "loss")  # the y axes; every other objective is a cost (x axis)
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,14 @@ class Axis:
 
 # Units and protocols go on the axes: a number without its protocol is not comparable.
 AXES: dict[str, Axis] = {
-    "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev subset)", True),
+    "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev set; bars: 95% bootstrap "
+                         "interval)", True),
     "bleu_retrained": Axis("bleu_retrained", "BLEU (sacreBLEU, retrained, test)", True),
-    "loss": Axis("loss", "dev loss (label-smoothed CE, inherited weights)", False),
+    "loss": Axis("loss", "dev loss (label-smoothed CE per token, inherited weights; bars: "
+                         "±1.96 SE over sentences)", False),
     "flops": Axis("flops", "GFLOPs ({flops_protocol})", False, 1e-9),
-    "latency_ms": Axis("latency_ms", "latency (ms, median, {latency_protocol})", False),
+    "latency_ms": Axis("latency_ms", "latency (ms, median; bars: p10-p90, "
+                                     "{latency_protocol})", False),
     "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
 }
 
@@ -133,6 +139,42 @@ def _dense(table: pd.DataFrame) -> np.ndarray:
     return np.zeros(len(table), dtype=bool)
 
 
+def default_pairs(runs: Sequence[RunTable]) -> list[tuple[str, str]]:
+    """The runs' own objectives as (x, y) pairs: each quality objective (BLEU, dev loss) as
+    y against each cost objective (FLOPs, latency, params) as x; FLOPs when a run has no
+    cost objective. Unknown objective names (a newer version's) are skipped."""
+    from automoe.search.objectives import METRICS
+
+    by_name = {m.name: m.column for m in METRICS.values()}
+    pairs: list[tuple[str, str]] = []
+    for run in runs:
+        names = [str(o).split(":")[0] for o in run.settings.get("settings", run.settings)
+                 .get("objectives", [])]
+        columns = [by_name.get(n, n) for n in names]
+        columns = [c for c in columns if c in AXES]
+        quality = [c for c in columns if c in _QUALITY] or ["bleu"]
+        costs = [c for c in columns if c not in _QUALITY] or ["flops"]
+        pairs += [(x, y) for y in quality for x in costs if (x, y) not in pairs]
+    return pairs
+
+
+def _spread(t: pd.DataFrame, axis: Axis, values: np.ndarray) -> np.ndarray | None:
+    """[2, N] error-bar lengths (below, above) of a column: its 95% interval (``_lo``/``_hi``
+    columns), 1.96 standard errors (``_se``) or, for latency, p10-p90; None if unknown."""
+    c = axis.column
+    if f"{c}_lo" in t and f"{c}_hi" in t:
+        lo, hi = (t[f"{c}_lo"].to_numpy(float) * axis.scale,
+                  t[f"{c}_hi"].to_numpy(float) * axis.scale)
+    elif f"{c}_se" in t:
+        half = 1.96 * t[f"{c}_se"].to_numpy(float) * axis.scale
+        lo, hi = values - half, values + half
+    elif c == "latency_ms" and "latency_p10_ms" in t and "latency_p90_ms" in t:
+        lo, hi = t["latency_p10_ms"].to_numpy(float), t["latency_p90_ms"].to_numpy(float)
+    else:
+        return None
+    return np.nan_to_num(np.vstack([values - lo, hi - values]).clip(0))
+
+
 def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
     """Draws runs on one axes; returns the number of front points drawn."""
     xa, ya = AXES[x], AXES[y]
@@ -161,6 +203,12 @@ def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
             if sel.any():
                 ax.scatter(xs[sel], ys[sel], s=46, color=color, marker=marker,
                            edgecolor="black", linewidth=0.6, zorder=3)
+        bars = front | is_base  # uncertainty where it matters: front and references
+        xerr, yerr = _spread(t, xa, xs), _spread(t, ya, ys)
+        if bars.any() and (xerr is not None or yerr is not None):
+            ax.errorbar(xs[bars], ys[bars], xerr=None if xerr is None else xerr[:, bars],
+                        yerr=None if yerr is None else yerr[:, bars], fmt="none",
+                        ecolor=color, elinewidth=0.8, capsize=2, alpha=0.7, zorder=2)
         drawn += int(front.sum())
         ax.plot([], [], color=color, lw=1.5, marker="s", label=f"{run.label}: Pareto front")
         if is_base.any():
@@ -189,14 +237,16 @@ def plot_runs(
     runs: Sequence[RunTable],
     out_dir: str | Path,
     *,
-    pairs: Sequence[tuple[str, str]] = (("flops", "bleu"), ("latency_ms", "bleu")),
+    pairs: Sequence[tuple[str, str]] | None = None,
     formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
-    """Writes one figure per (x, y) pair that the runs have columns for.
+    """Writes one figure per (x, y) pair that the runs have columns for (default: the
+    runs' own objectives, `default_pairs`).
 
     Returns:
         The written files (``{y}_vs_{x}.{fmt}``), written atomically.
     """
+    pairs = default_pairs(runs) if pairs is None else list(pairs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

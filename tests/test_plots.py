@@ -56,7 +56,9 @@ def _fake_run(tmp_path, name, n, seed):
     run = tmp_path / name
     run.mkdir()
     table.to_csv(run / "candidates.csv", index=False)
-    (run / "search.json").write_text(json.dumps({"protocols": {"flops": "b1 30+30 tok"}}))
+    (run / "search.json").write_text(json.dumps({
+        "protocols": {"flops": "b1 30+30 tok"},
+        "settings": {"objectives": ["bleu", "flops", "latency"]}}))
     return run, table
 
 
@@ -80,6 +82,34 @@ def test_plot_cli_writes_images_with_all_points(tmp_path):
                                  x_max=False, y_max=True).sum()
     assert front == expected_front
     assert "2×MACs" in ax.get_xlabel() and "b1 30+30 tok" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_default_plots_follow_the_runs_objectives(tmp_path):
+    """A search on (loss, flops) has no BLEU column: the default plot is loss vs FLOPs."""
+    run, table = _fake_run(tmp_path, "lossrun", 25, 2)
+    table = table.drop(columns=["bleu", "latency_ms"]).assign(
+        loss=lambda t: 7 - np.log(t.flops / 1e8), loss_se=0.02)
+    table.to_csv(run / "candidates.csv", index=False)
+    (run / "search.json").write_text(json.dumps({"settings": {"objectives": ["loss",
+                                                                            "flops"]}}))
+    out = tmp_path / "plots"
+    assert main(["plot", str(run), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["loss_vs_flops.png", "loss_vs_flops.svg"]
+
+
+def test_front_and_baselines_carry_their_error_bars(tmp_path):
+    run_dir, table = _fake_run(tmp_path, "ci", 30, 3)
+    table["bleu_lo"], table["bleu_hi"] = table["bleu"] - 0.5, table["bleu"] + 1.5
+    table.to_csv(run_dir / "candidates.csv", index=False)
+    fig, ax = plt.subplots()
+    front = plot_front(ax, [load_run(run_dir)], "flops", "bleu")
+    (bars,) = [c for c in ax.containers if c.has_yerr]
+    segments = bars.lines[2][0].get_segments()
+    assert len(segments) == front + 1  # every front point and the baseline
+    spans = sorted((seg[0][1], seg[1][1]) for seg in segments)
+    expected = sorted(zip(table.bleu_lo, table.bleu_hi, strict=True))
+    assert all(any(np.allclose(s, e) for e in expected) for s in spans)
     plt.close(fig)
 
 

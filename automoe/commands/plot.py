@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--label", action="append", default=None, metavar="NAME",
                    help="legend label per run (repeat; default: the run's name)")
-    p.add_argument("--pairs", default="flops:bleu,latency_ms:bleu,params:bleu",
-                   help=f"comma-separated x:y pairs from {sorted(AXES)} (default: %(default)s)")
+    p.add_argument("--pairs", default=None,
+                   help=f"comma-separated x:y pairs from {sorted(AXES)} (default: each "
+                        "quality objective of the runs (bleu, loss) against each of their "
+                        "cost objectives, e.g. flops:loss,latency_ms:loss)")
     p.set_defaults(func=_run)
 
 
@@ -42,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if labels and len(labels) != len(args.runs):
         raise ValueError(f"--label given {len(labels)} times for {len(args.runs)} runs")
     runs = [load_run(r, labels[i] if labels else None) for i, r in enumerate(args.runs)]
-    for path in plot_runs(runs, args.out, pairs=_parse_pairs(args.pairs)):
+    pairs = _parse_pairs(args.pairs) if args.pairs is not None else None
+    for path in plot_runs(runs, args.out, pairs=pairs):
         print(path)
     return 0
