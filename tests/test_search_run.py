@@ -259,3 +259,15 @@ def test_bleu_is_sacrebleu_of_the_extracted_subnets_greedy_translations(world, t
             max_len_b=10)[0].tokens) for i in range(8)]
         assert row["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-6)
         assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-6)
+
+
+def test_experts_constraint_searches_dense_subnets_only(world, tmp_path):
+    """``--constraint experts<=1`` rejects every MoE proposal before scoring: all scored
+    candidates are dense, and the column agrees with the configs."""
+    out = tmp_path / "dense"
+    assert main(_args(world, "--out", str(out), "--generations", "2",
+                      "--constraint", "experts<=1")) == 0
+    table = pd.read_csv(out / "candidates.csv")
+    configs = [SubnetConfig.from_json(c) for c in table["config"]]
+    assert len(table) >= 6 and all(c.is_dense for c in configs)
+    assert (table["max_experts"] == 1).all()

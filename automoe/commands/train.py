@@ -41,6 +41,9 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("keep-last", int, "also keep the last N model-only checkpoints (for averaging)"),
     ("valid-sentences", int, "validate on the first N dev sentences (0 = all)"),
     ("probe-random", int, "random probe subnets validated besides the fixed ones"),
+    ("distill-weight", float, "in-place distillation weight under --sampling sandwich: the "
+                              "smaller subnets also learn the largest one's soft targets "
+                              "(0 = off)"),
 ]
 
 
@@ -112,6 +115,16 @@ def add_training_options(g: argparse._ArgumentGroup, *, skip: tuple[str, ...] = 
                            metavar="N" if kind is int else "X")
     g.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, default=None,
                    help="no bf16 autocast on CUDA")
+    g.add_argument("--cpu-bf16", dest="cpu_bf16", action="store_const", const=True,
+                   default=None, help="bf16 autocast of training passes on the CPU too "
+                                      "(fp32 master weights)")
+    g.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_const", const=False,
+                   default=None, help="fp32 training passes on the CPU")
+    g.add_argument("--shared-positions", dest="shared_positions", action="store_const",
+                   const=True, default=None,
+                   help="one sinusoid of the largest width, sliced by every width (HAT)")
+    g.add_argument("--per-width-positions", dest="shared_positions", action="store_const",
+                   const=False, default=None, help="a sinusoid per embedding width")
     g.add_argument("--pre-ln", dest="normalize_before", action="store_const", const=True,
                    default=None, help="pre-LN layers (the demo presets' choice)")
     g.add_argument("--post-ln", dest="normalize_before", action="store_const", const=False,
@@ -119,8 +132,9 @@ def add_training_options(g: argparse._ArgumentGroup, *, skip: tuple[str, ...] = 
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = [n.replace("-", "_") for n, _, _ in _OPTIONS] + ["bf16", "normalize_before",
-                                                             "sampling", "sandwich_random"]
+    names = [n.replace("-", "_") for n, _, _ in _OPTIONS] + [
+        "bf16", "normalize_before", "sampling", "sandwich_random", "cpu_bf16",
+        "shared_positions"]
     fields = set(TrainOptions.__dataclass_fields__)
     return {n: getattr(args, n) for n in names if n in fields and getattr(args, n, None)
             is not None}

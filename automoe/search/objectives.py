@@ -62,6 +62,9 @@ METRICS: dict[str, Metric] = {
         Metric("latency", "latency_ms", "min", "latency",
                "measured latency (ms, median) under the latency protocol",
                (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),
+        Metric("experts", "max_experts", "min", "cheap",
+               "most experts in any layer (1 = a dense subnet: --constraint experts<=1 "
+               "searches dense subnets only)"),
         Metric("predicted_latency", "predicted_latency_ms", "min", "cheap",
                "latency (ms) predicted by a fitted latency predictor (--predictor)",
                (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),

@@ -164,7 +164,7 @@ class CheapCosts:
             self.predictor_path = str(predictor)
 
     def __call__(self, config: Any) -> dict[str, float]:
-        """``{"flops", "params", "params_active"[, "predicted_latency_ms"]}``."""
+        """``{"flops", "params", "params_active", "max_experts"[, "predicted_latency_ms"]}``."""
         from automoe.costs.flops import flops
         from supernet.params import count_params
 
@@ -173,6 +173,7 @@ class CheapCosts:
             "flops": flops(config, self.flops_protocol).flops,
             "params": float(counts.hat),
             "params_active": float(counts.active - counts.embedding),
+            "max_experts": float(max(config.encoder_experts + config.decoder_experts)),
         }
         if self.predictor is not None:
             out["predicted_latency_ms"] = float(self.predictor.predict([config], self.space)[0])
