@@ -222,6 +222,17 @@ def test_killed_trial_resumes_to_the_uninterrupted_model(job):
         assert (trial / name).read_text() == (job.oracle_dir / job.better / name).read_text()
     assert Path(final["model_dir"]) == trial / "model"
     assert (trial / "model" / "spm.model").is_file()
+    # the test BLEU's interval: sacreBLEU's bootstrap of the trial's own hypotheses
+    from sacrebleu.metrics import BLEU
+
+    hyps = (trial / "test.hyp.txt").read_text().splitlines()
+    data = json.loads((job.run / "search.json").read_text())["settings"]["data"]
+    refs = (Path(data) / "test.tgt.txt").read_text().splitlines()[:len(hyps)]
+    theirs = BLEU().corpus_score(hyps, [refs], n_bootstrap=1000)
+    assert theirs.score == pytest.approx(final["bleu_retrained"])
+    assert final["bleu_retrained_lo"] == pytest.approx(theirs._mean - theirs._ci, abs=1e-4)
+    assert final["bleu_retrained_hi"] == pytest.approx(theirs._mean + theirs._ci, abs=1e-4)
+    assert math.isnan(job.first.loc[job.better, "bleu_retrained_lo"])
 
 
 def test_asha_stops_the_trial_that_lags_at_the_first_rung(job):

@@ -330,7 +330,7 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
             import ray
 
             ray.shutdown()
-    table = _table(plan, results)
+    table = _with_intervals(_table(plan, results), plan["job"]["data_dir"])
     path = plan["run"] / TABLE
     _write_csv(table, path)
     if (plan["run"] / "pareto.csv").is_file():
@@ -384,6 +384,34 @@ def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> p
             "error": "" if error is None else str(error).strip().splitlines()[-1][:300],
         })
     return pd.DataFrame(rows)
+
+
+def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
+    """Adds ``bleu_retrained_lo/_hi`` and ``chrf_retrained_lo/_hi``: sacreBLEU's 95%
+    bootstrap interval of each finished trial's test hypotheses (``test.hyp.txt`` beside its
+    model) against the same references (`automoe.bleu.corpus_scores`)."""
+    from automoe.bleu import corpus_scores
+    from automoe.data import load_split
+
+    refs = None
+    cols = {c: [] for c in ("bleu_retrained_lo", "bleu_retrained_hi", "chrf_retrained_lo",
+                            "chrf_retrained_hi")}
+    for _, row in table.iterrows():
+        hyp = Path(str(row["model_dir"])).parent / "test.hyp.txt" if row["model_dir"] else None
+        scores: dict[str, float] = {}
+        if row["status"] == "finished" and hyp is not None and hyp.is_file():
+            refs = refs if refs is not None else load_split(data_dir, "test").texts("tgt")
+            hyps = hyp.read_text(encoding="utf-8").splitlines()
+            scores = corpus_scores(hyps, refs[:len(hyps)], n_bootstrap=1000)
+        for name in ("bleu", "chrf"):
+            for side in ("lo", "hi"):
+                cols[f"{name}_retrained_{side}"].append(scores.get(f"{name}_{side}",
+                                                                   float("nan")))
+    out = table.copy()
+    for pos, (name, values) in enumerate(cols.items()):
+        anchor = "bleu_retrained" if name.startswith("bleu") else "chrf_retrained"
+        out.insert(out.columns.get_loc(anchor) + 1 + pos % 2, name, values)
+    return out
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
