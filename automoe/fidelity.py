@@ -407,7 +407,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",
                           lambda key, config: _timed_scores(dev, model, config),
                           desc="inherited", progress=settings.progress)
-        del model
+        model = None  # the supernet is not needed past this point
         normalize_before = bool(checkpoint.options.get("normalize_before", False))
         _write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
                                      normalize_before), out / "candidates.csv")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from automoe.io_utils import atomic_write_text
 
-__all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs", "run_pipeline", "preset_with"]
+__all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs", "run_pipeline", "preset_with",
+           "run_cli", "search_finished"]
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,9 @@ class PipelineOutputs:
     steps: tuple[tuple[str, float], ...] = ()  # (step, wall seconds) of the steps run
 
 
-def _run_cli(argv: Sequence[str], echo: Callable[[str], None],
+def run_cli(argv: Sequence[str], echo: Callable[[str], None],
              timings: list[tuple[str, float]] | None = None) -> None:
+    """Runs ``automoe ARGV`` in this process, echoed first; RuntimeError if it fails."""
     from automoe.cli import main
 
     echo("$ automoe " + shlex.join(argv))
@@ -117,7 +119,7 @@ def _run_cli(argv: Sequence[str], echo: Callable[[str], None],
                         time.perf_counter() - began))
 
 
-def _search_finished(run: Path) -> bool:
+def search_finished(run: Path) -> bool:
     meta = run / "search.json"
     return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get(
         "status") == "finished"
@@ -143,7 +145,7 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     timings: list[tuple[str, float]] = []
 
     def run(argv: list[str]) -> None:
-        _run_cli(argv, say, timings)
+        run_cli(argv, say, timings)
 
     root = Path(out)
     q = ("--quiet",) if quiet else ()
@@ -169,7 +171,7 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     run(train)
 
     search = root / "search"
-    if not _search_finished(search):
+    if not search_finished(search):
         if (search / "search.json").is_file():
             run(["search", "--resume", str(search), *q])
         else:
@@ -209,7 +211,7 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
     ref = (data / "test.tgt.txt").read_text(encoding="utf-8").splitlines()[:preset.translate]
     inp, hyp = out.with_suffix(".src.txt"), out.with_suffix(".hyp.txt")
     atomic_write_text(inp, "".join(s + "\n" for s in src))
-    _run_cli(["translate", str(subnet), "--input", str(inp), "--output", str(hyp),
+    run_cli(["translate", str(subnet), "--input", str(inp), "--output", str(hyp),
               *preset.translate_args], say, timings)
     hyps = hyp.read_text(encoding="utf-8").splitlines()
     rows = ["source\treference\ttranslation"] + [

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -18,7 +18,7 @@ from sacrebleu.significance import PairedTest
 from automoe.bleu import corpus_scores
 from automoe.stats import loss_with_se, paired_bleu_test, paired_loss_test, rank_agreement
 
-WORDS = "the a cat dog house sees runs small big old man child eats bread and".split()
+WORDS = ["the", "a", "cat", "dog", "house", "sees", "runs", "small", "big", "old", "man", "child", "eats", "bread", "and"]
 
 
 def _corpus(n: int, seed: int, noise: float = 0.3, noise_seed: int = 0

@@ -1,0 +1,217 @@
+"""The reference study: does the supernet rank subnets as training does, and at equal FLOPs
+does the searched MoE subnet match or beat the dense one after retraining?
+
+`run_study(StudyPlan, out)` runs, resumably, every step as an ``automoe`` command (echoed,
+like `automoe.pipeline`, so its log is the recipe):
+
+1. ``data prepare`` and ``supernet train`` (the pipeline's own steps);
+2. two searches on the same supernet and objectives: ``search/`` over the whole space and
+   ``dense_search/`` with ``--constraint experts<=1`` (dense subnets only);
+3. ``fidelity``: inherited vs standalone scores of N subnets (`automoe.fidelity`);
+4. ``retrain search --top K``: the MoE front, spread along FLOPs, trained from scratch;
+5. for each retrained front subnet, the dense front subnet of nearest FLOPs
+   (`matched_dense`), retrained with the same budget (``retrain dense_search --keys``);
+6. ``moe_vs_dense.csv``: each pair's FLOPs, test BLEU/chrF with 95% intervals and the
+   paired bootstrap test of the difference on the same test sentences; ``plots/``.
+
+Layout of OUT: ``data/``, ``supernet/``, ``search/``, ``dense_search/``, ``fidelity/``,
+``moe_vs_dense.csv``, ``plots/``, ``study.json`` (the plan and each step's wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from automoe.io_utils import atomic_path, atomic_write_json
+from automoe.pipeline import run_cli, search_finished
+
+__all__ = ["StudyPlan", "STUDY_PLANS", "matched_dense", "moe_vs_dense", "run_study"]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What the study runs; every field maps onto command-line flags.
+
+    Attributes:
+        corpus, prepare_args: the built-in corpus and ``data prepare`` flags.
+        space: the search space.
+        train_args: ``supernet train`` flags.
+        search_args: ``search`` flags shared by both searches.
+        budget_args: training flags of every standalone model (fidelity and retraining:
+            the same data and budget for all).
+        trial_args: how trials run (``--concurrent``, ``--cpus-per-trial``, test decoding).
+        fidelity_args: ``fidelity`` flags (subnets, dense, seeds).
+        top: front subnets retrained.
+    """
+
+    corpus: str
+    space: str
+    prepare_args: tuple[str, ...]
+    train_args: tuple[str, ...]
+    search_args: tuple[str, ...]
+    budget_args: tuple[str, ...]
+    trial_args: tuple[str, ...]
+    fidelity_args: tuple[str, ...]
+    top: int = 4
+
+
+STUDY_PLANS: dict[str, StudyPlan] = {
+    # About two hours and a half on 2 CPU cores (results/README.md has the measured times).
+    # Standalone models: 400 updates of 2,048 tokens, 1 CPU each, 2 at a time.
+    "bible-demo": StudyPlan(
+        corpus="bible-en-de", space="demo", prepare_args=("--max-len", "64"),
+        train_args=("--preset", "demo", "--max-updates", "3000", "--warmup-updates", "200",
+                    "--valid-sentences", "0", "--validate-every", "250", "--save-every",
+                    "100", "--shared-positions", "--device", "cpu"),
+        search_args=("--objectives", "loss,flops,latency", "--algorithm", "nsga2",
+                     "--generations", "6", "--population", "16", "--workers", "2",
+                     "--latency-runs", "5", "--latency-warmup", "1", "--device", "cpu",
+                     "--seed", "0"),
+        budget_args=("--preset", "demo", "--max-updates", "400", "--warmup-updates", "50",
+                     "--valid-sentences", "0", "--report-every", "100",
+                     "--shared-positions"),
+        trial_args=("--concurrent", "2", "--cpus-per-trial", "1", "--beam", "4",
+                    "--lenpen", "0.6"),
+        fidelity_args=("--subnets", "16", "--dense", "4", "--subnet-seed", "0"),
+        top=4),
+}
+
+
+def matched_dense(moe: pd.DataFrame, dense: pd.DataFrame) -> dict[str, str]:
+    """For each MoE subnet (rows with ``key``, ``flops``), the dense subnet of `dense`
+    (its front) whose FLOPs are nearest on a log scale; ties go to the lower dev loss."""
+    out = {}
+    for _, row in moe.iterrows():
+        gap = np.abs(np.log(dense["flops"].to_numpy(float) / float(row["flops"])))
+        order = np.lexsort((dense["loss"].to_numpy(float), gap))
+        out[str(row["key"])] = str(dense["key"].iloc[int(order[0])])
+    return out
+
+
+def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
+                 refs: Sequence[str], *, resamples: int = 1000) -> pd.DataFrame:
+    """One row per (MoE, matched dense) pair of retrained models: FLOPs, test BLEU/chrF with
+    95% intervals, and the paired bootstrap test of MoE - dense on the same test sentences
+    (each model's ``test.hyp.txt`` against the first `refs`)."""
+    from automoe.bleu import corpus_scores
+    from automoe.stats import paired_bleu_test
+
+    refs = list(refs)
+    tables = {run: pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
+              for run in (moe_run, dense_run)}
+    rows = []
+    for moe_key, dense_key in pairs.items():
+        hyps = {}
+        row: dict[str, object] = {"moe_key": moe_key, "dense_key": dense_key}
+        for side, run, key in (("moe", moe_run, moe_key), ("dense", dense_run, dense_key)):
+            t = tables[run]
+            if key not in t.index or t.at[key, "status"] != "finished":
+                raise ValueError(f"{run / 'retrained.csv'}: {key} has not finished retraining")
+            hyps[side] = (Path(t.at[key, "model_dir"]).parent / "test.hyp.txt").read_text(
+                encoding="utf-8").splitlines()
+            scores = corpus_scores(hyps[side], refs[:len(hyps[side])], n_bootstrap=resamples)
+            row.update({f"{side}_flops": t.at[key, "flops"],
+                        f"{side}_experts": t.at[key, "experts"],
+                        f"{side}_dev_loss_inherited": t.at[key, "loss"],
+                        f"{side}_test_bleu": scores["bleu"],
+                        f"{side}_test_bleu_lo": scores["bleu_lo"],
+                        f"{side}_test_bleu_hi": scores["bleu_hi"],
+                        f"{side}_test_chrf": scores["chrf"]})
+        if len(hyps["moe"]) != len(hyps["dense"]):
+            raise ValueError(f"{moe_key} and {dense_key} were tested on different sentences")
+        tests = paired_bleu_test(hyps["moe"], hyps["dense"], refs[:len(hyps["moe"])],
+                                 resamples=resamples)
+        for m in ("bleu", "chrf"):
+            t = tests[m]
+            row.update({f"{m}_delta": t.delta, f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi,
+                        f"{m}_p": t.p_value})
+        row["flops_ratio"] = float(row["moe_flops"]) / float(row["dense_flops"])
+        row["test_sentences"] = len(hyps["moe"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
+              echo: Callable[[str], None] | None = None) -> Path:
+    """Runs (or resumes) the study into `out`; returns the path of ``moe_vs_dense.csv``."""
+    say = echo or (lambda line: print(line, flush=True))
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    q = ("-q",) if quiet else ()
+    state_path = root / "study.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state and state.get("plan") != _plan_json(plan):
+        raise ValueError(f"{state_path}: the study was started with another plan; choose "
+                         "another --out")
+    timings: dict[str, float] = dict(state.get("seconds", {}))
+
+    def step(name: str, argv: Sequence[str]) -> None:
+        began = time.perf_counter()
+        run_cli(list(argv), say)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - began
+        atomic_write_json(state_path, {"plan": _plan_json(plan), "seconds": timings})
+
+    data, supernet = root / "data", root / "supernet"
+    if not (data / "meta.json").is_file():
+        step("data", ["data", "prepare", "--corpus", plan.corpus, "--out", str(data),
+                      *plan.prepare_args, *q])
+    if (supernet / "run.json").is_file():
+        step("supernet", ["supernet", "train", "--out", str(supernet), "--resume", *q])
+    else:
+        step("supernet", ["supernet", "train", "--space", plan.space, "--data", str(data),
+                          "--out", str(supernet), *plan.train_args, *q])
+    for name, extra in (("search", ()), ("dense_search", ("--constraint", "experts<=1"))):
+        run = root / name
+        if search_finished(run):
+            continue
+        if (run / "search.json").is_file():
+            step(name, ["search", "--resume", str(run), *(("--quiet",) if quiet else ())])
+        else:
+            step(name, ["search", "--supernet", str(supernet), "--data", str(data), "--out",
+                        str(run), *plan.search_args, *extra, *(("--quiet",) if quiet else ())])
+    fidelity = root / "fidelity"
+    if not (fidelity / "fidelity.json").is_file():
+        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+        step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
+                          *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
+                          *q])
+    moe_run, dense_run = root / "search", root / "dense_search"
+    _retrain(step, moe_run, ["--top", str(plan.top)], plan, q)
+    moe = pd.read_csv(moe_run / "retrained.csv", dtype={"key": str})
+    dense_front = pd.read_csv(dense_run / "pareto.csv", dtype={"key": str})
+    pairs = matched_dense(moe, dense_front)
+    _retrain(step, dense_run, ["--keys", ",".join(dict.fromkeys(pairs.values()))], plan, q)
+    from automoe.data import load_split
+
+    table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").texts("tgt"))
+    path = root / "moe_vs_dense.csv"
+    with atomic_path(path, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    step("plot", ["plot", str(moe_run), str(dense_run), "-o", str(root / "plots"),
+                  "--label", "MoE space", "--label", "dense only"])
+    say(f"study finished: {path}; fidelity in {fidelity}; "
+        f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
+    return path
+
+
+def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
+             q: tuple[str, ...]) -> None:
+    table = run / "retrained.csv"
+    if table.is_file() and (pd.read_csv(table)["status"] == "finished").all():
+        return
+    if (run / "retrain" / "retrain.json").is_file():
+        step(f"retrain {run.name}", ["retrain", str(run), "--resume", *q])
+    else:
+        step(f"retrain {run.name}", ["retrain", str(run), *choose, *plan.budget_args,
+                                     *plan.trial_args, *q])
+
+
+def _plan_json(plan: StudyPlan) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}

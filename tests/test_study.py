@@ -1,0 +1,73 @@
+"""The reference study's own logic (automoe.study): the dense subnet matched to each MoE
+subnet by FLOPs (brute force) and the MoE-vs-dense table (sacreBLEU as the oracle). The
+steps themselves are the commands tested in their own modules."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from sacrebleu.metrics import BLEU
+
+from automoe.study import STUDY_PLANS, matched_dense, moe_vs_dense
+
+
+def test_matched_dense_is_the_nearest_flops_on_a_log_scale():
+    rng = random.Random(0)
+    for _ in range(50):
+        moe = pd.DataFrame({"key": [f"m{i}" for i in range(4)],
+                            "flops": [rng.uniform(1e7, 1e9) for _ in range(4)]})
+        dense = pd.DataFrame({"key": [f"d{i}" for i in range(6)],
+                              "flops": [rng.uniform(1e7, 1e9) for _ in range(6)],
+                              "loss": [rng.uniform(4, 6) for _ in range(6)]})
+        got = matched_dense(moe, dense)
+        for _, m in moe.iterrows():
+            best = min(dense.itertuples(), key=lambda d: (abs(math.log(d.flops / m.flops)),
+                                                           d.loss))
+            assert got[m.key] == best.key
+
+
+def _run(root, name, keys, hyps, flops):
+    run = root / name
+    rows = []
+    for key, lines, f in zip(keys, hyps, flops, strict=True):
+        model = run / "retrain" / "models" / key / "model"
+        model.mkdir(parents=True)
+        (model.parent / "test.hyp.txt").write_text("".join(h + "\n" for h in lines))
+        rows.append({"key": key, "status": "finished", "flops": f, "experts": "enc 2 / dec 1",
+                     "loss": 5.0, "model_dir": str(model)})
+    pd.DataFrame(rows).to_csv(run / "retrained.csv", index=False)
+    return run
+
+
+def test_moe_vs_dense_scores_each_pair_with_intervals_and_a_paired_test(tmp_path):
+    rng = random.Random(1)
+    words = ["und", "er", "sprach", "zu", "ihnen", "das", "ist", "gut", "der", "herr", "gott"]
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 12))) for _ in range(120)]
+
+    def noisy(p):
+        return [" ".join(w if rng.random() > p else rng.choice(words) for w in r.split())
+                for r in refs]
+
+    good, bad = noisy(0.1), noisy(0.5)
+    moe = _run(tmp_path, "moe", ["m1"], [good], [2e8])
+    dense = _run(tmp_path, "dense", ["d1"], [bad], [2.2e8])
+    table = moe_vs_dense({"m1": "d1"}, moe, dense, refs, resamples=300)
+    row = table.iloc[0]
+    assert row["moe_test_bleu"] == pytest.approx(BLEU().corpus_score(good, [refs]).score)
+    assert row["dense_test_bleu"] == pytest.approx(BLEU().corpus_score(bad, [refs]).score)
+    assert row["bleu_delta"] == pytest.approx(row["moe_test_bleu"] - row["dense_test_bleu"])
+    assert row["bleu_p"] < 0.01 and row["bleu_delta_lo"] > 0
+    assert row["moe_test_bleu_lo"] < row["moe_test_bleu"] < row["moe_test_bleu_hi"]
+    assert row["flops_ratio"] == pytest.approx(2e8 / 2.2e8) and row["test_sentences"] == 120
+
+
+def test_the_shipped_plan_trains_every_standalone_model_with_one_budget():
+    plan = STUDY_PLANS["bible-demo"]
+    assert "--max-updates" in plan.budget_args and plan.top >= 4
+    assert "--dense" in plan.fidelity_args
+    n = int(plan.fidelity_args[plan.fidelity_args.index("--subnets") + 1])
+    assert n >= 16 and np.isfinite(n)
