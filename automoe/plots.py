@@ -84,7 +84,30 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
     if baselines.is_file():
         base = pd.read_csv(baselines).assign(origin="baseline")
         table = pd.concat([table, base], ignore_index=True)
+    comparisons = run / "comparisons.csv"
+    if comparisons.is_file():
+        table = _with_front_bleu(table, pd.read_csv(comparisons, dtype={"key": str,
+                                                                        "baseline_key": str}))
     return RunTable(label or settings.get("label") or run.name, table, settings)
+
+
+_FRONT_SCORES = ("bleu", "bleu_lo", "bleu_hi", "chrf", "chrf_lo", "chrf_hi")
+
+
+def _with_front_bleu(table: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    """A search on loss translates only its front and the baselines (comparisons.csv): their
+    BLEU/chrF and intervals fill the columns the candidates lack (other rows stay NaN)."""
+    missing = [c for c in _FRONT_SCORES if c not in table and c in comparisons]
+    if not missing:
+        return table
+    scores = pd.concat([
+        comparisons[["key", *missing]],
+        comparisons[["baseline_key", *(f"{c}_baseline" for c in missing)]].set_axis(
+            ["key", *missing], axis=1)]).drop_duplicates("key").set_index("key")
+    out = table.copy()
+    for c in missing:
+        out[c] = out["key"].astype(str).map(scores[c])
+    return out
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np.ndarray:
@@ -153,6 +176,8 @@ def default_pairs(runs: Sequence[RunTable]) -> list[tuple[str, str]]:
         columns = [by_name.get(n, n) for n in names]
         columns = [c for c in columns if c in AXES]
         quality = [c for c in columns if c in _QUALITY] or ["bleu"]
+        if "bleu" not in quality and "bleu" in run.candidates:  # the front's, translated
+            quality.append("bleu")
         costs = [c for c in columns if c not in _QUALITY] or ["flops"]
         pairs += [(x, y) for y in quality for x in costs if (x, y) not in pairs]
     return pairs

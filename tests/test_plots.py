@@ -98,6 +98,26 @@ def test_default_plots_follow_the_runs_objectives(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["loss_vs_flops.png", "loss_vs_flops.svg"]
 
 
+def test_a_loss_search_plots_its_fronts_bleu_from_the_comparisons(tmp_path):
+    run, table = _fake_run(tmp_path, "lossbleu", 12, 4)
+    table = table.drop(columns=["bleu"]).assign(loss=lambda t: 7 - np.log(t.flops / 1e8))
+    table.to_csv(run / "candidates.csv", index=False)
+    (run / "search.json").write_text(json.dumps({"settings": {"objectives": ["loss",
+                                                                            "flops"]}}))
+    front = table["key"].iloc[1:4].tolist()
+    pd.DataFrame({"key": front, "baseline": "largest", "baseline_key": table["key"].iloc[0],
+                  "bleu": [3.0, 4.0, 5.0], "bleu_lo": [2.0, 3.0, 4.0],
+                  "bleu_hi": [4.0, 5.0, 6.0], "bleu_baseline": 6.5, "bleu_lo_baseline": 6.0,
+                  "bleu_hi_baseline": 7.0}).to_csv(run / "comparisons.csv", index=False)
+    loaded = load_run(run).candidates.set_index("key")
+    assert loaded.loc[front, "bleu"].tolist() == [3.0, 4.0, 5.0]
+    assert loaded.loc[table["key"].iloc[0], "bleu_hi"] == 7.0  # the baseline's own
+    assert loaded["bleu"].isna().sum() == len(table) - 4  # others were not translated
+    out = tmp_path / "plots"
+    assert main(["plot", str(run), "-o", str(out)]) == 0
+    assert {p.name for p in out.glob("*.png")} == {"loss_vs_flops.png", "bleu_vs_flops.png"}
+
+
 def test_front_and_baselines_carry_their_error_bars(tmp_path):
     run_dir, table = _fake_run(tmp_path, "ci", 30, 3)
     table["bleu_lo"], table["bleu_hi"] = table["bleu"] - 0.5, table["bleu"] + 1.5

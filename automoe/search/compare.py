@@ -8,7 +8,7 @@ paired bootstrap of sentences, BLEU and chrF by sacreBLEU's paired bootstrap
 ``loss`` still reports the front's BLEU with its interval).
 
 ``RUN_DIR/comparisons.csv``: one row per (front subnet, baseline) with the subnet's own
-scores and intervals, the baseline's, and per metric ``<m>_delta`` (subnet - baseline),
+scores and intervals, the baseline's (suffix ``_baseline``), and per metric ``<m>_delta`` (subnet - baseline),
 ``<m>_delta_lo``/``<m>_delta_hi`` (95% paired bootstrap interval) and ``<m>_p``
 (two-sided p-value).
 """
@@ -28,6 +28,7 @@ __all__ = ["COMPARISONS", "compare_rows", "write_comparisons"]
 
 COMPARISONS = "comparisons.csv"
 _METRICS = ("loss", "bleu", "chrf")
+_INTERVALS = ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
 
 
 def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer: Any
@@ -62,9 +63,8 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
                 t = tests[m]
                 row.update({m: t.a, f"{m}_baseline": t.b, f"{m}_delta": t.delta,
                             f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi, f"{m}_p": t.p_value})
-            own = metrics[key]
-            row.update({k: own[k] for k in ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo",
-                                            "chrf_hi") if k in own})
+            for suffix, scores in (("", metrics[key]), ("_baseline", metrics[base.key()])):
+                row.update({k + suffix: scores[k] for k in _INTERVALS if k in scores})
             rows.append(row)
     return pd.DataFrame(rows)
 
