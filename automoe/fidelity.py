@@ -194,7 +194,7 @@ def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> Any:
         label_smoothing=label_smoothing)
 
 
-def _timed_scores(dev: Any, model: Any, subnet: Any) -> dict[str, float]:
+def timed_scores(dev: Any, model: Any, subnet: Any) -> dict[str, float]:
     """`DevScorer` metrics plus the CPU seconds of the loss pass and of the decoding."""
     from automoe.search.scoring import SentenceScores
 
@@ -405,7 +405,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             model.load_state_dict({k: torch.from_numpy(v) for k, v in checkpoint.state.items()})
         dev = _dev_scorer(settings, checkpoint.label_smoothing)
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",
-                          lambda key, config: _timed_scores(dev, model, config),
+                          lambda key, config: timed_scores(dev, model, config),
                           desc="inherited", progress=settings.progress)
         model = None  # the supernet is not needed past this point
         normalize_before = bool(checkpoint.options.get("normalize_before", False))
