@@ -285,8 +285,21 @@ def _scores(run: SearchRun, row: pd.Series, rule: str, weights: str) -> dict[str
                             "dev_sentences of the valid split; loss label-smoothed per token"},
         "supernet": run.meta.get("supernet", {}),
         "weights": weights,
+        "comparisons": _comparisons(run.path, str(row["key"])),
     })
     return out
+
+
+def _comparisons(run: Path, key: str) -> list[dict[str, Any]]:
+    """The paired tests of `key` against each baseline (``comparisons.csv``: dev loss, BLEU,
+    chrF, their differences with 95% intervals and p-values); [] when the run has none or
+    `key` is not on its front."""
+    path = run / "comparisons.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype={"key": str, "baseline_key": str})
+    rows = table[table["key"] == key]
+    return [{k: _plain(v) for k, v in r.items()} for _, r in rows.iterrows()]
 
 
 def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_PICK,

@@ -47,7 +47,7 @@ class PipelinePreset:
         pick: the ``automoe export --pick`` rule.
         translate: how many test sentences the exported subnet translates.
         translate_args: ``automoe translate`` decoding flags.
-        plot_pairs: ``automoe plot --pairs``.
+        plot_pairs: ``automoe plot --pairs`` (None: the search's own objectives).
     """
 
     name: str
@@ -59,7 +59,7 @@ class PipelinePreset:
     pick: str = "knee"
     translate: int = 5
     translate_args: tuple[str, ...] = ("--beam", "4")
-    plot_pairs: str = "flops:bleu,latency_ms:bleu"
+    plot_pairs: str | None = None
 
 
 PIPELINE_PRESETS: dict[str, PipelinePreset] = {
@@ -185,7 +185,8 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     _translate(subnet, data, translations, preset, say, timings)
 
     plots_dir = root / "plots"
-    run(["plot", str(search), "-o", str(plots_dir), "--pairs", preset.plot_pairs])
+    pairs = ("--pairs", preset.plot_pairs) if preset.plot_pairs else ()
+    run(["plot", str(search), "-o", str(plots_dir), *pairs])
     plots = tuple(sorted(plots_dir.glob("*.png")) + sorted(plots_dir.glob("*.svg")))
     outputs = PipelineOutputs(root, data, supernet, search, subnet, translations, plots,
                               time.perf_counter() - began, tuple(timings))

@@ -181,3 +181,20 @@ def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     assert np.allclose(merged["bleu_baseline"], merged["bleu_table"], rtol=1e-6)
     same = comp[comp["key"] == comp["baseline_key"]]
     assert (same["loss_delta"] == 0).all() and (same["loss_p"] == 1).all()
+
+
+def test_export_carries_the_picks_paired_tests_against_the_baselines(searched, tmp_path):
+    import json
+
+    from automoe.cli import main
+
+    out, _, _ = searched
+    assert main(["export", str(out), "--pick", "best-bleu", "-o", str(tmp_path / "sub")]) == 0
+    scores = json.loads((tmp_path / "sub" / "scores.json").read_text())
+    comp = pd.read_csv(out / "comparisons.csv", dtype={"key": str, "baseline_key": str})
+    mine = comp[comp["key"] == scores["key"]]
+    assert len(scores["comparisons"]) == len(mine) > 0
+    for got, (_, want) in zip(scores["comparisons"], mine.iterrows(), strict=True):
+        assert got["baseline"] == want["baseline"]
+        assert got["bleu_p"] == pytest.approx(want["bleu_p"])
+        assert got["loss_delta"] == pytest.approx(want["loss_delta"])
