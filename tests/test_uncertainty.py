@@ -189,7 +189,8 @@ def test_export_carries_the_picks_paired_tests_against_the_baselines(searched, t
     from automoe.cli import main
 
     out, _, _ = searched
-    assert main(["export", str(out), "--pick", "best-bleu", "-o", str(tmp_path / "sub")]) == 0
+    key = pd.read_csv(out / "pareto.csv", dtype={"key": str})["key"].iloc[-1]
+    assert main(["export", str(out), "--pick", key, "-o", str(tmp_path / "sub")]) == 0
     scores = json.loads((tmp_path / "sub" / "scores.json").read_text())
     comp = pd.read_csv(out / "comparisons.csv", dtype={"key": str, "baseline_key": str})
     mine = comp[comp["key"] == scores["key"]]
