@@ -271,3 +271,42 @@ def test_experts_constraint_searches_dense_subnets_only(world, tmp_path):
     configs = [SubnetConfig.from_json(c) for c in table["config"]]
     assert len(table) >= 6 and all(c.is_dense for c in configs)
     assert (table["max_experts"] == 1).all()
+
+
+def test_resume_works_from_anywhere_and_refuses_a_changed_supernet(world, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Run dirs store resolved paths (resume from another directory), and a resume whose
+    supernet was trained further (another sha256) is refused, naming it, with nothing
+    written."""
+    import shutil
+
+    from search_helpers import make_supernet
+
+    supernet, data = world
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(supernet, home / "sup")
+    monkeypatch.chdir(home)
+    assert main(["search", "--supernet", "sup", "--data", str(data), "--out", "run",
+                 *COMMON, "--generations", "1", "--no-baselines"]) == 0
+    stored = json.loads((home / "run" / "search.json").read_text())["settings"]
+    assert stored["supernet"] == str(home / "sup") and os.path.isabs(stored["data"])
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored paths still point at the inputs
+    assert main(["search", "--resume", str(home / "run"), "--generations", "2", "--quiet"]) == 0
+    before = (home / "run" / "checkpoint.json").read_text()
+    make_supernet(home / "other", data, seed=7)
+    shutil.copyfile(home / "other" / "supernet" / "checkpoint_last.pt",
+                    home / "sup" / "checkpoint_last.pt")
+    assert main(["search", "--resume", str(home / "run"), "--generations", "3",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "supernet checkpoint" in err and "sha256" in err and len(err.splitlines()) == 1
+    assert (home / "run" / "checkpoint.json").read_text() == before
+    # the supernet back, but a data dir rebuilt since (another input hash recorded)
+    shutil.copyfile(supernet / "checkpoint_last.pt", home / "sup" / "checkpoint_last.pt")
+    meta = json.loads((home / "run" / "search.json").read_text())
+    meta["data_identity"]["input_hash"] = "0" * 64
+    (home / "run" / "search.json").write_text(json.dumps(meta))
+    assert main(["search", "--resume", str(home / "run"), "--generations", "3",
+                 "--quiet"]) == 2
+    assert "data dir" in capsys.readouterr().err

@@ -24,6 +24,7 @@ exactly where an uninterrupted run ends (scores are deterministic; latency is me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -135,6 +136,9 @@ def run_search(settings: SearchSettings, *,
 
     began = time.perf_counter()
     run = Path(settings.out)
+    if not settings.resume:  # a run dir must not depend on the directory it was started from
+        settings = dataclasses.replace(settings, supernet=str(Path(settings.supernet).resolve()),
+                                       data=str(Path(settings.data).resolve()))
     if settings.resume:
         check_resume(settings)
     elif (run / "checkpoint.json").exists():
@@ -160,6 +164,9 @@ def run_search(settings: SearchSettings, *,
     # 4: bounds on cheap metrics against the most favourable subnet.
     costs = scoring.CheapCosts(checkpoint, predictor=settings.predictor)
     costs.check_constraints(constraints)
+    data_identity = scoring.data_identity(settings.data)
+    if settings.resume and (run / "search.json").is_file():
+        _check_identity(run, checkpoint, costs.space_identity(), data_identity)
     scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics))
     factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings)
     shared = checkpoint.state
@@ -183,6 +190,7 @@ def run_search(settings: SearchSettings, *,
         if latency and any(c.name == "latency_ms" for c in constraints):
             _check_latency_constraint(evaluator, costs, constraints)
         identity = {"supernet": checkpoint_identity, "space": costs.space_identity(),
+                    "data_identity": data_identity,
                     "protocols": costs.protocols(
                         scoring_settings.latency_protocol(costs.vocab_size,
                                                        factory.weights).describe()
@@ -205,6 +213,31 @@ def _scoring_settings(settings: SearchSettings, *, bleu: bool) -> Any:
         dev_sentences=settings.dev_sentences, bleu=bleu, beam=settings.beam,
         threads=settings.threads_per_worker, device=settings.device,
         latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup)
+
+
+def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
+                    data: dict[str, Any]) -> None:
+    """A resumed search must score with the supernet, space and data it started with:
+    ValueError naming what changed (a run recorded before data identities were stored is
+    checked on supernet and space only)."""
+    path = run / "search.json"
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    changed = []
+    was = stored.get("supernet", {}).get("sha256")
+    if was != checkpoint.sha256:
+        changed.append(f"supernet checkpoint {checkpoint.file} (sha256 {str(was)[:12]}... "
+                       f"recorded, {checkpoint.sha256[:12]}... now: trained further or "
+                       "replaced)")
+    was_space = stored.get("space", {}).get("sha256")
+    if was_space != space["sha256"]:
+        changed.append(f"search space (hash {was_space} recorded, {space['sha256']} now)")
+    was_data = stored.get("data_identity")
+    if was_data is not None and was_data != data:
+        diff = sorted(k for k in data if was_data.get(k) != data[k])
+        changed.append(f"data dir {data['path']} ({', '.join(diff)} differ)")
+    if changed:
+        raise ValueError(f"--resume {run}: refusing to mix scores of two setups; changed since "
+                         f"the run started: {'; '.join(changed)}. Start a new search (--out)")
 
 
 def _init_ray(settings: SearchSettings) -> bool:

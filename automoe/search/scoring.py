@@ -38,6 +38,7 @@ __all__ = [
     "SupernetCheckpoint",
     "read_supernet",
     "check_data",
+    "data_identity",
     "CheapCosts",
     "ScoringSettings",
     "CandidateScorerFactory",
@@ -139,6 +140,16 @@ def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int) -> 
         raise ValueError(f"{data_dir}: no 'valid' sentences to score subnets on")
     pairs = int(splits["valid"]["pairs"])
     return pairs if dev_sentences == 0 else min(dev_sentences, pairs)
+
+
+def data_identity(data_dir: str | Path) -> dict[str, Any]:
+    """What a data dir is, for resume checks: its resolved path, the input hash its
+    ``meta.json`` records (corpus and preparation options) and the tokenizer's sha256."""
+    from automoe.data import read_meta
+
+    root = Path(data_dir).resolve()
+    return {"path": str(root), "input_hash": read_meta(root).get("input_hash"),
+            "spm_sha256": file_sha256(root / "spm.model")}
 
 
 class CheapCosts:
