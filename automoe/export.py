@@ -249,9 +249,12 @@ def _check_out(out: Path, run: Path, overwrite: bool) -> None:
         if not overwrite:
             raise ValueError(f"-o {out}: exists and is not empty (pass --overwrite to replace "
                              "it, or choose another directory)")
-        if not (out / "config.json").is_file():
-            raise ValueError(f"-o {out}: --overwrite only replaces a model directory (one with "
-                             "config.json); this one holds other files")
+        names = {p.name for p in out.iterdir()}
+        foreign = sorted(names - set(SUBNET_FILES))
+        if not {"subnet.json", "scores.json"} <= names or foreign:
+            raise ValueError(f"-o {out}: --overwrite only replaces a directory written by "
+                             "`automoe export` (its files and nothing else); this one holds "
+                             f"{', '.join(foreign[:5]) or 'no subnet.json/scores.json'}")
 
 
 def _supernet_file(run: SearchRun) -> tuple[Path, str | None]:

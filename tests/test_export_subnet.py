@@ -280,7 +280,7 @@ def _fails(capsys, tmp_path, argv, *needles, out_name="bad"):
     return out
 
 
-def test_bad_input_fails_clearly_and_writes_nothing(run, tmp_path, capsys):
+def test_bad_input_fails_clearly_and_writes_nothing(run, exported, tmp_path, capsys):
     rows = _rows(run)
     feasible_lat = min(r["latency_ms"] for r in rows if r["feasible"])
     closest = _oracle_best(rows, "latency_ms", False)
@@ -303,8 +303,21 @@ def test_bad_input_fails_clearly_and_writes_nothing(run, tmp_path, capsys):
     (busy / "notes.txt").write_text("mine")
     _fails(capsys, tmp_path, [str(run)], "not empty", out_name="busy")
     assert main(["export", str(run), "-o", str(busy), "--overwrite"]) == 2
-    assert "only replaces a model directory" in capsys.readouterr().err
+    assert "written by `automoe export`" in capsys.readouterr().err
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
+    # a model directory with a file of the user's in it: refused, nothing lost
+    mixed = tmp_path / "mixed"
+    shutil.copytree(exported, mixed)
+    (mixed / "thesis.tex").write_text("years of work")
+    assert main(["export", str(run), "-o", str(mixed), "--overwrite"]) == 2
+    assert "thesis.tex" in capsys.readouterr().err
+    assert (mixed / "thesis.tex").read_text() == "years of work"
+    # a foreign directory that merely has a config.json: refused
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    assert main(["export", str(run), "-o", str(foreign), "--overwrite"]) == 2
+    assert (foreign / "config.json").read_text() == "{}"
 
 
 def test_bad_runs_fail_clearly(run, tmp_path, capsys):
