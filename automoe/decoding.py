@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["Hypothesis", "greedy_decode", "beam_search", "length_limits", "translate_ids",
+__all__ = ["Hypothesis", "greedy_decode", "beam_search", "length_limits", "check_decoding",
+           "translate_ids",
            "translate_texts", "evaluate_split"]
 
 
@@ -166,6 +167,20 @@ def beam_search(model, src: torch.Tensor, beam: int = 5, lenpen: float = 1.0,
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
 
 
+def check_decoding(*, beam: int, lenpen: float, max_tokens: int, max_len: int | None,
+                   max_len_a: float, max_len_b: int) -> None:
+    """ValueError naming the first decoding option out of range (CLI flag names)."""
+    for flag, value, ok, want in (
+            ("--beam", beam, beam >= 1, "an integer >= 1"),
+            ("--max-tokens", max_tokens, max_tokens >= 1, "an integer >= 1"),
+            ("--max-len", max_len, max_len is None or max_len >= 1, "an integer >= 1"),
+            ("--max-len-a", max_len_a, max_len_a >= 0, ">= 0"),
+            ("--max-len-b", max_len_b, max_len_b >= 0, ">= 0"),
+            ("--lenpen", lenpen, lenpen == lenpen, "a number")):
+        if not ok:
+            raise ValueError(f"{flag} {value}: expected {want}")
+
+
 def translate_ids(model, src: Sequence[Sequence[int]], *, beam: int = 5, lenpen: float = 1.0,
                   max_tokens: int = 4096, max_len: int | None = None, max_len_a: float = 1.5,
                   max_len_b: int = 10, device: str | torch.device = "cpu",
@@ -178,6 +193,8 @@ def translate_ids(model, src: Sequence[Sequence[int]], *, beam: int = 5, lenpen:
     from automoe.data.batching import collate
     from automoe.data.store import Ragged
 
+    check_decoding(beam=beam, lenpen=lenpen, max_tokens=max_tokens, max_len=max_len,
+                   max_len_a=max_len_a, max_len_b=max_len_b)
     data = src if isinstance(src, Ragged) else Ragged.from_lists(src)
     out: list[list[int]] = [[] for _ in range(len(data))]
     if len(data) == 0:
@@ -231,6 +248,8 @@ def evaluate_split(model, data_dir, split: str = "test", *, limit: int | None = 
     tokenizer = Tokenizer.load(data_dir)
     data = load_split(data_dir, split)
     refs = data.texts("tgt")
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f"--limit {limit}: expected an integer >= 1 (omit it for all)")
     n = len(data) if limit is None else min(int(limit), len(data))
     if n == 0:
         raise ValueError(f"{data_dir}: split {split} has no sentences to evaluate")

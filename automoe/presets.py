@@ -5,7 +5,9 @@ frozen record: a preset fills it, command-line options override single fields, a
 resolved record is stored in the run dir (``run.json``) so ``--resume`` can rebuild the run
 exactly. Presets:
 
-- ``demo``: minutes on 2 CPU cores (a few hundred updates of ~2k tokens), pre-LN.
+- ``demo``: minutes on 2 CPU cores (a few hundred updates of ~2k tokens), pre-LN; the
+  supernet's peak learning rate is 2e-3 (measured: docs/benchmarks.md, "Quality per
+  minute").
 - ``wmt``: the AutoMoE/HAT WMT recipe (automoe-hat.md §2.3, §5): Adam (0.9, 0.98), 4096-token
   batches x 128 per update (~524k tokens; split over the ranks by accumulation), cosine
   schedule with linear warmup from 1e-7 to 1e-3, label smoothing 0.1, dropout 0.3,
@@ -173,7 +175,10 @@ _DEMO = dict(max_tokens=2048, global_batches=1, schedule="cosine", lr=1e-3, min_
 _PRESETS: dict[tuple[str, str], TrainOptions] = {
     ("supernet", "wmt"): TrainOptions(max_updates=40_000, warmup_updates=10_000, **_WMT),
     ("subnet", "wmt"): TrainOptions(max_updates=40_000, warmup_updates=4_000, keep_last=10, **_WMT),
-    ("supernet", "demo"): TrainOptions(max_updates=600, warmup_updates=100, **_DEMO),
+    # peak lr 2e-3: the probes' dev loss per minute of the 1e-3 it replaced, ~1.3x
+    # (docs/benchmarks.md, "Quality per minute"); the subnet preset was not measured
+    ("supernet", "demo"): TrainOptions(max_updates=600, warmup_updates=100,
+                                       **{**_DEMO, "lr": 2e-3}),
     ("subnet", "demo"): TrainOptions(max_updates=400, warmup_updates=50, keep_last=5, **_DEMO),
 }
 

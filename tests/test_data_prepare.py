@@ -106,6 +106,7 @@ def test_prepare_counts_ids_and_cleaning(corpus_files, tmp_path):
     assert max(meta["splits"]["train"]["src_max_len"], meta["splits"]["train"]["tgt_max_len"]) < 40
 
     assert tok.vocab_size == meta["vocab_size"] <= 60
+    assert meta["tokenizer"]["vocab_size_requested"] == 60
     for split, pairs in (("valid", valid), ("test", test)):
         data = load_split(out, split)
         assert isinstance(data.src.flat, np.memmap) and data.src.flat.dtype == np.int32

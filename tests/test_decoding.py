@@ -202,6 +202,15 @@ def test_translate_ids_keeps_input_order():
     assert got == [h.tokens for h in beam_search(model, pad_batch(sources), 3, 0.6, **kw)]
 
 
+@pytest.mark.parametrize("option, value, flag", [
+    ("max_tokens", 0, "--max-tokens 0"), ("beam", 0, "--beam 0"),
+    ("max_len_a", -5.0, "--max-len-a -5.0"), ("max_len_b", -1, "--max-len-b -1")])
+def test_out_of_range_decoding_options_are_named(option, value, flag):
+    model = RandomPrefixModel(12, seed=3)
+    with pytest.raises(ValueError, match=flag.replace("-", "\\-").replace(".", "\\.")):
+        translate_ids(model, [[4, 5]], **{"beam": 1, option: value})
+
+
 # ---- the real models: SuperTransformer.bind(subnet), extract(), Transformer.from_config ------
 
 @pytest.fixture(scope="module")

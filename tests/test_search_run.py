@@ -163,6 +163,12 @@ def test_resume_extends_and_refuses_other_settings(world, full_run, tmp_path, ca
     assert "is not a search run" in err
 
 
+def test_population_below_two_is_refused_not_silently_raised(world, tmp_path, capsys):
+    out = tmp_path / "pop1"
+    assert main(_args(world, "--out", str(out), "--population", "1")) == 2
+    assert "--population 1" in capsys.readouterr().err and not out.exists()
+
+
 def test_unknown_objective_fails_before_any_work(world, tmp_path, capsys):
     out = tmp_path / "r"
     err = _error(capsys, _args(world, "--out", str(out), "--objectives", "bleu,speed"))

@@ -259,6 +259,10 @@ def test_presets_and_overrides_fail_clearly():
         demo.override({"learning_rate": 1.0})
     with pytest.raises(ValueError, match="lr schedule 'step'"):
         demo.override({"schedule": "step"}).resolve(world_size=1)
+    # the measured demo choices (docs/benchmarks.md, "Quality per minute")
+    assert (demo.lr, get_preset("demo", "subnet").lr) == (2e-3, 1e-3)
+    assert not (demo.cpu_bf16 or demo.shared_positions or demo.distill_weight)
+    assert demo.sampling == "uniform"
     resolved = demo.override({"max_updates": 500, "update_freq": 3}).resolve(world_size=2)
     assert (resolved.update_freq, resolved.schedule_updates) == (3, 500)
 

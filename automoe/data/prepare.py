@@ -197,6 +197,9 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
     stride = max(1, -(-2 * n_train // max(options.spm_max_sentences, 2)))
     tokenizer = train_tokenizer(_spm_sentences(train_tsv, stride), vocab_size=options.vocab_size)
     tokenizer.save(tmp / "spm.model")
+    if tokenizer.vocab_size < options.vocab_size:  # SentencePiece stops where the corpus ends
+        say(f"note: the corpus supports a vocabulary of {tokenizer.vocab_size}, not the "
+            f"{options.vocab_size} asked (--vocab-size); meta.json records both")
 
     splits = {"train": _encode_train(tmp, train_tsv, tokenizer, options, stats, n_train,
                                      verbose=verbose)}
@@ -209,6 +212,7 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
     say("done: " + ", ".join(f"{s} {splits[s]['pairs']} pairs" for s in SPLITS))
     return {"tokenizer": {"type": "sentencepiece-bpe", "file": "spm.model",
                           "vocab_size": tokenizer.vocab_size,
+                          "vocab_size_requested": options.vocab_size,
                           "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID,
                                           "eos": EOS_ID}},
             "vocab_size": tokenizer.vocab_size,

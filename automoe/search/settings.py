@@ -84,6 +84,9 @@ class SearchSettings:
                              f"({self.latency_warmup}) must be >= 0")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"--device {self.device!r}: expected 'cpu' or 'cuda'")
+        if self.algorithm in ("nsga2",) and self.population < 2:
+            raise ValueError(f"--population {self.population}: NSGA-II needs at least 2 (its "
+                             "tournaments compare two candidates)")
         if self.algorithm not in ALGORITHM_NAMES:
             raise ValueError(f"--algorithm {self.algorithm!r}: expected one of "
                              f"{sorted(set(ALGORITHM_NAMES) - {'hat-ga'})}")
@@ -119,7 +122,7 @@ def build_algorithm(settings: SearchSettings, space: Any, objectives, constraint
     name = ALGORITHM_NAMES[settings.algorithm]
     p, g = settings.population, settings.generations
     if name == "nsga2":
-        algo_settings: Any = NSGA2Settings(population_size=max(2, p), iterations=g)
+        algo_settings: Any = NSGA2Settings(population_size=p, iterations=g)
     elif name == "hat-ga":
         # HAT's split of 125 = 25 parents + 50 mutants + 50 crossovers, scaled to p.
         parents = max(2, round(p / 5)) if p >= 4 else 1
