@@ -67,7 +67,8 @@ STUDY_PLANS: dict[str, StudyPlan] = {
     # Standalone models: 400 updates of 2,048 tokens, 1 CPU each, 2 at a time.
     "bible-demo": StudyPlan(
         corpus="bible-en-de", space="demo", prepare_args=("--max-len", "64"),
-        train_args=("--preset", "demo", "--max-updates", "3000", "--warmup-updates", "200",
+        train_args=("--preset", "demo", "--lr", "0.001", "--max-updates", "3000",
+                    "--warmup-updates", "200",
                     "--valid-sentences", "0", "--validate-every", "250", "--save-every",
                     "100", "--shared-positions", "--device", "cpu"),
         search_args=("--objectives", "loss,flops,latency", "--algorithm", "nsga2",
