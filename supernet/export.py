@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from search_spaces.config import SubnetConfig
@@ -109,27 +109,36 @@ def load_transformer(directory: str | Path, *, device: str | torch.device = "cpu
     weights_path = root / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} does not exist")
+    # Shapes first, from the header and a model on the meta device: a tampered config (say a
+    # huge vocab_size) must fail here, before anything of that size is allocated.
+    try:
+        with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
+            shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{weights_path}: not a readable safetensors file (corrupt or "
+                         f"truncated?): {err}") from None
+    expected = {k: tuple(v.shape) for k, v in Transformer(
+        config, vocab, options=options, device="meta").state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{weights_path}: tensors do not match {root / CONFIG_FILE}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, shape in expected.items():
+        if shapes[name] != shape:
+            raise ValueError(f"{weights_path}: tensor '{name}' has shape {shapes[name]}, "
+                             f"{root / CONFIG_FILE} implies {shape}")
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file (corrupt or "
                          f"truncated?): {err}") from None
     model = Transformer(config, vocab, options=options)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{weights_path}: tensors do not match {root / CONFIG_FILE}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     dtypes = {t.dtype for t in state.values()}
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
         raise ValueError(f"{weights_path}: expected floating-point tensors of one dtype, got "
                          f"{sorted(str(d) for d in dtypes)}")
-    for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise ValueError(f"{weights_path}: tensor '{name}' has shape "
-                             f"{tuple(state[name].shape)}, {root / CONFIG_FILE} implies "
-                             f"{tuple(tensor.shape)}")
+    for name in expected:
         if not torch.isfinite(state[name]).all():
             raise ValueError(f"{weights_path}: tensor '{name}' holds non-finite values")
     model.to(dtype=next(iter(dtypes)))

@@ -122,14 +122,20 @@ class Transformer(nn.Module):
         vocab_size: size of the joint source/target vocabulary (shared, tied embedding).
         options: dropout, layer-norm placement, positions, routing noise.
         seed: weight initialisation seed (an explicit generator; the global RNG is untouched).
+        device: "cpu" (the default), or "meta": parameters without memory and never
+            initialised, for shape checks (`load_transformer` checks a file against them).
 
     Follows the seq2seq protocol of docs/contracts.md: ``encode``, ``decode``,
     ``new_cache``, ``forward(src, prev) -> (logits, aux)``.
     """
 
     def __init__(self, config: SubnetConfig, vocab_size: int, *,
-                 options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0) -> None:
+                 options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0,
+                 device: str = "cpu") -> None:
         super().__init__()
+        if device not in ("cpu", "meta"):
+            raise ValueError(f"Transformer is built on 'cpu' (or 'meta': shapes without "
+                             f"memory, nothing initialised), got {device!r}; move it after")
         config.check_shape(source="Transformer config")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
             raise ValueError(f"vocab_size must be an integer >= 5 (4 special tokens + words), got "
@@ -150,8 +156,9 @@ class Transformer(nn.Module):
                                          config.decoder_top_k, strict=True))
         self.encoder_norm = _norm(de) if options.normalize_before else None
         self.decoder_norm = _norm(dd) if options.normalize_before else None
-        self.to_empty(device="cpu")
-        self.reset_parameters(init_generator(seed))
+        if device == "cpu":
+            self.to_empty(device="cpu")
+            self.reset_parameters(init_generator(seed))
 
     @classmethod
     def from_config(cls, config: SubnetConfig, vocab_size: int, *,

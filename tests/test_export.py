@@ -137,3 +137,28 @@ def test_bad_json_missing_files_and_bad_values(model, tmp_path):
     save_file(state, str(out / WEIGHTS_FILE))
     with pytest.raises(ValueError, match="non-finite"):
         Transformer.load(out)
+
+
+def test_a_huge_tampered_vocab_size_fails_before_allocating(model, tmp_path):
+    """vocab_size 4,000,000 would be a 512 MB embedding at d=32: the shapes are checked
+    against the safetensors header first, so loading fails without that allocation (peak
+    memory measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    out = model.save(tmp_path / "m")
+    edit_config(out, vocab_size=4_000_000)
+    code = (
+        "import resource, sys\n"
+        "from supernet import Transformer\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        f"    Transformer.load({str(out)!r})\n"
+        "except ValueError as err:\n"
+        "    print('refused', 'embed' in str(err))\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)
+    refused, grown_mb = done.stdout.split("\n")[:2]
+    assert refused == "refused True"
+    assert int(grown_mb) < 100, done.stdout
