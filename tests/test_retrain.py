@@ -139,11 +139,15 @@ def job(search_run, ray_session, tmp_path_factory):
                 "--max-failures", "0", "-q", *TRAIN_FLAGS])
     killer.join(timeout=5)
     first = pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
+    # a crafted pickle where Tune keeps its experiment state: resume must never load it
+    marker = tmp / "pwned"
+    (run / "retrain" / "tune" / "tuner.pkl").write_bytes(
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
     rc2 = main(["retrain", str(run), "--resume", "-q"])
     final = pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
     return SimpleNamespace(run=run, oracles=oracles, oracle_dir=tmp, dev2=dev2, better=better,
                            worse=worse, kill=kill, rc=(rc1, rc2), first=first, final=final,
-                           pareto_text=pareto_text)
+                           pareto_text=pareto_text, pwned=marker.exists())
 
 
 # ---- which subnets ------------------------------------------------------------------------
@@ -204,6 +208,7 @@ def test_dry_run_prints_the_keys_spread_along_the_flops_front(search_run, tmp_pa
 
 def test_killed_trial_resumes_to_the_uninterrupted_model(job):
     assert job.rc == (0, 0)
+    assert not job.pwned  # resume read our own JSON/checkpoints, not Tune's pickles
     assert job.kill.get("killed") and job.kill["updates"] == 2
     first, final = job.first.loc[job.better], job.final.loc[job.better]
     assert first["status"] == "error" and first["updates"] == 2
@@ -286,6 +291,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(job, tmp_path, capsys):
         ([str(job.oracle_dir)], "no pareto.csv"),
         ([str(run), "--top", "0"], "'top' must be an integer >= 1"),
         ([str(run), "--keys", "feedfacefeedface"], "feedfacefeedface"),
+        ([str(run), "--keys", "../../../victim", "--dry-run"], "16 hex digits"),
         ([str(run), "--keys", job.better, "--top", "2"], "--keys and --top exclude"),
         ([str(run), "--cpus-per-trial", "3", *TRAIN_FLAGS], "does not fit the Ray cluster"),
         ([str(run), "--gpus-per-trial", "1", *TRAIN_FLAGS], "GPU: a trial needs 1, the largest node has 0"),

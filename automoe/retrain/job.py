@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "p
            "RETRAIN_DIR", "EXPERIMENT", "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
 
 RETRAIN_DIR = "retrain"  # under the search RUN_DIR
-EXPERIMENT = "tune"  # Tune's experiment name (fixed, so --resume finds it)
+EXPERIMENT = "tune"  # Tune's experiment name (resumed attempts: tune-2, tune-3, ...)
+_KEY = re.compile(r"[0-9a-f]{16}")
 SETTINGS_FILE = "retrain.json"
 TABLE = "retrained.csv"
 FORMAT = "automoe.retrain/1"
@@ -177,6 +179,10 @@ def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str,
         keys = choose_keys(pareto, top=settings.top,
                            cost=cost_column(search.get("objectives", ())))
     keys = list(dict.fromkeys(keys if keys is not None else settings.keys))
+    bad = [k for k in keys if not _KEY.fullmatch(str(k))]
+    if bad:  # keys become folder names: never a path
+        raise ValueError(f"subnet keys must be 16 hex digits, got {bad[:3]} (from --keys or "
+                         f"{run / 'pareto.csv'})")
     unknown = [k for k in keys if k not in set(candidates["key"])]
     if unknown:
         raise ValueError(f"--keys: {unknown} not in {run / 'candidates.csv'}")
@@ -261,7 +267,8 @@ def _check_cluster(settings: RetrainSettings) -> None:
                          f"({'; '.join(short)})")
 
 
-def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path) -> Any:
+def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path, keys: list[str],
+           experiment: str) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -269,9 +276,6 @@ def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path) -> Any:
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(retrain_trial, resources)
-    experiment = base / EXPERIMENT
-    if tune.Tuner.can_restore(str(experiment)):
-        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
     total = int(plan["job"]["options"]["max_updates"])
     every = int(plan["job"]["report_every"])
     scheduler = None
@@ -280,26 +284,29 @@ def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path) -> Any:
                                   max_t=total, reduction_factor=settings.reduction_factor,
                                   grace_period=settings.grace_updates or max(every, total // 4))
     return tune.Tuner(
-        trainable, param_space={"key": tune.grid_search(plan["keys"]), "job": plan["job"]},
+        trainable, param_space={"key": tune.grid_search(keys), "job": plan["job"]},
         tune_config=tune.TuneConfig(scheduler=scheduler,
                                     max_concurrent_trials=settings.concurrent or None,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=EXPERIMENT, storage_path=str(base), verbose=0,
+            name=experiment, storage_path=str(base), verbose=0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress(total * len(plan["keys"]), settings.progress)]))
+            callbacks=[Progress(total * len(keys), settings.progress)]))
 
 
 def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcome:
     """Retrains the chosen subnets as Tune trials and writes the tables (module docstring).
 
-    With `resume` (pass `resume_settings`' result), continues the job stored in RUN_DIR:
-    ``Tuner.restore(resume_errored=True)``, so unfinished and failed trials continue from
-    their last checkpoint and finished (or early-stopped) ones keep their results. Bad
-    input (a missing table, an unknown key, options that do not resolve, a cluster without
-    room for one trial, a job already there without `resume`) raises ValueError before
-    anything is written.
+    With `resume` (pass `resume_settings`' result), continues the job stored in RUN_DIR from
+    state of our own, never from Tune's pickled experiment state (a run directory may come
+    from someone else, and unpickling it could run code): a trial whose run dir holds
+    ``results.json`` is finished and kept; one that ASHA stopped (``retrained.csv``) stays
+    stopped; every other one is trained on in a fresh Tune experiment from its run dir's
+    ``checkpoint_last.pt`` (the loop's exact resume, read with ``weights_only=True``), so
+    it ends with the weights of an uninterrupted run. Bad input (a missing table, an
+    unknown key, options that do not resolve, a cluster without room for one trial, a job
+    already there without `resume`) raises ValueError before anything is written.
     """
     base = Path(settings.run_dir).resolve() / RETRAIN_DIR
     stored_keys = None
@@ -307,35 +314,91 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
         path = base / SETTINGS_FILE
         if not path.is_file():
             raise ValueError(f"{path}: no retrain job to resume")
-        stored_keys = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        stored_keys = _stored_keys(path)
     elif base.exists() and any(base.iterdir()):
         raise ValueError(f"{base}: already holds a retrain job; pass --resume to continue it "
                          "(or remove the folder to start over)")
     plan = _plan(settings, stored_keys)
-    ray_started = _init_ray(settings)
-    try:
-        _check_cluster(settings)
-        base.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(base / SETTINGS_FILE, {"format": FORMAT,
-                                                 "settings": settings.to_dict(),
-                                                 "keys": plan["keys"]})
-        # Tune's console tables and snapshot warnings would drown the progress bar
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        grid = _tuner(settings, plan, base).fit()
-        results = [(r.config["key"], status, r.metrics or {}, r.error)
-                   for r, status in zip(grid, _trial_statuses(grid), strict=True)]
-    finally:
-        if ray_started:
-            import ray
+    kept = _kept_results(plan, base) if resume else {}
+    todo = [k for k in plan["keys"] if k not in kept]
+    results = list(kept.values())
+    if todo:
+        ray_started = _init_ray(settings)
+        try:
+            _check_cluster(settings)
+            base.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(base / SETTINGS_FILE, {"format": FORMAT,
+                                                     "settings": settings.to_dict(),
+                                                     "keys": plan["keys"]})
+            # Tune's console tables and snapshot warnings would drown the progress bar
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+            os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+                                  "0")
+            job = {**plan["job"], "continue_run_dirs": resume}
+            grid = _tuner(settings, {**plan, "job": job}, base, todo,
+                          _experiment_name(base)).fit()
+            results += [(r.config["key"], status, r.metrics or {}, r.error)
+                        for r, status in zip(grid, _trial_statuses(grid), strict=True)]
+        finally:
+            if ray_started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     table = _with_intervals(_table(plan, results), plan["job"]["data_dir"])
     path = plan["run"] / TABLE
     _write_csv(table, path)
     if (plan["run"] / "pareto.csv").is_file():
         _merge_front(plan["run"] / "pareto.csv", table)
     return RetrainOutcome(table, path, tuple(plan["keys"]))
+
+
+def _stored_keys(path: Path) -> list[str]:
+    """The keys of a stored job, each checked to be a candidate key (16 hex digits): they
+    become folder names."""
+    keys = json.loads(path.read_text(encoding="utf-8")).get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) and _KEY.fullmatch(k)
+                                             for k in keys):
+        raise ValueError(f"{path}: 'keys' must be a list of 16-hex-digit subnet keys")
+    return keys
+
+
+def _experiment_name(base: Path) -> str:
+    """``tune`` for the first attempt, ``tune-2``, ``tune-3``... for resumed ones (each a
+    fresh experiment: Tune's state of an earlier attempt is never read back)."""
+    n = 1
+    while (base / (EXPERIMENT if n == 1 else f"{EXPERIMENT}-{n}")).exists():
+        n += 1
+    return EXPERIMENT if n == 1 else f"{EXPERIMENT}-{n}"
+
+
+def _kept_results(plan: dict[str, Any], base: Path) -> dict[str, tuple[str, str, dict, Any]]:
+    """Trials a resume keeps: finished ones (their run dir's ``results.json``, JSON written
+    by the trial) and those ASHA stopped (``retrained.csv``)."""
+    out: dict[str, tuple[str, str, dict, Any]] = {}
+    previous = plan["run"] / TABLE
+    stopped = set()
+    if previous.is_file():
+        table = pd.read_csv(previous, dtype={"key": str})
+        stopped = set(table.loc[table["status"] == "stopped early", "key"])
+        rows = table.set_index("key")
+    for key in plan["keys"]:
+        results = Path(plan["job"]["models_dir"]) / key / "results.json"
+        if results.is_file() and (results.parent / "model").is_dir():
+            summary = json.loads(results.read_text(encoding="utf-8"))
+            test = summary["test"]
+            out[key] = (key, "TERMINATED", {
+                "updates": summary["updates"], "best_dev_loss": summary["best_dev_loss"],
+                "bleu_retrained": test["bleu"], "chrf_retrained": test["chrf"],
+                "test_sentences": test["sentences"],
+                "bleu_signature": test["signatures"]["bleu"], "weights": summary["weights"],
+                "model_dir": summary["model_dir"],
+                "device": "cuda" if plan["job"]["gpus"] > 0 else
+                f"cpu ({plan['job']['cpus']} torch threads)"}, None)
+        elif key in stopped:
+            row = rows.loc[key]
+            out[key] = (key, "TERMINATED", {"updates": int(row["updates"]),
+                                            "best_dev_loss": float(row["best_dev_loss"])}, None)
+    return out
 
 
 def _trial_statuses(grid: Any) -> list[str]:

@@ -7,13 +7,15 @@ ends right after a validation), reports ``updates``, ``dev_loss`` (of that valid
 ``best_dev_loss`` with a Tune checkpoint of the run dir's training state (``run.json``,
 ``checkpoint_last.pt``, ``checkpoint_best.pt``, the update checkpoints, the logs), and
 goes on. The loop's resume is exact, so a trial restored from its Tune checkpoint (Tune's
-retry after a failure, or ``Tuner.restore`` on ``--resume``) first makes its run dir hold
+retry after a failure) first makes its run dir hold
 exactly that state and then ends with the weights of an uninterrupted run. After the last
 chunk it chooses the final weights, saves the model and scores test BLEU/chrF by beam search
 (`automoe.training.finish_subnet`), and reports them with the last metrics.
 
 The run dir is ``job["models_dir"]/<key>`` (a stable place: a restored trial finds it); its
-``model/`` is the exported model.
+``model/`` is the exported model. With ``job["continue_run_dirs"]`` (``retrain --resume``,
+a fresh Tune experiment) a trial without a Tune checkpoint continues from its run dir's own
+``checkpoint_last.pt`` instead of starting over.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def retrain_trial(config: dict[str, Any]) -> None:
                            options=TrainOptions.from_dict(job["options"], source="retrain job"),
                            subnet=SubnetConfig.from_dict(job["configs"][key], source=key))
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
+    if checkpoint is None and job.get("continue_run_dirs") and (out / "checkpoint_last.pt").exists():
+        pass  # `retrain --resume`: the run dir's own state, exact resume by the loop
+    elif checkpoint is None:
         _restore_run_dir(None, out)
     else:
         with checkpoint.as_directory() as src:
