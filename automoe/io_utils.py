@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir", "file_sha256"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir",
+           "sweep_stale_dirs", "file_sha256"]
 
 
 @contextmanager
@@ -49,13 +50,16 @@ def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) ->
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary folder beside `path`; on success it replaces `path` as a whole.
 
-    Raises FileExistsError up front if `path` exists and `overwrite` is False.
+    Raises FileExistsError up front if `path` exists and `overwrite` is False. The folder is
+    named ``.<name>.tmp-<pid>-<random>``, so one left by a killed writer is recognisable and
+    the next writer of the same `path` removes it (`sweep_stale_dirs`).
     """
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists (pass overwrite to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    sweep_stale_dirs(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         if target.exists():
@@ -69,6 +73,33 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_dirs(target: str | os.PathLike) -> list[Path]:
+    """Removes the temporary folders of `atomic_dir` writers of `target` that died (their
+    pid is gone) and a leftover ``.<name>.old`` backup; returns what was removed."""
+    target = Path(target)
+    removed = []
+    for tmp in target.parent.glob(f".{target.name}.tmp-*-*"):
+        pid = tmp.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    backup = target.with_name(f".{target.name}.old")
+    if backup.is_dir() and target.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+        removed.append(backup)
+    return removed
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -272,13 +272,19 @@ def plot_runs(
         The written files (``{y}_vs_{x}.{fmt}``), written atomically.
     """
     pairs = default_pairs(runs) if pairs is None else list(pairs)
+    pairs = [(x, y) for x, y in pairs if any(
+        AXES[x].column in r.candidates and AXES[y].column in r.candidates for r in runs)]
+    if not pairs:
+        raise ValueError("no run has the columns for any of the plots asked")
     out = Path(out_dir)
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.suffix not in (".png", ".svg"))
+        if foreign:
+            raise ValueError(f"-o {out}: holds files that are not plots ({', '.join(foreign[:3])}"
+                             "); choose another directory")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for x, y in pairs:
-        if not any(AXES[x].column in r.candidates and AXES[y].column in r.candidates
-                   for r in runs):
-            continue
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
         plot_front(ax, runs, x, y)
         ax.set_title(_title(runs, x, y), fontsize=10)
@@ -290,6 +296,4 @@ def plot_runs(
                 fig.savefig(tmp, format=fmt)
             written.append(path)
         plt.close(fig)
-    if not written:
-        raise ValueError(f"no run has the columns for any of the plots {list(pairs)}")
     return written

@@ -118,6 +118,9 @@ def resolve_run(out: str | Path, *, kind: str, resume: bool, preset: str | None,
     if (out / LAST_CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run ({LAST_CHECKPOINT}); pass --resume to "
                          "continue it or choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not stored_path.is_file():
+        raise ValueError(f"--out {out}: exists, is not empty and is not a training run dir "
+                         "(no run.json); choose another --out")
     missing = [k for k in ("data_dir",) + (("space",) if kind == "supernet" else ("subnet",))
                if fixed.get(k) is None]
     if missing:

@@ -142,3 +142,16 @@ def test_run_table_is_frozen():
     run = RunTable("x", pd.DataFrame(), {})
     with pytest.raises(AttributeError):
         run.label = "y"
+
+
+def test_bad_plot_input_writes_nothing_and_a_foreign_out_is_refused(tmp_path, capsys):
+    run, _ = _fake_run(tmp_path, "r", 10, 5)
+    out = tmp_path / "plots"
+    assert main(["plot", str(run), "-o", str(out), "--pairs", "flops:loss"]) == 2
+    assert "no run has the columns" in capsys.readouterr().err and not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["plot", str(run), "-o", str(mine)]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -114,6 +114,13 @@ def test_bad_resumes_and_checkpoints_fail_clearly(data_dir, supernet_run, tmp_pa
     assert main(["supernet", "train", "--space", "tiny", "--data", str(data_dir), "--out",
                  str(supernet_run), "--max-updates", "41"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep")
+    assert main(["supernet", "train", "--space", "tiny", "--data", str(data_dir), "--out",
+                 str(foreign), "--max-updates", "2"]) == 2
+    assert "not a training run dir" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
     # a checkpoint of another space: copy the tiny run's checkpoint into a demo-space run
     other = tmp_path / "other"
     other.mkdir()
