@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+from automoe.devices import check_device
 from automoe.presets import PRESET_NAMES, TrainOptions
 from supernet.training.schedule import SCHEDULE_KINDS
 
@@ -151,6 +152,8 @@ def _rank() -> int:
 def _supernet(args: argparse.Namespace) -> int:
     from automoe.training import finish_distributed, resolve_run, train_supernet
 
+    check_device(args.device)  # before anything is read or written
+
     settings = resolve_run(args.out, kind="supernet", resume=args.resume, preset=args.preset,
                            overrides=_overrides(args), world_size=_world_size(),
                            data_dir=args.data, space=args.space)
@@ -169,6 +172,8 @@ def _supernet(args: argparse.Namespace) -> int:
 
 def _subnet(args: argparse.Namespace) -> int:
     from automoe.training import finish_distributed, read_subnet, resolve_run, train_subnet
+
+    check_device(args.device)  # before anything is read or written
 
     subnet = read_subnet(args.subnet) if args.subnet else None
     settings = resolve_run(args.out, kind="subnet", resume=args.resume, preset=args.preset,

@@ -40,6 +40,9 @@ def decoding_kwargs(args: argparse.Namespace) -> dict:
 
 def load_translation_model(model_dir: str, data_dir: str | None, device: str):
     """The exported Transformer in MODEL_DIR (eval mode, on `device`) and its tokenizer."""
+    from automoe.devices import check_device
+
+    check_device(device)
     from supernet import Transformer
 
     root = Path(model_dir)

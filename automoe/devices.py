@@ -1,0 +1,27 @@
+"""The one check of a ``--device`` value, shared by every command that takes one."""
+
+from __future__ import annotations
+
+__all__ = ["check_device"]
+
+
+def check_device(name: str | None, *, flag: str = "--device") -> str | None:
+    """`name` when torch can run on it here (None passes: the command's default); else a
+    ValueError naming the flag and what is accepted."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{flag} {name!r}: not a device (expected cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{flag} {name!r}: only cpu and cuda devices are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {name!r}: torch sees no CUDA device here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {name!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) here")
+    return name
