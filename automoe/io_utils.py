@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir",
-           "sweep_stale_dirs", "file_sha256"]
+           "sweep_stale_dirs", "read_json", "read_csv", "file_sha256"]
 
 
 @contextmanager
@@ -100,6 +100,32 @@ def sweep_stale_dirs(target: str | os.PathLike) -> list[Path]:
         shutil.rmtree(backup, ignore_errors=True)
         removed.append(backup)
     return removed
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; ValueError naming the file when it is not UTF-8 JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a binary file?)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_csv(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """A CSV file as a pandas DataFrame (``key`` read as text); ValueError naming the file
+    when it is empty, binary or malformed."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **{"dtype": {"key": str}, **kwargs})
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty (no header, no rows)") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: not a readable CSV table "
+                         f"({' '.join(str(err).split())[:200]})") from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

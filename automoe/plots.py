@@ -9,7 +9,6 @@ retrained, the retrained scores of the front as a second series.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from automoe.io_utils import atomic_path  # noqa: E402
+from automoe.io_utils import atomic_path, read_csv, read_json  # noqa: E402
 
 __all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
            "AXES"]
@@ -70,11 +69,13 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
     csv = run / "candidates.csv"
     if not csv.is_file():
         raise ValueError(f"{run}: no candidates.csv (is this a search run directory?)")
-    table = pd.read_csv(csv)
+    table = read_csv(csv)
     if table.empty:
         raise ValueError(f"{csv}: no candidates")
     settings_path = run / "search.json"
-    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings = read_json(settings_path) if settings_path.is_file() else {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_path}: expected a JSON object")
     retrained = run / "retrained.csv"
     if retrained.is_file():
         extra = pd.read_csv(retrained)[["key", "bleu_retrained"]]

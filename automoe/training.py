@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from automoe.data import TokenBatcher, load_split, read_meta
 from automoe.data.store import Ragged
-from automoe.io_utils import atomic_write_json, atomic_write_text
+from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
 from automoe.presets import TrainOptions, get_preset
 from search_spaces import SearchSpace, SubnetConfig, load_space
 from supernet.options import ModelOptions
@@ -94,8 +94,7 @@ def resolve_run(out: str | Path, *, kind: str, resume: bool, preset: str | None,
     out = Path(out)
     stored_path = out / RUN_FILE
     if resume and stored_path.is_file():
-        stored = RunSettings.from_dict(json.loads(stored_path.read_text(encoding="utf-8")),
-                                       source=str(stored_path))
+        stored = RunSettings.from_dict(read_json(stored_path), source=str(stored_path))
         if stored.kind != kind:
             raise ValueError(f"{stored_path}: this run dir holds a {stored.kind} run, not {kind}")
         given = {k: v for k, v in fixed.items() if v is not None}

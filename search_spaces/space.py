@@ -254,7 +254,9 @@ def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchS
     missing = [k for k in CHOICE_KEYS if k not in choices]
     if missing:
         raise ValueError(f"{source}: missing key(s) {['choices.' + m for m in missing]}")
-    parsed = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'") for k in CHOICE_KEYS}
+    parsed = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'",
+                              limit=_LIMITS.get(k.split("_", 1)[-1], _MAX_CHOICE))
+              for k in CHOICE_KEYS}
 
     dims_keys = [f.name for f in dataclasses.fields(SupernetDims)]
     given = data.get("supernet") or {}
@@ -279,7 +281,13 @@ def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchS
     )
 
 
-def _choice_list(value: Any, where: str) -> tuple[int, ...]:
+# Sanity bounds: far above any Transformer trained today, low enough that a typo
+# (encoder_layers: [1, 100000]) fails here instead of deep in counting or allocation.
+_MAX_CHOICE = 1 << 20  # widths, FFN dims
+_LIMITS = {"layers": 256, "heads": 1024, "cross_heads": 1024, "experts": 4096, "top_k": 4096, "ende_attn": 256}
+
+
+def _choice_list(value: Any, where: str, *, limit: int = _MAX_CHOICE) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{where}: expected a non-empty list of positive integers (one choice "
                          f"is written [x]), got {value!r}")
@@ -288,6 +296,8 @@ def _choice_list(value: Any, where: str) -> tuple[int, ...]:
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{where}: choice {v!r} is not a positive integer")
+        if v > limit:
+            raise ValueError(f"{where}: choice {v} is above the supported maximum {limit}")
     if len(set(value)) != len(value):
         raise ValueError(f"{where}: duplicate choice in {list(value)}")
     return tuple(sorted(value))
@@ -399,7 +409,9 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             raise ValueError(f"unknown search space {text!r}; shipped spaces: "
                              f"{available_spaces()} (or give a path to a .yaml file)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     return SearchSpace.from_dict(data, source=str(path), name=path.stem)
