@@ -19,7 +19,9 @@ minute" are measured apart and multiplied:
    from a fresh model for its first ``--speed-updates`` updates (per variant: the same data
    and, for equal sampling rules, the same subnets as its curve run), after one warm-up call
    per variant; the value is the median over repeats of training seconds / updates
-   (validation and checkpoint writes excluded).
+   (validation and checkpoint writes excluded). Variants marked ``cost_as`` do exactly the
+   arithmetic of another (only a scalar such as the lr differs): the report pools their
+   samples, as their differences are the machine's load.
 3. ``report``: minutes of a variant's curve = update x its seconds per update / 60. The
    headline is the minutes each variant needs to reach the baseline's final dev NLL (linear
    interpolation between validations) and the ratio baseline minutes / variant minutes.
@@ -58,12 +60,16 @@ class Variant:
         text: what it changes.
         overrides: TrainOptions fields set on top of the demo preset (max_updates included).
         speed_updates: updates timed per repeat of the speed measurement (0 = the default).
+        cost_as: the variant whose updates do exactly the same arithmetic (same subnets,
+            same ops; only a scalar such as the lr differs): the report pools their speed
+            samples, since any difference between them is the machine's load.
     """
 
     name: str
     text: str
     overrides: dict[str, Any] = field(default_factory=dict)
     speed_updates: int = 0
+    cost_as: str = ""
 
 
 # The demo preset as it was before this benchmark, pinned so the baseline does not follow the
@@ -77,14 +83,15 @@ SANDWICH = {**BASE, "max_updates": 170, "warmup_updates": 30, "sampling": "sandw
 VARIANTS = [
     Variant("baseline", "demo preset before this benchmark: uniform, lr 1e-3, warmup 100, "
             "2,048 tokens, fp32, per-width sinusoids", BASE),
-    Variant("bf16", "baseline + bf16 autocast on the CPU", {**BASE, "cpu_bf16": True}),
+    # bf16 is timed over fewer updates: without native bf16 matmuls it is several times slower
+    Variant("bf16", "baseline + bf16 autocast on the CPU", {**BASE, "cpu_bf16": True}, 3),
     Variant("shared-pos", "baseline + one sinusoid of the largest width, sliced",
-            {**BASE, "shared_positions": True}),
-    Variant("lr2e-3", "baseline with peak lr 2e-3", {**BASE, "lr": 2e-3}),
+            {**BASE, "shared_positions": True}, cost_as="baseline"),
+    Variant("lr2e-3", "baseline with peak lr 2e-3", {**BASE, "lr": 2e-3}, cost_as="baseline"),
     Variant("sandwich-kd", "sandwich (largest + smallest + 2 random) + in-place distillation "
-            "(weight 1), 170 updates", {**SANDWICH, "distill_weight": 1.0}, 8),
+            "(weight 1), 170 updates", {**SANDWICH, "distill_weight": 1.0}, 4),
     Variant("sandwich", "sandwich rule (largest + smallest + 2 random), 170 updates",
-            SANDWICH, 8),
+            SANDWICH, 4),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -97,7 +104,8 @@ def settings_for(variant: Variant, args: argparse.Namespace, run_dir: Path,
     overrides["schedule_updates"] = variant.overrides["max_updates"]
     if max_updates is not None:
         overrides["max_updates"] = max_updates
-    return resolve_run(run_dir, kind="supernet", resume=resume, preset="demo",
+    stored = resume and (run_dir / "run.json").is_file()  # a resumed run keeps its options
+    return resolve_run(run_dir, kind="supernet", resume=resume, preset=None if stored else "demo",
                        overrides=overrides, data_dir=args.data, space=args.space)
 
 
@@ -197,7 +205,15 @@ def first_reach(curve: list[tuple[float, float]], target: float) -> float | None
 def part_report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]:
     out = Path(args.out)
     speed = json.loads((out / "speed.json").read_text())
-    spu = speed["seconds_per_update"]
+    spu = dict(speed["seconds_per_update"])
+    groups: dict[str, list[str]] = {}
+    for v in variants:
+        if v.name in spu:
+            groups.setdefault(v.cost_as or v.name, []).append(v.name)
+    for members in groups.values():  # equal arithmetic: pool the interleaved samples
+        pooled = statistics.median(x for m in members for x in speed["samples"][m])
+        for m in members:
+            spu[m] = pooled
     curves = {v.name: read_curve(out / "runs" / v.name) for v in variants
               if (out / "runs" / v.name / "valid_log.csv").exists() and v.name in spu}
     if "baseline" not in curves:
@@ -223,7 +239,8 @@ def part_report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, 
                      "speedup_vs_baseline": (None if reach is None or not base_min
                                              else round(base_min / reach, 2)),
                      "probes_final_nll": read_probes(out / "runs" / name)})
-    summary = {"target_nll": round(target, 4), "rows": rows, "speed": speed}
+    summary = {"target_nll": round(target, 4), "rows": rows, "speed": speed,
+               "seconds_per_update_used": spu, "pooled": list(groups.values())}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print("| variant | s/update | updates | minutes | final mean probe NLL (ppl) | "
           "minutes to baseline's final NLL | x baseline |")
@@ -274,7 +291,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--valid-sentences", type=int, default=300)
     p.add_argument("--validate-every", type=int, default=50)
-    p.add_argument("--speed-updates", type=int, default=24,
+    p.add_argument("--speed-updates", type=int, default=10,
                    help="updates timed per repeat (variants may set their own)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--stop-at", type=float, default=0.0, metavar="FRACTION",
