@@ -222,6 +222,26 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
     hyp.unlink()
     for s, h in zip(src, hyps, strict=True):
         say(f"  {s[:70]!r}\n    -> {h[:70]!r}")
+    say(_quality_note(subnet))
+
+
+def _quality_note(subnet: Path) -> str:
+    """What the translations above can be expected to be worth: the exported subnet's own
+    dev scores with their uncertainty (scores.json), said next to them."""
+    scores = json.loads((subnet / "scores.json").read_text(encoding="utf-8"))
+    parts = []
+    if scores.get("loss") is not None:
+        se = scores.get("loss_se")
+        parts.append(f"dev loss {scores['loss']:.3f}" + (f" ± {se:.3f} (SE)" if se else ""))
+    if scores.get("bleu") is not None:
+        lo, hi = scores.get("bleu_lo"), scores.get("bleu_hi")
+        parts.append(f"dev BLEU {scores['bleu']:.2f}" +
+                     (f" [{lo:.2f}, {hi:.2f}] (95%)" if lo is not None else ""))
+    note = f"  the exported subnet, inherited weights: {'; '.join(parts)}."
+    if scores.get("bleu") is not None and scores["bleu"] < 10:
+        note += (" Below 10 BLEU translations are mostly wrong: a supernet trained for "
+                 "minutes on a CPU shows the workflow, not translation quality.")
+    return note
 
 
 def _report(o: PipelineOutputs, say: Callable[[str], None]) -> None:

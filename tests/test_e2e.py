@@ -47,6 +47,9 @@ def test_every_step_ran_and_wrote_its_outputs(pipeline):
     out, log = pipeline
     steps = [line.split()[2] for line in log if line.startswith("$ automoe")]
     assert steps == ["supernet", "search", "export", "translate", "plot"]
+    scores = json.loads((out.subnet / "scores.json").read_text())
+    (note,) = [line for line in log if "the exported subnet, inherited weights" in line]
+    assert f"dev BLEU {scores['bleu']:.2f} [{scores['bleu_lo']:.2f}" in note
     assert (out.supernet / "checkpoint_last.pt").is_file()
     meta = json.loads((out.search / "search.json").read_text())
     assert meta["status"] == "finished" and meta["generations_done"] == 2
