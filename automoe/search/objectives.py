@@ -72,7 +72,9 @@ METRICS: dict[str, Metric] = {
 }
 _BY_COLUMN = {m.column: m for m in METRICS.values()}
 
-DEFAULT_OBJECTIVES = ("bleu", "flops", "latency")
+# Dev loss, not BLEU: on the same supernet it resolved more subnet pairs at a third of the
+# CPU time (docs/benchmarks.md, "Search objectives"); HAT searched on loss too.
+DEFAULT_OBJECTIVES = ("loss", "flops", "latency")
 
 _BOUND_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
 
