@@ -140,3 +140,34 @@ def test_cache_measure_builds_only_on_a_miss(tmp_path):
 
     result, hit = cache.measure("k1", protocol, fail)
     assert hit and result.subnet_key == "k1"
+
+
+def _writer(path: str, tag: str, n: int) -> None:
+    from automoe.costs.latency import device_fingerprint
+
+    cache = LatencyCache(path)
+    fp = device_fingerprint("cpu", "float32", 1)
+    # long lines (a 5,000-run protocol's samples): several pages each, so unlocked buffered
+    # appends from two processes could interleave
+    protocol = LatencyProtocol(runs=3)
+    for i in range(n):
+        cache.put(LatencyResult(encoder_ms=(1.0 + i,) * 3000, decoder_ms=(2.0,) * 3000,
+                                device_ms=(), protocol=protocol.to_dict(), fingerprint=fp,
+                                subnet_key=f"{tag}{i:04d}"))
+
+
+def test_two_processes_appending_at_once_leave_a_consistent_cache(tmp_path):
+    import multiprocessing as mp
+
+    path = str(tmp_path / "cache.jsonl")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, tag, 60)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    lines = (tmp_path / "cache.jsonl").read_text().splitlines()
+    assert len(lines) == 120 and all(line.endswith("}") for line in lines)
+    cache = LatencyCache(path)  # every line parses: no interleaving, no broken record
+    assert len(cache) == 120

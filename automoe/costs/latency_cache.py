@@ -1,7 +1,8 @@
 """A persistent latency cache keyed by (device fingerprint, subnet key, protocol).
 
-One JSON object per line (JSONL), appended and fsync'ed per measurement, so several
-processes can share a file and a crash loses at most the line being written (a broken last
+One JSON object per line (JSONL), appended under an exclusive ``flock`` and fsync'ed per
+measurement, so several processes (two searches, two `automoe latency collect`) can share a
+file and a crash loses at most the line being written (a broken last
 line is skipped on load). The lookup key contains the fingerprint's content hash, and the
 stored fingerprint is re-hashed on load rather than trusted, so a measurement taken on another
 device, torch version, thread count or dtype is never returned.
@@ -9,6 +10,7 @@ device, torch version, thread count or dtype is never returned.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import warnings
@@ -72,11 +74,18 @@ class LatencyCache:
         """Stores ``result`` in memory and appends it to the file."""
         key = self._key_of(result)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(result.to_dict(), separators=(",", ":")) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(result.to_dict(), separators=(",", ":")) + "\n").encode("utf-8")
+        # Several processes append to one file: each line is one write() under an exclusive
+        # lock, so lines never interleave whatever their length.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # also releases the lock
         self._entries[key] = result
 
     def measure(
