@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_path, atomic_write_json
+from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
 
 __all__ = ["FidelitySettings", "FidelityOutcome", "choose_subnets", "run_fidelity",
            "agreement_report", "FIDELITY_COLUMNS"]
@@ -320,11 +320,6 @@ def _candidates_table(chosen: list[tuple[str, Any]], scores: Mapping[str, Mappin
     return pd.DataFrame(rows)
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
-
-
 def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]
            ) -> list[tuple[str, Any]]:
     """The chosen subnets: new (written to search.json) or, resuming, the recorded ones
@@ -409,7 +404,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
                           desc="inherited", progress=settings.progress)
         model = None  # the supernet is not needed past this point
         normalize_before = bool(checkpoint.options.get("normalize_before", False))
-        _write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
+        atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
                                      normalize_before), out / "candidates.csv")
     finally:
         torch.set_num_threads(threads)
@@ -462,7 +457,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
                            "seconds": f"process CPU seconds per subnet, {settings.threads} "
                                       "torch thread(s)"},
               "supernet": identity}
-    _write_csv(frame, out / "fidelity.csv")
+    atomic_write_csv(frame, out / "fidelity.csv")
     atomic_write_json(out / "fidelity.json", report)
     _plot(frame, report, out / "fidelity.png")
     return FidelityOutcome(frame, report, out)

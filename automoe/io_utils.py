@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir",
-           "sweep_stale_dirs", "read_json", "read_csv", "file_sha256"]
+           "sweep_stale_dirs", "atomic_write_csv", "read_json", "read_csv", "file_sha256"]
 
 
 @contextmanager
@@ -100,6 +100,14 @@ def sweep_stale_dirs(target: str | os.PathLike) -> list[Path]:
         shutil.rmtree(backup, ignore_errors=True)
         removed.append(backup)
     return removed
+
+
+def atomic_write_csv(frame: Any, path: str | os.PathLike, *,
+                     float_format: str | None = "%.10g") -> Path:
+    """Writes a pandas DataFrame to `path` as CSV (no index) through a temporary file."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format)
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_path, atomic_write_json
+from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.pipeline import run_cli, search_finished
 
 __all__ = ["StudyPlan", "STUDY_PLANS", "matched_dense", "moe_vs_dense", "run_study"]
@@ -193,8 +193,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
 
     table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").texts("tgt"))
     path = root / "moe_vs_dense.csv"
-    with atomic_path(path, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    atomic_write_csv(table, path, float_format="%.6g")
     step("plot", ["plot", str(moe_run), str(dense_run), "-o", str(root / "plots"),
                   "--label", "MoE space", "--label", "dense only"])
     say(f"study finished: {path}; fidelity in {fidelity}; "

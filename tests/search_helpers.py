@@ -3,7 +3,11 @@ checkpoint of a `tiny`-space supernet."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import time
 from pathlib import Path
 
 WORDS = {"the": "der", "a": "ein", "house": "Haus", "cat": "Katze", "dog": "Hund",
@@ -65,3 +69,21 @@ def make_world(root: Path) -> tuple[Path, Path]:
     """(supernet run dir, data dir) under ``root``."""
     data = make_data(root)
     return make_supernet(root, data), data
+
+
+def kill_after_first_report(result_json: Path, done: dict, timeout: float = 120.0) -> None:
+    """SIGKILLs the trial process once Tune has logged its first result (pid from it)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if result_json.is_file():
+            lines = result_json.read_text().splitlines()
+            if lines and lines[0].endswith("}"):
+                row = json.loads(lines[0])
+                done["updates"], done["pid"] = row["updates"], row["pid"]
+                try:
+                    os.kill(row["pid"], signal.SIGKILL)
+                    done["killed"] = True
+                except ProcessLookupError:
+                    done["killed"] = False
+                return
+        time.sleep(0.02)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from search_helpers import make_world
-from test_retrain import _kill_after_first_report
+from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
 from automoe.costs.flops import flops as count_flops
@@ -71,16 +69,6 @@ def _brute_tau(x, y) -> float:
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def study(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("fidelity")
     supernet, data = make_world(root)
@@ -88,7 +76,7 @@ def study(tmp_path_factory, ray_session):
     chosen = choose_subnets(load_space("tiny"), subnets=5, dense=1, seed=0)
     keys = [c.key() for _, c in chosen]
     kill: dict = {}
-    killer = threading.Thread(target=_kill_after_first_report, args=(
+    killer = threading.Thread(target=kill_after_first_report, args=(
         out / "retrain" / "tune" / f"trial_{keys[1]}" / "result.json", kill), daemon=True)
     killer.start()
     argv = ["fidelity", str(supernet), "--data", str(data), "--out", str(out), "--subnets", "5",

@@ -15,12 +15,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import random
 import shutil
-import signal
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from search_helpers import make_world
+from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
 from automoe.retrain import spread_indices
@@ -54,16 +51,6 @@ def search_run(tmp_path_factory) -> Path:
                               objectives=("loss", "flops"), generations=2, population=6,
                               workers=0, dev_sentences=8, baselines=False, progress=False))
     return root / "search"
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _copy_run(run: Path, to: Path) -> Path:
@@ -97,24 +84,6 @@ def _oracle(run: Path, key: str, out: Path, *, stop: int | None = None) -> dict:
         torch.set_num_threads(threads)
 
 
-def _kill_after_first_report(result_json: Path, done: dict, timeout: float = 120.0) -> None:
-    """SIGKILLs the trial process once Tune has logged its first result (pid from it)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if result_json.is_file():
-            lines = result_json.read_text().splitlines()
-            if lines and lines[0].endswith("}"):
-                row = json.loads(lines[0])
-                done["updates"], done["pid"] = row["updates"], row["pid"]
-                try:
-                    os.kill(row["pid"], signal.SIGKILL)
-                    done["killed"] = True
-                except ProcessLookupError:
-                    done["killed"] = False
-                return
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def job(search_run, ray_session, tmp_path_factory):
     run = search_run
@@ -130,7 +99,7 @@ def job(search_run, ray_session, tmp_path_factory):
     better, worse = sorted(pair, key=dev2.get)
     oracles = {better: _oracle(run, better, tmp / better)}
     kill: dict = {}
-    killer = threading.Thread(target=_kill_after_first_report, args=(
+    killer = threading.Thread(target=kill_after_first_report, args=(
         run / "retrain" / "tune" / f"trial_{better}" / "result.json", kill), daemon=True)
     killer.start()
     # sequential trials (better first), ASHA on the rung at update 2, no Tune retries

@@ -8,8 +8,9 @@ import argparse
 import json
 
 from automoe.commands.retrain import _FLAGS as RETRAIN_FLAGS
+from automoe.commands.retrain import trial_settings
 from automoe.commands.train import add_training_options
-from automoe.presets import PRESET_NAMES, TrainOptions
+from automoe.presets import PRESET_NAMES
 
 # the retrain flags that make sense for a study (the subnets are the study's own)
 _TRIAL_FLAGS = [f for f in RETRAIN_FLAGS if f[0] not in ("top", "grace-updates",
@@ -61,12 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _retrain_fields(args: argparse.Namespace) -> dict:
-    fields = set(TrainOptions.__dataclass_fields__)
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    out = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
-           for name, _, _ in _TRIAL_FLAGS}
-    out.update(preset=args.preset, ray_address=args.ray_address, overrides=overrides)
-    return {k: v for k, v in out.items() if v is not None}
+    given = trial_settings(args, _TRIAL_FLAGS)
+    given["overrides"] = given["overrides"] or {}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="join this Ray cluster (RUN_DIR on a shared filesystem) instead of "
                         "starting a local one")
     p.add_argument("--resume", action="store_true",
-                   help="continue the job in RUN_DIR/retrain (Tuner.restore: unfinished and "
-                        "failed trials continue from their last checkpoint)")
+                   help="continue the job in RUN_DIR/retrain: finished trials are kept, the "
+                        "others train on from their own last checkpoint")
     p.add_argument("--dry-run", action="store_true",
                    help="print the subnets that would be retrained and stop")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -65,15 +65,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _given(args: argparse.Namespace) -> dict:
+def trial_settings(args: argparse.Namespace, flags: list[tuple[str, type, str]]) -> dict:
+    """`RetrainSettings` fields given on the command line (None = not given): `flags`, the
+    preset, the Ray address and the training-option overrides."""
     fields = set(TrainOptions.__dataclass_fields__)
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     given = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
-             for name, _, _ in _FLAGS}
-    given.update(preset=args.preset, early_stop=args.early_stop, ray_address=args.ray_address,
+             for name, _, _ in flags}
+    given.update(preset=args.preset, ray_address=args.ray_address, overrides=overrides or None)
+    return given
+
+
+def _given(args: argparse.Namespace) -> dict:
+    given = trial_settings(args, _FLAGS)
+    given.update(early_stop=args.early_stop,
                  keys=tuple(k.strip() for k in args.keys.split(",") if k.strip())
-                 if args.keys is not None else None,
-                 overrides=overrides or None, progress=not args.quiet)
+                 if args.keys is not None else None, progress=not args.quiet)
     if given.get("keys") is not None and given.get("top") is not None:
         raise ValueError("--keys and --top exclude each other")
     return {k: v for k, v in given.items() if v is not None}

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_path, atomic_write_json
+from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.presets import PRESET_NAMES, TrainOptions, get_preset
 from automoe.retrain.select import choose_keys, cost_column
 
@@ -346,7 +346,7 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
                 ray.shutdown()
     table = _with_intervals(_table(plan, results), plan["job"]["data_dir"])
     path = plan["run"] / TABLE
-    _write_csv(table, path)
+    atomic_write_csv(table, path, float_format=None)
     if (plan["run"] / "pareto.csv").is_file():
         _merge_front(plan["run"] / "pareto.csv", table)
     return RetrainOutcome(table, path, tuple(plan["keys"]))
@@ -477,15 +477,10 @@ def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
     return out
 
 
-def _write_csv(frame: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format=float_format)
-
-
 def _merge_front(path: Path, table: pd.DataFrame) -> None:
     """Adds (or replaces) pareto.csv's ``bleu_retrained`` column (NaN where not retrained);
     every other cell is written back as the search wrote it (same float format)."""
     front = pd.read_csv(path, dtype={"key": str})
     scores = table.set_index("key")["bleu_retrained"]
     front["bleu_retrained"] = front["key"].map(scores).astype(float)
-    _write_csv(front, path, float_format="%.10g")  # as automoe.search.results writes it
+    atomic_write_csv(front, path)  # as automoe.search.results writes it

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_path
+from automoe.io_utils import atomic_write_csv
 
 __all__ = ["COMPARISONS", "compare_rows", "write_comparisons"]
 
@@ -76,7 +76,4 @@ def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],
     settings = dataclasses.replace(factory.settings, bleu=True)
     scorer = dataclasses.replace(factory, settings=settings)(state)
     table = compare_rows(front, baselines, scorer)
-    path = Path(run_dir) / COMPARISONS
-    with atomic_path(path, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10g")
-    return path
+    return atomic_write_csv(table, Path(run_dir) / COMPARISONS)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_path
+from automoe.io_utils import atomic_write_csv
 
 __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
            "baseline_table", "write_baselines", "experts_summary"]
@@ -133,8 +133,7 @@ def write_tables(run_dir: str | Path, algo: Any, state: Any, details: Mapping[st
     table = candidate_table(algo, state, details)
     front = pareto_table(algo, table)
     for name, frame in (("candidates.csv", table), ("pareto.csv", front)):
-        with atomic_path(run / name, suffix=".csv") as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.10g")
+        atomic_write_csv(frame, run / name)
     return table, front
 
 
@@ -149,7 +148,4 @@ def baseline_table(algo: Any, entries: Mapping[str, Any], details: Mapping[str, 
 
 def write_baselines(run_dir: str | Path, table: pd.DataFrame) -> Path:
     """Writes RUN_DIR/baselines.csv atomically."""
-    path = Path(run_dir) / "baselines.csv"
-    with atomic_path(path, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10g")
-    return path
+    return atomic_write_csv(table, Path(run_dir) / "baselines.csv")

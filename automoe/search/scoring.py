@@ -309,14 +309,14 @@ def sentence_losses(model: Any, batches: Any, subnet: Any, *, label_smoothing: f
     `subnet` of a supernet (or of a plain model with ``subnet=None``), in eval mode.
 
     `batches` are `automoe.data.Batch`es of the first n dev sentences (``ids`` gives each
-    row's sentence). The smoothing is torch's ``cross_entropy(label_smoothing=eps)``, the
-    same definition as the training loss (`supernet.training.loss`).
+    row's sentence). The per-token terms are the training loss's own
+    (`supernet.training.loss.token_losses`: one log-softmax per batch).
     """
     import torch
-    import torch.nn.functional as F
 
     from supernet.tokens import PAD_ID
     from supernet.training.evaluate import forward
+    from supernet.training.loss import token_losses
 
     loss, nll, tokens = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
     was_training = model.training
@@ -325,12 +325,7 @@ def sentence_losses(model: Any, batches: Any, subnet: Any, *, label_smoothing: f
         with torch.no_grad():
             for src, prev, target, ids in batches:
                 logits, _ = forward(model, src, prev, subnet)
-                flat = logits.float().reshape(-1, logits.size(-1))
-                t = target.reshape(-1)
-                ls = F.cross_entropy(flat, t, ignore_index=PAD_ID, reduction="none",
-                                     label_smoothing=label_smoothing).view_as(target)
-                nl = F.cross_entropy(flat, t, ignore_index=PAD_ID,
-                                     reduction="none").view_as(target)
+                ls, nl = token_losses(logits, target, epsilon=label_smoothing)  # [B, T] each
                 rows = ids.cpu().numpy()
                 loss[rows] = ls.sum(1).double().cpu().numpy()
                 nll[rows] = nl.sum(1).double().cpu().numpy()

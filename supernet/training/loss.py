@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from supernet.tokens import PAD_ID
 
-__all__ = ["LossSums", "label_smoothed_nll", "distillation_kl"]
+__all__ = ["LossSums", "label_smoothed_nll", "token_losses", "distillation_kl"]
 
 
 class LossSums(NamedTuple):
@@ -35,12 +35,10 @@ class LossSums(NamedTuple):
     ntokens: int
 
 
-def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float,
-                       ignore_index: int = PAD_ID) -> LossSums:
-    """Label-smoothed loss of `logits` [B, T, V] against `target` [B, T] (computed in fp32).
-
-    Positions where ``target == ignore_index`` contribute nothing.
-    """
+def _token_terms(logits: torch.Tensor, target: torch.Tensor, epsilon: float, ignore_index: int
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(nll [B, T], smoothing term [B, T] or None when epsilon is 0, padding mask [B, T]),
+    zero at padding, from one fp32 log-softmax of `logits` [B, T, V]."""
     if logits.shape[:-1] != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match target {tuple(target.shape)}")
     if not 0.0 <= epsilon < 1.0:
@@ -49,12 +47,32 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, *, epsilon: f
     pad = target.eq(ignore_index)  # [B, T]
     nll = -lprobs.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # [B, T]
     nll = nll.masked_fill(pad, 0.0)
-    if epsilon > 0:
-        smooth = -lprobs.sum(-1).masked_fill(pad, 0.0)  # [B, T]
-        loss = (1.0 - epsilon) * nll.sum() + (epsilon / lprobs.size(-1)) * smooth.sum()
+    smooth = -lprobs.sum(-1).masked_fill(pad, 0.0) if epsilon > 0 else None  # [B, T]
+    return nll, smooth, pad
+
+
+def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float,
+                       ignore_index: int = PAD_ID) -> LossSums:
+    """Label-smoothed loss of `logits` [B, T, V] against `target` [B, T] (computed in fp32).
+
+    Positions where ``target == ignore_index`` contribute nothing.
+    """
+    nll, smooth, pad = _token_terms(logits, target, epsilon, ignore_index)
+    if smooth is not None:
+        loss = (1.0 - epsilon) * nll.sum() + (epsilon / logits.size(-1)) * smooth.sum()
     else:
         loss = nll.sum()
     return LossSums(loss, nll.sum().detach(), int(target.numel() - int(pad.sum())))
+
+
+def token_losses(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float,
+                 ignore_index: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token (label-smoothed loss, NLL), each [B, T] and zero at padding: the terms
+    whose sums `label_smoothed_nll` returns (per-sentence scores sum them over T)."""
+    nll, smooth, _ = _token_terms(logits, target, epsilon, ignore_index)
+    if smooth is None:
+        return nll, nll
+    return (1.0 - epsilon) * nll + (epsilon / logits.size(-1)) * smooth, nll
 
 
 def distillation_kl(logits: torch.Tensor, teacher_lprobs: torch.Tensor, target: torch.Tensor, *,
