@@ -1,8 +1,9 @@
-"""The one check of a ``--device`` value, shared by every command that takes one."""
+"""The one check of a ``--device`` value, shared by every command that takes one, and the
+default device."""
 
 from __future__ import annotations
 
-__all__ = ["check_device"]
+__all__ = ["check_device", "default_device"]
 
 
 def check_device(name: str | None, *, flag: str = "--device") -> str | None:
@@ -25,3 +26,11 @@ def check_device(name: str | None, *, flag: str = "--device") -> str | None:
             raise ValueError(f"{flag} {name!r}: only {torch.cuda.device_count()} CUDA "
                              "device(s) here")
     return name
+
+
+def default_device() -> str:
+    """"cuda" when torch sees a GPU here, else "cpu" (imports torch: call it when running,
+    not while building the command line)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -394,20 +394,32 @@ class ExportedSubnet:
                                lenpen=lenpen, device=self.device, **kwargs)
 
 
-def load_subnet(path: str | Path, device: str = "cpu") -> ExportedSubnet:
-    """Loads a model dir written by `export_subnet` (or any `Transformer.save` dir holding
-    an ``spm.model``); ValueError/FileNotFoundError naming the file when it is bad."""
+def load_subnet(path: str | Path, device: str = "cpu", *,
+                data_dir: str | Path | None = None) -> ExportedSubnet:
+    """Loads a model dir written by `export_subnet` (or any `Transformer.save` dir) with its
+    tokenizer: the dir's ``spm.model``, else that of ``data_dir`` (the prepared data dir the
+    model was trained on). ValueError/FileNotFoundError naming the file when it is bad."""
     from automoe.data import Tokenizer
     from supernet import Transformer
 
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such model directory (written by automoe export)")
-    tokenizer = Tokenizer.load(root / "spm.model")
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"{root / 'config.json'} does not exist: a model directory is "
+                                "written by Transformer.save / automoe export")
+    spm = root / "spm.model"
+    if not spm.is_file():
+        if data_dir is None:
+            raise FileNotFoundError(f"{root} has no spm.model; pass --data DIR (data_dir= in "
+                                    "Python), the data dir the model was trained on, to use "
+                                    "its tokenizer")
+        spm = Path(data_dir) / "spm.model"
+    tokenizer = Tokenizer.load(spm)
     model = Transformer.load(root, device=device).eval()
     if model.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"{root}: the model's vocabulary has {model.vocab_size} entries, "
-                         f"{root / 'spm.model'} {tokenizer.vocab_size}")
+                         f"{spm} {tokenizer.vocab_size}")
     scores: dict[str, Any] = {}
     if (root / "scores.json").is_file():
         try:

@@ -13,21 +13,31 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: plots are files, never windows
+from automoe.io_utils import atomic_path, read_csv, read_json
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from automoe.io_utils import atomic_path, read_csv, read_json  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 __all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
            "AXES"]
 
 _QUALITY = ("bleu", "loss")  # the y axes; every other objective is a cost (x axis)
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless backend (plots are files, never windows);
+    imported here, not at the top, so that importing this module stays cheap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,7 @@ def _spread(t: pd.DataFrame, axis: Axis, values: np.ndarray) -> np.ndarray | Non
 def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
     """Draws runs on one axes; returns the number of front points drawn."""
     xa, ya = AXES[x], AXES[y]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = 0
     for i, run in enumerate(runs):
         t = run.candidates
@@ -284,6 +294,7 @@ def plot_runs(
             raise ValueError(f"-o {out}: holds files that are not plots ({', '.join(foreign[:3])}"
                              "); choose another directory")
     out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     written: list[Path] = []
     for x, y in pairs:
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)

@@ -16,7 +16,6 @@ test BLEU/chrF with beam search; the numbers go to ``results.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
 __all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
-           "fit_subnet", "finish_subnet", "load_supernet", "read_subnet"]
+           "fit_subnet", "finish_subnet", "load_supernet"]
 
 RUN_FILE = "run.json"
 
@@ -128,23 +127,6 @@ def resolve_run(out: str | Path, *, kind: str, resume: bool, preset: str | None,
     return RunSettings(kind=kind, options=options,
                        **{k: _norm(k, v) for k, v in fixed.items() if k in
                           ("data_dir", "space", "subnet", "init_from")})
-
-
-def read_subnet(path: str | Path) -> SubnetConfig:
-    """A subnet from a SubnetConfig JSON file, or from an exported model dir / its
-    ``config.json`` (the ``architecture`` entry)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such subnet config")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if isinstance(data, dict) and "architecture" in data:
-        return SubnetConfig.from_dict(data["architecture"], source=f"{path}: 'architecture'")
-    return SubnetConfig.from_dict(data, source=str(path))
 
 
 def _norm(key: str, value: Any) -> Any:

@@ -17,11 +17,16 @@ FFN dim. Lists longer than the active layer count are truncated (the reference w
 inactive genes too); shorter ones are an error. ``qkv-dim`` is optional when the space
 has a single qkv choice. AutoMoE's unused switches (``-drop-mha-sublayer``,
 ``-drop-ffn-sublayer``, ``-std-vs-dummy-experts``) are accepted only at their "off" value 1.
+
+`read_subnet` is the one reader of subnet files: `SubnetConfig` JSON, an exported model's
+``config.json`` (or its directory), or such a YAML.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,8 @@ import yaml
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
-__all__ = ["import_hat_yaml", "import_hat_dict", "to_hat_dict", "to_hat_yaml", "HAT_ENDE_TO_LAYERS"]
+__all__ = ["import_hat_yaml", "import_hat_dict", "to_hat_dict", "to_hat_yaml", "HAT_ENDE_TO_LAYERS",
+           "SubnetFile", "read_subnet"]
 
 HAT_ENDE_TO_LAYERS = {-1: 1, 1: 2, 2: 3}
 _LAYERS_TO_HAT_ENDE = {v: k for k, v in HAT_ENDE_TO_LAYERS.items()}
@@ -49,6 +55,64 @@ def _known_keys() -> set[str]:
                  f"{s}-self-attention-heads-all-subtransformer", f"{s}-n-experts",
                  f"{s}-num-experts-to-route", f"{s}-each-expert-ffn-dim-listoflist"}
     return keys
+
+
+@dataclass(frozen=True)
+class SubnetFile:
+    """A subnet read from a file (`read_subnet`).
+
+    Attributes:
+        config: the architecture.
+        path: the file read (``config.json`` when a model directory was given).
+        options: an exported model's options (the ``options`` object of its ``config.json``,
+            read by `supernet.options.ModelOptions.from_dict`); None for a bare subnet file.
+        vocab_size: an exported model's vocabulary; None for a bare subnet file.
+    """
+
+    config: SubnetConfig
+    path: Path
+    options: dict[str, Any] | None = None
+    vocab_size: int | None = None
+
+
+def read_subnet(path: str | Path, space: SearchSpace | None = None) -> SubnetFile:
+    """Reads a subnet file: `SubnetConfig.to_json` output, an exported model's
+    ``config.json`` (or the model directory; its ``architecture``, ``options`` and
+    ``vocab_size`` are read), or a HAT/AutoMoE subnet YAML (``.yml``/``.yaml``, which needs
+    ``space``). With ``space`` the subnet is validated against it.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file, the key and
+    what was expected otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such subnet config file")
+    if p.suffix in (".yml", ".yaml"):
+        if space is None:
+            raise ValueError(f"{p}: a HAT/AutoMoE subnet YAML needs a search space to be read "
+                             "against (pass --space)")
+        return SubnetFile(import_hat_yaml(p, space), p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p}: not valid JSON ({err})") from None
+    options = vocab_size = None
+    source = str(p)
+    if isinstance(data, dict) and "architecture" in data:  # an exported model's config.json
+        options = data.get("options")
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"{p}: key 'options' must be a JSON object, got {options!r}")
+        vocab_size = data.get("vocab_size")
+        if vocab_size is not None and (isinstance(vocab_size, bool)
+                                       or not isinstance(vocab_size, int) or vocab_size < 1):
+            raise ValueError(f"{p}: key 'vocab_size' must be an integer >= 1, got "
+                             f"{vocab_size!r}")
+        data, source = data["architecture"], f"{p}: 'architecture'"
+    config = SubnetConfig.from_dict(data, source=source)
+    if space is not None:
+        space.validate(config, source=str(p))
+    return SubnetFile(config, p, options, vocab_size)
 
 
 def import_hat_yaml(path: str | Path, space: SearchSpace) -> SubnetConfig:

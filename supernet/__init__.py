@@ -1,26 +1,36 @@
 """Torch models: the weight-sharing `SuperTransformer` (elastic dense + heterogeneous MoE
 encoder-decoder), the static `Transformer` it exports, and their shared parts. The supernet
-training loop is `supernet.train` (imported on demand)."""
+training loop is `supernet.train` (imported on demand).
 
-from supernet.options import ModelOptions
-from supernet.outputs import DecoderCache, EncoderOut, MoEAux
-from supernet.params import ParamCounts, count_params
-from supernet.supertransformer import SubnetView, SuperTransformer
-from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from supernet.transformer import Transformer
+Names are imported lazily, so the torch-free parts (`supernet.options`, `supernet.params`,
+`supernet.tokens`, the training schedules) load without torch.
+"""
 
-__all__ = [
-    "SuperTransformer",
-    "SubnetView",
-    "Transformer",
-    "ModelOptions",
-    "MoEAux",
-    "EncoderOut",
-    "DecoderCache",
-    "ParamCounts",
-    "count_params",
-    "PAD_ID",
-    "UNK_ID",
-    "BOS_ID",
-    "EOS_ID",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SuperTransformer": "supertransformer",
+    "SubnetView": "supertransformer",
+    "Transformer": "transformer",
+    "ModelOptions": "options",
+    "MoEAux": "outputs",
+    "EncoderOut": "outputs",
+    "DecoderCache": "outputs",
+    "ParamCounts": "params",
+    "count_params": "params",
+    "PAD_ID": "tokens",
+    "UNK_ID": "tokens",
+    "BOS_ID": "tokens",
+    "EOS_ID": "tokens",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'supernet' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"supernet.{_EXPORTS[name]}"), name)

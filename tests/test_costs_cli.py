@@ -1,4 +1,5 @@
-"""`automoe cost` in-process: JSON fields, protocol options, YAML input, errors."""
+"""`automoe cost` in-process: JSON fields, protocol options, YAML input, errors, and the
+parameter count against the built model's tensors (pre-LN and post-LN)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import pytest
 
 from automoe.cli import main
-from automoe.commands.cost import DEFAULT_VOCAB_SIZE
+from automoe.costs.report import DEFAULT_VOCAB_SIZE
 from automoe.costs.flops import FlopsProtocol, flops
 from search_spaces import load_space
 from search_spaces.importers import to_hat_yaml
@@ -69,8 +70,42 @@ def test_cost_accepts_an_exported_model_dir(tmp_path, capsys, tiny):
     config = tiny.sample(random.Random(8))
     Transformer.from_config(config, 30).save(tmp_path / "model")
     (tmp_path / "c.json").write_text(config.to_json())
-    assert _run_json(capsys, str(tmp_path / "model"), "--space", "tiny") == _run_json(
-        capsys, str(tmp_path / "c.json"), "--space", "tiny")
+    # the model's own vocabulary unless --vocab-size says otherwise
+    from_dir = _run_json(capsys, str(tmp_path / "model"), "--space", "tiny")
+    assert from_dir["vocab_size"] == 30
+    assert from_dir == _run_json(capsys, str(tmp_path / "c.json"), "--space", "tiny",
+                                 "--vocab-size", "30")
+    assert _run_json(capsys, str(tmp_path / "model"), "--space", "tiny", "--vocab-size",
+                     "100") == _run_json(capsys, str(tmp_path / "c.json"), "--space", "tiny",
+                                         "--vocab-size", "100")
+
+
+@pytest.mark.parametrize("pre_ln", [False, True], ids=["post-LN", "pre-LN"])
+def test_cost_params_equal_the_built_models_tensors(tmp_path, capsys, tiny, pre_ln):
+    """Oracle: the parameters of the built standalone model (tied output projection counted
+    once). An exported model dir carries its layer-norm placement; a bare subnet file takes
+    it from --pre-ln / --post-ln."""
+    from supernet import ModelOptions, Transformer
+
+    vocab = 37
+    for seed in (1, 2):
+        config = tiny.sample(random.Random(seed))
+        model = Transformer.from_config(config, vocab,
+                                        options=ModelOptions(normalize_before=pre_ln))
+        built = sum(p.numel() for p in model.parameters())
+        model.save(tmp_path / f"model{seed}")
+        from_dir = _run_json(capsys, str(tmp_path / f"model{seed}"), "--space", "tiny")
+        assert from_dir["params_total"] == built and from_dir["normalize_before"] is pre_ln
+        path = tmp_path / f"subnet{seed}.json"
+        path.write_text(config.to_json())
+        flag = "--pre-ln" if pre_ln else "--post-ln"
+        from_file = _run_json(capsys, str(path), "--space", "tiny", "--vocab-size", str(vocab),
+                              flag)
+        assert from_file["params_total"] == built
+        # a bare subnet file without a flag counts a post-LN model (the models' default)
+        plain = _run_json(capsys, str(path), "--space", "tiny", "--vocab-size", str(vocab))
+        assert plain["params_total"] == sum(p.numel() for p in Transformer.from_config(
+            config, vocab).parameters())
 
 
 def test_cost_text_output_states_the_protocol(tmp_path, capsys, tiny):
@@ -92,3 +127,12 @@ def test_cost_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny):
     assert main(["cost", str(outside), "--space", "tiny"]) == 2
     assert "outside.json" in capsys.readouterr().err
     assert main(["cost", str(tmp_path / "missing.json"), "--space", "tiny"]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    model = tmp_path / "model"
+    model.mkdir()
+    model_config = {"architecture": tiny.smallest().to_dict(), "vocab_size": 30,
+                    "options": {"pre_ln": True}}
+    (model / "config.json").write_text(json.dumps(model_config))
+    assert main(["cost", str(model), "--space", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "pre_ln" in err and len(err.strip().splitlines()) == 1

@@ -190,13 +190,15 @@ def test_knee_of_a_one_point_front_and_two_objectives():
 def test_exported_weights_and_translations_equal_the_supernets(world, exported):
     from automoe.data import Tokenizer
     from automoe.decoding import translate_texts
-    from automoe.training import load_supernet, read_subnet
+    from automoe.training import load_supernet
     from search_spaces import SubnetConfig
+    from search_spaces.importers import read_subnet
 
     supernet_dir, data = world
     sub = load_subnet(exported)
     assert sub.model.training is False
-    assert sub.config == read_subnet(exported / "subnet.json") == read_subnet(exported)
+    assert sub.config == read_subnet(exported / "subnet.json").config == read_subnet(
+        exported).config
     assert sub.config == SubnetConfig.from_json((exported / "subnet.json").read_text())
     supernet, _ = load_supernet(supernet_dir)
     reference = supernet.extract(sub.config).state_dict()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from automoe.commands.translate import add_decoding_args, decoding_kwargs, load_translation_model
-from automoe.decoding import evaluate_split
-from automoe.io_utils import atomic_write_json, atomic_write_text
+from automoe.commands.translate import add_decoding_args, decoding_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,11 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ValueError("--data DIR is required: the prepared data dir holding the split")
+    from automoe.decoding import evaluate_split
+    from automoe.export import load_subnet
+    from automoe.io_utils import atomic_write_json, atomic_write_text
+
     kwargs = decoding_kwargs(args)
-    model, _ = load_translation_model(args.model_dir, args.data, args.device)
+    model = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data).model
     result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
     hyps = result.pop("hypotheses")
-    result = {"model_dir": args.model_dir, "data": args.data, "device": args.device, **result}
+    result = {"model_dir": args.model_dir, "data": args.data, "device": kwargs["device"],
+              **result}
     if args.hyps:
         atomic_write_text(args.hyps, "".join(h + "\n" for h in hyps))
     if args.json:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
-from pathlib import Path
 
 from automoe.costs.latency import LatencyProtocol
 
@@ -48,15 +47,9 @@ def protocol_from_args(args: argparse.Namespace) -> LatencyProtocol:
     sentences = None
     vocab_size = args.vocab_size
     if args.data:
-        from automoe.data import load_split, read_meta
-        from supernet.tokens import EOS_ID
+        from automoe.costs.latency import data_sentences
 
-        vocab_size = int(read_meta(args.data)["vocab_size"])  # the data's ids need its vocab
-        split = load_split(args.data, args.split)
-        n = min(args.n_sentences, len(split))
-        if n < 1:
-            raise ValueError(f"--data {args.data}: split {args.split!r} has no sentences")
-        sentences = tuple(tuple(int(t) for t in split.src[i]) + (EOS_ID,) for i in range(n))
+        vocab_size, sentences = data_sentences(args.data, args.split, args.n_sentences)
     return LatencyProtocol(
         device=args.device, threads=args.threads, dtype=args.dtype, batch=args.batch,
         src_len=src_len or args.src_len, tgt_len=tgt_len or args.tgt_len, beam=args.beam,
@@ -115,45 +108,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from automoe.commands.cost import load_subnet
-    from automoe.costs.dataset import random_model
-    from automoe.costs.latency import measure_latency
-    from automoe.costs.latency_cache import LatencyCache
+    from automoe.costs.latency import measure_subnet, supernet_weights_id
+    from search_spaces import load_space
+    from search_spaces.importers import read_subnet
 
     protocol = protocol_from_args(args)
+    supernet = None
     if args.supernet:
-        import dataclasses
-
-        import torch
-
         from automoe.training import load_supernet
 
         supernet, space = load_supernet(args.supernet, which=args.checkpoint)
-        _, config = load_subnet(args.config, args.space or space)
+        config = read_subnet(args.config, load_space(args.space) if args.space else space).config
         space.validate(config, source=f"{args.config} (space of {args.supernet})")
-        file = Path(args.supernet)
-        file = file / f"checkpoint_{args.checkpoint}.pt" if file.is_dir() else file
-        with open(file, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
         protocol = dataclasses.replace(protocol, vocab_size=supernet.vocab_size,
-                                       weights=f"supernet:{digest}")
-
-        def build():
-            model = supernet.extract(config)
-            return model.to(device=protocol.device, dtype=getattr(torch, protocol.dtype)).eval()
+                                       weights=supernet_weights_id(args.supernet, args.checkpoint))
     else:
         if not args.space:
             raise ValueError("latency measure: give --space (or --supernet RUN)")
-        space, config = load_subnet(args.config, args.space)
-
-        def build():
-            return random_model(config, protocol.vocab_size, seed=protocol.seed,
-                                device=protocol.device, dtype=protocol.dtype)
-
-    if args.cache:
-        result, cached = LatencyCache(args.cache).measure(config.key(), protocol, build)
-    else:
-        result, cached = measure_latency(build(), protocol, subnet_key=config.key()), False
+        space = load_space(args.space)
+        config = read_subnet(args.config, space).config
+    result, cached = measure_subnet(config, protocol, supernet=supernet, cache=args.cache)
     d = result.to_dict()
     d["cached"] = cached
     d["protocol_text"] = protocol.describe()

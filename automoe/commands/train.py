@@ -171,11 +171,12 @@ def _supernet(args: argparse.Namespace) -> int:
 
 
 def _subnet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, read_subnet, resolve_run, train_subnet
+    from automoe.training import finish_distributed, resolve_run, train_subnet
+    from search_spaces.importers import read_subnet
 
     check_device(args.device)  # before anything is read or written
 
-    subnet = read_subnet(args.subnet) if args.subnet else None
+    subnet = read_subnet(args.subnet).config if args.subnet else None
     settings = resolve_run(args.out, kind="subnet", resume=args.resume, preset=args.preset,
                            overrides=_overrides(args), world_size=_world_size(),
                            data_dir=args.data, subnet=subnet, init_from=args.init_from)

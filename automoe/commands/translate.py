@@ -6,14 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from automoe.data.sources import read_lines
-from automoe.data.tokenizer import Tokenizer
-from automoe.decoding import translate_texts
-from automoe.io_utils import atomic_write_text
-
-__all__ = ["register", "load_translation_model", "add_decoding_args", "decoding_kwargs"]
+__all__ = ["register", "add_decoding_args", "decoding_kwargs"]
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -27,41 +20,19 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-b", type=int, default=10, help="(default b=10)")
     p.add_argument("--max-tokens", type=int, default=8192,
                    help="decoding batch budget: sentences * source len * beam (default 8192)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
 
 
 def decoding_kwargs(args: argparse.Namespace) -> dict:
+    """The decoding options of `automoe.decoding`, the device resolved and checked."""
+    from automoe.devices import check_device, default_device
+
     if args.beam < 1:
         raise ValueError(f"--beam must be >= 1, got {args.beam}")
+    device = check_device(args.device) or default_device()
     return {"beam": args.beam, "lenpen": args.lenpen, "max_len_a": args.max_len_a,
-            "max_len_b": args.max_len_b, "max_tokens": args.max_tokens, "device": args.device}
-
-
-def load_translation_model(model_dir: str, data_dir: str | None, device: str):
-    """The exported Transformer in MODEL_DIR (eval mode, on `device`) and its tokenizer."""
-    from automoe.devices import check_device
-
-    check_device(device)
-    from supernet import Transformer
-
-    root = Path(model_dir)
-    if not (root / "config.json").is_file():
-        raise FileNotFoundError(f"{root / 'config.json'} does not exist: MODEL_DIR must be a "
-                                "directory written by Transformer.save / automoe export")
-    if (root / "spm.model").is_file():
-        tokenizer = Tokenizer.load(root / "spm.model")
-    elif data_dir is not None:
-        tokenizer = Tokenizer.load(Path(data_dir) / "spm.model")
-    else:
-        raise FileNotFoundError(f"{root} has no spm.model; pass --data DIR (the data dir the "
-                                "model was trained on) to use its tokenizer")
-    model = Transformer.load(root).to(device).eval()
-    vocab = getattr(model, "vocab_size", None)
-    if vocab is not None and vocab != tokenizer.vocab_size:
-        raise ValueError(f"{root}: the model's vocabulary has {vocab} entries but the tokenizer "
-                         f"{tokenizer.source} has {tokenizer.vocab_size}")
-    return model, tokenizer
+            "max_len_b": args.max_len_b, "max_tokens": args.max_tokens, "device": device}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,16 +48,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from automoe.data.sources import read_lines
+    from automoe.decoding import translate_texts
+    from automoe.export import load_subnet
+    from automoe.io_utils import atomic_write_text
+
     kwargs = decoding_kwargs(args)
-    model, tokenizer = load_translation_model(args.model_dir, args.data, args.device)
+    subnet = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data)
     if args.input:
         lines = list(read_lines(Path(args.input)))
     else:
         lines = [ln.rstrip("\r\n") for ln in sys.stdin]
     nonempty = [i for i, ln in enumerate(lines) if ln.strip()]
     out = [""] * len(lines)
-    for i, text in zip(nonempty, translate_texts(model, tokenizer, [lines[i] for i in nonempty],
-                                                 **kwargs), strict=True):
+    for i, text in zip(nonempty, translate_texts(subnet.model, subnet.tokenizer,
+                                                 [lines[i] for i in nonempty], **kwargs),
+                       strict=True):
         out[i] = text
     text = "".join(t + "\n" for t in out)
     if args.output:

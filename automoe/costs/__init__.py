@@ -28,6 +28,7 @@ _EXPORTS = {
     "LatencyPredictor": "predictor",
     "PredictorConfig": "predictor",
     "fit_predictor": "predictor",
+    "cost_report": "report",
     "kendall_tau": "metrics",
     "mape": "metrics",
     "rmse": "metrics",

@@ -12,6 +12,10 @@ latency: batch-1 decoding is bound by kernel launches, which events do not see).
 Statistics: median (the headline), HAT's 10–90 % trimmed mean (of the totals, and HAT's own
 sum of the encoder and decoder trimmed means), mean, std, p10/p90, coefficient of variation;
 the raw samples are kept.
+
+`measure_subnet` measures one subnet as ``automoe latency measure`` does (random or supernet
+weights, optionally through the latency cache). torch is imported where a measurement runs,
+so the protocol loads without it.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from automoe.costs.metrics import summarize, trimmed_mean
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "LatencyProtocol",
@@ -39,9 +46,13 @@ __all__ = [
     "trimmed_mean",
     "summarize",
     "make_inputs",
+    "data_sentences",
+    "supernet_weights_id",
+    "measure_subnet",
 ]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Names of the torch dtypes a protocol may ask for (torch itself is imported where needed).
+DTYPES = ("float32", "float16", "bfloat16")
 _FIRST_WORD_ID = EOS_ID + 1  # ids below are specials
 
 
@@ -96,8 +107,8 @@ class LatencyProtocol:
             raise ValueError(f"LatencyProtocol: 'warmup' must be an integer >= 0, got {self.warmup!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"LatencyProtocol: 'threads' must be >= 1 or None, got {self.threads!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"LatencyProtocol: 'dtype' {self.dtype!r} not in {sorted(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"LatencyProtocol: 'dtype' {self.dtype!r} not in {sorted(DTYPES)}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"LatencyProtocol: 'device' must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.clock not in ("wall", "thread_cpu"):
@@ -160,6 +171,8 @@ def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int
 
     Measurements with different fingerprints are never mixed (cache, datasets, predictors).
     """
+    import torch
+
     fp: dict[str, Any] = {
         "device_type": "cuda" if device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
@@ -271,6 +284,8 @@ def make_inputs(protocol: LatencyProtocol) -> list[tuple[torch.Tensor, torch.Ten
     real ones are padded with PAD to the batch's longest. Decoder inputs are BOS followed
     by random word ids (forced length, no EOS dependence).
     """
+    import torch
+
     gen = torch.Generator().manual_seed(protocol.seed)
     if protocol.sentences is None:
         src = torch.randint(_FIRST_WORD_ID, protocol.vocab_size, (protocol.batch, protocol.src_len), generator=gen)
@@ -297,6 +312,8 @@ def make_inputs(protocol: LatencyProtocol) -> list[tuple[torch.Tensor, torch.Ten
 
 def _translate(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int) -> None:
     """encode → expand to beam rows → tgt_len incremental decoder steps."""
+    import torch
+
     enc = model.encode(src)
     order = torch.arange(src.shape[0], device=src.device).repeat_interleave(beam)
     enc = enc.index_select(order)
@@ -309,6 +326,8 @@ def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda
               clock: str = "wall") -> tuple[float, float, float]:
     """(encoder ms, decoder ms, device ms) of one sample; wall clock via perf_counter (or
     the thread's CPU time on CPU, see `LatencyProtocol.clock`)."""
+    import torch
+
     if not cuda:
         now = time.thread_time if clock == "thread_cpu" else time.perf_counter
         t0 = now()
@@ -340,13 +359,15 @@ def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda
 
 
 def _check_model(model: Any, protocol: LatencyProtocol) -> None:
+    import torch
+
     for name in ("encode", "decode", "new_cache"):
         if not callable(getattr(model, name, None)):
             raise ValueError(f"measure_latency: the model lacks '{name}' (the seq2seq protocol)")
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     want_dev = torch.device(protocol.device)
     for p in params[:1]:
-        if p.dtype != _DTYPES[protocol.dtype] or p.device.type != want_dev.type:
+        if p.dtype != getattr(torch, protocol.dtype) or p.device.type != want_dev.type:
             raise ValueError(
                 f"measure_latency: model is {p.dtype} on {p.device}, the protocol asks for "
                 f"{protocol.dtype} on {protocol.device}; move the model first"
@@ -365,6 +386,8 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
     With real sentences, each timed run goes once over all input batches, so there are
     ``runs × ceil(n_sentences / batch)`` samples.
     """
+    import torch
+
     p = protocol or LatencyProtocol()
     _check_model(model, p)
     cuda = p.device.startswith("cuda")
@@ -405,3 +428,58 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
         subnet_key=subnet_key,
         measure_s=time.perf_counter() - began,
     )
+
+
+# ---- one subnet, as `automoe latency measure` measures it ----------------------------------
+
+
+def data_sentences(data_dir: str | Path, split: str = "valid",
+                   n: int = 10) -> tuple[int, tuple[tuple[int, ...], ...]]:
+    """``(vocab_size, sentences)`` of a prepared data dir: the first ``n`` source sentences
+    of ``split`` as EOS-terminated token ids (`LatencyProtocol.sentences`), and the data's
+    vocabulary, which a protocol over its ids needs."""
+    from automoe.data import load_split, read_meta
+
+    vocab_size = int(read_meta(data_dir)["vocab_size"])
+    data = load_split(data_dir, split)
+    n = min(n, len(data))
+    if n < 1:
+        raise ValueError(f"{data_dir}: split {split!r} has no sentences")
+    return vocab_size, tuple(tuple(int(t) for t in data.src[i]) + (EOS_ID,) for i in range(n))
+
+
+def supernet_weights_id(path: str | Path, which: str = "last") -> str:
+    """`LatencyProtocol.weights` of a trained supernet (run dir, ``checkpoint_{which}.pt``,
+    or checkpoint file): ``supernet:`` and the first 16 hex digits of the file's sha256."""
+    from automoe.io_utils import file_sha256
+
+    file = Path(path)
+    file = file / f"checkpoint_{which}.pt" if file.is_dir() else file
+    return f"supernet:{file_sha256(file)[:16]}"
+
+
+def measure_subnet(config: Any, protocol: LatencyProtocol, *, supernet: Any = None,
+                   cache: str | Path | None = None) -> tuple[LatencyResult, bool]:
+    """``(result, cached)``: the latency of subnet ``config`` under ``protocol``, measured on
+    its model extracted from ``supernet`` (a trained `SuperTransformer`, named by
+    ``protocol.weights``: its routers route like the trained model), or else on a randomly
+    initialised model seeded by ``protocol.seed``. With ``cache`` (a `LatencyCache` file) a
+    measurement with the same fingerprint, subnet and protocol is reused (``cached`` True)
+    and a new one is appended."""
+
+    def build() -> Any:
+        if supernet is None:
+            from automoe.costs.dataset import random_model
+
+            return random_model(config, protocol.vocab_size, seed=protocol.seed,
+                                device=protocol.device, dtype=protocol.dtype)
+        import torch
+
+        model = supernet.extract(config)
+        return model.to(device=protocol.device, dtype=getattr(torch, protocol.dtype)).eval()
+
+    if cache is not None:
+        from automoe.costs.latency_cache import LatencyCache
+
+        return LatencyCache(cache).measure(config.key(), protocol, build)
+    return measure_latency(build(), protocol, subnet_key=config.key()), False

@@ -6,9 +6,16 @@ mapped token ids -> token-budget batches. See docs/data.md.
     train = load_split("data/ding", "train")
     for src, prev, target, ids in TokenBatcher(train.src, train.tgt, max_tokens=4096, seed=1):
         ...
+
+The batching names (`Batch`, `TokenBatcher`, `collate`) are imported on first use: they
+need torch, the rest does not.
 """
 
-from automoe.data.batching import Batch, TokenBatcher, collate
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from automoe.data.clean import FilterOptions, filter_pairs, normalize_text
 from automoe.data.corpora import BUILTIN_CORPORA
 from automoe.data.fetch import FetchError, cache_root
@@ -16,8 +23,16 @@ from automoe.data.prepare import PrepareOptions, PrepareResult, make_source, pre
 from automoe.data.store import Ragged, SplitData, load_split, read_meta
 from automoe.data.tokenizer import Tokenizer, train_tokenizer
 
+_TORCH_NAMES = ("Batch", "TokenBatcher", "collate")
+
 __all__ = [
     "BUILTIN_CORPORA", "Batch", "FetchError", "FilterOptions", "PrepareOptions", "PrepareResult",
     "Ragged", "SplitData", "TokenBatcher", "Tokenizer", "cache_root", "collate", "filter_pairs",
     "load_split", "make_source", "normalize_text", "prepare", "read_meta", "train_tokenizer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        return getattr(importlib.import_module("automoe.data.batching"), name)
+    raise AttributeError(f"module 'automoe.data' has no attribute {name!r}")

@@ -1,0 +1,47 @@
+"""The cost report of one subnet (``automoe cost``): analytic parameter counts and FLOPs,
+each with its protocol. Torch-free: both counts are functions of the `SubnetConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automoe.costs.flops import FlopsProtocol, flops
+from search_spaces.config import SubnetConfig
+from supernet.params import count_params
+
+__all__ = ["cost_report", "DEFAULT_VOCAB_SIZE", "PARAMS_PROTOCOL"]
+
+# The data pipeline's default SentencePiece vocabulary (automoe.data.PrepareOptions).
+DEFAULT_VOCAB_SIZE = 8000
+PARAMS_PROTOCOL = (
+    "total: every parameter incl. the shared embedding table (output projection tied, "
+    "sinusoidal positions) and, in a pre-LN model, each stack's final layer norm; active: "
+    "expected per token under uniform routing (top-k of n experts); hat: total without the "
+    "embedding table / output projection (HAT convention), routers included"
+)
+
+
+def cost_report(config: SubnetConfig, protocol: FlopsProtocol, vocab_size: int, *,
+                normalize_before: bool = False) -> dict[str, Any]:
+    """The JSON object `automoe cost --json` prints: `supernet.params.count_params` (of a
+    pre-LN model when ``normalize_before``) and `automoe.costs.flops.flops` under
+    ``protocol``."""
+    params = count_params(config, vocab_size, normalize_before=normalize_before)
+    report = flops(config, protocol)
+    return {
+        "key": config.key(),
+        "params_total": params.total,
+        "params_active": params.active,
+        "params_hat": params.hat,
+        "macs": report.macs,
+        "flops": report.flops,
+        "macs_min": report.macs_min,
+        "macs_max": report.macs_max,
+        "routing": report.routing,
+        "breakdown_macs": report.breakdown,
+        "vocab_size": vocab_size,
+        "normalize_before": normalize_before,
+        "protocol": protocol.describe(),
+        "protocol_settings": protocol.to_dict(),
+        "params_protocol": PARAMS_PROTOCOL,
+    }
