@@ -90,8 +90,8 @@ def read_subnet(path: str | Path, space: SearchSpace | None = None) -> SubnetFil
         raise FileNotFoundError(f"{p}: no such subnet config file")
     if p.suffix in (".yml", ".yaml"):
         if space is None:
-            raise ValueError(f"{p}: a HAT/AutoMoE subnet YAML needs a search space to be read "
-                             "against (pass --space)")
+            raise ValueError(f"{p}: a HAT/AutoMoE subnet YAML is read against a search space; "
+                             f"convert it with `automoe subnet import {p} --space SPACE`")
         return SubnetFile(import_hat_yaml(p, space), p)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""Importing HAT / AutoMoE subnet YAML files.
+"""Importing HAT / AutoMoE subnet YAML files, and `read_subnet`, the one subnet-file reader.
 
 Oracles: hand-translated expected configs for files in the formats HAT and AutoMoE publish
 (keys, -1/1/2 arbitrary attention, '_'-joined expert dims, over-long per-layer lists),
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from search_spaces import SearchSpace, SubnetConfig, load_space
-from search_spaces.importers import import_hat_dict, import_hat_yaml, to_hat_yaml
+from search_spaces.importers import import_hat_dict, import_hat_yaml, read_subnet, to_hat_yaml
 
 HAT_IWSLT = """\
 encoder-embed-dim-subtransformer: 640
@@ -183,3 +183,50 @@ def test_missing_file_bad_yaml_and_ambiguous_qkv(tmp_path):
     two_qkv = SearchSpace.from_dict(data)
     with pytest.raises(ValueError, match="'qkv-dim' is missing.*\\[16, 32\\]"):
         import_hat_dict({"encoder-layer-num-subtransformer": 1}, two_qkv)
+
+
+def test_read_subnet_reads_every_subnet_file_kind(tmp_path):
+    """Oracle: the config written, in each format; options and vocab only from a model's
+    config.json (written here as `supernet.export` writes it)."""
+    import json
+
+    tiny = load_space("tiny")
+    config = tiny.sample(random.Random(5))
+    (tmp_path / "s.json").write_text(config.to_json())
+    (tmp_path / "s.yml").write_text(to_hat_yaml(config))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "format": "automoe-transformer", "architecture": config.to_dict(), "vocab_size": 40,
+        "options": {"normalize_before": True}}))
+    plain = read_subnet(tmp_path / "s.json")
+    assert plain.config == config and plain.options is None and plain.vocab_size is None
+    assert read_subnet(tmp_path / "s.yml", tiny).config == config
+    for path in (model, model / "config.json"):
+        sub = read_subnet(path, tiny)
+        assert sub.config == config and sub.path == model / "config.json"
+        assert sub.options == {"normalize_before": True} and sub.vocab_size == 40
+
+
+def test_read_subnet_errors_name_the_file(tmp_path):
+    import json
+
+    tiny = load_space("tiny")
+    with pytest.raises(FileNotFoundError, match="no such subnet config file"):
+        read_subnet(tmp_path / "none.json")
+    yml = _file(tmp_path, to_hat_yaml(tiny.largest()))
+    with pytest.raises(ValueError, match="read against a search space"):
+        read_subnet(yml)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        read_subnet(bad)
+    for key, value in (("vocab_size", "8k"), ("options", [1])):
+        bad.write_text(json.dumps({"architecture": tiny.largest().to_dict(), key: value}))
+        with pytest.raises(ValueError, match=f"bad.json: key '{key}'"):
+            read_subnet(bad)
+    outside = tmp_path / "outside.json"
+    outside.write_text(load_space("demo").largest().to_json())
+    assert read_subnet(outside).config == load_space("demo").largest()  # no space: no check
+    with pytest.raises(ValueError, match="outside.json"):
+        read_subnet(outside, tiny)
