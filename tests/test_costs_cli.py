@@ -9,8 +9,8 @@ import random
 import pytest
 
 from automoe.cli import main
-from automoe.costs.report import DEFAULT_VOCAB_SIZE
 from automoe.costs.flops import FlopsProtocol, flops
+from automoe.costs.report import DEFAULT_VOCAB_SIZE
 from search_spaces import load_space
 from search_spaces.importers import to_hat_yaml
 
