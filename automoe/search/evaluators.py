@@ -92,7 +92,7 @@ def _set_threads(threads: int | None) -> int | None:
     """Sets torch's intra-op threads; returns the previous count (None: left alone).
 
     Ray sets OMP_NUM_THREADS per actor, but a process that imported torch earlier keeps its
-    old count, so the count is always set explicitly (environment.md §3).
+    old count, so the count is always set explicitly.
     """
     if not threads:
         return None
