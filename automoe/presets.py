@@ -8,13 +8,14 @@ exactly. Presets:
 - ``demo``: minutes on 2 CPU cores (a few hundred updates of ~2k tokens), pre-LN; the
   supernet's peak learning rate is 2e-3 (measured: docs/benchmarks.md, "Quality per
   minute").
-- ``wmt``: the AutoMoE/HAT WMT recipe (their public ``train.py`` configs ``space0.yml`` and
-  ``subtransformer/common.yml``): Adam (0.9, 0.98), 4096-token
-  batches x 128 per update (~524k tokens; split over the ranks by accumulation), cosine
-  schedule with linear warmup from 1e-7 to 1e-3, label smoothing 0.1, dropout 0.3,
-  attention dropout 0.1, no clipping, 40k updates; warmup 10k for the supernet, 4k when
-  retraining a subnet. Deviation: a load-balancing coefficient of 0.01 (Switch), where
-  AutoMoE's own pipeline trains with 0 (its balancing term breaks with more than 2 experts).
+- ``wmt``: the WMT recipe of AutoMoE and HAT (``supertransformer/space0.yml`` and
+  ``subtransformer/common.yml`` in microsoft/AutoMoE and
+  mit-han-lab/hardware-aware-transformers): Adam (0.9, 0.98), 4096-token batches x 128 per
+  update (~524k tokens; split over the ranks by accumulation), cosine schedule with linear
+  warmup from 1e-7 to 1e-3, label smoothing 0.1, dropout 0.3, attention dropout 0.1, no
+  clipping, 40k updates; warmup 10k for the supernet, 4k when retraining a subnet.
+  Deviation: a load-balancing coefficient of 0.01 (Switch), where AutoMoE's own pipeline
+  trains with 0 (its balancing term breaks with more than 2 experts).
 """
 
 from __future__ import annotations
