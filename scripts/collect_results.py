@@ -1,11 +1,16 @@
-"""Copy the small, reviewable files of a pipeline run into results/ (no weights).
+"""Copy the small, reviewable files of a pipeline run or a reference study into results/
+(no weights, no corpora).
 
     python scripts/collect_results.py runs/demo results/demo [--log demo.log]
+    python scripts/collect_results.py runs/study results/study [--log study.log]
 
-Copies the search tables and metadata, the supernet's training logs and settings, the
-exported subnet's config/scores (not model.safetensors), the retraining table when there
-is one, the translations and the plots. With ``--log``, also a copy of the run's console
-log with progress-bar redraws removed (only the final state of each bar is kept).
+A pipeline run (``automoe.pipeline``): the search tables and metadata, the supernet's
+training logs and settings, the exported subnet's config/scores (not model.safetensors),
+the retraining table when there is one, the translations and the plots. A study
+(``automoe.study``, recognised by its ``study.json``): the same for the supernet, both
+searches (tables, comparisons, retrained tables, trial results), the fidelity tables and
+plots, ``moe_vs_dense.csv`` and ``study.json``. With ``--log``, also a copy of the run's
+console log with progress-bar redraws removed (only the final state of each bar is kept).
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ FILES = (
     "subnet/config.json", "subnet/subnet.json", "subnet/scores.json",
     "translations.tsv",
 )
+_SEARCH = ("candidates.csv", "pareto.csv", "baselines.csv", "comparisons.csv", "search.json",
+           "retrained.csv")
+STUDY_FILES = (
+    "study.json", "moe_vs_dense.csv", "data/meta.json",
+    "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
+    *(f"{run}/{name}" for run in ("search", "dense_search") for name in _SEARCH),
+    "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/search.json",
+    "fidelity/candidates.csv", "fidelity/retrained.csv",
+)
+PLOT_DIRS = ("plots", "fidelity", "fidelity/plots")
 
 
 _BAR = re.compile(r"^\s*([^:|]{1,40}):\s*\d+%\|")  # "train:  42%|████  | 210/500 ..."
@@ -51,24 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", type=Path, help="destination under results/")
     p.add_argument("--log", type=Path, help="console log of the run to clean and copy")
     args = p.parse_args(argv)
-    if not (args.run / "search" / "search.json").is_file():
-        print(f"{args.run}: not a pipeline run (no search/search.json)", file=sys.stderr)
+    study = (args.run / "study.json").is_file()
+    if not study and not (args.run / "search" / "search.json").is_file():
+        print(f"{args.run}: neither a pipeline run (search/search.json) nor a study "
+              "(study.json)", file=sys.stderr)
         return 2
     copied = []
-    for rel in FILES:
+    for rel in STUDY_FILES if study else FILES:
         src = args.run / rel
         if src.is_file():
             dst = args.dest / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             copied.append(dst)
-    for plot in sorted((args.run / "plots").glob("*.*")):
-        dst = args.dest / "plots" / plot.name
+    plots = [p for d in PLOT_DIRS for p in sorted((args.run / d).glob("*.*"))
+             if p.suffix in (".png", ".svg")]
+    for plot in plots:
+        dst = args.dest / plot.relative_to(args.run)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plot, dst)
         copied.append(dst)
     if args.log:
-        dst = args.dest / "demo.log"
+        dst = args.dest / ("study.log" if study else "demo.log")
         dst.write_text(clean_log(args.log.read_text(encoding="utf-8", errors="replace")),
                        encoding="utf-8")
         copied.append(dst)

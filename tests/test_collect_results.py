@@ -1,0 +1,46 @@
+"""scripts/collect_results.py copies a run's small files, never its weights or corpora."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "collect_results.py"
+
+
+def _collect():
+    spec = importlib.util.spec_from_file_location("collect_results", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _touch(root: Path, *rels: str) -> None:
+    for rel in rels:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel, encoding="utf-8")
+
+
+def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> None:
+    run, dest = tmp_path / "study", tmp_path / "out"
+    _touch(run, "study.json", "moe_vs_dense.csv", "data/meta.json", "data/train.src.npy",
+           "supernet/run.json", "supernet/train_log.csv", "supernet/checkpoint_last.pt",
+           "search/candidates.csv", "search/comparisons.csv", "dense_search/pareto.csv",
+           "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
+           "plots/loss_vs_flops.svg", "search/retrain/trial/model.safetensors")
+    (tmp_path / "log.txt").write_text("a:  10%|#   | 1/10\ra: 100%|####| 10/10\ndone\n")
+    assert _collect().main([str(run), str(dest), "--log", str(tmp_path / "log.txt")]) == 0
+    got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert got == {"study.json", "moe_vs_dense.csv", "data/meta.json", "supernet/run.json",
+                   "supernet/train_log.csv", "search/candidates.csv",
+                   "search/comparisons.csv", "dense_search/pareto.csv",
+                   "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
+                   "plots/loss_vs_flops.svg", "study.log"}
+    assert (dest / "study.log").read_text() == "a: 100%|####| 10/10\ndone\n"
+
+
+def test_a_directory_that_is_no_run_is_refused(tmp_path: Path, capsys) -> None:
+    assert _collect().main([str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "neither a pipeline run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
