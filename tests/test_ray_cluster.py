@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from search_helpers import make_world
 from automoe.cli import main
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # still in `make test`
 RAY = Path(sys.executable).with_name("ray")
 VOLATILE = ["worker", "eval_seconds"]  # who scored a row and how long it took
 
@@ -95,9 +97,10 @@ class Cluster:
     temp: Path
     head: Node
     node: Node
+    add_node: Callable[[int], Node]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
     # Ray's unix socket paths must stay under 108 characters: a short temp dir of our own.
     temp = Path(tempfile.mkdtemp(prefix="automoe-ray-"))
@@ -110,7 +113,7 @@ def cluster():
 
     def start(*args: str) -> Node:
         proc = subprocess.Popen([str(RAY), "start", "--block", "--node-ip-address=127.0.0.1",
-                                 "--disable-usage-stats", *args],
+                                 "--disable-usage-stats", "--include-log-monitor=false", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
         node = Node(proc, [])
@@ -124,7 +127,7 @@ def cluster():
                     ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        end = time.monotonic() + 120
+        end = time.monotonic() + 300  # a node starts a handful of processes
         while not ready.wait(0.2):
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError("ray start did not come up:\n" + "".join(node.output[-30:]))
@@ -134,9 +137,13 @@ def cluster():
         port = _free_port()
         head = start("--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp / 'h'}",
                      "--include-dashboard=false", f"--dashboard-agent-listen-port={_free_port()}")
-        node = start(f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={temp / 'n'}",
-                     f"--dashboard-agent-listen-port={_free_port()}")
-        yield Cluster(f"127.0.0.1:{port}", temp, head, node)
+
+        def add_node(cpus: int) -> Node:
+            return start(f"--address=127.0.0.1:{port}", f"--num-cpus={cpus}",
+                         f"--temp-dir={temp / f'n{len(nodes)}'}",
+                         f"--dashboard-agent-listen-port={_free_port()}")
+
+        yield Cluster(f"127.0.0.1:{port}", temp, head, add_node(1), add_node)
     finally:
         started: dict[int, str] = {}
         for n in nodes:
@@ -165,12 +172,33 @@ def _wait(condition, what: str, driver: subprocess.Popen, timeout: float = 240.0
         time.sleep(0.05)
 
 
-def test_search_survives_losing_a_node_and_the_cluster_stays_private(cluster, tmp_path):
-    # Nothing points a plain ray.init() on this machine at the test cluster.
+def test_the_cluster_is_private_and_local_ray_never_joins_one(cluster):
+    # Nothing points a plain ray.init() on this machine at the test cluster...
+    port = cluster.address.split(":")[1]
     default = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    assert not default.exists() or cluster.address.split(":")[1] not in default.read_text()
-    assert cluster.address.split(":")[1] in (cluster.temp / "h" / "ray_current_cluster").read_text()
+    assert not default.exists() or port not in default.read_text()
+    assert port in (cluster.temp / "h" / "ray_current_cluster").read_text()
+    # ...and the search's and retrain's own local Ray would not join it even if something
+    # did (RAY_ADDRESS is what a plain ray.init() follows first).
+    code = (
+        "import json, ray\n"
+        "from automoe.search.run import SearchSettings, _init_ray as search\n"
+        "from automoe.retrain.job import RetrainSettings, _init_ray as retrain\n"
+        "out = []\n"
+        "for init, s in ((search, SearchSettings(supernet='s', data='d', out='o', workers=1)),\n"
+        "                (retrain, RetrainSettings(run_dir='r', concurrent=1))):\n"
+        "    assert init(s)\n"
+        "    out.append([len(ray.nodes()), ray.cluster_resources().get('CPU')])\n"
+        "    ray.shutdown()\n"
+        "print(json.dumps(out))\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "RAY_ADDRESS": cluster.address}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[1, 1.0], [1, 1.0]]
 
+
+def test_search_survives_losing_a_node(cluster, tmp_path):
     supernet, data = make_world(tmp_path)
     common = ["search", "--supernet", str(supernet), "--data", str(data), "--objectives",
               "loss,flops", "--generations", "4", "--population", "6", "--dev-sentences", "8",
@@ -217,3 +245,56 @@ def test_search_survives_losing_a_node_and_the_cluster_stays_private(cluster, tm
     # The lost actor's slot was refilled on the head and scored the later generations.
     replaced = table[table["worker"].str.contains(".", regex=False)]
     assert len(replaced) and replaced["generation"].min() >= 1
+
+
+def _kill_node_under_its_trial(trials: Path, node: Node, seen: dict, stop: threading.Event
+                               ) -> None:
+    """SIGKILLs ``node``'s raylet once the trial running there has reported (and so stored a
+    checkpoint); notes the trial's key, pid and updates in ``seen``."""
+    while not stop.is_set():
+        for result in trials.glob("trial_*/result.json"):
+            lines = result.read_text().splitlines()
+            if lines and lines[0].endswith("}"):
+                row = json.loads(lines[0])
+                if row["pid"] in _tree(node.proc.pid):
+                    seen.update(key=result.parent.name.removeprefix("trial_"), pid=row["pid"],
+                                updates=row["updates"])
+                    os.kill(node.raylet(), signal.SIGKILL)
+                    return
+        time.sleep(0.05)
+
+
+def test_retrain_trial_whose_node_dies_is_retried_from_its_checkpoint(cluster, tmp_path):
+    from automoe.search import SearchSettings, run_search
+
+    node = cluster.add_node(1)  # with the head's 2 CPUs: three 1-CPU trials, one of them here
+    supernet, data = make_world(tmp_path)
+    run = tmp_path / "search"
+    run_search(SearchSettings(supernet=str(supernet), data=str(data), out=str(run),
+                              objectives=("loss", "flops"), generations=1, population=4,
+                              workers=0, dev_sentences=8, baselines=False, progress=False))
+    keys = list(pd.read_csv(run / "candidates.csv", dtype={"key": str})["key"][:3])
+    seen: dict = {}
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_node_under_its_trial,
+                              args=(run / "retrain" / "tune", node, seen, stop), daemon=True)
+    killer.start()
+    try:
+        rc = main(["retrain", str(run), "--keys", ",".join(keys), "--ray-address",
+                   cluster.address, "--max-failures", "2", "--max-updates", "4",
+                   "--warmup-updates", "1", "--max-tokens", "256", "--valid-sentences", "8",
+                   "--report-every", "2", "--beam", "1", "--test-sentences", "2", "-q"])
+    finally:
+        stop.set()
+        killer.join(timeout=10)
+    assert rc == 0
+    assert seen.get("updates") == 2, "no trial ran on the second node"
+    table = pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
+    assert (table["status"] == "finished").all() and (table["updates"] == 4).all()
+    # The retried trial went on from its checkpoint at update 2 (no second report of 2),
+    # in another process.
+    rows = [json.loads(line) for line in
+            (run / "retrain" / "tune" / f"trial_{seen['key']}" / "result.json").read_text()
+            .splitlines()]
+    assert [r["updates"] for r in rows][:2] == [2, 4]
+    assert rows[0]["pid"] == seen["pid"] and rows[1]["pid"] != seen["pid"]

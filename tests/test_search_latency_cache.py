@@ -16,6 +16,8 @@ from search_helpers import make_world
 from automoe.cli import main
 from automoe.costs.latency_cache import LatencyCache
 
+pytestmark = pytest.mark.slow  # still in `make test`
+
 
 def _args(supernet, data, out, *extra):
     return ["search", "--supernet", str(supernet), "--data", str(data), "--out", str(out),
