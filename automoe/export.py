@@ -51,6 +51,7 @@ import pandas as pd
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
 from automoe.search.objectives import parse_bound, parse_objectives
+from automoe.search.results import OPERATIONAL_COLUMNS
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
            "read_run", "select_key", "export_subnet", "load_subnet"]
@@ -271,7 +272,7 @@ def _supernet_file(run: SearchRun) -> tuple[Path, str | None]:
 
 
 def _scores(run: SearchRun, row: pd.Series, rule: str, weights: str) -> dict[str, Any]:
-    skip = {"config", "worker", "latency_worker", "eval_seconds"}
+    skip = {"config", *OPERATIONAL_COLUMNS}
     out = {k: _plain(v) for k, v in row.items() if k not in skip}
     settings = run.meta["settings"]
     out.update({

@@ -171,3 +171,42 @@ def test_two_processes_appending_at_once_leave_a_consistent_cache(tmp_path):
     assert len(lines) == 120 and all(line.endswith("}") for line in lines)
     cache = LatencyCache(path)  # every line parses: no interleaving, no broken record
     assert len(cache) == 120
+
+
+def test_two_users_of_one_file_keep_the_first_record_of_a_key(tmp_path):
+    """Two caches on one file (two searches): a record another appended after this one was
+    loaded is seen by `measure` (no model built), and `put` of a key that is already in the
+    file keeps the stored record and appends nothing."""
+    protocol = LatencyProtocol(runs=3)
+    fp = device_fingerprint(protocol.device, protocol.dtype, protocol.threads)
+    path = tmp_path / "lat.jsonl"
+    first, second = LatencyCache(path), LatencyCache(path)
+    assert first.put(_result(fp, key="k1", ms=1.0, protocol=protocol)).latency_ms == 3.0
+
+    def fail():
+        raise AssertionError("k1 was measured by the other user: no model to build")
+
+    result, hit = second.measure("k1", protocol, fail)
+    assert hit and result.latency_ms == 3.0
+    third = LatencyCache(tmp_path / "lat.jsonl")
+    first.put(_result(fp, key="k2", ms=1.0, protocol=protocol))
+    stored = third.put(_result(fp, key="k2", ms=5.0, protocol=protocol))  # measured at once
+    assert stored.latency_ms == 3.0 and third.get("k2", protocol).latency_ms == 3.0
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["subnet_key"] for line in lines] == ["k1", "k2"]
+
+
+def test_the_next_put_cuts_off_a_killed_writers_partial_line(tmp_path):
+    protocol = LatencyProtocol(runs=3)
+    fp = device_fingerprint(protocol.device, protocol.dtype, protocol.threads)
+    path = tmp_path / "lat.jsonl"
+    LatencyCache(path).put(_result(fp, key="k1", protocol=protocol))
+    good = path.read_text()
+    with open(path, "a") as f:  # what a writer killed mid-append leaves
+        f.write(json.dumps(_result(fp, key="k2", protocol=protocol).to_dict())[:40])
+    with pytest.warns(UserWarning, match="broken last line"):
+        cache = LatencyCache(path)
+    cache.put(_result(fp, key="k3", protocol=protocol))
+    assert path.read_text().startswith(good)
+    assert [json.loads(s)["subnet_key"] for s in path.read_text().splitlines()] == ["k1", "k3"]
+    assert len(LatencyCache(path)) == 2  # loads without a warning or an error

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"timed runs per latency (default: {_DEFAULTS['latency_runs']})")
     p.add_argument("--latency-warmup", type=int, default=None,
                    help=f"warm-up runs per latency (default: {_DEFAULTS['latency_warmup']})")
+    p.add_argument("--latency-cache", default=None, metavar="FILE.jsonl",
+                   help="latency measurements shared between searches and resumes (default: "
+                        "latency_cache.jsonl beside the supernet checkpoint; 'none': no cache)")
     p.add_argument("--predictor", default=None, metavar="DIR",
                    help="latency predictor dir (for the 'predicted_latency' metric)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", default=None,
@@ -77,7 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     values = {
         name: getattr(args, name)
         for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device",
-                     "baselines")
+                     "baselines", "latency_cache")
         if getattr(args, name) is not None
     }
     if args.objectives is not None:

@@ -232,7 +232,8 @@ def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
 
 
 def _init_ray(settings: RetrainSettings) -> bool:
-    """Starts a local Ray (True), or joins ``ray_address`` / the one already running."""
+    """Starts a local Ray (True), or joins ``ray_address`` / the one already initialised in
+    this process; never a cluster found on this machine (see `automoe.search.run`)."""
     import ray
 
     if ray.is_initialized():
@@ -247,7 +248,7 @@ def _init_ray(settings: RetrainSettings) -> bool:
     else:
         cpus = (settings.cpus_per_trial * settings.concurrent if settings.concurrent
                 else os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     return True
 
 

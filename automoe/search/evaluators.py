@@ -259,9 +259,10 @@ class RayEvaluator:
         self.replacements = 0
         self._factory = factory
         self._shared_ref = ray.put(shared)  # once; every actor (and replacement) reads it
+        # SPREAD: one actor per node while nodes last, so a lost node takes few actors
         self._remote = ray.remote(ScoringWorker).options(
             num_cpus=self.threads, num_gpus=gpus_per_worker, max_restarts=0,
-            max_concurrency=1,
+            max_concurrency=1, scheduling_strategy="SPREAD",
         )
         self._serial = 0
         self.actors: list[Any] = []

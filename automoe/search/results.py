@@ -27,7 +27,7 @@ __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tabl
            "baseline_table", "write_baselines", "experts_summary"]
 
 # Columns that say how a row was computed, not what was found: they differ between runs.
-OPERATIONAL_COLUMNS = ("worker", "latency_worker", "eval_seconds")
+OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "eval_seconds")
 
 # Metrics listed first (in this order) when present; any others follow alphabetically.
 _METRIC_ORDER = ("bleu", "chrf", "loss", "nll", "flops", "params", "latency_ms",
@@ -87,6 +87,7 @@ def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> d
         "latency_protocol": info.pop("latency_protocol", ""),
         "worker": detail.get("worker", ""),
         "latency_worker": info.pop("latency_worker", ""),
+        "latency_cached": info.pop("latency_cached", ""),  # reused from the latency cache
         "eval_seconds": detail.get("seconds", float("nan")),
         "config": json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":")),
     }
@@ -107,7 +108,7 @@ def candidate_table(algo: Any, state: Any, details: Mapping[str, Any]) -> pd.Dat
     if not rows:
         return table
     # Latency columns stay empty when latency was not measured: drop them.
-    for col in ("latency_device", "latency_protocol", "latency_worker"):
+    for col in ("latency_device", "latency_protocol", "latency_worker", "latency_cached"):
         if (table[col] == "").all():
             table = table.drop(columns=col)
     return table

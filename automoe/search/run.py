@@ -168,10 +168,12 @@ def run_search(settings: SearchSettings, *,
     if settings.resume and (run / "search.json").is_file():
         _check_identity(run, checkpoint, costs.space_identity(), data_identity)
     scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics))
-    factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings)
+    latency = "latency" in kinds
+    cache = settings.latency_cache_path(checkpoint.file) if latency else None
+    factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings,
+                                                latency_cache=cache)
     shared = checkpoint.state
     checkpoint_identity = checkpoint.identity()
-    latency = "latency" in kinds
     ray_started = False
     evaluator: Any = None
     try:
@@ -194,7 +196,8 @@ def run_search(settings: SearchSettings, *,
                     "protocols": costs.protocols(
                         scoring_settings.latency_protocol(costs.vocab_size,
                                                        factory.weights).describe()
-                        if latency else None)}
+                        if latency else None),
+                    "latency_cache": None if cache is None else str(cache)}
         return _generations(settings, run, objectives, constraints, costs, evaluator,
                             identity, began, on_generation, on_result, step)
     finally:
@@ -241,7 +244,10 @@ def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
 
 
 def _init_ray(settings: SearchSettings) -> bool:
-    """Starts a local Ray (True) or joins ``ray_address`` / an already running one."""
+    """Starts a local Ray (True) or joins ``ray_address``; a Ray already initialised in
+    this process is used as it is (False). Without an address the new Ray is always local
+    (``address="local"``): a plain ``ray.init()`` would join a cluster that ``ray start``
+    left on this machine (or that RAY_ADDRESS names) instead."""
     import ray
 
     if ray.is_initialized():
@@ -255,7 +261,7 @@ def _init_ray(settings: SearchSettings) -> bool:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=False)
         else:
-            ray.init(num_cpus=settings.workers * settings.threads_per_worker,
+            ray.init(address="local", num_cpus=settings.workers * settings.threads_per_worker,
                      include_dashboard=False, log_to_driver=False)
     except ConnectionError as err:
         raise ValueError(f"--ray-address {settings.ray_address!r}: {err}") from None

@@ -18,7 +18,10 @@ Pieces, in the order a search uses them:
 - `CandidateScorer.score(config)`: `DevScorer` on the supernet's inherited weights in eval
   mode (no dropout), so scores are deterministic.
 - `CandidateScorer.latency(config)`: the latency of the *extracted* static model (what
-  export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device.
+  export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device;
+  with a latency cache file (`automoe.costs.latency_cache`) a measurement of the same
+  subnet, protocol, weights and device fingerprint is reused, also one another search
+  appended meanwhile.
 """
 
 from __future__ import annotations
@@ -274,13 +277,16 @@ class CandidateScorerFactory:
     data: str
     settings: ScoringSettings
     weights: str = "random"  # latency protocol's weights id: "supernet:<sha256 prefix>"
+    latency_cache: str | None = None  # JSONL file of `LatencyCache` (None: always measure)
 
     @classmethod
-    def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings
-           ) -> CandidateScorerFactory:
+    def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings,
+           *, latency_cache: str | Path | None = None) -> CandidateScorerFactory:
         return cls(checkpoint.space.to_dict(), checkpoint.vocab_size, checkpoint.options,
                    checkpoint.label_smoothing, str(Path(data).resolve()), settings,
-                   weights=f"supernet:{checkpoint.sha256[:16]}")
+                   weights=f"supernet:{checkpoint.sha256[:16]}",
+                   latency_cache=None if latency_cache is None
+                   else str(Path(latency_cache).resolve()))
 
     def __call__(self, state: dict[str, np.ndarray]) -> CandidateScorer:
         return CandidateScorer(self, state)
@@ -430,6 +436,11 @@ class CandidateScorer:
         self.model.to(self.device).eval()
         self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
         self.latency_protocol = s.latency_protocol(recipe.vocab_size, recipe.weights)
+        self.latency_cache = None
+        if recipe.latency_cache is not None:
+            from automoe.costs.latency_cache import LatencyCache
+
+            self.latency_cache = LatencyCache(recipe.latency_cache)
 
     def score(self, config: Any) -> Score:
         return Score(self.dev.score(self.model, config))
@@ -437,8 +448,15 @@ class CandidateScorer:
     def latency(self, config: Any) -> Score:
         from automoe.costs.latency import measure_latency
 
-        model = self.model.extract(config).eval()  # the static model export would ship
-        result = measure_latency(model, self.latency_protocol, subnet_key=config.key())
+        def build() -> Any:
+            return self.model.extract(config).eval()  # the static model export would ship
+
+        cached = False
+        if self.latency_cache is not None:
+            result, cached = self.latency_cache.measure(config.key(), self.latency_protocol,
+                                                        build)
+        else:
+            result = measure_latency(build(), self.latency_protocol, subnet_key=config.key())
         stats = result.stats
         fp = result.fingerprint
         return Score(
@@ -447,5 +465,5 @@ class CandidateScorer:
              "latency_p90_ms": stats["p90"], "latency_hat_ms": result.hat_ms},
             {"latency_device": f"{fp.get('device_name', '?')} / {fp.get('threads')} threads "
                                f"/ {fp.get('dtype')} [{result.fingerprint_id}]",
-             "latency_protocol": result.protocol_key},
+             "latency_protocol": result.protocol_key, "latency_cached": str(cached)},
         )

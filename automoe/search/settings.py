@@ -11,13 +11,15 @@ from typing import Any
 
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
 
-__all__ = ["SearchSettings", "ALGORITHM_NAMES", "EXECUTION_FIELDS", "build_algorithm",
-           "resume_settings", "check_resume"]
+__all__ = ["SearchSettings", "ALGORITHM_NAMES", "EXECUTION_FIELDS", "LATENCY_CACHE_FILE",
+           "build_algorithm", "resume_settings", "check_resume"]
 
 ALGORITHM_NAMES = {"nsga2": "nsga2", "hat": "hat-ga", "hat-ga": "hat-ga", "random": "random"}
 # Settings that only say *how* the search runs: they may change on --resume. Threads and
 # device stay: they are part of the latency protocol.
-EXECUTION_FIELDS = ("out", "workers", "ray_address", "generations", "progress", "resume")
+EXECUTION_FIELDS = ("out", "workers", "ray_address", "generations", "progress", "resume",
+                    "latency_cache")
+LATENCY_CACHE_FILE = "latency_cache.jsonl"  # default: in the supernet's run dir
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class SearchSettings:
         dev_sentences: size of the fixed dev set (the first N of the valid split; 0: all).
         beam: beam size for BLEU decoding (1 = greedy).
         latency_runs, latency_warmup: timed / untimed samples per latency measurement.
+        latency_cache: JSONL file of latency measurements (`automoe.costs.latency_cache`)
+            shared by every search on the machine that names it; None: ``latency_cache.jsonl``
+            beside the supernet checkpoint; "none": measure every latency, store nothing. A
+            measurement is reused only for the same subnet, protocol (runs, warm-up,
+            threads...), supernet weights and device fingerprint.
         predictor: latency predictor dir, needed for "predicted_latency".
         baselines: after the last generation, score the space's reference subnets
             (`SearchSpace.dense_baselines`: largest, largest-dense, transformer-base...)
@@ -67,6 +74,7 @@ class SearchSettings:
     beam: int = 1
     latency_runs: int = 10
     latency_warmup: int = 2
+    latency_cache: str | None = None
     predictor: str | None = None
     baselines: bool = True
     resume: bool = False
@@ -95,6 +103,15 @@ class SearchSettings:
         parse_objectives(self.objectives)  # unknown names fail at construction
         for text in self.constraints:
             parse_constraint(text)
+
+    def latency_cache_path(self, checkpoint_file: str | Path) -> Path | None:
+        """The latency cache file this search uses (None: no cache), given the supernet
+        checkpoint file it scores."""
+        if self.latency_cache == "none":
+            return None
+        if self.latency_cache is None:
+            return Path(checkpoint_file).resolve().parent / LATENCY_CACHE_FILE
+        return Path(self.latency_cache).resolve()
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
