@@ -271,7 +271,7 @@ def _subnet_model(settings: RunSettings) -> tuple[Transformer, dict[str, Any]]:
     if settings.init_from:  # inherited weights: the supernet's position table, flag or not
         options = dataclasses.replace(options,
                                       positions_dim=_supernet_positions(settings.init_from))
-    model = Transformer.from_config(config, vocab, options=options,
+    model = Transformer(config, vocab, options=options,
                                     seed=derive_seed("init", opts.seed))
     return model, _identity(model)
 
