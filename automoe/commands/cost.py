@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from automoe.costs.flops import FlopsProtocol, flops
+from supernet.tokens import DEFAULT_VOCAB_SIZE
 
-# The data pipeline's default SentencePiece vocabulary (automoe.data.PrepareOptions).
-DEFAULT_VOCAB_SIZE = 8000
 PARAMS_PROTOCOL = (
     "total: every parameter incl. the shared embedding table (output projection tied, "
     "sinusoidal positions); active: expected per token under uniform routing (top-k of n "
