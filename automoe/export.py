@@ -36,6 +36,7 @@ config, scores) whose ``translate(texts)`` decodes with `automoe.decoding`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -50,8 +51,9 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
-from automoe.search.objectives import parse_bound, parse_objectives
-from automoe.search.results import OPERATIONAL_COLUMNS
+from automoe.search.objectives import parse_bound
+from automoe.search.results import OPERATIONAL_COLUMNS, SearchRun
+from automoe.search.results import read_run as read_search_run
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
            "read_run", "select_key", "export_subnet", "load_subnet"]
@@ -66,50 +68,16 @@ _HASH_RE = re.compile(r"^[0-9a-fA-F]+$")
 _MIN_PREFIX = 4
 
 
-@dataclass(frozen=True)
-class SearchRun:
-    """A search RUN_DIR, read: its tables (``key`` as str) and ``search.json``."""
-
-    path: Path
-    candidates: pd.DataFrame
-    front: pd.DataFrame
-    meta: dict[str, Any]
-
-    @property
-    def objectives(self) -> tuple[Any, ...]:
-        return parse_objectives(self.meta["settings"]["objectives"])
-
-
 def read_run(run_dir: str | Path) -> SearchRun:
-    """Reads RUN_DIR's ``search.json``, ``candidates.csv`` and ``pareto.csv``."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no such search run directory")
-    for name in ("search.json", "candidates.csv"):
-        if not (run / name).is_file():
-            raise FileNotFoundError(f"{run / name} does not exist: {run} is not a search run "
-                                    "dir (written by `automoe search`), or no generation "
-                                    "has finished yet")
-    try:
-        meta = json.loads((run / "search.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{run / 'search.json'}: not valid JSON ({err})") from None
-    if not isinstance(meta.get("settings"), dict) or "objectives" not in meta["settings"]:
-        raise ValueError(f"{run / 'search.json'}: no 'settings' with 'objectives'")
-    # Keys are hex strings: never let pandas read an all-digit key as a number.
-    try:
-        table = pd.read_csv(run / "candidates.csv", dtype={"key": str})
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
-    if table.empty or "key" not in table:
-        raise ValueError(f"{run / 'candidates.csv'}: no candidates")
-    front_path = run / "pareto.csv"
-    try:
-        front = pd.read_csv(front_path, dtype={"key": str}) if front_path.is_file() \
-            else table.iloc[:0]
-    except pd.errors.EmptyDataError:
-        front = table.iloc[:0]
-    return SearchRun(run, table, front, meta)
+    """Reads RUN_DIR's ``search.json`` (which must hold the search's objectives),
+    ``candidates.csv`` and ``pareto.csv`` (an empty front when absent) with the one run
+    reader, `automoe.search.results.read_run`."""
+    run = read_search_run(run_dir, need_meta=True)
+    if not isinstance(run.meta.get("settings"), dict) or "objectives" not in run.meta["settings"]:
+        raise ValueError(f"{run.path / 'search.json'}: no 'settings' with 'objectives'")
+    if run.front is None:
+        run = dataclasses.replace(run, front=run.candidates.iloc[:0])
+    return run
 
 
 # ---- pick rules (pure functions of the tables) ----------------------------------------------

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
+from search_spaces.checks import check_ints
 
 __all__ = ["FidelitySettings", "FidelityOutcome", "choose_subnets", "run_fidelity",
            "agreement_report", "FIDELITY_COLUMNS"]
@@ -98,12 +99,9 @@ class FidelitySettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retrain", dict(self.retrain))
-        for name, low in (("subnets", 3), ("dense", 0), ("pool", 10), ("dev_sentences", 0),
-                          ("beam", 1), ("n_bootstrap", 0), ("threads", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"fidelity setting '{name}' must be an integer >= {low}, "
-                                 f"got {value!r}")
+        check_ints("fidelity settings", self, {
+            "subnets": 3, "dense": 0, "pool": 10, "dev_sentences": 0, "beam": 1,
+            "n_bootstrap": 0, "threads": 1})
         bad = sorted(set(self.retrain) & {"run_dir", "keys", "top", "progress"})
         if bad:
             raise ValueError(f"fidelity: retrain settings {bad} are set by the study itself")

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_path, read_csv, read_json
+from automoe.io_utils import atomic_path, read_csv
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
+from automoe.search.results import read_run
+from evolution.pareto import non_dominated_mask
 
 __all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
            "AXES"]
@@ -72,34 +74,26 @@ class RunTable:
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
-    """Reads RUN_DIR/candidates.csv and RUN_DIR/search.json, plus the optional
-    ``baselines.csv`` (rows with origin "baseline") and ``retrained.csv`` (column
-    ``bleu_retrained``); raises ValueError if candidates.csv is missing."""
-    run = Path(run_dir)
-    csv = run / "candidates.csv"
-    if not csv.is_file():
-        raise ValueError(f"{run}: no candidates.csv (is this a search run directory?)")
-    table = read_csv(csv)
-    if table.empty:
-        raise ValueError(f"{csv}: no candidates")
-    settings_path = run / "search.json"
-    settings = read_json(settings_path) if settings_path.is_file() else {}
-    if not isinstance(settings, dict):
-        raise ValueError(f"{settings_path}: expected a JSON object")
-    retrained = run / "retrained.csv"
+    """Reads RUN_DIR/candidates.csv and the optional search.json (the one run reader,
+    `automoe.search.results.read_run`), plus the optional ``baselines.csv`` (rows with origin
+    "baseline") and ``retrained.csv`` (column ``bleu_retrained``); every table with ``key``
+    as text. Raises FileNotFoundError if candidates.csv is missing."""
+    run = read_run(run_dir, need_meta=False)
+    table, settings = run.candidates, run.meta
+    retrained = run.path / "retrained.csv"
     if retrained.is_file():
-        extra = pd.read_csv(retrained)[["key", "bleu_retrained"]]
+        extra = read_csv(retrained)[["key", "bleu_retrained"]]
         table = table.drop(columns=["bleu_retrained"], errors="ignore").merge(
             extra, on="key", how="left")
-    baselines = run / "baselines.csv"  # the space's reference subnets, scored by the search
+    baselines = run.path / "baselines.csv"  # the space's reference subnets, scored by the search
     if baselines.is_file():
-        base = pd.read_csv(baselines).assign(origin="baseline")
+        base = read_csv(baselines).assign(origin="baseline")
         table = pd.concat([table, base], ignore_index=True)
-    comparisons = run / "comparisons.csv"
+    comparisons = run.path / "comparisons.csv"
     if comparisons.is_file():
-        table = _with_front_bleu(table, pd.read_csv(comparisons, dtype={"key": str,
-                                                                        "baseline_key": str}))
-    return RunTable(label or settings.get("label") or run.name, table, settings)
+        table = _with_front_bleu(table, read_csv(comparisons, dtype={"key": str,
+                                                                     "baseline_key": str}))
+    return RunTable(label or settings.get("label") or run.path.name, table, settings)
 
 
 _FRONT_SCORES = ("bleu", "bleu_lo", "bleu_hi", "chrf", "chrf_lo", "chrf_hi")
@@ -122,23 +116,17 @@ def _with_front_bleu(table: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataF
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np.ndarray:
-    """Boolean mask of the non-dominated points of (x, y) under the given directions.
+    """Boolean mask of the non-dominated points of (x, y) under the given directions: the
+    search's own rule (`evolution.pareto.non_dominated_mask`, duplicates of a front point
+    are all on the front), with NaN rows never on the front.
 
     Args:
-        x, y: [N] objective values (NaN rows are never on the front).
+        x, y: [N] objective values.
     """
-    sx = -x if x_max else x
-    sy = -y if y_max else y
-    valid = ~(np.isnan(sx) | np.isnan(sy))
-    mask = np.zeros(len(x), dtype=bool)
-    idx = np.flatnonzero(valid)
-    # Sort by x then y; a point is on the front iff its y beats every y seen before it.
-    order = idx[np.lexsort((sy[idx], sx[idx]))]
-    best = np.inf
-    for i in order:
-        if sy[i] < best:
-            mask[i] = True
-            best = sy[i]
+    points = np.column_stack([-x if x_max else x, -y if y_max else y]).astype(float)
+    valid = ~np.isnan(points).any(axis=1)
+    mask = np.zeros(len(points), dtype=bool)
+    mask[valid] = non_dominated_mask(points[valid])
     return mask
 
 

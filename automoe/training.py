@@ -39,7 +39,7 @@ from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
 __all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
-           "fit_subnet", "finish_subnet", "load_supernet"]
+           "fit_subnet", "finish_subnet", "load_supernet", "read_supernet_checkpoint"]
 
 RUN_FILE = "run.json"
 
@@ -188,21 +188,38 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
                  resume=resume, device=dev, info=info, progress=progress)
 
 
-def load_supernet(path: str | Path, *, which: str = "last",
-                  device: str | torch.device = "cpu") -> tuple[SuperTransformer, SearchSpace]:
-    """The trained supernet of a run dir (``checkpoint_{which}.pt``) or a checkpoint file,
-    with its search space (rebuilt from the checkpoint, so no YAML is needed)."""
+def read_supernet_checkpoint(path: str | Path, *, which: str = "last"
+                             ) -> tuple[Path, SuperTransformer, SearchSpace, dict[str, Any]]:
+    """The one reader of supernet checkpoints: ``path`` is a run dir (its
+    ``checkpoint_{which}.pt``) or a checkpoint file. Returns the file, the supernet (CPU, eval
+    mode) with its weights loaded (so a checkpoint that does not fit its space fails here,
+    a ValueError naming the file), its search space (rebuilt from the checkpoint, so no YAML
+    is needed) and the checkpoint's other entries (without ``model``)."""
     path = Path(path)
     file = path / f"checkpoint_{which}.pt" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise FileNotFoundError(f"{path}: no {file.name} (is this a supernet run dir? "
+                                "train one with `automoe supernet train`)")
     state = load_checkpoint(file, expect={"kind": "supernet"})
-    space = SearchSpace.from_dict(state["space"], source=str(file))
+    for key in ("space", "vocab_size", "model_options", "model"):
+        if key not in state:
+            raise ValueError(f"{file}: supernet checkpoint has no {key!r} entry")
+    space = SearchSpace.from_dict(state["space"], source=f"{file} (space)")
     options = ModelOptions.from_dict(state["model_options"], source=str(file))
     model = SuperTransformer(space, int(state["vocab_size"]), options=options)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.pop("model"))
     except RuntimeError as err:
-        raise ValueError(f"{file}: weights do not fit the supernet of its space "
-                         f"({str(err)[:300]})") from None
+        raise ValueError(f"{file}: the weights do not fit the supernet of space "
+                         f"{space.name!r} ({str(err).strip()[:400]})") from None
+    return file, model.eval(), space, state
+
+
+def load_supernet(path: str | Path, *, which: str = "last",
+                  device: str | torch.device = "cpu") -> tuple[SuperTransformer, SearchSpace]:
+    """The trained supernet of a run dir (``checkpoint_{which}.pt``) or a checkpoint file, on
+    ``device`` in eval mode, with its search space (`read_supernet_checkpoint`)."""
+    _, model, space, _ = read_supernet_checkpoint(path, which=which)
     return model.to(device).eval(), space
 
 
@@ -253,7 +270,7 @@ def _subnet_model(settings: RunSettings) -> tuple[Transformer, dict[str, Any]]:
     if settings.init_from:  # inherited weights: the supernet's position table, flag or not
         options = dataclasses.replace(options,
                                       positions_dim=_supernet_positions(settings.init_from))
-    model = Transformer.from_config(config, vocab, options=options,
+    model = Transformer(config, vocab, options=options,
                                     seed=derive_seed("init", opts.seed))
     return model, _identity(model)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from search_spaces.checks import check_ints
+
 from .base import SearchAlgorithm
 from .state import Candidate, SearchState
 
@@ -41,12 +43,9 @@ class GASettings:
     dedup: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("population_size", "parent_size", "iterations", "max_tries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GASettings.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("mutation_size", "crossover_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GASettings.{name} must be >= 0, got {getattr(self, name)}")
+        check_ints("GASettings", self, {"population_size": 1, "parent_size": 1,
+                                        "iterations": 1, "max_tries": 1, "mutation_size": 0,
+                                        "crossover_size": 0})
         total = self.parent_size + self.mutation_size + self.crossover_size
         if total != self.population_size:  # HAT asserts this too
             raise ValueError(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search_spaces.checks import check_ints
+
 from .base import SearchAlgorithm
 from .pareto import crowding_distance, non_dominated_sort, nsga2_select
 from .state import Candidate, SearchState
@@ -37,15 +39,11 @@ class NSGA2Settings:
     dedup: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("population_size", "iterations", "max_tries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"NSGA2Settings.{name} must be >= 1, got {getattr(self, name)}")
-        if self.population_size < 2:
-            raise ValueError("NSGA2Settings.population_size must be >= 2 (tournaments)")
-        if self.offspring_size is not None and self.offspring_size < 1:
-            raise ValueError(
-                f"NSGA2Settings.offspring_size must be >= 1, got {self.offspring_size}"
-            )
+        # population_size >= 2: a tournament compares two candidates
+        check_ints("NSGA2Settings", self, {"population_size": 2, "iterations": 1,
+                                           "max_tries": 1})
+        if self.offspring_size is not None:
+            check_ints("NSGA2Settings", self, {"offspring_size": 1})
         for name in ("crossover_prob", "mutation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(

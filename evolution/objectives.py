@@ -11,7 +11,6 @@ the excess relative to the bound, so constraints on metrics of very different sc
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,6 @@ __all__ = [
 ]
 
 _DIRECTIONS = {"min": "min", "minimize": "min", "max": "max", "maximize": "max"}
-_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*(\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -65,12 +63,6 @@ class Objective:
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "direction": self.direction}
-
-    @classmethod
-    def parse(cls, text: str) -> Objective:
-        """Parses the CLI form "bleu:max" or "flops" (the direction defaults to min)."""
-        name, _, direction = text.partition(":")
-        return cls(name.strip(), direction.strip() or "min")
 
 
 @dataclass(frozen=True)
@@ -119,19 +111,6 @@ class Constraint:
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "op": self.op, "bound": self.bound}
-
-    @classmethod
-    def parse(cls, text: str) -> Constraint:
-        """Parses "flops<=2e9" or "bleu >= 20" (the CLI form)."""
-        match = _CONSTRAINT_RE.match(text)
-        if match is None:
-            raise ValueError(f"constraint {text!r}: expected NAME<=NUMBER or NAME>=NUMBER")
-        name, op, bound = match.groups()
-        try:
-            value = float(bound)
-        except ValueError:
-            raise ValueError(f"constraint {text!r}: bound {bound!r} is not a number") from None
-        return cls(name, op, value)
 
 
 def require_metrics(metrics: Mapping[str, float], names: Sequence[str], *, where: str) -> None:

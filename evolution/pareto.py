@@ -4,6 +4,8 @@ with Deb's constraint domination), crowding distance and exact hypervolume.
 All functions take ``points`` as an array-like of shape [N, M] (N points, M objectives,
 every objective minimised; negate maximised ones first, see `objectives.Objective`).
 NaN is rejected; +inf is allowed (a failed evaluation) and is dominated by anything finite.
+Equal points never dominate each other, so all duplicates of a front point are on the front
+(`non_dominated_mask` is the one front rule: the search, its tables and the plots use it).
 """
 
 from __future__ import annotations

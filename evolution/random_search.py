@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from search_spaces.checks import check_ints
+
 from .base import SearchAlgorithm
 from .state import Candidate, SearchState
 
@@ -25,9 +27,7 @@ class RandomSettings:
     dedup: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "iterations", "max_tries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RandomSettings.{name} must be >= 1, got {getattr(self, name)}")
+        check_ints("RandomSettings", self, {"batch_size": 1, "iterations": 1, "max_tries": 1})
 
 
 class RandomSearch(SearchAlgorithm):

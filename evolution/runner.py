@@ -136,7 +136,7 @@ def run_search(
             the run continues from it and ends exactly as an uninterrupted one would.
         on_generation: called after every generation (progress bars, logs).
         checkpoint: called after every generation with ``algo.dump(state)``, JSON-ready;
-            write it atomically (``automoe.io_utils.atomic_write_json``).
+            write it atomically (``search_spaces.files.atomic_write_json``).
     """
     if resume is None:
         if seed is None:

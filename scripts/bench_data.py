@@ -175,7 +175,7 @@ def demo_model(vocab: int):
         name = (f"supernet.Transformer demo largest ({config.key()}): d={config.encoder_embed_dim}, "
                 f"{config.encoder_layers}+{config.decoder_layers} layers, experts "
                 f"{config.encoder_experts}/{config.decoder_experts}")
-        return Transformer.from_config(config, vocab), name
+        return Transformer(config, vocab), name
     except Exception as err:  # noqa: BLE001 - any missing piece: fall back to the plain model
         print(f"supernet.Transformer unavailable ({err}); using PlainTransformer", file=sys.stderr)
         return PlainTransformer(vocab, dropout=0.0), "PlainTransformer d=256 3+3 (prefix recompute)"

@@ -187,7 +187,8 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def read_probes(run_dir: Path) -> dict[str, float]:
     """Dev NLL of each probe at the run's last validation."""
-    rows = list(csv.DictReader(open(run_dir / "valid_log.csv", newline="")))
+    with open(run_dir / "valid_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     last = max(int(r["update"]) for r in rows)
     return {r["probe"]: round(float(r["nll"]), 4) for r in rows if int(r["update"]) == last}
 

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from automoe.pipeline import PIPELINE_PRESETS, preset_with, run_pipeline  # noqa: E402
+from automoe.pipeline import PIPELINE_PRESETS, preset_with, run_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ and calls `encode` / `decode`. Nothing here holds state or knows about slicing.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -113,15 +114,55 @@ def _embed(tokens: torch.Tensor, table: torch.Tensor, *, offset: int, run: Run) 
     return F.dropout(x, run.dropout, run.training)
 
 
-def _ffn_block(x: torch.Tensor, moe: MoEWeights, norm: NormWeights, token_mask: torch.Tensor,
-               run: Run) -> tuple[torch.Tensor, LayerStats]:
-    b, t, d = x.shape
+def _residual(x: torch.Tensor, norm: NormWeights, run: Run,
+              sublayer: Callable[..., tuple[torch.Tensor, Any]], *args: Any
+              ) -> tuple[torch.Tensor, Any]:
+    """One residual block around ``sublayer(h, *args) -> (y, extra)``, x and y [B, T, d]:
+    pre-LN normalises the block's input (x + f(LN(x))), post-LN its sum (LN(x + f(x))).
+    Returns the new x and the sublayer's ``extra``."""
     h = layer_norm(x, norm) if run.normalize_before else x
+    y, extra = sublayer(h, *args)
+    x = x + F.dropout(y, run.dropout, run.training)
+    return (x if run.normalize_before else layer_norm(x, norm)), extra
+
+
+def _self_attention(h: torch.Tensor, lw: EncoderLayerWeights | DecoderLayerWeights,
+                    mask: torch.Tensor | None, run: Run, cache: DecoderCache | None = None,
+                    layer: int = 0) -> tuple[torch.Tensor, None]:
+    """h [B, T, d] -> [B, T, d]; with a cache, this layer's keys/values are appended to it."""
+    k, v = project_kv(h, lw.self_attn, lw.heads)
+    if cache is not None:
+        if layer in cache.self_kv:
+            pk, pv = cache.self_kv[layer]
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        cache.self_kv[layer] = (k, v)
+    return attention(h, k, v, lw.self_attn, lw.heads, mask=mask,
+                     dropout=run.attention_dropout, training=run.training), None
+
+
+def _cross_attention(h: torch.Tensor, lw: DecoderLayerWeights, enc: EncoderOut, run: Run,
+                     cache: DecoderCache | None, layer: int) -> tuple[torch.Tensor, None]:
+    """h [B, T, d_dec] -> [B, T, d_dec], attending to the encoder outputs (K/V cached)."""
+    if cache is not None and layer in cache.cross_kv:
+        ck, cv = cache.cross_kv[layer]
+        span = ck.shape[2] // enc.padding_mask.shape[1]
+        cmask = enc.padding_mask.repeat(1, span)[:, None, None, :]
+    else:
+        ck, cv, cmask = _cross_kv(enc, lw)
+        if cache is not None:
+            cache.cross_kv[layer] = (ck, cv)
+    return attention(h, ck, cv, lw.cross_attn, lw.cross_heads, mask=cmask,
+                     dropout=run.attention_dropout, training=run.training), None
+
+
+def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run
+         ) -> tuple[torch.Tensor, LayerStats]:
+    """h [B, T, d] -> ([B, T, d], routing stats); token_mask [B, T] (False at PAD)."""
+    b, t, d = h.shape
     y, stats = moe_ffn(h.reshape(b * t, d), moe, token_mask=token_mask.reshape(-1),
                        activation_dropout=run.activation_dropout, training=run.training,
                        jitter=run.jitter, normalize_gates=run.normalize_gates)
-    x = x + F.dropout(y.view(b, t, d), run.dropout, run.training)
-    return (x if run.normalize_before else layer_norm(x, norm)), stats
+    return y.view(b, t, d), stats
 
 
 def _aux(stats: list[LayerStats], like: torch.Tensor, *, encoder: bool) -> MoEAux:
@@ -144,14 +185,8 @@ def encode(src: torch.Tensor, weights: ModelWeights, run: Run) -> EncoderOut:
     keep = ~pad
     states, stats = [], []
     for lw in stack.layers:
-        h = layer_norm(x, lw.attn_norm) if run.normalize_before else x
-        k, v = project_kv(h, lw.self_attn, lw.heads)
-        h = attention(h, k, v, lw.self_attn, lw.heads, mask=mask,
-                      dropout=run.attention_dropout, training=run.training)
-        x = x + F.dropout(h, run.dropout, run.training)
-        if not run.normalize_before:
-            x = layer_norm(x, lw.attn_norm)
-        x, st = _ffn_block(x, lw.moe, lw.ffn_norm, keep, run)
+        x, _ = _residual(x, lw.attn_norm, run, _self_attention, lw, mask, run)
+        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run)
         stats.append(st)
         states = (states + [x])[-MAX_ENDE_ATTN:]
     if stack.final_norm is not None:  # pre-LN: every state the decoder reads is normalised
@@ -192,35 +227,9 @@ def decode(prev: torch.Tensor, enc: EncoderOut, weights: ModelWeights, run: Run,
     keep = prev.ne(PAD_ID)
     stats = []
     for i, lw in enumerate(stack.layers):
-        h = layer_norm(x, lw.attn_norm) if run.normalize_before else x
-        k, v = project_kv(h, lw.self_attn, lw.heads)
-        if cache is not None:
-            if i in cache.self_kv:
-                pk, pv = cache.self_kv[i]
-                k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-            cache.self_kv[i] = (k, v)
-        h = attention(h, k, v, lw.self_attn, lw.heads, mask=causal,
-                      dropout=run.attention_dropout, training=run.training)
-        x = x + F.dropout(h, run.dropout, run.training)
-        if not run.normalize_before:
-            x = layer_norm(x, lw.attn_norm)
-
-        h = layer_norm(x, lw.cross_norm) if run.normalize_before else x
-        if cache is not None and i in cache.cross_kv:
-            ck, cv = cache.cross_kv[i]
-            span = ck.shape[2] // enc.padding_mask.shape[1]
-            cmask = enc.padding_mask.repeat(1, span)[:, None, None, :]
-        else:
-            ck, cv, cmask = _cross_kv(enc, lw)
-            if cache is not None:
-                cache.cross_kv[i] = (ck, cv)
-        h = attention(h, ck, cv, lw.cross_attn, lw.cross_heads, mask=cmask,
-                      dropout=run.attention_dropout, training=run.training)
-        x = x + F.dropout(h, run.dropout, run.training)
-        if not run.normalize_before:
-            x = layer_norm(x, lw.cross_norm)
-
-        x, st = _ffn_block(x, lw.moe, lw.ffn_norm, keep, run)
+        x, _ = _residual(x, lw.attn_norm, run, _self_attention, lw, causal, run, cache, i)
+        x, _ = _residual(x, lw.cross_norm, run, _cross_attention, lw, enc, run, cache, i)
+        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run)
         stats.append(st)
     if cache is not None:
         cache.length = offset + t

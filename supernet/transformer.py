@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from search_spaces.config import SubnetConfig
-from supernet import core
+from supernet import core, model_dir
 from supernet.functional import AttnWeights, ExpertWeights, MoEWeights, NormWeights
 from supernet.options import DEFAULT_OPTIONS, ModelOptions
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
@@ -123,7 +123,7 @@ class Transformer(nn.Module):
         options: dropout, layer-norm placement, positions, routing noise.
         seed: weight initialisation seed (an explicit generator; the global RNG is untouched).
         device: "cpu" (the default), or "meta": parameters without memory and never
-            initialised, for shape checks (`load_transformer` checks a file against them).
+            initialised, for shape checks (`load` checks a file against them).
 
     Follows the seq2seq protocol of docs/contracts.md: ``encode``, ``decode``,
     ``new_cache``, ``forward(src, prev) -> (logits, aux)``.
@@ -159,12 +159,6 @@ class Transformer(nn.Module):
         if device == "cpu":
             self.to_empty(device="cpu")
             self.reset_parameters(init_generator(seed))
-
-    @classmethod
-    def from_config(cls, config: SubnetConfig, vocab_size: int, *,
-                    options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0) -> Transformer:
-        """A freshly initialised model of ``config`` (for retraining from scratch)."""
-        return cls(config, vocab_size, options=options, seed=seed)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -232,17 +226,24 @@ class Transformer(nn.Module):
 
     def save(self, directory: str | Path, *, overwrite: bool = False,
              extra: dict | None = None) -> Path:
-        """Writes ``config.json`` + ``model.safetensors`` into ``directory`` atomically."""
-        from supernet.export import save_transformer
-
-        return save_transformer(self, directory, overwrite=overwrite, extra=extra)
+        """Writes ``config.json`` + ``model.safetensors`` into ``directory`` atomically
+        (format in `supernet.model_dir`); ``extra`` is free JSON metadata."""
+        return model_dir.write_model_dir(
+            directory, config=self.config, vocab_size=self.vocab_size, options=self.options,
+            state=self.state_dict(), dtype=self.embed.dtype, overwrite=overwrite, extra=extra)
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Transformer:
-        """Loads a directory written by `save`; ValueError naming the file if it is bad."""
-        from supernet.export import load_transformer
-
-        return load_transformer(directory, device=device)
+        """Loads a directory written by `save` (on ``device``, in the saved dtype, eval mode);
+        ValueError naming the file if it is bad."""
+        config, vocab, options = model_dir.read_model_config(directory)
+        expected = {k: tuple(v.shape) for k, v in cls(
+            config, vocab, options=options, device="meta").state_dict().items()}
+        state = model_dir.read_model_weights(directory, expected)
+        model = cls(config, vocab, options=options)
+        model.to(dtype=next(iter(state.values())).dtype)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
 
     def extra_repr(self) -> str:
         return f"config={self.config.key()}, vocab_size={self.vocab_size}"

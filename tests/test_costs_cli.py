@@ -68,7 +68,7 @@ def test_cost_accepts_an_exported_model_dir(tmp_path, capsys, tiny):
     from supernet import Transformer
 
     config = tiny.sample(random.Random(8))
-    Transformer.from_config(config, 30).save(tmp_path / "model")
+    Transformer(config, 30).save(tmp_path / "model")
     (tmp_path / "c.json").write_text(config.to_json())
     # the model's own vocabulary unless --vocab-size says otherwise
     from_dir = _run_json(capsys, str(tmp_path / "model"), "--space", "tiny")

@@ -211,7 +211,7 @@ def test_out_of_range_decoding_options_are_named(option, value, flag):
         translate_ids(model, [[4, 5]], **{"beam": 1, option: value})
 
 
-# ---- the real models: SuperTransformer.bind(subnet), extract(), Transformer.from_config ------
+# ---- the real models: SuperTransformer.bind(subnet), extract(), Transformer(config) ------
 
 @pytest.fixture(scope="module")
 def real_models():
@@ -222,7 +222,7 @@ def real_models():
     supernet = SuperTransformer(space, 40, seed=1).eval()
     config = space.sample(random.Random(3))
     return {"bind": supernet.bind(config), "extract": supernet.extract(config).eval(),
-            "largest": Transformer.from_config(space.largest(), 40, seed=2).eval()}
+            "largest": Transformer(space.largest(), 40, seed=2).eval()}
 
 
 @pytest.mark.parametrize("name", ["bind", "extract", "largest"])
@@ -272,7 +272,7 @@ def exported(tmp_path_factory):
     meta = prepare(data, make_source(files=files), PrepareOptions(vocab_size=48),
                    verbose=False).meta
     model_dir = root / "model"
-    Transformer.from_config(load_space("tiny").largest(), meta["vocab_size"], seed=4).save(
+    Transformer(load_space("tiny").largest(), meta["vocab_size"], seed=4).save(
         model_dir)
     shutil.copy(data / "spm.model", model_dir / "spm.model")
     return data, model_dir

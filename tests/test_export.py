@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from search_spaces import SubnetConfig, load_space
 from supernet import EOS_ID, PAD_ID, ModelOptions, SuperTransformer, Transformer
-from supernet.export import CONFIG_FILE, WEIGHTS_FILE
+from supernet.model_dir import CONFIG_FILE, WEIGHTS_FILE
 
 VOCAB = 30
 CONFIG = SubnetConfig(
@@ -53,7 +53,7 @@ def test_round_trip_is_exact(model, tmp_path):
 
 
 def test_bf16_round_trip_keeps_dtype(tmp_path):
-    small = Transformer.from_config(CONFIG, VOCAB, seed=1).to(torch.bfloat16)
+    small = Transformer(CONFIG, VOCAB, seed=1).to(torch.bfloat16)
     loaded = Transformer.load(small.save(tmp_path / "bf16"))
     assert loaded.embed.dtype == torch.bfloat16
     assert all(torch.equal(p, q) for p, q in zip(small.parameters(), loaded.parameters(),
@@ -64,17 +64,17 @@ def test_overwrite_rules(model, tmp_path):
     model.save(tmp_path / "m")
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "m")
-    other = Transformer.from_config(CONFIG, VOCAB, seed=9)
+    other = Transformer(CONFIG, VOCAB, seed=9)
     other.save(tmp_path / "m", overwrite=True)
     assert torch.equal(Transformer.load(tmp_path / "m").embed, other.embed)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftovers
 
 
-def test_from_config_is_seeded_and_leaves_global_rng_alone():
+def test_constructor_is_seeded_and_leaves_global_rng_alone():
     state = torch.get_rng_state()
-    a = Transformer.from_config(CONFIG, VOCAB, seed=5)
-    b = Transformer.from_config(CONFIG, VOCAB, seed=5)
-    c = Transformer.from_config(CONFIG, VOCAB, seed=6)
+    a = Transformer(CONFIG, VOCAB, seed=5)
+    b = Transformer(CONFIG, VOCAB, seed=5)
+    c = Transformer(CONFIG, VOCAB, seed=6)
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.embed, c.embed)

@@ -268,7 +268,7 @@ def test_dropout_scales_with_width_and_extract_keeps_it(space):
     assert static.training
     assert static._run(0) == run
     # a model built from scratch uses the rates as given (its own width is the reference)
-    assert Transformer.from_config(HETERO_A, VOCAB, options=opts)._run(0).dropout == 0.3
+    assert Transformer(HETERO_A, VOCAB, options=opts)._run(0).dropout == 0.3
     # same random stream, same dropout masks and router jitter: identical training outputs
     src, prev = batch(seed=6)
     with torch.random.fork_rng(devices=[]):

@@ -197,7 +197,7 @@ def test_train_config_round_trips_and_reports_differences():
     assert cfg.differences(other, ignore=("max_updates",)) == ["clip_norm: 1.0 vs 0.5"]
     with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['lr'\]"):
         TrainConfig.from_dict({**cfg.to_dict(), "lr": 1})
-    with pytest.raises(ValueError, match="update_freq must be >= 1"):
+    with pytest.raises(ValueError, match="'update_freq' must be an integer >= 1"):
         TrainConfig(max_updates=1, schedule=cfg.schedule, update_freq=0)
     kd = TrainConfig(max_updates=10, schedule=cfg.schedule, sampling=SamplingRule("sandwich", 1),
                      distill_weight=0.5, cpu_bf16=True)

@@ -30,7 +30,7 @@ from automoe.costs.latency import (
     fingerprint_id,
     measure_latency,
 )
-from automoe.io_utils import atomic_path
+from automoe.io_utils import atomic_write_csv
 
 __all__ = [
     "collect_latency_dataset",
@@ -64,7 +64,7 @@ def random_model(config: Any, vocab_size: int, *, seed: int = 0, device: str = "
 
     from supernet import Transformer
 
-    model = Transformer.from_config(config, vocab_size, seed=seed)
+    model = Transformer(config, vocab_size, seed=seed)
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 
@@ -170,8 +170,7 @@ def collect_latency_dataset(
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path, suffix=".csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    atomic_write_csv(pd.DataFrame(rows), path, float_format=None)
 
 
 def dataset_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:

@@ -11,20 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from automoe.costs.flops import flops
+from automoe.costs.flops import FLOPS_COMPONENTS, flops
 
 __all__ = ["FLOPS_COMPONENTS", "latency_feature_names", "latency_features"]
-
-FLOPS_COMPONENTS = (
-    "encoder_self_attention",
-    "encoder_ffn",
-    "encoder_router",
-    "decoder_self_attention",
-    "decoder_cross_attention",
-    "decoder_ffn",
-    "decoder_router",
-)
-
 
 def latency_feature_names(space: Any) -> list[str]:
     """Names of `latency_features` for ``space`` (fixed per space)."""

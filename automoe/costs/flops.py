@@ -30,9 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from search_spaces.checks import check_ints
 from search_spaces.config import SubnetConfig
 
 __all__ = [
+    "FLOPS_COMPONENTS",
     "FlopsProtocol",
     "FlopsReport",
     "RoutingCounts",
@@ -40,6 +42,19 @@ __all__ = [
     "expert_macs_per_token",
     "cross_attention_span",
 ]
+
+
+# The per-layer components a FLOPs report splits into (in this order); the report adds
+# ``output_projection``, and the latency features use these as they are.
+FLOPS_COMPONENTS = (
+    "encoder_self_attention",
+    "encoder_ffn",
+    "encoder_router",
+    "decoder_self_attention",
+    "decoder_cross_attention",
+    "decoder_ffn",
+    "decoder_router",
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +76,7 @@ class FlopsProtocol:
     vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("src_len", "tgt_len", "batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"FlopsProtocol: '{name}' must be an integer >= 1, got {value!r}")
+        check_ints("FlopsProtocol", self, {"src_len": 1, "tgt_len": 1, "batch": 1})
         if self.include_output_projection and (self.vocab_size is None or self.vocab_size < 1):
             raise ValueError(
                 "FlopsProtocol: include_output_projection needs vocab_size >= 1, "
@@ -220,19 +232,7 @@ def flops(
         routing.check(config)
     S, T, q = p.src_len, p.tgt_len, config.qkv_dim
     de, dd = config.encoder_embed_dim, config.decoder_embed_dim
-    parts = dict.fromkeys(
-        (
-            "encoder_self_attention",
-            "encoder_ffn",
-            "encoder_router",
-            "decoder_self_attention",
-            "decoder_cross_attention",
-            "decoder_ffn",
-            "decoder_router",
-            "output_projection",
-        ),
-        0.0,
-    )
+    parts = dict.fromkeys((*FLOPS_COMPONENTS, "output_projection"), 0.0)
     lo = hi = 0.0
     for i, dims in enumerate(config.encoder_expert_dims):
         parts["encoder_self_attention"] += _attention(S, S, de, de, q)

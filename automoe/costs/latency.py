@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from automoe.costs.metrics import summarize, trimmed_mean
-from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
+from search_spaces.checks import check_ints
+from supernet.tokens import BOS_ID, DEFAULT_VOCAB_SIZE, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:
     import torch
@@ -92,19 +93,15 @@ class LatencyProtocol:
     beam: int = 5
     warmup: int = 5
     runs: int = 20
-    vocab_size: int = 8000
+    vocab_size: int = DEFAULT_VOCAB_SIZE
     seed: int = 0
     sentences: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
     weights: str = "random"
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        for name in ("batch", "src_len", "tgt_len", "beam", "runs", "vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LatencyProtocol: '{name}' must be an integer >= 1, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"LatencyProtocol: 'warmup' must be an integer >= 0, got {self.warmup!r}")
+        check_ints("LatencyProtocol", self, {"batch": 1, "src_len": 1, "tgt_len": 1, "beam": 1,
+                                             "runs": 1, "vocab_size": 1, "warmup": 0})
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"LatencyProtocol: 'threads' must be >= 1 or None, got {self.threads!r}")
         if self.dtype not in DTYPES:

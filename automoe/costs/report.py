@@ -8,11 +8,10 @@ from typing import Any
 from automoe.costs.flops import FlopsProtocol, flops
 from search_spaces.config import SubnetConfig
 from supernet.params import count_params
+from supernet.tokens import DEFAULT_VOCAB_SIZE
 
 __all__ = ["cost_report", "DEFAULT_VOCAB_SIZE", "PARAMS_PROTOCOL"]
 
-# The data pipeline's default SentencePiece vocabulary (automoe.data.PrepareOptions).
-DEFAULT_VOCAB_SIZE = 8000
 PARAMS_PROTOCOL = (
     "total: every parameter incl. the shared embedding table (output projection tied, "
     "sinusoidal positions) and, in a pre-LN model, each stack's final layer norm; active: "

@@ -47,11 +47,6 @@ class Batch(NamedTuple):
         return self.src.eq(PAD_ID)
 
     @property
-    def tgt_padding_mask(self) -> torch.Tensor:
-        """[B, T] bool, True at padding (same for prev and target)."""
-        return self.target.eq(PAD_ID)
-
-    @property
     def num_tokens(self) -> int:
         """Target tokens that carry a label (EOS included)."""
         return int(self.target.ne(PAD_ID).sum())

@@ -29,7 +29,8 @@ from automoe.data.sources import SPLITS, CorpusSource, FilesSource, Source, TsvS
 from automoe.data.store import FORMAT, META_FILE, RaggedWriter, read_meta
 from automoe.data.tokenizer import Tokenizer, train_tokenizer
 from automoe.io_utils import atomic_dir, atomic_write_json, atomic_write_text
-from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from search_spaces.checks import check_ints
+from supernet.tokens import BOS_ID, DEFAULT_VOCAB_SIZE, EOS_ID, PAD_ID, UNK_ID
 
 __all__ = ["PrepareOptions", "PrepareResult", "prepare", "make_source"]
 
@@ -51,7 +52,7 @@ class PrepareOptions:
             (an evenly spaced, deterministic subsample of a larger corpus).
     """
 
-    vocab_size: int = 8000
+    vocab_size: int = DEFAULT_VOCAB_SIZE
     max_words: int = 80
     max_ratio: float = 2.5
     max_len: int = 128
@@ -59,9 +60,8 @@ class PrepareOptions:
     spm_max_sentences: int = 2_000_000
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_words", "max_len", "spm_max_sentences"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_ints("PrepareOptions", self, {"vocab_size": 0, "max_words": 0, "max_len": 0,
+                                            "spm_max_sentences": 0})
         FilterOptions(self.max_words, self.max_ratio, self.dedup)  # validates
 
 

@@ -65,9 +65,6 @@ class Tokenizer:
         """Detokenised text; PAD/BOS/EOS are dropped, UNK becomes SentencePiece's ' ⁇ '."""
         return self._sp.decode([int(i) for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
 
-    def pieces(self, text: str) -> list[str]:
-        return self._sp.encode(text, out_type=str)
-
 
 def train_tokenizer(sentences: Iterable[str], *, vocab_size: int,
                     character_coverage: float = 1.0, num_threads: int = 2) -> Tokenizer:

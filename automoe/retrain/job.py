@@ -31,6 +31,8 @@ import pandas as pd
 from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.presets import PRESET_NAMES, TrainOptions, get_preset
 from automoe.retrain.select import choose_keys, cost_column
+from automoe.search.results import read_run
+from search_spaces.checks import check_ints
 
 __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
            "RETRAIN_DIR", "EXPERIMENT", "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
@@ -93,13 +95,10 @@ class RetrainSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
         object.__setattr__(self, "overrides", dict(self.overrides))
-        for name, low in (("top", 1), ("beam", 1), ("cpus_per_trial", 1), ("report_every", 0),
-                          ("grace_updates", 0), ("reduction_factor", 2), ("average_last", 0),
-                          ("test_sentences", 0), ("concurrent", 0), ("max_failures", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"retrain setting '{name}' must be an integer >= {low}, "
-                                 f"got {value!r}")
+        check_ints("retrain settings", self, {
+            "top": 1, "beam": 1, "cpus_per_trial": 1, "report_every": 0, "grace_updates": 0,
+            "reduction_factor": 2, "average_last": 0, "test_sentences": 0, "concurrent": 0,
+            "max_failures": 0})
         if not self.gpus_per_trial >= 0:
             raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial!r}")
         if self.early_stop not in ("none", "asha"):
@@ -144,25 +143,10 @@ def _read_run(run: Path, *, need_front: bool = True
     """(pareto, candidates, search.json settings) of a search RUN_DIR (or of another run dir
     with the same tables, e.g. `automoe fidelity`'s); pareto is None when absent and not
     needed (explicit --keys)."""
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no such search run directory")
-    tables: list[pd.DataFrame | None] = []
-    for name in ("pareto.csv", "candidates.csv"):
-        path = run / name
-        if not path.is_file():
-            if name == "pareto.csv" and not need_front:
-                tables.append(None)
-                continue
-            raise ValueError(f"{run}: no {name} (is this a finished `automoe search` RUN_DIR?)")
-        tables.append(pd.read_csv(path, dtype={"key": str}))
-    meta = run / "search.json"
-    if not meta.is_file():
-        raise ValueError(f"{run}: no search.json (is this an `automoe search` RUN_DIR?)")
-    settings = json.loads(meta.read_text(encoding="utf-8")).get("settings", {})
-    if tables[0] is not None and tables[0].empty and need_front:
+    table = read_run(run, need_front=need_front, need_meta=True)
+    if need_front and table.front is not None and table.front.empty:
         raise ValueError(f"{run / 'pareto.csv'}: the front is empty (no feasible subnet)")
-    assert tables[1] is not None
-    return tables[0], tables[1], settings
+    return table.front, table.candidates, table.meta.get("settings", {})
 
 
 def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str, Any]:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv
+from automoe.io_utils import atomic_write_csv, read_csv, read_json
+from automoe.search.objectives import parse_objectives
 
 __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
-           "baseline_table", "write_baselines", "experts_summary"]
+           "baseline_table", "write_baselines", "experts_summary", "SearchRun", "read_run"]
 
 # Columns that say how a row was computed, not what was found: they differ between runs.
 OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "eval_seconds")
@@ -150,3 +152,55 @@ def baseline_table(algo: Any, entries: Mapping[str, Any], details: Mapping[str, 
 def write_baselines(run_dir: str | Path, table: pd.DataFrame) -> Path:
     """Writes RUN_DIR/baselines.csv atomically."""
     return atomic_write_csv(table, Path(run_dir) / "baselines.csv")
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A search RUN_DIR, read: its tables (``key`` as str) and ``search.json``.
+
+    ``front`` is None when the run has no ``pareto.csv``; ``meta`` is empty when it has no
+    ``search.json`` (and `read_run` was told that is fine).
+    """
+
+    path: Path
+    candidates: pd.DataFrame
+    front: pd.DataFrame | None
+    meta: dict[str, Any]
+
+    @property
+    def objectives(self) -> tuple[Any, ...]:
+        """The search's objectives, from ``search.json``'s settings."""
+        return parse_objectives(self.meta["settings"]["objectives"])
+
+
+def read_run(run_dir: str | Path, *, need_front: bool = False, need_meta: bool = True
+             ) -> SearchRun:
+    """The one reader of a search RUN_DIR (or of a run dir with the same tables, such as
+    `automoe fidelity`'s): ``candidates.csv`` (required, not empty), ``pareto.csv`` (required
+    with ``need_front``; an empty file reads as an empty front) and ``search.json`` (a JSON
+    object, required with ``need_meta``). Every table is read with ``key`` as text, never as
+    a number. Errors name the file and what was expected."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such search run directory")
+    front_path, csv = run / "pareto.csv", run / "candidates.csv"
+    if need_front and not front_path.is_file():
+        raise FileNotFoundError(f"{run}: no pareto.csv (is this a finished `automoe search` "
+                                "RUN_DIR?)")
+    meta_path = run / "search.json"
+    if need_meta and not meta_path.is_file():
+        raise FileNotFoundError(f"{run}: no search.json (is this an `automoe search` RUN_DIR?)")
+    if not csv.is_file():
+        raise FileNotFoundError(f"{run}: no candidates.csv ({run} is not a search run dir "
+                                "written by `automoe search`, or no generation has finished "
+                                "yet)")
+    candidates = read_csv(csv)
+    if candidates.empty or "key" not in candidates:
+        raise ValueError(f"{csv}: no candidates")
+    front = None
+    if front_path.is_file():
+        front = candidates.iloc[:0] if front_path.stat().st_size == 0 else read_csv(front_path)
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    return SearchRun(run, candidates, front, meta)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automoe.io_utils import atomic_write_json
 from automoe.search.compare import COMPARISONS, write_comparisons
@@ -52,6 +52,10 @@ from automoe.search.settings import (
     check_resume,
     resume_settings,
 )
+
+if TYPE_CHECKING:
+    from automoe.search.scoring import CheapCosts
+    from evolution import Constraint, Objective
 
 __all__ = ["SearchSettings", "SearchOutcome", "run_search", "resume_settings", "build_algorithm",
            "CHECKPOINT_FORMAT", "load_checkpoint"]
@@ -132,7 +136,6 @@ def run_search(settings: SearchSettings, *,
             phase finishes (monitoring; tests use it to kill a worker mid-generation).
     """
     from automoe.search import scoring
-    from evolution import step
 
     began = time.perf_counter()
     run = Path(settings.out)
@@ -198,8 +201,9 @@ def run_search(settings: SearchSettings, *,
                                                        factory.weights).describe()
                         if latency else None),
                     "latency_cache": None if cache is None else str(cache)}
-        return _generations(settings, run, objectives, constraints, costs, evaluator,
-                            identity, began, on_generation, on_result, step)
+        return _generations(settings, run, objectives=objectives, constraints=constraints,
+                            costs=costs, evaluator=evaluator, identity=identity, began=began,
+                            on_generation=on_generation, on_result=on_result)
     finally:
         if evaluator is not None:
             evaluator.close()
@@ -304,9 +308,19 @@ def _check_latency_constraint(evaluator: Any, costs: Any, constraints) -> None:
             )
 
 
-def _generations(settings, run, objectives, constraints, costs, evaluator, identity, began,
-                 on_generation, on_result, step) -> SearchOutcome:
+def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objective, ...],
+                 constraints: tuple[Constraint, ...], costs: CheapCosts,
+                 evaluator: SerialEvaluator | RayEvaluator, identity: dict[str, Any],
+                 began: float, on_generation: Callable[[Any, Any], None] | None,
+                 on_result: Callable[[Any, str, int, Evaluation], None] | None
+                 ) -> SearchOutcome:
+    """The generations, driven by the evolution package's loop (`evolution.run_search`)
+    through its hooks: the evaluator scores a generation's new configs (with a progress bar),
+    the checkpoint hook writes checkpoint.json, the tables and search.json, the generation
+    hook advances the search's progress bar."""
     from tqdm.auto import tqdm
+
+    from evolution import run_search as evolve
 
     algo = build_algorithm(settings, costs.space, objectives, constraints, costs.pre_filter)
     details: dict[str, Any] = {}
@@ -321,43 +335,46 @@ def _generations(settings, run, objectives, constraints, costs, evaluator, ident
     _write_meta(run, header, algo, state, status="running")
     if settings.resume:  # tables may lag the checkpoint if killed in between
         write_tables(run, algo, state, details)
+    fresh: dict[str, Any] = {}  # details of the generation being scored
+
+    def evaluate(configs: list[Any]) -> list[dict[str, float]]:
+        with tqdm(total=len(configs) * (2 if evaluator.latency else 1),
+                  desc=f"generation {state.generation}", unit="cand", leave=False,
+                  disable=not settings.progress, file=sys.stderr) as inner:
+
+            def tick(phase: str, index: int, evaluation: Evaluation) -> None:
+                inner.update(1)
+                if on_result is not None:
+                    on_result(evaluator, phase, index, evaluation)
+
+            evaluations = evaluator.evaluate(configs, on_result=tick)
+        fresh.update({e.key: {"worker": e.worker, "seconds": e.seconds, "info": dict(e.info)}
+                      for e in evaluations})
+        return [dict(e.metrics) for e in evaluations]
+
+    def checkpoint(dump: dict[str, Any]) -> None:
+        details.update(fresh)
+        fresh.clear()
+        atomic_write_json(run / "checkpoint.json", {
+            "format": CHECKPOINT_FORMAT, "generation": state.generation,
+            "algorithm": dump, "details": details,
+        })
+        write_tables(run, algo, state, details)
+        _write_meta(run, header, algo, state, status="running")
+
     bar = tqdm(total=settings.generations, initial=state.generation, desc="search",
                unit="gen", disable=not settings.progress, file=sys.stderr)
+
+    def progress(report: Any, current: Any) -> None:
+        hv = report.hypervolume
+        bar.set_postfix(front=report.front_size, hv=f"{hv:.4g}" if hv is not None else "-",
+                        evals=report.evaluations)
+        bar.update(1)
+        if on_generation is not None:
+            on_generation(report, current)
+
     try:
-        while not algo.done(state):
-            fresh: dict[str, Any] = {}
-            inner = tqdm(desc=f"generation {state.generation}", unit="cand", leave=False,
-                         disable=not settings.progress, file=sys.stderr)
-
-            def evaluate(configs: list[Any], fresh=fresh, inner=inner) -> list[Any]:
-                inner.reset(total=len(configs) * (2 if evaluator.latency else 1))
-
-                def tick(phase: str, index: int, evaluation: Evaluation) -> None:
-                    inner.update(1)
-                    if on_result is not None:
-                        on_result(evaluator, phase, index, evaluation)
-
-                evaluations = evaluator.evaluate(configs, on_result=tick)
-                for e in evaluations:
-                    fresh[e.key] = {"worker": e.worker, "seconds": e.seconds,
-                                    "info": dict(e.info)}
-                return [dict(e.metrics) for e in evaluations]
-
-            report = step(algo, state, evaluate)
-            inner.close()
-            details.update(fresh)
-            atomic_write_json(run / "checkpoint.json", {
-                "format": CHECKPOINT_FORMAT, "generation": state.generation,
-                "algorithm": algo.dump(state), "details": details,
-            })
-            write_tables(run, algo, state, details)
-            _write_meta(run, header, algo, state, status="running")
-            hv = report.hypervolume
-            bar.set_postfix(front=report.front_size, hv=f"{hv:.4g}" if hv is not None else "-",
-                            evals=report.evaluations)
-            bar.update(1)
-            if on_generation is not None:
-                on_generation(report, state)
+        evolve(algo, evaluate, resume=state, checkpoint=checkpoint, on_generation=progress)
     finally:
         bar.close()
     if settings.baselines and not (run / "baselines.csv").exists():

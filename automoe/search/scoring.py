@@ -51,8 +51,6 @@ __all__ = [
     "sentence_losses",
 ]
 
-CHECKPOINT_FILE = "checkpoint_last.pt"  # what `automoe.training.load_supernet` reads too
-
 
 @dataclass(frozen=True)
 class SupernetCheckpoint:
@@ -95,36 +93,19 @@ def build_supernet(space: Any, vocab_size: int, options: dict[str, Any], *, sour
 
 def read_supernet(path: str | Path) -> SupernetCheckpoint:
     """Reads ``path`` (a supernet run dir, i.e. its ``checkpoint_last.pt``, or a checkpoint
-    file) and checks that its weights fit the supernet of its space."""
+    file) with `automoe.training.read_supernet_checkpoint`, which checks that its weights fit
+    the supernet of its space."""
     import torch
 
-    from search_spaces import SearchSpace
-    from supernet.training.checkpoint import load_checkpoint
+    from automoe.training import read_supernet_checkpoint
 
-    path = Path(path)
-    file = path / CHECKPOINT_FILE if path.is_dir() else path
-    if path.is_dir() and not file.is_file():
-        raise FileNotFoundError(f"{path}: no {CHECKPOINT_FILE} (is this a supernet run dir? "
-                                "train one with `automoe supernet train`)")
-    state = load_checkpoint(file, expect={"kind": "supernet"})
-    for key in ("space", "vocab_size", "model_options", "model"):
-        if key not in state:
-            raise ValueError(f"{file}: supernet checkpoint has no {key!r} entry")
-    space = SearchSpace.from_dict(state["space"], source=f"{file} (space)")
-    vocab = int(state["vocab_size"])
-    options = dict(state["model_options"])
-    model = build_supernet(space, vocab, options, source=str(file))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{file}: the weights do not fit the supernet of space "
-                         f"{space.name!r} ({str(err).strip()[:400]})") from None
+    file, model, space, state = read_supernet_checkpoint(path, which="last")
     train_config = state.get("train_config") or {}
     arrays = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype)
               .contiguous().numpy() for k, v in model.state_dict().items()}
     return SupernetCheckpoint(
-        file=file, space=space, vocab_size=vocab, options=options,
-        update=int(state.get("update", -1)),
+        file=file, space=space, vocab_size=model.vocab_size,
+        options=dict(state["model_options"]), update=int(state.get("update", -1)),
         label_smoothing=float(train_config.get("label_smoothing", 0.1)),
         sha256=file_sha256(file), state=arrays,
     )

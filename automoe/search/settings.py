@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
+from search_spaces.checks import check_ints
 
 __all__ = ["SearchSettings", "ALGORITHM_NAMES", "EXECUTION_FIELDS", "LATENCY_CACHE_FILE",
            "build_algorithm", "resume_settings", "check_resume"]
@@ -81,12 +82,9 @@ class SearchSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("generations", 1), ("population", 1), ("dev_sentences", 0),
-                          ("beam", 1), ("latency_runs", 1), ("threads_per_worker", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"search setting '{name}' must be an integer >= {low}, "
-                                 f"got {value!r}")
+        check_ints("search settings", self, {
+            "generations": 1, "population": 1, "dev_sentences": 0, "beam": 1,
+            "latency_runs": 1, "threads_per_worker": 1})
         if self.workers < 0 or self.latency_warmup < 0:
             raise ValueError(f"search settings: workers ({self.workers}) and latency_warmup "
                              f"({self.latency_warmup}) must be >= 0")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from search_spaces.files import atomic_path
 
 __all__ = ["FORMAT", "plain", "save_checkpoint", "load_checkpoint", "average_model_states",
            "describe_mismatch"]
@@ -41,20 +42,9 @@ def plain(obj: Any) -> Any:
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Writes `state` (tensors and plain containers) atomically to `path`; returns it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must never publish unwritten data
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, **state}, fh)
+    return Path(path)
 
 
 def describe_mismatch(saved: Any, wanted: Any, prefix: str = "") -> list[str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from search_spaces.checks import check_ints
 from supernet.training.sampling import SamplingRule
 from supernet.training.schedule import LRSchedule
 
@@ -64,12 +65,8 @@ class TrainConfig:
     distill_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("max_updates", "update_freq"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("validate_every", "save_every", "keep_last"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_ints("TrainConfig", self, {"max_updates": 1, "update_freq": 1, "validate_every": 0,
+                                         "save_every": 0, "keep_last": 0})
         for name in ("load_balance_coef", "z_loss_coef", "weight_decay", "clip_norm", "adam_eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -115,6 +112,3 @@ class TrainConfig:
         """Names and values of settings that differ from `other` (for resume checks)."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
-
-    def with_max_updates(self, max_updates: int) -> TrainConfig:
-        return replace(self, max_updates=max_updates)

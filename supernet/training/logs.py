@@ -12,25 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CsvLog", "atomic_write_text"]
+from search_spaces.files import atomic_write_text
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["CsvLog"]
 
 
 class CsvLog:

@@ -1,14 +1,17 @@
-"""Saving and loading a static `Transformer` as a directory: ``config.json`` (format,
+"""The files of a saved static `Transformer`: a directory with ``config.json`` (format,
 architecture, vocabulary, options) and ``model.safetensors`` (the tensors). No pickle.
-Written atomically (a temporary directory renamed into place); every problem on load is a
-ValueError naming the file and what was expected."""
+
+`write_model_dir` writes one atomically (a temporary directory renamed into place);
+`read_model_config` and `read_model_weights` read it back and check everything: every
+problem is a ValueError naming the file and what was expected. `Transformer.save` and
+`Transformer.load` build on these; this module knows no model class, so it does not import
+`supernet.transformer` (which imports it).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,62 +20,52 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from search_spaces.config import SubnetConfig
+from search_spaces.files import atomic_dir
 from supernet import tokens
 from supernet.options import ModelOptions
-from supernet.transformer import Transformer
 
-__all__ = ["save_transformer", "load_transformer", "FORMAT", "FORMAT_VERSION",
-           "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["write_model_dir", "read_model_config", "read_model_weights", "FORMAT",
+           "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 FORMAT = "automoe-transformer"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+_SPECIAL_TOKENS = {"pad": tokens.PAD_ID, "unk": tokens.UNK_ID, "bos": tokens.BOS_ID,
+                   "eos": tokens.EOS_ID}
 
 
-def save_transformer(model: Transformer, directory: str | Path, *, overwrite: bool = False,
-                     extra: dict[str, Any] | None = None) -> Path:
-    """Writes ``model`` into ``directory`` (replaced as a whole if ``overwrite``).
+def write_model_dir(directory: str | Path, *, config: SubnetConfig, vocab_size: int,
+                    options: ModelOptions, state: Mapping[str, torch.Tensor],
+                    dtype: torch.dtype, overwrite: bool = False,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Writes a model's ``state`` dict and description into ``directory`` (replaced as a
+    whole if ``overwrite``, FileExistsError otherwise).
 
     ``extra`` is free JSON metadata stored under the key ``"extra"`` (e.g. the search space,
-    measured costs); `load_transformer` ignores it.
+    measured costs); the readers ignore it.
     """
-    target = Path(directory)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": model.config.to_dict(),
-        "architecture_key": model.config.key(),
-        "vocab_size": model.vocab_size,
-        "special_tokens": {"pad": tokens.PAD_ID, "unk": tokens.UNK_ID, "bos": tokens.BOS_ID,
-                           "eos": tokens.EOS_ID},
-        "options": model.options.to_dict(),
-        "dtype": str(model.embed.dtype).removeprefix("torch."),
+        "architecture": config.to_dict(),
+        "architecture_key": config.key(),
+        "vocab_size": vocab_size,
+        "special_tokens": dict(_SPECIAL_TOKENS),
+        "options": options.to_dict(),
+        "dtype": str(dtype).removeprefix("torch."),
         "extra": extra or {},
     }
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return Path(directory)
 
 
-def _read_meta(path: Path) -> tuple[SubnetConfig, int, ModelOptions]:
+def read_model_config(directory: str | Path) -> tuple[SubnetConfig, int, ModelOptions]:
+    """The architecture, vocabulary size and options that ``directory`` records."""
+    path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a directory written by "
                                 "Transformer.save")
@@ -93,47 +86,46 @@ def _read_meta(path: Path) -> tuple[SubnetConfig, int, ModelOptions]:
     vocab = meta["vocab_size"]
     if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 5:
         raise ValueError(f"{path}: 'vocab_size' must be an integer >= 5, got {vocab!r}")
-    want = {"pad": tokens.PAD_ID, "unk": tokens.UNK_ID, "bos": tokens.BOS_ID,
-            "eos": tokens.EOS_ID}
-    if meta["special_tokens"] != want:
+    if meta["special_tokens"] != _SPECIAL_TOKENS:
         raise ValueError(f"{path}: 'special_tokens' {meta['special_tokens']!r} differ from "
-                         f"this system's {want}")
+                         f"this system's {_SPECIAL_TOKENS}")
     options = ModelOptions.from_dict(meta["options"], source=f"{path}: 'options'")
     return config, vocab, options
 
 
-def load_transformer(directory: str | Path, *, device: str | torch.device = "cpu") -> Transformer:
-    """Loads a model written by `save_transformer` (on ``device``, in the saved dtype)."""
+def read_model_weights(directory: str | Path, expected: Mapping[str, tuple[int, ...]]
+                       ) -> dict[str, torch.Tensor]:
+    """The tensors of ``directory`` on the CPU, checked against ``expected`` (name -> shape,
+    from a model built on the meta device): same names and shapes, one floating dtype,
+    finite values.
+
+    The shapes are checked from the file's header before any tensor is read, so a tampered
+    config (say a huge vocab_size) fails before anything of that size is allocated.
+    """
     root = Path(directory)
-    config, vocab, options = _read_meta(root / CONFIG_FILE)
     weights_path = root / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} does not exist")
-    # Shapes first, from the header and a model on the meta device: a tampered config (say a
-    # huge vocab_size) must fail here, before anything of that size is allocated.
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
             shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file (corrupt or "
                          f"truncated?): {err}") from None
-    expected = {k: tuple(v.shape) for k, v in Transformer(
-        config, vocab, options=options, device="meta").state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{weights_path}: tensors do not match {root / CONFIG_FILE}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, shape in expected.items():
-        if shapes[name] != shape:
+        if shapes[name] != tuple(shape):
             raise ValueError(f"{weights_path}: tensor '{name}' has shape {shapes[name]}, "
-                             f"{root / CONFIG_FILE} implies {shape}")
+                             f"{root / CONFIG_FILE} implies {tuple(shape)}")
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file (corrupt or "
                          f"truncated?): {err}") from None
-    model = Transformer(config, vocab, options=options)
     dtypes = {t.dtype for t in state.values()}
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
         raise ValueError(f"{weights_path}: expected floating-point tensors of one dtype, got "
@@ -141,6 +133,4 @@ def load_transformer(directory: str | Path, *, device: str | torch.device = "cpu
     for name in expected:
         if not torch.isfinite(state[name]).all():
             raise ValueError(f"{weights_path}: tensor '{name}' holds non-finite values")
-    model.to(dtype=next(iter(dtypes)))
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    return state

@@ -1,0 +1,133 @@
+"""Atomic file output, the one implementation every package writes through.
+
+A writer gets a temporary file (or folder) beside the target, fills it, and only then is it
+renamed onto the target, so a crash or a kill never leaves a half-written file where a good
+one (or none) was. Everything written is flushed to disk (fsync) before the rename: the
+rename must never publish data that is not on disk yet. It lives in the lowest package, so
+`supernet`, `evolution` and `automoe` all use it without importing upwards; it needs
+neither torch nor pandas (`atomic_write_csv` only calls the frame's ``to_csv``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+           "atomic_dir", "sweep_stale_dirs"]
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, names in os.walk(root):
+        for name in names:
+            file = Path(folder, name)
+            if file.is_file() and not file.is_symlink():
+                _fsync(file)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yields a temporary path beside `path`; on success fsyncs it and renames it onto `path`.
+
+    Use for writers that want a filename (torch.save, safetensors, DataFrame.to_csv). The
+    temporary file (``.<name>.<random><suffix or .tmp>``) is removed whatever happens.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync(tmp_path)
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` as UTF-8, exactly as given (no newline translation)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> None:
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=False) + "\n")
+
+
+def atomic_write_csv(frame: Any, path: str | os.PathLike, *,
+                     float_format: str | None = "%.10g") -> Path:
+    """Writes a pandas DataFrame to `path` as CSV (no index) through a temporary file."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a temporary folder beside `path`; on success every file in it is fsynced and
+    it replaces `path` as a whole.
+
+    Raises FileExistsError up front if `path` exists and `overwrite` is False. The folder is
+    named ``.<name>.tmp-<pid>-<random>``, so one left by a killed writer is recognisable and
+    the next writer of the same `path` removes it (`sweep_stale_dirs`).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists (pass overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_dirs(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+            os.replace(tmp, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_dirs(target: str | os.PathLike) -> list[Path]:
+    """Removes the temporary folders of `atomic_dir` writers of `target` that died (their
+    pid is gone) and a leftover ``.<name>.old`` backup; returns what was removed."""
+    target = Path(target)
+    removed = []
+    for tmp in target.parent.glob(f".{target.name}.tmp-*-*"):
+        pid = tmp.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    backup = target.with_name(f".{target.name}.old")
+    if backup.is_dir() and target.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+        removed.append(backup)
+    return removed
