@@ -201,7 +201,7 @@ def test_killed_trial_resumes_to_the_uninterrupted_model(job):
 
     hyps = (trial / "test.hyp.txt").read_text().splitlines()
     data = json.loads((job.run / "search.json").read_text())["settings"]["data"]
-    refs = (Path(data) / "test.tgt.txt").read_text().splitlines()[:len(hyps)]
+    refs = (Path(data) / "test.ref.txt").read_text().splitlines()[:len(hyps)]
     theirs = BLEU().corpus_score(hyps, [refs], n_bootstrap=1000)
     assert theirs.score == pytest.approx(final["bleu_retrained"])
     assert final["bleu_retrained_lo"] == pytest.approx(theirs._mean - theirs._ci, abs=1e-4)

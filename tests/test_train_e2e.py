@@ -159,7 +159,7 @@ def test_subnet_training_from_inherited_weights_saves_model_and_scores_bleu(
     assert (out / "model" / "spm.model").read_bytes() == (data_dir / "spm.model").read_bytes()
     # BLEU is sacrebleu's on the written hypotheses against the test references
     hyps = (out / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
-    refs = (data_dir / "test.tgt.txt").read_text(encoding="utf-8").splitlines()
+    refs = (data_dir / "test.ref.txt").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == len(refs) == 20
     assert results["test"]["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     # inherited, not random: the first dev loss is far below that of an untrained model

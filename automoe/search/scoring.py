@@ -360,7 +360,7 @@ class DevScorer:
         self.batches = [tuple(t.to(self.device) for t in b)
                         for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
         self.n, self.src = n, src
-        self.refs = valid.texts("tgt")[:n] if s.bleu else []
+        self.refs = valid.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
     def losses(self, model: Any, subnet: Any = None
