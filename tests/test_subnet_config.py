@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search_spaces import SubnetConfig, load_space
+from search_spaces import SubnetConfig, available_spaces, load_space
 
 REPO = Path(__file__).resolve().parents[1]
-SPACES = [load_space(n) for n in ("tiny", "demo", "automoe_wmt14")]
+SPACES = [load_space(n) for n in available_spaces()]
 
 
 @st.composite
