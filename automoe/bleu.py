@@ -1,7 +1,9 @@
 """Corpus BLEU and chrF with sacrebleu, on detokenised text, reported with its signature.
 
 Scores are sacrebleu's defaults (BLEU: 13a tokenisation, exp smoothing, mixed case; chrF2),
-so they compare across papers; the signature string says exactly how they were computed.
+so they compare across papers when the references are the original ones: callers pass a
+split's `SplitData.references()` (the target lines as given, never the cleaned text). The
+signature string says exactly how they were computed.
 """
 
 from __future__ import annotations

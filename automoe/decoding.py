@@ -247,7 +247,7 @@ def evaluate_split(model, data_dir, split: str = "test", *, limit: int | None = 
 
     tokenizer = Tokenizer.load(data_dir)
     data = load_split(data_dir, split)
-    refs = data.texts("tgt")
+    refs = data.references()
     if limit is not None and int(limit) < 1:
         raise ValueError(f"--limit {limit}: expected an integer >= 1 (omit it for all)")
     n = len(data) if limit is None else min(int(limit), len(data))

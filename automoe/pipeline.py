@@ -208,8 +208,10 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
                say: Callable[[str], None], timings: list[tuple[str, float]]) -> None:
     """Translates the first test sentences with `automoe translate` and writes a TSV of
     source, reference and hypothesis."""
-    src = (data / "test.src.txt").read_text(encoding="utf-8").splitlines()[:preset.translate]
-    ref = (data / "test.tgt.txt").read_text(encoding="utf-8").splitlines()[:preset.translate]
+    from automoe.data import load_split
+
+    test = load_split(data, "test")
+    src, ref = test.texts("src")[:preset.translate], test.references()[:preset.translate]
     inp, hyp = out.with_suffix(".src.txt"), out.with_suffix(".hyp.txt")
     atomic_write_text(inp, "".join(s + "\n" for s in src))
     run_cli(["translate", str(subnet), "--input", str(inp), "--output", str(hyp),

@@ -191,7 +191,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     _retrain(step, dense_run, ["--keys", ",".join(dict.fromkeys(pairs.values()))], plan, q)
     from automoe.data import load_split
 
-    table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").texts("tgt"))
+    table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").references())
     path = root / "moe_vs_dense.csv"
     atomic_write_csv(table, path, float_format="%.6g")
     step("plot", ["plot", str(moe_run), str(dense_run), "-o", str(root / "plots"),

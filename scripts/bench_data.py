@@ -216,7 +216,7 @@ def evaluate_bleu(model, data_dir: Path, split: str, limit: int | None, beam: in
     hyps = translate_ids(model, src, beam=beam, lenpen=0.6, max_tokens=6000,
                          max_len_a=1.2, max_len_b=10)
     secs = time.perf_counter() - t0
-    scores = corpus_scores([tok.decode(h) for h in hyps], data.texts("tgt")[:n])
+    scores = corpus_scores([tok.decode(h) for h in hyps], data.references()[:n])
     return {"bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2),
             "sentences": n, "beam": beam, "decode_s": round(secs, 1),
             "signature": scores["signatures"]["bleu"]}

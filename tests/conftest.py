@@ -1,5 +1,13 @@
-"""Shared fixtures. Tests run on CPU by default; TORCH_DEVICE=cuda selects a GPU and the
-`gpu` marker skips CUDA-only checks where none is present."""
+"""Shared test infrastructure. Tests run on CPU by default; TORCH_DEVICE=cuda selects a GPU
+and the `gpu` marker skips CUDA-only checks where none is present.
+
+- One torch thread: set before every test's setup (`pytest_runtest_setup`), so the fixtures
+  of any scope it builds and the test itself run on one thread, whatever an earlier test
+  (a scorer, a latency run) left. Subprocesses a test spawns set their own.
+- One Ray session for the whole suite (`ray_session`), started by the first test that asks
+  for it; code under test joins it instead of starting its own.
+- A test that takes a ``space_name`` argument runs once per shipped search space.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +17,29 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+try:
+    import torch
+except ImportError:  # torch-free packages can still be tested
+    torch = None
 
-def pytest_configure(config):
-    # One torch thread for the whole suite: the models are tiny, so more threads only
-    # contend with Ray actors and subprocesses on a 2-core CI machine.
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # The models are tiny: more threads only contend with Ray actors and subprocesses on a
+    # 2-core CI machine.
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def pytest_generate_tests(metafunc):
+    if "space_name" in metafunc.fixturenames:
+        from search_spaces import available_spaces
+
+        metafunc.parametrize("space_name", available_spaces())
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:  # torch-free packages can still be tested
-        has_cuda = False
-    if has_cuda:
+    if torch is not None and torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
@@ -40,28 +52,13 @@ def device() -> str:
     return os.environ.get("TORCH_DEVICE", "cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Every module starts with one torch thread (a scorer or latency run in an earlier
-    module may have changed it): tiny models run fastest on one, and two threads on a
-    loaded 2-core machine spin."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """A local 2-CPU Ray for the tests of one module (Tune trials, actors)."""
+    """The suite's local Ray: 3 logical CPUs (a 2-actor pool plus one more actor; Tune
+    trials of 1 CPU). Our actors are the job, so they are not niced (as `automoe search`)."""
     import ray
 
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -245,3 +245,28 @@ def test_failed_rebuild_keeps_the_previous_build(corpus_files, tmp_path):
         prepare(out, make_source(files=files), OPTS, verbose=False)
     assert read_meta(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
+
+
+def test_references_are_the_target_lines_as_given_and_a_v1_dir_falls_back(tmp_path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    messy = [(a, f"[{b}] \u201e*{b}*\u201c (1:2)") for a, b in make_pairs(20, 2)]
+    files = {"train": write_split(root, "train", make_pairs(200, 3)),
+             "valid": write_split(root, "valid", make_pairs(20, 1)),
+             "test": write_split(root, "test", messy + [("Leer.", "* * *")])}
+    out = tmp_path / "data"
+    prepare(out, make_source(files=files), OPTS, verbose=False)
+    test = load_split(out, "test")
+    assert test.references() == [b for _, b in messy]  # "* * *" cleans to empty: dropped
+    assert test.texts("tgt") == [normalize_text(b) for _, b in messy] != test.references()
+    # an older (v1) dir has no references file: cleaned targets, with a warning
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    (out / "meta.json").write_text(json.dumps({**meta, "format": "automoe-data-v1"}),
+                                   encoding="utf-8")
+    (out / "test.ref.txt").unlink()
+    with pytest.warns(UserWarning, match=r"test\.ref\.txt.*re-run `automoe data prepare`"):
+        assert load_split(out, "test").references() == test.texts("tgt")
+    (out / "meta.json").write_text(json.dumps({**meta, "format": "automoe-data-v0"}),
+                                   encoding="utf-8")
+    with pytest.raises(ValueError, match="format 'automoe-data-v0', expected one of"):
+        load_split(out, "test")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from train_fakes import FakeSpace, FakeSupernet, ListBatcher, make_batches, one_thread  # noqa: F401
+from train_fakes import FakeSpace, FakeSupernet, ListBatcher, make_batches
 
 from supernet.train import LAST_CHECKPOINT, train
 from supernet.training.checkpoint import load_checkpoint, plain
@@ -20,7 +20,7 @@ from supernet.training.distributed import DistInfo, sync_gradients
 from supernet.training.sampling import SamplingRule, probe_subnets
 from supernet.training.schedule import LRSchedule
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.slow
 
 SPACE = FakeSpace()
 IDENTITY = {"kind": "fake-supernet", "space": plain(SPACE.largest())}

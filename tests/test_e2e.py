@@ -35,7 +35,7 @@ TINY = PipelinePreset(
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("e2e")
     data = make_data(root / "corpus")
     log: list[str] = []

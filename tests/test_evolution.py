@@ -30,6 +30,7 @@ from evolution import (
 )
 from evolution.objectives import Constraint, Objective
 from evolution.pareto import hypervolume
+from evolution.state import Candidate
 from evolution.synthetic import DiscreteFront, IntVectorOps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,6 +191,42 @@ def test_nsga2_recovers_the_true_front_2d(seed):
     result = run_search(algo, CountingEvaluator(), seed=seed)
     assert result.evaluations <= 600  # out of 8^5 = 32768 genomes
     assert front_vectors(result.front) == PROBLEM.true_front()  # all 8, nothing else
+
+
+class ParentRecorder(IntVectorOps):
+    """IntVectorOps that remembers every genome handed to `mutate` (a tournament winner
+    when crossover_prob is 0)."""
+
+    def __init__(self, n_genes: int, levels: int) -> None:
+        super().__init__(n_genes, levels)
+        object.__setattr__(self, "parents", [])
+
+    def mutate(self, genome, prob, rng):
+        self.parents.append(genome)
+        return super().mutate(genome, prob, rng)
+
+
+def test_nsga2_tournament_prefers_the_less_crowded_of_one_front():
+    # Five points on the line f0 + f1 = 10: one front. Crowding distances (normalised):
+    # x=0 and x=10 inf (boundaries), x=1 0.4, x=2 1.0, x=6 1.6; x=1 is the most crowded,
+    # so it loses every binary tournament it enters and is never a parent.
+    ops = ParentRecorder(1, 11)
+    algo = NSGA2(
+        ops,
+        objectives=(Objective("f0", "min"), Objective("f1", "min")),
+        settings=NSGA2Settings(population_size=5, offspring_size=300, crossover_prob=0.0,
+                               mutation_prob=0.5, dedup=False),
+    )
+    state = algo.init(0)
+    genomes = [(0,), (1,), (2,), (6,), (10,)]
+    batch = [Candidate(g, ops.key(g), "sample") for g in genomes]
+    algo.tell(state, batch, {c.key: {"f0": c.genome[0], "f1": 10 - c.genome[0]} for c in batch})
+    rank, crowd = algo.rank_and_crowding(state)
+    assert not rank.any() and sorted(crowd)[:3] == pytest.approx([0.4, 1.0, 1.6])
+    algo.ask(state)
+    wins = {g: ops.parents.count(g) for g in genomes}
+    assert len(ops.parents) == 300 and wins[(1,)] == 0, wins
+    assert wins[(0,)] > wins[(2,)] and wins[(10,)] > wins[(2,)] and wins[(6,)] > 0, wins
 
 
 def test_nsga2_recovers_most_of_the_true_front_3d():

@@ -125,9 +125,8 @@ def test_homogeneous_experts_from_layer_ffn_and_string_list():
     assert config.decoder_expert_dims == ((32, 64),) and config.decoder_top_k == (1,)
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "automoe_wmt14", "hat_wmt14"])
-def test_writer_is_the_inverse(name):
-    space = load_space(name)
+def test_writer_is_the_inverse(space_name):
+    space = load_space(space_name)
     rng = random.Random(0)
     for _ in range(30):
         config = space.sample(rng)

@@ -60,17 +60,11 @@ CONFIGS = [make_config(8 + 4 * i, 64 - 6 * i) for i in range(8)]  # even: never 
 
 
 @pytest.fixture(scope="module")
-def pool():
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_search does (see evaluators)
-    # 3 logical CPUs: the 2-actor pool plus room for one more actor in the start-up test.
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    try:
-        with RayEvaluator(ProbeScorer, SHARED, workers=2, latency=True,
-                          max_retries=1) as evaluator:
-            yield evaluator
-    finally:
-        ray.shutdown()
+def pool(ray_session):
+    # the suite's Ray has 3 logical CPUs: this 2-actor pool plus one more actor in the
+    # start-up test
+    with RayEvaluator(ProbeScorer, SHARED, workers=2, latency=True, max_retries=1) as evaluator:
+        yield evaluator
 
 
 def _oracle_loss(c: SubnetConfig) -> float:

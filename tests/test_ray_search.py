@@ -4,8 +4,6 @@ module (actor start-up dominates the cost)."""
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
 from search_helpers import make_world
@@ -18,7 +16,7 @@ VOLATILE = ["worker", "eval_seconds"]  # who scored a row and how long it took
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, ray_session):
     """(serial run dir, Ray run dir, names of the killed actors)."""
     root = tmp_path_factory.mktemp("ray-search")
     supernet, data = make_world(root)
@@ -42,14 +40,7 @@ def runs(tmp_path_factory):
     def on_generation(report, state):
         done["generations"] = state.generation
 
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_search does (see evaluators)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    try:
-        outcome = run_search(settings("ray", 2), on_result=on_result,
-                             on_generation=on_generation)
-    finally:
-        ray.shutdown()
+    outcome = run_search(settings("ray", 2), on_result=on_result, on_generation=on_generation)
     return root / "serial", outcome.run_dir, killed
 
 
@@ -69,4 +60,6 @@ def test_actor_killed_mid_generation_is_replaced(runs):
     table = pd.read_csv(remote / "candidates.csv")
     replacement = {w for w in table["worker"] if "." in w}  # e.g. "w1.2"
     assert replacement and {w.split(".")[0] for w in replacement} == {killed[0]}
-    assert set(table.loc[table["worker"].isin(replacement), "generation"]) >= {1}
+    # it scores from generation 1 on; whether it starts before the survivor has taken the
+    # requeued work of generation 1 is a race (actor start-up), so that is not asserted
+    assert min(table.loc[table["worker"].isin(replacement), "generation"]) >= 1

@@ -48,10 +48,9 @@ def test_every_shipped_space_is_listed():
     assert set(SHIPPED) <= set(available_spaces())
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_space_loads_and_extremes_validate(name):
-    space = load_space(name)
-    assert space.name == name and space.source.endswith(f"{name}.yaml")
+def test_shipped_space_loads_and_extremes_validate(space_name):
+    space = load_space(space_name)
+    assert space.name == space_name and space.source.endswith(f"{space_name}.yaml")
     big, small = space.largest(), space.smallest()
     space.validate(big)
     space.validate(small)

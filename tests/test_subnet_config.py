@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search_spaces import SubnetConfig, load_space
+from search_spaces import SubnetConfig, available_spaces, load_space
 
 REPO = Path(__file__).resolve().parents[1]
-SPACES = [load_space(n) for n in ("tiny", "demo", "automoe_wmt14")]
+SPACES = [load_space(n) for n in available_spaces()]
 
 
 @st.composite
@@ -67,6 +67,41 @@ def test_json_round_trip_is_exact(config):
 def test_key_equal_iff_configs_equal(a, b):
     assert (a.key() == b.key()) == (a == b)
     assert len(a.key()) == 16 and int(a.key(), 16) >= 0
+
+
+def one_field_changes(config: SubnetConfig):
+    """(description, config) for every field and every position within it: the config
+    with only that one value changed (shape-consistent, not bound to a space)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, int):
+            yield f.name, dataclasses.replace(config, **{f.name: value + 8})
+            continue
+        for i, entry in enumerate(value):
+            if isinstance(entry, int):
+                new = (*value[:i], entry + 1, *value[i + 1:])
+                yield f"{f.name}[{i}]", dataclasses.replace(config, **{f.name: new})
+                continue
+            for e, h in enumerate(entry):  # one expert's hidden size
+                layer = (*entry[:e], h + 8, *entry[e + 1:])
+                new = (*value[:i], layer, *value[i + 1:])
+                yield f"{f.name}[{i}][{e}]", dataclasses.replace(config, **{f.name: new})
+
+
+def test_key_changes_when_any_single_value_changes():
+    base = SubnetConfig(
+        encoder_embed_dim=32, decoder_embed_dim=24, qkv_dim=32,
+        encoder_expert_dims=((64, 32), (32,)), encoder_heads=(4, 2), encoder_top_k=(1, 1),
+        decoder_expert_dims=((32,), (64, 32, 64)), decoder_heads=(2, 4),
+        decoder_cross_heads=(4, 2), decoder_ende_attn=(1, 2), decoder_top_k=(1, 2))
+    changes = list(one_field_changes(base))
+    names = {what.split("[")[0] for what, _ in changes}
+    assert names == {f.name for f in dataclasses.fields(SubnetConfig)}
+    keys = {base.key()}
+    for what, changed in changes:
+        assert changed != base and changed.key() != base.key(), what
+        keys.add(changed.key())
+    assert len(keys) == len(changes) + 1  # and no two of the changes collide
 
 
 def test_key_is_stable_across_processes():

@@ -1,6 +1,9 @@
 """SuperTransformer vs its extracted static Transformers: same logits (full forward and
 incremental decoding), no leakage between subnets, gradients only on active slices,
-parameter counts, dropout scaling, option variants, bad subnets."""
+parameter counts, dropout scaling, option variants, bad subnets. Oracles outside the shared
+model code (`supernet.core` runs on both sides of the extract test): hand-written leading
+slices of every randomised tensor, NaN in the encoder states cross-attention must not read,
+and `torch.nn.Transformer` holding a dense post-LN subnet's weights."""
 
 from __future__ import annotations
 
@@ -374,3 +377,152 @@ def test_bf16_autocast_backward_on_cpu_keeps_fp32_gradients(space):
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
     cos = torch.nn.functional.cosine_similarity(fp32, bf16, dim=0)
     assert cos > 0.99
+
+
+# ---- independent oracles: tensors by hand, attention spans, torch.nn.Transformer ----------
+
+def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Adds N(0, 0.2^2) noise to every parameter (biases start at zero and norms at one,
+    which would hide a bias or norm read from the wrong place)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def test_every_extracted_tensor_is_the_leading_slice_of_its_own_supernet_tensor(space):
+    model = randomized(SuperTransformer(space, VOCAB, seed=3), seed=4).eval()
+    src, prev = batch(seed=4)
+    for config in (HETERO_A, HETERO_B):
+        static = model.extract(config)
+        q, de = config.qkv_dim, config.encoder_embed_dim
+        for side in ("encoder", "decoder"):
+            d = getattr(config, f"{side}_embed_dim")
+            for i, dims in enumerate(getattr(config, f"{side}_expert_dims")):
+                sup, ext = getattr(model, f"{side}_layers")[i], getattr(static, f"{side}_layers")[i]
+                for e, h in enumerate(dims):  # expert e: its own tensors, never expert 0's
+                    fc1, fc2 = ext.moe.experts[e].fc1, ext.moe.experts[e].fc2
+                    assert torch.equal(fc1.weight, sup.moe.w1[e, :h, :d]), (side, i, e)
+                    assert torch.equal(fc1.bias, sup.moe.b1[e, :h]), (side, i, e)
+                    assert torch.equal(fc2.weight, sup.moe.w2[e, :d, :h]), (side, i, e)
+                    assert torch.equal(fc2.bias, sup.moe.b2[e, :d]), (side, i, e)
+                if len(dims) > 1:
+                    assert torch.equal(ext.moe.router.weight, sup.moe.router_w[:len(dims), :d])
+                    assert torch.equal(ext.moe.router.bias, sup.moe.router_b[:len(dims)])
+                attns = [("self_attn", d)] + ([("cross_attn", de)] if side == "decoder" else [])
+                for name, d_kv in attns:
+                    a, s = getattr(ext, name), getattr(sup, name)
+                    for proj, w, b, rows, cols in (("q_proj", s.q_w, s.q_b, q, d),
+                                                   ("k_proj", s.k_w, s.k_b, q, d_kv),
+                                                   ("v_proj", s.v_w, s.v_b, q, d_kv),
+                                                   ("out_proj", s.o_w, s.o_b, d, q)):
+                        assert torch.equal(getattr(a, proj).weight, w[:rows, :cols]), proj
+                        assert torch.equal(getattr(a, proj).bias, b[:rows]), proj
+        torch.testing.assert_close(static(src, prev)[0], model(src, prev, config)[0], **TIGHT)
+
+
+def test_cross_attention_reads_only_the_last_encoder_layers(space):
+    """With ende_attn = 1 every decoder layer reads only the last encoder layer: NaN in the
+    other encoder state changes nothing; with ende_attn = 2 it reaches the logits."""
+    import dataclasses
+
+    model = randomized(SuperTransformer(space, VOCAB, seed=5), seed=6).eval()
+    src, prev = batch(seed=5)
+    last_only = dataclasses.replace(HETERO_A, decoder_ende_attn=(1, 1))
+    for m in (model.bind(last_only), model.extract(last_only)):
+        enc = m.encode(src)
+        assert len(enc.states) == 2
+        ref, _ = m.decode(prev, enc)
+        poisoned = dataclasses.replace(
+            enc, states=(torch.full_like(enc.states[0], float("nan")), enc.states[1]))
+        out, _ = m.decode(prev, poisoned)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        cache = m.new_cache()
+        steps = [m.decode(prev[:, i:i + 1], poisoned, cache=cache)[0]
+                 for i in range(prev.shape[1])]
+        torch.testing.assert_close(torch.cat(steps, dim=1), ref, **STEP)
+    both = dataclasses.replace(HETERO_A, decoder_ende_attn=(2, 1))
+    enc = model.bind(both).encode(src)
+    poisoned = dataclasses.replace(
+        enc, states=(torch.full_like(enc.states[0], float("nan")), enc.states[1]))
+    assert torch.isnan(model.bind(both).decode(prev, poisoned)[0]).all()
+
+
+def sinusoid(length: int, dim: int) -> torch.Tensor:
+    """[length, dim] positions 0.. as fairseq lays them out: sin(p * w_i) in the first half,
+    cos(p * w_i) in the second, w_i = 10000^(-i / (dim/2 - 1)); written here independently."""
+    half = dim // 2
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64) / (half - 1))
+    return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=1)
+
+
+def test_dense_post_ln_subnet_equals_torch_nn_transformer(space):
+    """Oracle outside our model code: a dense post-LN subnet's weights copied into
+    `torch.nn.Transformer` (ReLU, post-LN, eval) give the same teacher-forced logits.
+
+    Our documented conventions, bridged here in the test: the shared embedding times
+    sqrt(d) plus sinusoids (positions from 0), the output projection tied to the embedding,
+    and no final layer norm per stack in post-LN (`ModelOptions.normalize_before`), so
+    nn.Transformer's final norms are removed."""
+    d, heads, hidden, layers = 32, 4, 64, 2
+    dense = SubnetConfig(
+        encoder_embed_dim=d, decoder_embed_dim=d, qkv_dim=d,
+        encoder_expert_dims=((hidden,),) * layers, encoder_heads=(heads,) * layers,
+        encoder_top_k=(1,) * layers, decoder_expert_dims=((hidden,),) * layers,
+        decoder_heads=(heads,) * layers, decoder_cross_heads=(heads,) * layers,
+        decoder_ende_attn=(1,) * layers, decoder_top_k=(1,) * layers)
+    supernet = SuperTransformer(space, VOCAB, seed=7).double()
+    supernet = randomized(supernet, seed=8).eval()
+    ours = supernet.extract(dense)
+
+    ref = torch.nn.Transformer(d_model=d, nhead=heads, num_encoder_layers=layers,
+                               num_decoder_layers=layers, dim_feedforward=hidden, dropout=0.0,
+                               activation="relu", batch_first=True, norm_first=False,
+                               dtype=torch.float64).eval()
+    ref.encoder.norm = ref.decoder.norm = None
+
+    def attn(dst: torch.nn.MultiheadAttention, src) -> None:
+        dst.in_proj_weight.copy_(torch.cat([src.q_proj.weight, src.k_proj.weight,
+                                            src.v_proj.weight]))
+        dst.in_proj_bias.copy_(torch.cat([src.q_proj.bias, src.k_proj.bias, src.v_proj.bias]))
+        dst.out_proj.weight.copy_(src.out_proj.weight)
+        dst.out_proj.bias.copy_(src.out_proj.bias)
+
+    def copy(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+
+    with torch.no_grad():
+        for r, o in zip(ref.encoder.layers, ours.encoder_layers, strict=True):
+            attn(r.self_attn, o.self_attn)
+            copy(r.norm1, o.self_attn_norm)
+            copy(r.linear1, o.moe.experts[0].fc1)
+            copy(r.linear2, o.moe.experts[0].fc2)
+            copy(r.norm2, o.ffn_norm)
+        for r, o in zip(ref.decoder.layers, ours.decoder_layers, strict=True):
+            attn(r.self_attn, o.self_attn)
+            copy(r.norm1, o.self_attn_norm)
+            attn(r.multihead_attn, o.cross_attn)
+            copy(r.norm2, o.cross_attn_norm)
+            copy(r.linear1, o.moe.experts[0].fc1)
+            copy(r.linear2, o.moe.experts[0].fc2)
+            copy(r.norm3, o.ffn_norm)
+
+    src, prev = batch(seed=9)
+    emb = ours.embed[:, :d]
+
+    def embed(tokens: torch.Tensor) -> torch.Tensor:
+        return emb[tokens] * d**0.5 + sinusoid(tokens.shape[1], d)
+
+    pad = src.eq(PAD_ID)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(prev.shape[1],
+                                                                  dtype=torch.float64)
+    hidden_states = ref(embed(src), embed(prev), tgt_mask=causal, src_key_padding_mask=pad,
+                        memory_key_padding_mask=pad)
+    expected = hidden_states @ emb.T  # [B, T, V]
+    oracle = {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(ours(src, prev)[0], expected, **oracle)
+    torch.testing.assert_close(supernet(src, prev, dense)[0], expected, **oracle)

@@ -17,7 +17,6 @@ from train_fakes import (
     collate,
     make_batches,
     make_config,
-    one_thread,  # noqa: F401 (fixture)
     synthetic_pairs,
 )
 
@@ -27,8 +26,6 @@ from supernet.training.config import TrainConfig
 from supernet.training.loss import distillation_kl, label_smoothed_nll
 from supernet.training.sampling import SamplingRule, probe_subnets
 from supernet.training.schedule import LRSchedule
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 SPACE = FakeSpace()
 IDENTITY = {"kind": "fake-supernet", "space": plain(SPACE.largest()), "vocab_size": 24}

@@ -5,11 +5,9 @@ model code; the end-to-end tests use the real SuperTransformer and TokenBatcher.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from types import SimpleNamespace
 
-import pytest
 import torch
 from torch import nn
 
@@ -147,18 +145,3 @@ def make_batches(n_batches: int, per_batch: int, seed: int):
     return [collate(pairs[i * per_batch:(i + 1) * per_batch]) for i in range(n_batches)]
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Tiny models run fastest (and least disturbed by other processes) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def one_thread():
-    with single_thread():
-        yield

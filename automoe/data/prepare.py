@@ -2,8 +2,9 @@
 
 A data dir holds ``meta.json`` (counts, options, tokenizer, the input hash), ``spm.model``,
 and per split ``{split}.{src,tgt}.npy`` + ``.idx.npy`` (see `automoe.data.store`), plus the
-cleaned text of valid/test. It is built in a temporary folder and renamed into place, so a
-failure leaves no half-written dir; preparing again with the same inputs and options is a
+cleaned text of valid/test and their target lines unmodified (``{split}.ref.txt``, the BLEU
+references: cleaning changes what the model reads, never what it is scored against). It is
+built in a temporary folder and renamed into place, so a failure leaves no half-written dir; preparing again with the same inputs and options is a
 no-op (the input hash covers the files' SHA-256, the package version and every option).
 
 Streaming: training pairs go through clean-up to a temporary TSV and are encoded chunk by
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from automoe.data.clean import FilterOptions, FilterStats, filter_pairs, normalize_text
 from automoe.data.sources import SPLITS, CorpusSource, FilesSource, Source, TsvSource
-from automoe.data.store import FORMAT, META_FILE, RaggedWriter, read_meta
+from automoe.data.store import FORMAT, META_FILE, RaggedWriter, read_meta, reference_path
 from automoe.data.tokenizer import Tokenizer, train_tokenizer
 from automoe.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from search_spaces.checks import check_ints
@@ -166,13 +167,17 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
         else (lambda msg: None)
     cleaning: dict[str, dict] = {}
     held_out: dict[str, list[tuple[str, str]]] = {}
+    references: dict[str, list[str]] = {}
     for split in ("valid", "test"):
-        pairs = list(_normalized(source.pairs(split)))
-        kept = [(a, b) for a, b in pairs if a and b]
+        raw = list(source.pairs(split))
+        cleaned = list(_normalized(iter(raw)))
+        keep = [i for i, (a, b) in enumerate(cleaned) if a and b]
+        kept = [cleaned[i] for i in keep]
         if not kept:
             raise ValueError(f"{source.name}: split {split} has no non-empty sentence pair")
         held_out[split] = kept
-        cleaning[split] = {"kept": len(kept), "empty": len(pairs) - len(kept)}
+        references[split] = [raw[i][1] for i in keep]
+        cleaning[split] = {"kept": len(kept), "empty": len(raw) - len(kept)}
     held_out_src = {a for pairs in held_out.values() for a, _ in pairs}
 
     say(f"cleaning the training pairs of {source.name}")
@@ -209,6 +214,7 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
         splits[split] = _encode_pairs(tmp, split, pairs, tokenizer)
         for side, idx in (("src", 0), ("tgt", 1)):
             atomic_write_text(tmp / f"{split}.{side}.txt", "".join(p[idx] + "\n" for p in pairs))
+        atomic_write_text(reference_path(tmp, split), "".join(r + "\n" for r in references[split]))
     say("done: " + ", ".join(f"{s} {splits[s]['pairs']} pairs" for s in SPLITS))
     return {"tokenizer": {"type": "sentencepiece-bpe", "file": "spm.model",
                           "vocab_size": tokenizer.vocab_size,

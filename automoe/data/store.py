@@ -4,13 +4,19 @@
 ``{split}.{side}.idx.npy`` holds n+1 int64 offsets, so sentence i is
 ``flat[offsets[i]:offsets[i+1]]``. Both are opened memory-mapped, so a multi-million-pair
 corpus costs page cache, not Python objects. Valid/test also keep their cleaned text
-(``{split}.{side}.txt``), the references BLEU is computed against.
+(``{split}.{side}.txt``, what the model reads) and the target lines exactly as given
+(``{split}.ref.txt``), the references BLEU and chrF are computed against
+(`SplitData.references`).
+
+Format ``automoe-data-v2`` added ``{split}.ref.txt``. A ``v1`` dir still loads; scoring it
+falls back to the cleaned targets with a warning to re-run ``automoe data prepare``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +24,26 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["META_FILE", "FORMAT", "Ragged", "RaggedWriter", "SplitData", "load_split",
-           "read_meta", "ragged_paths"]
+           "read_meta", "ragged_paths", "reference_path"]
 
 META_FILE = "meta.json"
-FORMAT = "automoe-data-v1"
+FORMAT = "automoe-data-v2"
+_READABLE = (FORMAT, "automoe-data-v1")  # v1: no {split}.ref.txt (see SplitData.references)
 SIDES = ("src", "tgt")
 
 
 def ragged_paths(root: Path, split: str, side: str) -> tuple[Path, Path]:
     return root / f"{split}.{side}.npy", root / f"{split}.{side}.idx.npy"
+
+
+def reference_path(root: Path, split: str) -> Path:
+    """The target lines of a valid/test split as the user gave them, one per line."""
+    return root / f"{split}.ref.txt"
+
+
+def _read_lines(path: Path) -> list[str]:
+    lines = path.read_bytes().decode("utf-8").split("\n")  # a "\r" inside a line stays
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 class Ragged:
@@ -130,8 +147,30 @@ class SplitData:
         path = self.root / f"{self.name}.{side}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: only valid/test keep their text")
-        lines = path.read_text(encoding="utf-8").split("\n")
-        return lines[:-1] if lines and lines[-1] == "" else lines
+        return _read_lines(path)
+
+    def references(self) -> list[str]:
+        """The references every BLEU/chrF score is computed against: the target lines of
+        this split exactly as the user's files (or the built-in corpus) gave them, not the
+        cleaned text, so scores compare with sacreBLEU on the original references. Pairs
+        that cleaning left empty are not part of the split.
+
+        A data dir of format v1 has no such file: its cleaned targets are returned with a
+        warning (scores then differ from sacreBLEU on the original references)."""
+        path = reference_path(self.root, self.name)
+        if path.is_file():
+            refs = _read_lines(path)
+            if len(refs) != len(self):
+                raise ValueError(f"{path} has {len(refs)} lines, expected {len(self)} "
+                                 f"(one per {self.name} pair)")
+            return refs
+        if self.name == "train":
+            raise FileNotFoundError(f"{path} does not exist: only valid/test keep references")
+        warnings.warn(f"{self.root} has no {path.name} (prepared by an older automoe): "
+                      "scoring against the cleaned targets, which differs from sacreBLEU on "
+                      "the original references; re-run `automoe data prepare` to fix",
+                      stacklevel=2)
+        return self.texts("tgt")
 
 
 def read_meta(root: str | os.PathLike) -> dict:
@@ -139,8 +178,9 @@ def read_meta(root: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `automoe data prepare` first")
     meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format") not in _READABLE:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected one of "
+                         f"{', '.join(map(repr, _READABLE))}")
     return meta
 
 

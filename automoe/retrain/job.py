@@ -448,7 +448,7 @@ def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
         hyp = Path(str(row["model_dir"])).parent / "test.hyp.txt" if row["model_dir"] else None
         scores: dict[str, float] = {}
         if row["status"] == "finished" and hyp is not None and hyp.is_file():
-            refs = refs if refs is not None else load_split(data_dir, "test").texts("tgt")
+            refs = refs if refs is not None else load_split(data_dir, "test").references()
             hyps = hyp.read_text(encoding="utf-8").splitlines()
             scores = corpus_scores(hyps, refs[:len(hyps)], n_bootstrap=1000)
         for name in ("bleu", "chrf"):

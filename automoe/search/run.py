@@ -163,7 +163,8 @@ def run_search(settings: SearchSettings, *,
     # 3: the checkpoint (weights checked against its space) and the data it is scored on.
     checkpoint = scoring.read_supernet(settings.supernet)
     scoring.check_data(settings.data, checkpoint.vocab_size,
-                       dev_sentences=settings.dev_sentences)
+                       dev_sentences=settings.dev_sentences,
+                       bleu=any(m.name == "bleu" for m in metrics))
     # 4: bounds on cheap metrics against the most favourable subnet.
     costs = scoring.CheapCosts(checkpoint, predictor=settings.predictor)
     costs.check_constraints(constraints)

@@ -111,9 +111,13 @@ def read_supernet(path: str | Path) -> SupernetCheckpoint:
     )
 
 
-def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int) -> int:
-    """Checks the data dir against the supernet; returns the dev subset's size."""
-    from automoe.data import read_meta
+def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,
+               bleu: bool = False) -> int:
+    """Checks the data dir against the supernet; returns the dev subset's size. With
+    `bleu`, reads the dev references here once, so that the warning of an older data dir
+    without them (`SplitData.references`) shows in this process, not only in the actors'
+    logs."""
+    from automoe.data import load_split, read_meta
 
     meta = read_meta(data_dir)
     if int(meta["vocab_size"]) != vocab_size:
@@ -123,6 +127,8 @@ def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int) -> 
     if "valid" not in splits or int(splits["valid"]["pairs"]) == 0:
         raise ValueError(f"{data_dir}: no 'valid' sentences to score subnets on")
     pairs = int(splits["valid"]["pairs"])
+    if bleu:
+        load_split(data_dir, "valid").references()
     return pairs if dev_sentences == 0 else min(dev_sentences, pairs)
 
 
@@ -347,7 +353,7 @@ class DevScorer:
         self.batches = [tuple(t.to(self.device) for t in b)
                         for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
         self.n, self.src = n, src
-        self.refs = valid.texts("tgt")[:n] if s.bleu else []
+        self.refs = valid.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
     def losses(self, model: Any, subnet: Any = None
