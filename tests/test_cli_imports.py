@@ -51,7 +51,7 @@ def files(tmp_path_factory):
     config = load_space("tiny").largest()
     (root / "subnet.json").write_text(config.to_json())
     (root / "subnet.yml").write_text(to_hat_yaml(config))
-    Transformer.from_config(config, 40, options=ModelOptions(normalize_before=True)).save(
+    Transformer(config, 40, options=ModelOptions(normalize_before=True)).save(
         root / "model")
     return root
 

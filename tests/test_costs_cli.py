@@ -90,7 +90,7 @@ def test_cost_params_equal_the_built_models_tensors(tmp_path, capsys, tiny, pre_
     vocab = 37
     for seed in (1, 2):
         config = tiny.sample(random.Random(seed))
-        model = Transformer.from_config(config, vocab,
+        model = Transformer(config, vocab,
                                         options=ModelOptions(normalize_before=pre_ln))
         built = sum(p.numel() for p in model.parameters())
         model.save(tmp_path / f"model{seed}")
@@ -104,7 +104,7 @@ def test_cost_params_equal_the_built_models_tensors(tmp_path, capsys, tiny, pre_
         assert from_file["params_total"] == built
         # a bare subnet file without a flag counts a post-LN model (the models' default)
         plain = _run_json(capsys, str(path), "--space", "tiny", "--vocab-size", str(vocab))
-        assert plain["params_total"] == sum(p.numel() for p in Transformer.from_config(
+        assert plain["params_total"] == sum(p.numel() for p in Transformer(
             config, vocab).parameters())
 
 
