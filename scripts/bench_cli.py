@@ -24,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from anywhere: the repo
+from search_spaces import load_space
+from search_spaces.importers import to_hat_yaml
 
-from search_spaces import load_space  # noqa: E402
-from search_spaces.importers import to_hat_yaml  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CLI = "import sys; from automoe.cli import main; sys.exit(main())"
 
