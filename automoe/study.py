@@ -15,14 +15,17 @@ like `automoe.pipeline`, so its log is the recipe):
    paired bootstrap test of the difference on the same test sentences; ``plots/``.
 
 Layout of OUT: ``data/``, ``supernet/``, ``search/``, ``dense_search/``, ``fidelity/``,
-``moe_vs_dense.csv``, ``plots/``, ``study.json`` (the plan and each step's wall time).
+``moe_vs_dense.csv``, ``plots/``, ``study.json`` (the plan and each step's wall time,
+kept across interruptions by `StepClock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +35,7 @@ import pandas as pd
 from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.pipeline import run_cli, search_finished
 
-__all__ = ["StudyPlan", "STUDY_PLANS", "matched_dense", "moe_vs_dense", "run_study"]
+__all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,12 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     if state and state.get("plan") != _plan_json(plan):
         raise ValueError(f"{state_path}: the study was started with another plan; choose "
                          "another --out")
-    timings: dict[str, float] = dict(state.get("seconds", {}))
+    clock = StepClock(state_path, _plan_json(plan), state.get("seconds", {}))
+    timings = clock.seconds
 
     def step(name: str, argv: Sequence[str]) -> None:
-        began = time.perf_counter()
-        run_cli(list(argv), say)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - began
-        atomic_write_json(state_path, {"plan": _plan_json(plan), "seconds": timings})
+        with clock.timing(name):
+            run_cli(list(argv), say)
 
     data, supernet = root / "data", root / "supernet"
     if not (data / "meta.json").is_file():
@@ -199,6 +201,49 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     say(f"study finished: {path}; fidelity in {fidelity}; "
         f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
     return path
+
+
+class StepClock:
+    """Wall seconds per step, kept in ``study.json`` across interruptions: the running
+    step's time is flushed every `flush_every` seconds by a daemon thread, so a study killed
+    mid-step (SIGKILL, a session's end) loses at most that much of its timing."""
+
+    def __init__(self, path: Path, plan: dict, seconds: Mapping[str, float], *,
+                 flush_every: float = 30.0) -> None:
+        self.path, self.plan, self.flush_every = path, plan, flush_every
+        self.seconds: dict[str, float] = dict(seconds)
+        self._lock = threading.Lock()
+        self._running: tuple[str, float] | None = None  # (step, perf_counter at last flush)
+
+    def flush(self) -> None:
+        """Adds the running step's time since the last flush and writes ``study.json``."""
+        with self._lock:
+            if self._running is not None:
+                name, since = self._running
+                now = time.perf_counter()
+                self.seconds[name] = self.seconds.get(name, 0.0) + now - since
+                self._running = (name, now)
+            atomic_write_json(self.path, {"plan": self.plan, "seconds": self.seconds})
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        with self._lock:
+            self._running = (name, time.perf_counter())
+        done = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(done,), daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+            self.flush()
+            with self._lock:
+                self._running = None
+
+    def _tick(self, done: threading.Event) -> None:
+        while not done.wait(self.flush_every):
+            self.flush()
 
 
 def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,

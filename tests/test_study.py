@@ -71,3 +71,43 @@ def test_the_shipped_plan_trains_every_standalone_model_with_one_budget():
     assert "--dense" in plan.fidelity_args
     n = int(plan.fidelity_args[plan.fidelity_args.index("--subnets") + 1])
     assert n >= 16 and np.isfinite(n)
+
+
+def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):
+    """A study SIGKILLed inside a step still has that step's time (up to one flush) in
+    study.json, and a resumed step adds to it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from automoe.study import StepClock
+
+    state = tmp_path / "study.json"
+    code = ("import time, pathlib\n"
+            "from automoe.study import StepClock\n"
+            f"clock = StepClock(pathlib.Path({str(state)!r}), {{'p': 1}}, {{}}, "
+            "flush_every=0.05)\n"
+            "with clock.timing('fidelity'):\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if state.is_file() and json.loads(state.read_text())["seconds"].get("fidelity", 0) > 0.3:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kept = json.loads(state.read_text())
+    assert kept["plan"] == {"p": 1} and kept["seconds"]["fidelity"] > 0.3
+
+    clock = StepClock(state, kept["plan"], kept["seconds"], flush_every=60)
+    with clock.timing("fidelity"):
+        time.sleep(0.01)
+    with clock.timing("plot"):
+        pass
+    again = json.loads(state.read_text())["seconds"]
+    assert again["fidelity"] > kept["seconds"]["fidelity"] and set(again) == {"fidelity", "plot"}
