@@ -66,7 +66,10 @@ class StudyPlan:
 
 
 STUDY_PLANS: dict[str, StudyPlan] = {
-    # About two hours and a half on 2 CPU cores (results/README.md has the measured times).
+    # On 2 CPU cores (measured on its first run, other jobs sharing the cores at times):
+    # supernet ~85 min; each search 8-15 min plus 6-15 min to decode its front of ~30 for
+    # comparisons.csv; standalone training ~1.6 s per update with 2 trials at once, so
+    # fidelity's 16 x 400 updates ~2.8 h and the retraining's 8 x 400 ~1.4 h: ~6.5 h in all.
     # Standalone models: 400 updates of 2,048 tokens, 1 CPU each, 2 at a time.
     "bible-demo": StudyPlan(
         corpus="bible-en-de", space="demo", prepare_args=("--max-len", "64"),
