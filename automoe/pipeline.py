@@ -229,18 +229,26 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
 
 def _quality_note(subnet: Path) -> str:
     """What the translations above can be expected to be worth: the exported subnet's own
-    dev scores with their uncertainty (scores.json), said next to them."""
+    dev scores with their uncertainty (scores.json; BLEU from the front's paired comparisons
+    when the search did not score BLEU), said next to them."""
     scores = json.loads((subnet / "scores.json").read_text(encoding="utf-8"))
+    compared = scores.get("comparisons") or [{}]
+    bleu_from = scores if scores.get("bleu") is not None else compared[0]
     parts = []
     if scores.get("loss") is not None:
         se = scores.get("loss_se")
         parts.append(f"dev loss {scores['loss']:.3f}" + (f" ± {se:.3f} (SE)" if se else ""))
-    if scores.get("bleu") is not None:
-        lo, hi = scores.get("bleu_lo"), scores.get("bleu_hi")
-        parts.append(f"dev BLEU {scores['bleu']:.2f}" +
-                     (f" [{lo:.2f}, {hi:.2f}] (95%)" if lo is not None else ""))
+    bleu = bleu_from.get("bleu")
+    if bleu is not None:
+        lo, hi = bleu_from.get("bleu_lo"), bleu_from.get("bleu_hi")
+        parts.append(f"dev BLEU {bleu:.2f}" + (f" [{lo:.2f}, {hi:.2f}] (95%)" if lo is not None
+                                                else ""))
+    for c in scores.get("comparisons") or []:
+        if c.get("loss_delta") is not None:
+            parts.append(f"dev loss vs {c['baseline']} {c['loss_delta']:+.3f} "
+                         f"(p={c['loss_p']:.3g})")
     note = f"  the exported subnet, inherited weights: {'; '.join(parts)}."
-    if scores.get("bleu") is not None and scores["bleu"] < 10:
+    if bleu is not None and bleu < 10:
         note += (" Below 10 BLEU translations are mostly wrong: a supernet trained for "
                  "minutes on a CPU shows the workflow, not translation quality.")
     return note

@@ -11,8 +11,9 @@ like `automoe.pipeline`, so its log is the recipe):
 4. ``retrain search --top K``: the MoE front, spread along FLOPs, trained from scratch;
 5. for each retrained front subnet, the dense front subnet of nearest FLOPs
    (`matched_dense`), retrained with the same budget (``retrain dense_search --keys``);
-6. ``moe_vs_dense.csv``: each pair's FLOPs, test BLEU/chrF with 95% intervals and the
-   paired bootstrap test of the difference on the same test sentences; ``plots/``.
+6. ``moe_vs_dense.csv``: each pair's FLOPs, test BLEU/chrF with 95% intervals, test NLL
+   per token with its standard error, and the paired bootstrap tests of the differences on
+   the same test sentences; ``plots/``.
 
 Layout of OUT: ``data/``, ``supernet/``, ``search/``, ``dense_search/``, ``fidelity/``,
 ``moe_vs_dense.csv``, ``plots/``, ``study.json`` (the plan and each step's wall time,
@@ -22,6 +23,7 @@ kept across interruptions by `StepClock`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -35,7 +37,8 @@ import pandas as pd
 from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.pipeline import run_cli, search_finished
 
-__all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense", "run_study"]
+__all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense", "run_study",
+           "test_nll"]
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,31 @@ def matched_dense(moe: pd.DataFrame, dense: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def test_nll(model_dir: Path, sentences: int, *, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sentence NLL sums and target token counts ([sentences] each) of the model in
+    `model_dir` on the first `sentences` of `data`'s test split (teacher forced)."""
+    from automoe.export import load_subnet
+    from automoe.search.scoring import DevScorer, ScoringSettings
+
+    model = load_subnet(model_dir, data_dir=data).model
+    scorer = DevScorer(data, ScoringSettings(dev_sentences=sentences, bleu=False),
+                       label_smoothing=0.0, split="test")
+    _, nll, tokens = scorer.losses(model)
+    return nll, tokens
+
+
 def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
-                 refs: Sequence[str], *, resamples: int = 1000) -> pd.DataFrame:
+                 refs: Sequence[str], *, resamples: int = 1000,
+                 nll: Callable[[Path, int], tuple[np.ndarray, np.ndarray]] | None = None
+                 ) -> pd.DataFrame:
     """One row per (MoE, matched dense) pair of retrained models: FLOPs, test BLEU/chrF with
     95% intervals, and the paired bootstrap test of MoE - dense on the same test sentences
-    (each model's ``test.hyp.txt`` against the first `refs`)."""
+    (each model's ``test.hyp.txt`` against the first `refs`). With `nll` (model dir,
+    sentences -> per-sentence NLL sums and token counts, e.g. `test_nll`), also each model's
+    test NLL per token and the paired test of its difference: at low BLEU the likelihood
+    separates models that BLEU cannot."""
     from automoe.bleu import corpus_scores
-    from automoe.stats import paired_bleu_test
+    from automoe.stats import loss_with_se, paired_bleu_test, paired_loss_test
 
     refs = list(refs)
     tables = {run: pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
@@ -117,12 +138,18 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
     for moe_key, dense_key in pairs.items():
         hyps = {}
         row: dict[str, object] = {"moe_key": moe_key, "dense_key": dense_key}
+        nlls = {}
         for side, run, key in (("moe", moe_run, moe_key), ("dense", dense_run, dense_key)):
             t = tables[run]
             if key not in t.index or t.at[key, "status"] != "finished":
                 raise ValueError(f"{run / 'retrained.csv'}: {key} has not finished retraining")
-            hyps[side] = (Path(t.at[key, "model_dir"]).parent / "test.hyp.txt").read_text(
+            model_dir = Path(t.at[key, "model_dir"])
+            hyps[side] = (model_dir.parent / "test.hyp.txt").read_text(
                 encoding="utf-8").splitlines()
+            if nll is not None:
+                nlls[side] = nll(model_dir, len(hyps[side]))
+                mean, se = loss_with_se(*nlls[side])
+                row.update({f"{side}_test_nll": mean, f"{side}_test_nll_se": se})
             scores = corpus_scores(hyps[side], refs[:len(hyps[side])], n_bootstrap=resamples)
             row.update({f"{side}_flops": t.at[key, "flops"],
                         f"{side}_experts": t.at[key, "experts"],
@@ -139,6 +166,13 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
             t = tests[m]
             row.update({f"{m}_delta": t.delta, f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi,
                         f"{m}_p": t.p_value})
+        if nlls:
+            (a, tokens), (b, tokens_b) = nlls["moe"], nlls["dense"]
+            if not np.array_equal(tokens, tokens_b):
+                raise ValueError(f"{moe_key} and {dense_key}: NLL of different test targets")
+            t = paired_loss_test(a, b, tokens, resamples=resamples)
+            row.update({"nll_delta": t.delta, "nll_delta_lo": t.lo, "nll_delta_hi": t.hi,
+                        "nll_p": t.p_value})
         row["flops_ratio"] = float(row["moe_flops"]) / float(row["dense_flops"])
         row["test_sentences"] = len(hyps["moe"])
         rows.append(row)
@@ -196,7 +230,8 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     _retrain(step, dense_run, ["--keys", ",".join(dict.fromkeys(pairs.values()))], plan, q)
     from automoe.data import load_split
 
-    table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").references())
+    table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").references(),
+                         nll=functools.partial(test_nll, data=data))
     path = root / "moe_vs_dense.csv"
     atomic_write_csv(table, path, float_format="%.6g")
     step("plot", ["plot", str(moe_run), str(dense_run), "-o", str(root / "plots"),

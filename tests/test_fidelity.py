@@ -130,6 +130,33 @@ def test_fidelity_files_hold_the_columns_and_taus_recomputed_from_the_csv(study)
     assert (out / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_test_nll_is_the_models_likelihood_of_each_test_sentence_alone(study):
+    """`automoe.study.test_nll` (batched, padded, the test split) against a forward pass of
+    each test sentence on its own: src + EOS, BOS + target, target + EOS."""
+    import torch
+
+    from automoe.data import load_split
+    from automoe.study import test_nll
+    from supernet import Transformer
+    from supernet.tokens import BOS_ID, EOS_ID
+
+    out = study["out"]
+    data = json.loads((out / "search.json").read_text())["settings"]["data"]
+    model_dir = out / "retrain" / "models" / study["keys"][0] / "model"
+    nll, tokens = test_nll(model_dir, 7, data=data)
+    model = Transformer.load(model_dir).eval()
+    test = load_split(data, "test")
+    assert len(nll) == len(tokens) == 7
+    for i in range(7):
+        src, tgt = list(test.src[i]), list(test.tgt[i])
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([src + [EOS_ID]]), torch.tensor([[BOS_ID] + tgt]))
+        target = torch.tensor(tgt + [EOS_ID])
+        want = torch.nn.functional.cross_entropy(logits[0].double(), target, reduction="sum")
+        assert tokens[i] == len(tgt) + 1
+        assert nll[i] == pytest.approx(want.item(), rel=1e-5)
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     supernet, data = make_world(tmp_path)
     out = tmp_path / "study"

@@ -65,6 +65,29 @@ def test_moe_vs_dense_scores_each_pair_with_intervals_and_a_paired_test(tmp_path
     assert row["flops_ratio"] == pytest.approx(2e8 / 2.2e8) and row["test_sentences"] == 120
 
 
+def test_moe_vs_dense_adds_the_paired_test_nll_when_given_the_likelihoods(tmp_path):
+    rng = np.random.default_rng(0)
+    refs = ["das ist gut"] * 80
+    moe = _run(tmp_path, "moe", ["m1"], [refs], [2e8])
+    dense = _run(tmp_path, "dense", ["d1"], [refs], [2e8])
+    tokens = rng.integers(3, 20, size=80)
+    sums = {"m1": tokens * 4.0 + rng.normal(0, 1, 80), "d1": tokens * 4.3 + rng.normal(0, 1, 80)}
+    seen = []
+
+    def nll(model_dir, n):
+        seen.append((model_dir.parent.name, n))
+        return sums[model_dir.parent.name], tokens
+
+    row = moe_vs_dense({"m1": "d1"}, moe, dense, refs, resamples=300, nll=nll).iloc[0]
+    assert seen == [("m1", 80), ("d1", 80)]
+    assert row["moe_test_nll"] == pytest.approx(sums["m1"].sum() / tokens.sum())
+    assert row["dense_test_nll"] == pytest.approx(sums["d1"].sum() / tokens.sum())
+    assert row["nll_delta"] == pytest.approx(row["moe_test_nll"] - row["dense_test_nll"])
+    assert row["nll_delta_lo"] < row["nll_delta"] < row["nll_delta_hi"] < 0
+    assert row["nll_p"] < 0.01 and row["moe_test_nll_se"] > 0
+    assert "nll_delta" not in moe_vs_dense({"m1": "d1"}, moe, dense, refs, resamples=300)
+
+
 def test_the_shipped_plan_trains_every_standalone_model_with_one_budget():
     plan = STUDY_PLANS["bible-demo"]
     assert "--max-updates" in plan.budget_args and plan.top >= 4

@@ -332,10 +332,11 @@ class DevScorer:
     """Scores any model (a supernet's subnet or a standalone Transformer) on the fixed dev
     set under one protocol: per-token dev loss and NLL with their standard errors over
     sentences, and (when ``settings.bleu``) BLEU/chrF of its translations with sacreBLEU's
-    95% bootstrap interval (``settings.n_bootstrap`` resamples)."""
+    95% bootstrap interval (``settings.n_bootstrap`` resamples). `split` names the data
+    split scored ("valid"; "test" for a final evaluation)."""
 
     def __init__(self, data: str | Path, settings: ScoringSettings, *,
-                 label_smoothing: float) -> None:
+                 label_smoothing: float, split: str = "valid") -> None:
         import torch
 
         from automoe.data import TokenBatcher, Tokenizer, load_split
@@ -344,16 +345,16 @@ class DevScorer:
         s = settings
         self.settings, self.label_smoothing = s, label_smoothing
         self.device = torch.device(s.device)
-        valid = load_split(data, "valid")
-        n = len(valid) if s.dev_sentences == 0 else min(s.dev_sentences, len(valid))
-        head = int(valid.src.offsets[n]), int(valid.tgt.offsets[n])
-        src = Ragged(np.asarray(valid.src.flat[:head[0]]), np.asarray(valid.src.offsets[:n + 1]))
-        tgt = Ragged(np.asarray(valid.tgt.flat[:head[1]]), np.asarray(valid.tgt.offsets[:n + 1]))
+        rows = load_split(data, split)
+        n = len(rows) if s.dev_sentences == 0 else min(s.dev_sentences, len(rows))
+        head = int(rows.src.offsets[n]), int(rows.tgt.offsets[n])
+        src = Ragged(np.asarray(rows.src.flat[:head[0]]), np.asarray(rows.src.offsets[:n + 1]))
+        tgt = Ragged(np.asarray(rows.tgt.flat[:head[1]]), np.asarray(rows.tgt.offsets[:n + 1]))
         # Fixed batches in a fixed order: the loss is a deterministic function of the model.
         self.batches = [tuple(t.to(self.device) for t in b)
                         for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
         self.n, self.src = n, src
-        self.refs = valid.references()[:n] if s.bleu else []
+        self.refs = rows.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
     def losses(self, model: Any, subnet: Any = None
