@@ -106,6 +106,7 @@ class SuperTransformer(nn.Module):
         if not isinstance(config, SubnetConfig):
             raise ValueError(f"expected a SubnetConfig, got {type(config).__name__}")
         config.check_shape(source="subnet")
+        core.check_full_precision(config, source=f"subnet {config.key()}")
         dims = self.dims
 
         def need(key: str, value: int, limit: int) -> None:
