@@ -71,6 +71,11 @@ class SuperTransformer(nn.Module):
                                  f">= 1, got {value!r}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
             raise ValueError(f"vocab_size must be an integer >= 5, got {vocab_size!r}")
+        bits = tuple(getattr(space, "expert_bits", (32,)))
+        if bits != (32,):  # fail before training or searching, not at the first such subnet
+            raise ValueError(f"SuperTransformer: space {getattr(space, 'name', '?')!r} has "
+                             f"choices.expert_bits {list(bits)}; the supernet runs 32-bit "
+                             f"experts only (use a space without expert_bits, e.g. 'demo')")
         self.space = space if dims is not space else None
         self.dims, self.vocab_size = dims, vocab_size
         self.options = options.with_reference_dims(dims.encoder_embed_dim, dims.decoder_embed_dim)

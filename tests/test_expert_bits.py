@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,18 @@ def test_models_refuse_quantized_subnets_instead_of_running_them_at_fp32():
     with pytest.raises(ValueError, match=r"subnet .*: experts below 32 bits are not run"):
         supernet.check(quantized)
     supernet.check(load_space("tiny").smallest())
+    with pytest.raises(ValueError, match=r"space 'demo_q' has choices.expert_bits \[4, 8, 32\]"):
+        SuperTransformer(space, 64, seed=0)
+
+
+def test_space_show_prints_the_bits_and_the_larger_size(capsys):
+    from automoe.cli import main
+
+    assert main(["space", "show", "demo_q", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["choices"]["expert_bits"] == [4, 8, 32]
+    assert info["size"] == load_space("demo_q").size() > load_space("demo").size()
+    assert main(["space", "show", "demo_q"]) == 0
+    assert re.search(r"^  expert_bits +\[4, 8, 32\]$", capsys.readouterr().out, re.M)
+    assert main(["space", "show", "demo"]) == 0
+    assert "expert_bits" not in capsys.readouterr().out
