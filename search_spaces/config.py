@@ -2,11 +2,11 @@
 
 A config is canonical: per-layer tuples hold exactly one entry per *active* layer, so
 genes of layers that a shallower subnet does not use cannot make two equal architectures
-look different. Expert precision (``*_expert_bits``) defaults to 32 (full precision) and a
-config whose experts are all at 32 bits writes no bits at all, so its JSON and key are those
-of a config written before precision was a gene. Every FFN is a mixture of experts; a layer with one expert (and top-1) is a
-dense FFN, exactly. The config is torch-free, hashable (usable as a cache key), picklable
-(it travels to Ray workers) and round-trips through JSON exactly.
+look different. Every FFN is a mixture of experts; a layer with one expert (and top-1) is a
+dense FFN, exactly. Expert precision (``*_expert_bits``) defaults to 32 (full precision); a
+config whose experts are all at 32 bits writes no bits keys, so its JSON and key are those
+of the same architecture in files without them. The config is torch-free, hashable (usable
+as a cache key), picklable (it travels to Ray workers) and round-trips through JSON exactly.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class SubnetConfig:
 
     @property
     def is_full_precision(self) -> bool:
-        """True when every expert is at 32 bits (the only case before precision was a gene)."""
+        """True when every expert is at 32 bits (every config of a space without expert_bits)."""
         return _all_full(self.encoder_expert_bits) and _all_full(self.decoder_expert_bits)
 
     @property

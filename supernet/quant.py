@@ -15,12 +15,13 @@ held one per int8 here; `supernet.params.matrix_bytes` counts them packed two pe
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from supernet.functional import ExpertWeights
+if TYPE_CHECKING:
+    from supernet.functional import ExpertWeights
 
 __all__ = [
     "QUANT_BITS",
@@ -77,8 +78,10 @@ def dequantize(w: QuantizedWeight) -> torch.Tensor:
 def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = None
                      ) -> torch.Tensor:
     """``x [..., in] @ dequantize(w).T + bias`` -> [..., out]; int8 on CPU in fp32 runs the
-    int8 kernel, everything else (int4, other devices or dtypes) the dequantized matrix."""
-    if w.bits == 8 and x.device.type == "cpu" and x.dtype == torch.float32:
+    int8 kernel, everything else (int4, other devices or dtypes, autocast) the dequantized
+    matrix (under autocast ``F.linear`` casts as every other matmul of the model)."""
+    if (w.bits == 8 and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")):
         flat = x.reshape(-1, x.shape[-1]).contiguous()  # the kernel takes a 2-d input
         y = torch._weight_int8pack_mm(flat, w.q, w.scale).reshape(*x.shape[:-1], -1)
         return y if bias is None else y + bias

@@ -87,3 +87,87 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match=r"expected a matrix \[out, in\], got shape \(4,\)"):
         quantize_weight(torch.ones(4), 8)
     assert quant.QUANT_BITS == (4, 8)
+
+
+# ---- the supernet scores quantized experts (post-training quantization of its slices) -------
+def _supernet_and_configs():
+    import dataclasses
+
+    from search_spaces import load_space
+    from supernet.supertransformer import SuperTransformer
+
+    space = load_space("tiny")
+    supernet = SuperTransformer(space, 64, seed=3).eval()
+    base = space.largest()
+    n_enc = base.encoder_experts
+    quantized = dataclasses.replace(
+        base,
+        encoder_expert_dims=((64, 32, 64),) + base.encoder_expert_dims[1:],
+        encoder_expert_bits=((8, 32, 4),) + tuple((8,) * n for n in n_enc[1:]),
+        decoder_expert_bits=tuple((4,) + (32,) * (n - 1) for n in base.decoder_experts))
+    return supernet, quantized
+
+
+def _with_dequantized_slices(supernet, config):
+    """A copy of ``supernet`` whose quantized experts' slices hold their dequantized values,
+    so that running ``config`` at full precision on it is the oracle."""
+    import copy
+
+    oracle = copy.deepcopy(supernet)
+    with torch.no_grad():
+        for side in ("encoder", "decoder"):
+            d = getattr(config, f"{side}_embed_dim")
+            layers = getattr(oracle, f"{side}_layers")
+            for i, (dims, bits) in enumerate(zip(getattr(config, f"{side}_expert_dims"),
+                                                 getattr(config, f"{side}_expert_bits"),
+                                                 strict=True)):
+                moe = layers[i].moe
+                for e, (h, b) in enumerate(zip(dims, bits, strict=True)):
+                    if b == 32:
+                        continue
+                    moe.w1[e, :h, :d] = dequantize(quantize_weight(moe.w1[e, :h, :d], b))
+                    moe.w2[e, :d, :h] = dequantize(quantize_weight(moe.w2[e, :d, :h], b))
+    return oracle
+
+
+def test_supernet_scores_quantized_experts_as_fp32_on_their_dequantized_slices():
+    import dataclasses
+
+    supernet, q = _supernet_and_configs()
+    full = dataclasses.replace(q, encoder_expert_bits=(), decoder_expert_bits=())
+    g = torch.Generator().manual_seed(0)
+    src, prev = torch.randint(4, 64, (3, 7), generator=g), torch.randint(4, 64, (3, 5), generator=g)
+    with torch.no_grad():
+        got, _ = supernet(src, prev, q)
+        want, _ = _with_dequantized_slices(supernet, q)(src, prev, full)
+        fp32, _ = supernet(src, prev, full)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, fp32, rtol=1e-4, atol=1e-4)  # the bits did change something
+    # the same through the seq2seq view (encode, then decode), as scoring and decoding run it
+    view = supernet.bind(q)
+    with torch.no_grad():
+        logits, _ = view.decode(prev, view.encode(src))
+    torch.testing.assert_close(logits, got, rtol=1e-5, atol=1e-5)
+
+
+def test_training_mode_runs_fp32_experts_and_the_cache_follows_the_weights():
+    import dataclasses
+
+    from supernet.functional import ExpertWeights as EW
+
+    supernet, q = _supernet_and_configs()
+    supernet.train()
+    assert all(isinstance(e, EW) for layer in supernet.weights(q).encoder.layers
+               for e in layer.moe.experts)
+    supernet.eval()
+    first = supernet.weights(q).encoder.layers[0].moe.experts[0]
+    assert isinstance(first, quant.QuantizedExpert) and first.w1.bits == 8
+    assert supernet.weights(q).encoder.layers[0].moe.experts[0] is first  # cached
+    with torch.no_grad():  # an optimizer step, in place
+        supernet.encoder_layers[0].moe.w1.mul_(2.0)
+    again = supernet.weights(q).encoder.layers[0].moe.experts[0]
+    assert again is not first
+    torch.testing.assert_close(again.w1.scale, 2.0 * first.w1.scale)
+    full = dataclasses.replace(q, encoder_expert_bits=(), decoder_expert_bits=())
+    assert all(isinstance(e, EW) for layer in supernet.weights(full).encoder.layers
+               for e in layer.moe.experts)
