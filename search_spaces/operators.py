@@ -12,8 +12,9 @@ Gene names (tuples): ``("encoder_embed_dim",)``, ``("encoder_layers",)``, ...;
 ``(side, i, "heads" | "experts" | "top_k" | "cross_heads" | "ende_attn")`` and
 ``(side, i, "dim", j)`` for expert j's FFN dim and ``(side, i, "bits", j)`` for its weight
 precision (only j = 0 when experts are homogeneous: one dim and one precision per layer).
-Precision genes exist only in a space with more than one ``expert_bits`` choice, so every
-other space draws exactly the random numbers it drew before precision was a gene.
+Precision genes exist only in a space with more than one ``expert_bits`` choice: a
+full-precision space draws no random number for precision, so its seeded samples,
+mutations and crossovers do not depend on the gene's existence.
 """
 
 from __future__ import annotations

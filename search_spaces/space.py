@@ -67,7 +67,8 @@ CHOICE_KEYS = (
     "decoder_top_k",
 )
 # Optional choice keys, with the value an absent key means. A space that leaves them out
-# writes none of them back (`to_dict`), so its identity stays what it was before the key.
+# writes none of them back (`to_dict`), so its identity (the hash of `to_dict` that runs and
+# checkpoints store) does not depend on the key's existence.
 OPTIONAL_CHOICE_KEYS = {"expert_bits": (FULL_PRECISION,)}
 _TOP_KEYS = ("name", "description", "heterogeneous_experts", "choices", "supernet")
 _HEAD_KEYS = ("encoder_heads", "decoder_heads", "decoder_cross_heads")

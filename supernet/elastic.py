@@ -108,8 +108,9 @@ class ElasticMoE(nn.Module):
 
     @torch.no_grad()
     def _quantized(self, e: int, h: int, d: int, bits: int) -> QuantizedExpert:
-        # The stamp changes on any in-place update (optimizer step, load) or move of the
-        # weights, so a cached copy is never stale.
+        # The stamp (storage, in-place version counter) changes on any optimizer step, load
+        # or move of the weights, so a cached copy is never stale. The cache lives in
+        # __dict__, outside the state dict and the module's parameters.
         stamp = tuple((p.data_ptr(), p._version) for p in (self.w1, self.b1, self.w2, self.b2))
         cache = self.__dict__.setdefault("_quant_cache", {})
         hit = cache.get((e, h, d, bits))
