@@ -3,8 +3,10 @@
 A config is canonical: per-layer tuples hold exactly one entry per *active* layer, so
 genes of layers that a shallower subnet does not use cannot make two equal architectures
 look different. Every FFN is a mixture of experts; a layer with one expert (and top-1) is a
-dense FFN, exactly. The config is torch-free, hashable (usable as a cache key), picklable
-(it travels to Ray workers) and round-trips through JSON exactly.
+dense FFN, exactly. Expert precision (``*_expert_bits``) defaults to 32 (full precision); a
+config whose experts are all at 32 bits writes no bits keys, so its JSON and key are those
+of the same architecture in files without them. The config is torch-free, hashable (usable
+as a cache key), picklable (it travels to Ray workers) and round-trips through JSON exactly.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SubnetConfig", "FORMAT_VERSION"]
+__all__ = ["SubnetConfig", "FORMAT_VERSION", "FULL_PRECISION", "SUPPORTED_EXPERT_BITS"]
 
 FORMAT_VERSION = 1
+FULL_PRECISION = 32
+# Weight-only expert precisions: int4 and int8 per output channel, and fp32.
+SUPPORTED_EXPERT_BITS = (4, 8, 32)
 
 _INT_FIELDS = ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim")
 _INT_TUPLE_FIELDS = (
@@ -29,6 +34,7 @@ _INT_TUPLE_FIELDS = (
     "decoder_top_k",
 )
 _NESTED_FIELDS = ("encoder_expert_dims", "decoder_expert_dims")
+_BITS_FIELDS = ("encoder_expert_bits", "decoder_expert_bits")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class SubnetConfig:
             outputs its cross-attention reads (1 = the last one, as in a plain
             Transformer; 2 or 3 concatenate the last 2 or 3 along time; HAT's
             "arbitrary encoder-decoder attention" -1/1/2).
+        encoder_expert_bits, decoder_expert_bits: per layer, the weight precision of each
+            expert (nested like ``*_expert_dims``): 32 is full precision, 8 and 4 are
+            weight-only integers with one fp32 scale per output channel. The default
+            ``()`` means every expert at 32 bits; so does any all-32 value whatever its
+            shape (it is re-shaped to the dims), which keeps `dataclasses.replace` of
+            the dims working on full-precision configs.
     """
 
     encoder_embed_dim: int
@@ -63,6 +75,21 @@ class SubnetConfig:
     decoder_cross_heads: tuple[int, ...]
     decoder_ende_attn: tuple[int, ...]
     decoder_top_k: tuple[int, ...]
+    encoder_expert_bits: tuple[tuple[int, ...], ...] = ()
+    decoder_expert_bits: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Canonical form: bits nested like the dims. All-32 values are re-shaped to the
+        # dims, so "full precision" has a single representation.
+        for side in ("encoder", "decoder"):
+            name = f"{side}_expert_bits"
+            bits = getattr(self, name)
+            dims = getattr(self, f"{side}_expert_dims")
+            if _all_full(bits):
+                bits = tuple((FULL_PRECISION,) * len(d) for d in dims)
+            else:
+                bits = tuple(tuple(layer) for layer in bits)
+            object.__setattr__(self, name, bits)
 
     # ---- derived views ---------------------------------------------------------------
     @property
@@ -84,15 +111,23 @@ class SubnetConfig:
         return tuple(len(d) for d in self.decoder_expert_dims)
 
     @property
+    def is_full_precision(self) -> bool:
+        """True when every expert is at 32 bits (every config of a space without expert_bits)."""
+        return _all_full(self.encoder_expert_bits) and _all_full(self.decoder_expert_bits)
+
+    @property
     def is_dense(self) -> bool:
         """True when every layer has a single expert (a plain dense Transformer)."""
         return all(n == 1 for n in self.encoder_experts + self.decoder_experts)
 
     # ---- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists)."""
+        """Plain JSON-ready dict (tuples become lists); the bits keys only when some expert
+        is below 32 bits, so full-precision configs keep their old JSON and key."""
+        skip = _BITS_FIELDS if self.is_full_precision else ()
         return {
-            f.name: _to_lists(getattr(self, f.name)) for f in dataclasses.fields(self)
+            f.name: _to_lists(getattr(self, f.name))
+            for f in dataclasses.fields(self) if f.name not in skip
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -105,7 +140,7 @@ class SubnetConfig:
             raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(names))
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n not in _BITS_FIELDS]
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; expected {names}")
         if missing:
@@ -115,13 +150,19 @@ class SubnetConfig:
             kwargs[name] = _as_int(data[name], f"{source}: key '{name}'")
         for name in _INT_TUPLE_FIELDS:
             kwargs[name] = _as_int_tuple(data[name], f"{source}: key '{name}'")
-        for name in _NESTED_FIELDS:
+        for name in _NESTED_FIELDS + _BITS_FIELDS:
+            if name not in data:  # an optional bits key: full precision
+                continue
             value = data[name]
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"{source}: key '{name}' must be a list of lists, got {value!r}")
             kwargs[name] = tuple(
                 _as_int_tuple(v, f"{source}: key '{name}'[{i}]") for i, v in enumerate(value)
             )
+        for name in _BITS_FIELDS:  # checked before construction re-shapes an all-32 value
+            if name in kwargs:
+                _check_bits_shape(kwargs[name], kwargs[name.replace("bits", "dims")], name, source,
+                                  strict=True)
         config = cls(**kwargs)
         config.check_shape(source=source)
         return config
@@ -170,12 +211,39 @@ class SubnetConfig:
                         f"{source}: key '{side}_top_k'[{i}] = {k} must be in 1..{len(experts)} "
                         f"(the layer's expert count)"
                     )
+        for side in ("encoder", "decoder"):
+            name = f"{side}_expert_bits"
+            _check_bits_shape(getattr(self, name), getattr(self, f"{side}_expert_dims"),
+                              name, source)
         for name in ("encoder_heads", "decoder_heads", "decoder_cross_heads"):
             for i, h in enumerate(getattr(self, name)):
                 if h < 1 or self.qkv_dim % h:
                     raise ValueError(
                         f"{source}: key '{name}'[{i}] = {h} does not divide qkv_dim {self.qkv_dim}"
                     )
+
+
+def _all_full(bits: tuple[tuple[int, ...], ...]) -> bool:
+    return all(b == FULL_PRECISION for layer in bits for b in layer)
+
+
+def _check_bits_shape(bits: tuple[tuple[int, ...], ...], dims: tuple[tuple[int, ...], ...],
+                      name: str, source: str, *, strict: bool = False) -> None:
+    """One precision per expert of every active layer, each a supported precision. Unless
+    ``strict`` (a file's value), all-32 bits of any shape stand for full precision."""
+    if _all_full(bits) and not strict:
+        return
+    if len(bits) != len(dims):
+        raise ValueError(f"{source}: key '{name}' has {len(bits)} layers, expected one per "
+                         f"active layer ({len(dims)})")
+    for i, (layer, experts) in enumerate(zip(bits, dims, strict=True)):
+        if len(layer) != len(experts):
+            raise ValueError(f"{source}: key '{name}'[{i}] has {len(layer)} entries, expected "
+                             f"one per expert ({len(experts)})")
+        for j, b in enumerate(layer):
+            if b not in SUPPORTED_EXPERT_BITS:
+                raise ValueError(f"{source}: key '{name}'[{i}][{j}] = {b} is not a supported "
+                                 f"precision {list(SUPPORTED_EXPERT_BITS)}")
 
 
 def _to_lists(value: Any) -> Any:

@@ -5,8 +5,10 @@ layers, so genes of inactive layers never count. Experts are distinct weight sli
 (expert j of a layer is the supernet's j-th expert), so per-expert dims are an ordered
 tuple: (1024, 2048) and (2048, 1024) are two subnets.
 
-For one layer with ``F`` FFN choices, the number of (experts, top-k, dims) settings is
-``sum over n in experts of |{k in top_k : k <= n}| * (F**n if heterogeneous else F)``;
+For one layer with ``F`` FFN choices and ``B`` expert precisions (``expert_bits``; 1 when
+the space leaves it out), an expert has ``F·B`` settings and the number of (experts, top-k,
+dims, bits) settings is
+``sum over n in experts of |{k in top_k : k <= n}| * ((F·B)**n if heterogeneous else F·B)``;
 times the head choices (and for a decoder layer the cross-attention heads and the
 ende_attn choices ``<=`` the encoder depth). Layers are independent given the depths, so
 
@@ -26,9 +28,10 @@ __all__ = ["size", "layer_settings"]
 
 def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = None) -> int:
     """Distinct settings of one ``side`` layer (a decoder layer needs the encoder depth)."""
-    n_ffn = len(getattr(space, f"{side}_ffn_dim"))
+    per_expert = len(getattr(space, f"{side}_ffn_dim")) * len(space.expert_bits)
     ffn = sum(
-        len(space.allowed_top_k(side, n)) * (n_ffn**n if space.heterogeneous_experts else n_ffn)
+        len(space.allowed_top_k(side, n))
+        * (per_expert**n if space.heterogeneous_experts else per_expert)
         for n in getattr(space, f"{side}_experts")
     )
     total = len(getattr(space, f"{side}_heads")) * ffn

@@ -12,6 +12,9 @@ Three blocks, in this order:
    mean / max / summed expert dim, routed dim (top-k * mean dim: the expected FFN width a
    token passes through under balanced routing), each expert slot's dim (0 where the
    layer has fewer experts); decoder layers also cross heads and ende_attn.
+4. Only in a space with more than one ``expert_bits`` choice (so other spaces keep their
+   features): per side the mean expert precision in bits, then per layer each expert
+   slot's bits (0 where the layer has fewer experts or is inactive).
 
 Values are raw (not normalised); predictors standardise them.
 """
@@ -53,6 +56,12 @@ def feature_names(space: SearchSpace) -> list[str]:
         slots = max(getattr(space, f"{side}_experts"))
         for i in range(max(getattr(space, f"{side}_layers"))):
             names += [f"{_SHORT[side]}{i}_{f}" for f in _layer_fields(side, slots)]
+    if len(space.expert_bits) > 1:
+        names += ["encoder_expert_bits_mean", "decoder_expert_bits_mean"]
+        for side in ("encoder", "decoder"):
+            slots = max(getattr(space, f"{side}_experts"))
+            names += [f"{_SHORT[side]}{i}_expert{j}_bits"
+                      for i in range(max(getattr(space, f"{side}_layers"))) for j in range(slots)]
     return names
 
 
@@ -91,4 +100,13 @@ def features(space: SearchSpace, config: SubnetConfig) -> list[float]:
         active = len(getattr(c, f"{side}_expert_dims"))
         for i in range(max(getattr(space, f"{side}_layers"))):
             out += _layer_values(side, slots, c, i) if i < active else [0.0] * width
+    if len(space.expert_bits) > 1:
+        out += [fmean(b for layer in getattr(c, f"{side}_expert_bits") for b in layer)
+                for side in ("encoder", "decoder")]
+        for side in ("encoder", "decoder"):
+            slots = max(getattr(space, f"{side}_experts"))
+            bits = getattr(c, f"{side}_expert_bits")
+            for i in range(max(getattr(space, f"{side}_layers"))):
+                layer = bits[i] if i < len(bits) else ()
+                out += [*layer, *[0] * (slots - len(layer))]
     return [float(v) for v in out]

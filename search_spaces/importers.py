@@ -176,8 +176,15 @@ def import_hat_dict(data: Any, space: SearchSpace, *, source: str = "<hat yaml>"
 
 
 def to_hat_dict(config: SubnetConfig) -> dict[str, Any]:
-    """The AutoMoE subnet YAML mapping of ``config`` (inverse of `import_hat_dict`)."""
+    """The AutoMoE subnet YAML mapping of ``config`` (inverse of `import_hat_dict`).
+
+    Raises ValueError for experts below 32 bits: the format has no precision key."""
     c = config
+    if not c.is_full_precision:
+        raise ValueError(f"subnet {c.key()}: HAT/AutoMoE subnet YAML has no expert precision; "
+                         f"only full-precision (32-bit) subnets can be written, got "
+                         f"encoder_expert_bits {c.to_dict()['encoder_expert_bits']}, "
+                         f"decoder_expert_bits {c.to_dict()['decoder_expert_bits']}")
     out: dict[str, Any] = {"qkv-dim": c.qkv_dim}
     for side in _SIDES:
         dims = getattr(c, f"{side}_expert_dims")

@@ -10,8 +10,11 @@ inactive genes never make two configs differ. Every function draws only from ``r
 
 Gene names (tuples): ``("encoder_embed_dim",)``, ``("encoder_layers",)``, ...;
 ``(side, i, "heads" | "experts" | "top_k" | "cross_heads" | "ende_attn")`` and
-``(side, i, "dim", j)`` for expert j's FFN dim (only j = 0 when experts are homogeneous:
-one dim per layer).
+``(side, i, "dim", j)`` for expert j's FFN dim and ``(side, i, "bits", j)`` for its weight
+precision (only j = 0 when experts are homogeneous: one dim and one precision per layer).
+Precision genes exist only in a space with more than one ``expert_bits`` choice: a
+full-precision space draws no random number for precision, so its seeded samples,
+mutations and crossovers do not depend on the gene's existence.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def _layer_genes(space: SearchSpace, side: str, i: int) -> list[Gene]:
     genes += [(side, i, "experts"), (side, i, "top_k")]
     slots = max(getattr(space, f"{side}_experts")) if space.heterogeneous_experts else 1
     genes += [(side, i, "dim", j) for j in range(slots)]
+    if len(space.expert_bits) > 1:
+        genes += [(side, i, "bits", j) for j in range(slots)]
     return genes
 
 
@@ -79,6 +84,8 @@ def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple[int, ...]:
         return getattr(space, f"{side}_experts")
     if what == "top_k":
         return space.allowed_top_k(side, genome[(side, i, "experts")])
+    if what == "bits":
+        return space.expert_bits
     return getattr(space, f"{side}_ffn_dim")  # "dim"
 
 
@@ -115,8 +122,12 @@ def to_genome(space: SearchSpace, config: SubnetConfig, rng: random.Random) -> G
             genome[(side, i, "heads")] = getattr(config, f"{side}_heads")[i]
             genome[(side, i, "experts")] = len(experts)
             genome[(side, i, "top_k")] = getattr(config, f"{side}_top_k")[i]
-            for j, d in enumerate(experts if space.heterogeneous_experts else experts[:1]):
-                genome[(side, i, "dim", j)] = d
+            bits = getattr(config, f"{side}_expert_bits")[i]
+            slots = len(experts) if space.heterogeneous_experts else 1
+            for j in range(slots):
+                genome[(side, i, "dim", j)] = experts[j]
+                if len(space.expert_bits) > 1:
+                    genome[(side, i, "bits", j)] = bits[j]
             if side == "decoder":
                 genome[(side, i, "cross_heads")] = config.decoder_cross_heads[i]
                 genome[(side, i, "ende_attn")] = config.decoder_ende_attn[i]
@@ -128,14 +139,15 @@ def from_genome(space: SearchSpace, genome: Genome) -> SubnetConfig:
     out: dict = {g: genome[(g,)] for g in _GLOBALS[:3]}
     for side in _SIDES:
         layers = range(genome[(f"{side}_layers",)])
-        dims = []
+        dims, bits = [], []
         for i in layers:
             n = genome[(side, i, "experts")]
-            if space.heterogeneous_experts:
-                dims.append(tuple(genome[(side, i, "dim", j)] for j in range(n)))
-            else:
-                dims.append((genome[(side, i, "dim", 0)],) * n)
+            slots = range(n) if space.heterogeneous_experts else [0] * n
+            dims.append(tuple(genome[(side, i, "dim", j)] for j in slots))
+            bits.append(tuple(genome.get((side, i, "bits", j), space.expert_bits[0])
+                              for j in slots))
         out[f"{side}_expert_dims"] = tuple(dims)
+        out[f"{side}_expert_bits"] = tuple(bits)
         out[f"{side}_heads"] = tuple(genome[(side, i, "heads")] for i in layers)
         out[f"{side}_top_k"] = tuple(genome[(side, i, "top_k")] for i in layers)
         if side == "decoder":

@@ -9,6 +9,7 @@ A space file (``search_spaces/<name>.yaml``) looks like::
     choices:                           # every key required, a non-empty list of ints
       encoder_embed_dim: [32, 24]
       ...
+      expert_bits: [32, 8, 4]          # optional: expert weight precisions (absent: [32])
     supernet:                          # optional; each key defaults to its largest choice
       encoder_embed_dim: 32
 
@@ -32,10 +33,11 @@ import yaml
 
 from search_spaces import counting, operators
 from search_spaces import features as _features
-from search_spaces.config import SubnetConfig
+from search_spaces.config import FULL_PRECISION, SUPPORTED_EXPERT_BITS, SubnetConfig
 
 __all__ = [
     "CHOICE_KEYS",
+    "OPTIONAL_CHOICE_KEYS",
     "BASELINES_DIR",
     "SPACES_DIR",
     "SearchSpace",
@@ -64,6 +66,10 @@ CHOICE_KEYS = (
     "encoder_top_k",
     "decoder_top_k",
 )
+# Optional choice keys, with the value an absent key means. A space that leaves them out
+# writes none of them back (`to_dict`), so its identity (the hash of `to_dict` that runs and
+# checkpoints store) does not depend on the key's existence.
+OPTIONAL_CHOICE_KEYS = {"expert_bits": (FULL_PRECISION,)}
 _TOP_KEYS = ("name", "description", "heterogeneous_experts", "choices", "supernet")
 _HEAD_KEYS = ("encoder_heads", "decoder_heads", "decoder_cross_heads")
 
@@ -115,6 +121,7 @@ class SearchSpace:
     heterogeneous_experts: bool
     supernet: SupernetDims
     description: str = ""
+    expert_bits: tuple[int, ...] = (FULL_PRECISION,)
 
     def __post_init__(self) -> None:
         _check_space(self)
@@ -133,9 +140,14 @@ class SearchSpace:
             "name": self.name,
             "description": self.description,
             "heterogeneous_experts": self.heterogeneous_experts,
-            "choices": {k: list(getattr(self, k)) for k in CHOICE_KEYS},
+            "choices": {k: list(getattr(self, k)) for k in self.choice_keys()},
             "supernet": self.supernet.to_dict(),
         }
+
+    def choice_keys(self) -> tuple[str, ...]:
+        """`CHOICE_KEYS` plus the optional keys this space sets to other than their default."""
+        return CHOICE_KEYS + tuple(k for k, default in OPTIONAL_CHOICE_KEYS.items()
+                                   if getattr(self, k) != default)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary: `to_dict` plus ``source``, ``size`` (exact int),
@@ -247,16 +259,20 @@ def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchS
     if not isinstance(choices, Mapping):
         raise ValueError(f"{source}: key 'choices' must be a mapping of the keys {list(CHOICE_KEYS)}, "
                          f"got {choices!r}")
-    unknown = sorted(set(map(str, choices)) - set(CHOICE_KEYS))
+    allowed = [*CHOICE_KEYS, *OPTIONAL_CHOICE_KEYS]
+    unknown = sorted(set(map(str, choices)) - set(allowed))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {['choices.' + u for u in unknown]}; "
-                         f"allowed keys are {list(CHOICE_KEYS)}")
+                         f"allowed keys are {allowed}")
     missing = [k for k in CHOICE_KEYS if k not in choices]
     if missing:
         raise ValueError(f"{source}: missing key(s) {['choices.' + m for m in missing]}")
     parsed = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'",
                               limit=_LIMITS.get(k.split("_", 1)[-1], _MAX_CHOICE))
               for k in CHOICE_KEYS}
+    for k, default in OPTIONAL_CHOICE_KEYS.items():
+        parsed[k] = (default if k not in choices
+                     else _choice_list(choices[k], f"{source}: key 'choices.{k}'"))
 
     dims_keys = [f.name for f in dataclasses.fields(SupernetDims)]
     given = data.get("supernet") or {}
@@ -306,7 +322,7 @@ def _choice_list(value: Any, where: str, *, limit: int = _MAX_CHOICE) -> tuple[i
 def _check_space(s: SearchSpace) -> None:
     """Cross-field rules; raises ValueError naming the file, key and value."""
     src = s.source
-    for k in CHOICE_KEYS:
+    for k in s.choice_keys():
         vals = getattr(s, k)
         if not isinstance(vals, tuple) or not vals or list(vals) != sorted(set(vals)):
             raise ValueError(f"{src}: key 'choices.{k}' must be a non-empty sorted tuple of "
@@ -340,6 +356,10 @@ def _check_space(s: SearchSpace) -> None:
             raise ValueError(f"{src}: key 'choices.{side}_top_k': smallest top-k {top_k[0]} is "
                              f"above the smallest expert count {experts[0]}, so a layer with "
                              f"{experts[0]} expert(s) has no valid top-k")
+    bad = [b for b in s.expert_bits if b not in SUPPORTED_EXPERT_BITS]
+    if bad:
+        raise ValueError(f"{src}: key 'choices.expert_bits': value {bad[0]} is not a supported "
+                         f"expert precision {list(SUPPORTED_EXPERT_BITS)} (bits per weight)")
     if not isinstance(s.heterogeneous_experts, bool):
         raise ValueError(f"{src}: key 'heterogeneous_experts' must be a bool, got "
                          f"{s.heterogeneous_experts!r}")
@@ -372,6 +392,13 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
                 raise ValueError(f"{src}: key '{side}_expert_dims'[{i}] = {list(experts)}: space "
                                  f"{s.name!r} has heterogeneous_experts false, so all experts of "
                                  f"a layer must share one dim")
+            bits = getattr(c, f"{side}_expert_bits")[i]
+            for j, b in enumerate(bits):
+                need(f"{side}_expert_bits[{i}][{j}]", b, s.expert_bits, " (choices.expert_bits)")
+            if not s.heterogeneous_experts and len(set(bits)) > 1:
+                raise ValueError(f"{src}: key '{side}_expert_bits'[{i}] = {list(bits)}: space "
+                                 f"{s.name!r} has heterogeneous_experts false, so all experts of "
+                                 f"a layer must share one precision")
             k = getattr(c, f"{side}_top_k")[i]
             need(f"{side}_top_k[{i}]", k, s.allowed_top_k(side, n), f" for a layer with {n} experts")
         for i, h in enumerate(getattr(c, f"{side}_heads")):

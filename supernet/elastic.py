@@ -8,7 +8,9 @@ subnet" state. Slicing rules (HAT / AutoMoE):
 - attention: q/k/v rows ``[:qkv]`` (heads are a reshape of the qkv dim), columns sliced to
   the input width (cross-attention keys/values: the encoder's width);
 - MoE: the first n experts and router rows ``[:n, :d]``; expert e keeps the first ``h_e``
-  hidden units of its own weights ``w1[e, :h_e, :d]``, ``w2[e, :d, :h_e]``.
+  hidden units of its own weights ``w1[e, :h_e, :d]``, ``w2[e, :d, :h_e]``. An expert below
+  32 bits is handed out as a `supernet.quant.QuantizedExpert`: post-training quantization
+  of its slices, cached per (expert, slice, bits) until the weights change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from supernet.functional import AttnWeights, ExpertWeights, MoEWeights, NormWeights
+from supernet.quant import QuantizedExpert, quantize_expert
 
 __all__ = ["ElasticAttention", "ElasticNorm", "ElasticMoE"]
 
@@ -91,10 +94,28 @@ class ElasticMoE(nn.Module):
             nn.init.xavier_uniform_(self.router_w, generator=generator)
             self.router_b.zero_()
 
-    def weights(self, d: int, dims: tuple[int, ...], top_k: int) -> MoEWeights:
+    def weights(self, d: int, dims: tuple[int, ...], top_k: int,
+                bits: tuple[int, ...] | None = None) -> MoEWeights:
+        """Expert e: hidden ``dims[e]`` at ``bits[e]`` (None: all 32, views of the weights)."""
         n = len(dims)
-        experts = tuple(ExpertWeights(self.w1[e, :h, :d], self.b1[e, :h], self.w2[e, :d, :h],
-                                      self.b2[e, :d]) for e, h in enumerate(dims))
+        experts = tuple(
+            ExpertWeights(self.w1[e, :h, :d], self.b1[e, :h], self.w2[e, :d, :h], self.b2[e, :d])
+            if bits is None or bits[e] == 32 else self._quantized(e, h, d, bits[e])
+            for e, h in enumerate(dims))
         if n == 1:
             return MoEWeights(None, None, experts, top_k)
         return MoEWeights(self.router_w[:n, :d], self.router_b[:n], experts, top_k)
+
+    @torch.no_grad()
+    def _quantized(self, e: int, h: int, d: int, bits: int) -> QuantizedExpert:
+        # The stamp (storage, in-place version counter) changes on any optimizer step, load
+        # or move of the weights, so a cached copy is never stale. The cache lives in
+        # __dict__, outside the state dict and the module's parameters.
+        stamp = tuple((p.data_ptr(), p._version) for p in (self.w1, self.b1, self.w2, self.b2))
+        cache = self.__dict__.setdefault("_quant_cache", {})
+        hit = cache.get((e, h, d, bits))
+        if hit is None or hit[0] != stamp:
+            w = ExpertWeights(self.w1[e, :h, :d], self.b1[e, :h], self.w2[e, :d, :h], self.b2[e, :d])
+            hit = (stamp, quantize_expert(w, bits))
+            cache[(e, h, d, bits)] = hit
+        return hit[1]

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from supernet.quant import QuantizedExpert, quantized_expert_ffn
+
 __all__ = [
     "AttnWeights",
     "NormWeights",
@@ -66,7 +68,7 @@ class MoEWeights(NamedTuple):
 
     router_w: torch.Tensor | None
     router_b: torch.Tensor | None
-    experts: tuple[ExpertWeights, ...]
+    experts: tuple[ExpertWeights | QuantizedExpert, ...]
     top_k: int
 
 
@@ -128,9 +130,14 @@ def attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: AttnWeights,
     return F.linear(ctx, w.o_w, w.o_b)
 
 
-def expert_ffn(x: torch.Tensor, w: ExpertWeights, *, activation_dropout: float,
+def expert_ffn(x: torch.Tensor, w: ExpertWeights | QuantizedExpert, *, activation_dropout: float,
                training: bool) -> torch.Tensor:
-    """One expert (or a dense FFN): ``fc2(dropout(relu(fc1(x))))``, x [N, d] -> [N, d]."""
+    """One expert (or a dense FFN): ``fc2(dropout(relu(fc1(x))))``, x [N, d] -> [N, d].
+    A `QuantizedExpert` (eval only: it has no gradient) runs `quantized_expert_ffn`."""
+    if isinstance(w, QuantizedExpert):
+        if training:
+            raise ValueError("expert_ffn: a quantized expert runs in eval mode only")
+        return quantized_expert_ffn(x, w)
     h = F.dropout(F.relu(F.linear(x, w.w1, w.b1)), activation_dropout, training)
     return F.linear(h, w.w2, w.b2)
 

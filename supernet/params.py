@@ -13,6 +13,12 @@ Conventions:
 - ``hat``: HAT's convention for reporting model size: ``total`` without the embedding table
   (and so without the tied output projection); routers are included (HAT's own counter
   missed them by accident, and counted inactive experts; we do neither).
+
+Bytes (`weight_bytes`): every parameter at 4 bytes (fp32), except the two weight matrices of
+an expert below 32 bits: a matrix [out, in] at ``b`` bits stores each output row packed,
+``ceil(in·b/8)`` bytes, plus one fp32 scale per output channel (``4·out`` bytes). Expert
+biases, attention, layer norms, routers and the embedding table stay fp32. The embedding
+table is reported on its own (``embedding``), not in ``weights``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from dataclasses import dataclass
 
 from search_spaces.config import SubnetConfig
 
-__all__ = ["ParamCounts", "count_params"]
+__all__ = ["ParamCounts", "WeightBytes", "count_params", "matrix_bytes", "weight_bytes"]
+
+_FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,41 @@ def count_params(config: SubnetConfig, vocab_size: int, *,
         active += 2 * de + 2 * dd
     return ParamCounts(total=total + embedding, active=active + embedding, hat=total,
                        embedding=embedding)
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """Storage of one subnet's parameters at their precision (see the module docstring).
+
+    Attributes:
+        weights: every parameter except the embedding table, in bytes.
+        embedding: the embedding table (tied output projection), fp32, in bytes.
+    """
+
+    weights: int
+    embedding: int
+
+
+def matrix_bytes(out_features: int, in_features: int, bits: int) -> int:
+    """Bytes of a weight matrix [out, in] at ``bits``: fp32 at 32, else each row packed
+    (``ceil(in·bits/8)`` bytes) plus one fp32 scale per output channel."""
+    if bits == 32:
+        return _FP32_BYTES * out_features * in_features
+    return out_features * (-(-in_features * bits // 8)) + _FP32_BYTES * out_features
+
+
+def weight_bytes(config: SubnetConfig, vocab_size: int, *,
+                 normalize_before: bool = False) -> WeightBytes:
+    """Bytes of ``config``'s parameters at their precision (experts at
+    ``*_expert_bits``, the rest fp32); with all experts at 32 bits, ``weights`` is exactly
+    ``4 * count_params(...).hat``."""
+    counts = count_params(config, vocab_size, normalize_before=normalize_before)
+    total = _FP32_BYTES * counts.hat
+    for side in ("encoder", "decoder"):
+        d = getattr(config, f"{side}_embed_dim")
+        dims, bits = getattr(config, f"{side}_expert_dims"), getattr(config, f"{side}_expert_bits")
+        for layer_dims, layer_bits in zip(dims, bits, strict=True):
+            for h, b in zip(layer_dims, layer_bits, strict=True):
+                # w1 [h, d] and w2 [d, h] replace their fp32 bytes
+                total += matrix_bytes(h, d, b) + matrix_bytes(d, h, b) - 2 * _FP32_BYTES * h * d
+    return WeightBytes(weights=total, embedding=_FP32_BYTES * counts.embedding)

@@ -132,26 +132,34 @@ class SuperTransformer(nn.Module):
 
     def weights(self, config: SubnetConfig) -> core.ModelWeights:
         """The subnet's weights: a tree of views (leading slices) of this supernet's
-        tensors, in the layout `supernet.core` runs on. Checks ``config`` first."""
+        tensors, in the layout `supernet.core` runs on. Checks ``config`` first.
+
+        In eval mode an expert below 32 bits is a quantized copy of its slices (post-training
+        quantization, `supernet.quant`); in training mode every expert is fp32: the shared
+        weights train at full precision."""
         self.check(config)
         de, dd, q = config.encoder_embed_dim, config.decoder_embed_dim, config.qkv_dim
+        quantize = not self.training and not config.is_full_precision
+        enc_bits = config.encoder_expert_bits if quantize else (None,) * config.encoder_layers
+        dec_bits = config.decoder_expert_bits if quantize else (None,) * config.decoder_layers
         enc_layers = tuple(
             core.EncoderLayerWeights(layer.self_attn.weights(de, de, q), heads,
                                      layer.self_attn_norm.weights(de),
-                                     layer.moe.weights(de, dims, k), layer.ffn_norm.weights(de))
-            for layer, dims, heads, k in zip(self.encoder_layers, config.encoder_expert_dims,
-                                             config.encoder_heads, config.encoder_top_k,
-                                             strict=False))
+                                     layer.moe.weights(de, dims, k, bits),
+                                     layer.ffn_norm.weights(de))
+            for layer, dims, heads, k, bits in zip(
+                self.encoder_layers, config.encoder_expert_dims, config.encoder_heads,
+                config.encoder_top_k, enc_bits, strict=False))
         dec_layers = tuple(
             core.DecoderLayerWeights(
                 layer.self_attn.weights(dd, dd, q), heads, layer.self_attn_norm.weights(dd),
                 layer.cross_attn.weights(dd, de, q), cross, ende,
-                layer.cross_attn_norm.weights(dd), layer.moe.weights(dd, dims, k),
+                layer.cross_attn_norm.weights(dd), layer.moe.weights(dd, dims, k, bits),
                 layer.ffn_norm.weights(dd))
-            for layer, dims, heads, cross, ende, k in zip(
+            for layer, dims, heads, cross, ende, k, bits in zip(
                 self.decoder_layers, config.decoder_expert_dims, config.decoder_heads,
                 config.decoder_cross_heads, config.decoder_ende_attn, config.decoder_top_k,
-                strict=False))
+                dec_bits, strict=False))
         enc_norm = None if self.encoder_norm is None else self.encoder_norm.weights(de)
         dec_norm = None if self.decoder_norm is None else self.decoder_norm.weights(dd)
         return core.ModelWeights(self.embed[:, : max(de, dd)],
@@ -181,6 +189,7 @@ class SuperTransformer(nn.Module):
     def extract(self, subnet: SubnetConfig) -> Transformer:
         """A static `Transformer` holding copies of exactly ``subnet``'s weights, on this
         supernet's device and dtype, in this supernet's train/eval mode."""
+        core.check_full_precision(subnet, source=f"extract: subnet {subnet.key()}")
         src = self.weights(subnet)
         model = Transformer(subnet, self.vocab_size, options=self.options)
         model.to(device=self.embed.device, dtype=self.embed.dtype)

@@ -137,6 +137,7 @@ class Transformer(nn.Module):
             raise ValueError(f"Transformer is built on 'cpu' (or 'meta': shapes without "
                              f"memory, nothing initialised), got {device!r}; move it after")
         config.check_shape(source="Transformer config")
+        core.check_full_precision(config, source="Transformer config")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
             raise ValueError(f"vocab_size must be an integer >= 5 (4 special tokens + words), got "
                              f"{vocab_size!r}")

@@ -53,6 +53,8 @@ def spaces(draw, *, layers=(1, 2, 3), experts=(1, 2, 3), ffn=(4, 8, 16)) -> Sear
         "encoder_top_k": top_k["encoder"],
         "decoder_top_k": top_k["decoder"],
     }
+    if draw(st.booleans()):  # optional key; absent means full precision only
+        choices["expert_bits"] = draw(_subset([4, 8, 32]))
     data = {"name": "h", "heterogeneous_experts": draw(st.booleans()), "choices": choices}
     return SearchSpace.from_dict(data, source="<hypothesis>")
 
@@ -63,20 +65,24 @@ small_spaces = spaces(layers=(1, 2), experts=(1, 2, 3), ffn=(4, 8))
 # ---- the brute-force oracle ----------------------------------------------------------------
 def _layer_options(space: SearchSpace, side: str, encoder_layers: int) -> list[tuple]:
     """Every per-layer gene tuple over a superset of the choices, filtered by the rules:
-    experts among the choices, top-k <= experts, one dim per layer unless heterogeneous,
-    ende_attn <= encoder depth."""
+    experts among the choices, top-k <= experts, one dim and one precision per layer unless
+    heterogeneous, ende_attn <= encoder depth, precisions among expert_bits (32 if absent)."""
     ffn = getattr(space, f"{side}_ffn_dim")
     cross = space.decoder_cross_heads if side == "decoder" else (None,)
     ende = space.decoder_ende_attn if side == "decoder" else (None,)
+    allowed_bits = set(space.to_dict()["choices"].get("expert_bits", [32]))
+    bits_pool = sorted(allowed_bits | {4})  # the choices plus one outside them when they lack 4
     out = []
     for heads, c, a, n, k in itertools.product(
         getattr(space, f"{side}_heads"), cross, ende, range(1, 5), getattr(space, f"{side}_top_k")
     ):
-        for dims in itertools.product(ffn, repeat=n):
+        for dims, bits in itertools.product(itertools.product(ffn, repeat=n),
+                                            itertools.product(bits_pool, repeat=n)):
             ok = (n in getattr(space, f"{side}_experts") and k <= n
-                  and (space.heterogeneous_experts or len(set(dims)) == 1)
-                  and (a is None or a <= encoder_layers))
-            out.append(((heads, c, a, k, dims), ok))
+                  and (space.heterogeneous_experts or len(set(dims)) == len(set(bits)) == 1)
+                  and (a is None or a <= encoder_layers)
+                  and set(bits) <= allowed_bits)
+            out.append(((heads, c, a, k, dims, bits), ok))
     return out
 
 
@@ -88,6 +94,7 @@ def _build(space, emb_e, emb_d, qkv, enc, dec) -> SubnetConfig:
         decoder_expert_dims=tuple(g[4] for g in dec), decoder_heads=tuple(g[0] for g in dec),
         decoder_cross_heads=tuple(g[1] for g in dec), decoder_ende_attn=tuple(g[2] for g in dec),
         decoder_top_k=tuple(g[3] for g in dec),
+        encoder_expert_bits=tuple(g[5] for g in enc), decoder_expert_bits=tuple(g[5] for g in dec),
     )
 
 
@@ -123,10 +130,12 @@ def test_contains_agrees_with_the_rules_on_rule_breaking_layers(space, rng):
     for side in ("encoder", "decoder"):
         options = _layer_options(space, side, le)
         for genes, ok in rng.sample(options, min(len(options), 25)):
-            enc = [(h, None, None, k, d) for h, k, d in zip(
-                base.encoder_heads, base.encoder_top_k, base.encoder_expert_dims, strict=True)]
+            enc = [(h, None, None, k, d, b) for h, k, d, b in zip(
+                base.encoder_heads, base.encoder_top_k, base.encoder_expert_dims,
+                base.encoder_expert_bits, strict=True)]
             dec = list(zip(base.decoder_heads, base.decoder_cross_heads, base.decoder_ende_attn,
-                           base.decoder_top_k, base.decoder_expert_dims, strict=True))
+                           base.decoder_top_k, base.decoder_expert_dims, base.decoder_expert_bits,
+                           strict=True))
             (enc if side == "encoder" else dec)[0] = genes
             config = _build(space, base.encoder_embed_dim, base.decoder_embed_dim, base.qkv_dim,
                             enc, dec)
@@ -146,6 +155,23 @@ def test_size_of_a_hand_counted_space():
     assert space.size() == 10 * 10
     data["heterogeneous_experts"] = False  # n=2 -> 2 top-k * 2 shared dims: 2 + 4 = 6
     assert SearchSpace.from_dict(data).size() == 6 * 6
+
+
+def test_size_of_a_hand_counted_space_with_bits():
+    # as above with expert_bits [8, 32]: an expert has 2 dims x 2 precisions = 4 settings;
+    # per layer: n=1 -> 1 top-k * 4; n=2 -> 2 top-k * 16 ordered pairs = 36
+    data = {"name": "hand", "heterogeneous_experts": True, "choices": {
+        "encoder_embed_dim": [8], "decoder_embed_dim": [8], "qkv_dim": [8],
+        "encoder_layers": [1], "decoder_layers": [1], "encoder_ffn_dim": [4, 8],
+        "decoder_ffn_dim": [4, 8], "encoder_heads": [2], "decoder_heads": [2],
+        "decoder_cross_heads": [2], "decoder_ende_attn": [1], "encoder_experts": [1, 2],
+        "decoder_experts": [1, 2], "encoder_top_k": [1, 2], "decoder_top_k": [1, 2],
+        "expert_bits": [8, 32]}}
+    space = SearchSpace.from_dict(data)
+    assert space.size() == 36 * 36 == len(brute_force(space))
+    data["heterogeneous_experts"] = False  # n=2 -> 2 top-k * 4 shared settings: 4 + 8 = 12
+    space = SearchSpace.from_dict(data)
+    assert space.size() == 12 * 12 == len(brute_force(space))
 
 
 def test_shipped_sizes_are_exact_ints():

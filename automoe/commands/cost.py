@@ -76,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"params  total {r['params_total'] / 1e6:.3f} M (incl. embeddings, vocab {vocab_size}) | "
           f"active {r['params_active'] / 1e6:.3f} M | HAT {r['params_hat'] / 1e6:.3f} M "
           f"(excl. embeddings and output layer)")
+    print(f"bytes   weights {r['weight_bytes'] / 1e6:.3f} MB (experts at their precision, excl. "
+          f"embeddings) | embeddings {r['embedding_bytes'] / 1e6:.3f} MB")
     spread = "" if r["macs_min"] == r["macs_max"] else (
         f" (routing range {2 * r['macs_min'] / 1e9:.4f}-{2 * r['macs_max'] / 1e9:.4f})")
     print(f"FLOPs   {r['flops'] / 1e9:.4f} G = 2 x {r['macs'] / 1e9:.4f} G MACs{spread}")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from search_spaces import available_spaces, load_space
-from search_spaces.space import CHOICE_KEYS
+from search_spaces.space import CHOICE_KEYS, OPTIONAL_CHOICE_KEYS
 
 __all__ = ["register", "format_space"]
 
@@ -41,7 +41,7 @@ def format_space(info: dict[str, Any]) -> str:
         lines.append(f"  {info['description']}")
     lines.append(f"  heterogeneous experts: {'yes' if info['heterogeneous_experts'] else 'no'}")
     width = max(map(len, CHOICE_KEYS))
-    for key in CHOICE_KEYS:
+    for key in [k for k in (*CHOICE_KEYS, *OPTIONAL_CHOICE_KEYS) if k in info["choices"]]:
         cap = info["supernet"].get(key)
         tail = f"   (supernet {cap})" if cap is not None else ""
         lines.append(f"  {key:<{width}}  {info['choices'][key]}{tail}")

@@ -1,14 +1,14 @@
 """What a search can optimise or bound, and the CLI forms that name them.
 
 A *metric* is a column of the result tables (``bleu``, ``loss``, ``flops``, ``params``,
-``latency_ms``, ``predicted_latency_ms``); the user names it by a short name (``bleu``,
+``weight_bytes``, ``latency_ms``, ``predicted_latency_ms``); the user names it by a short name (``bleu``,
 ``latency``, ...). ``parse_objectives("bleu,flops,latency")`` gives `evolution.Objective`s
 with each metric's natural direction, and ``parse_constraint("latency<=80ms")`` an
-`evolution.Constraint` in the metric's own unit (ms, FLOPs, parameters).
+`evolution.Constraint` in the metric's own unit (ms, FLOPs, parameters, bytes).
 
 Metrics differ in cost, which decides where they are computed:
 
-- ``cheap`` (FLOPs, params, predicted latency): pure functions of the config, computed in
+- ``cheap`` (FLOPs, params, bytes, predicted latency): pure functions of the config, computed in
   the driver while proposing, so constraints on them reject candidates before any scoring;
 - ``score`` (dev loss, BLEU): need the supernet and the dev subset (the actor pool);
 - ``latency``: a measurement that owns its device (the evaluator's latency phase).
@@ -47,6 +47,7 @@ class Metric:
 
 
 _SI = (("k", 1e3), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12))
+_BYTES = (("B", 1.0), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9))  # decimal, as the SI suffixes
 
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -59,6 +60,9 @@ METRICS: dict[str, Metric] = {
                "analytic FLOPs (2×MACs) under the FLOPs protocol", _SI),
         Metric("params", "params", "min", "cheap",
                "parameters the subnet uses, excl. embeddings and output projection", _SI),
+        Metric("bytes", "weight_bytes", "min", "cheap",
+               "bytes of the subnet's parameters at their precision (experts at their bits, "
+               "with per-channel scales), excl. embeddings and output projection", _BYTES),
         Metric("latency", "latency_ms", "min", "latency",
                "measured latency (ms, median) under the latency protocol",
                (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),

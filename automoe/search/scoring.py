@@ -165,15 +165,18 @@ class CheapCosts:
             self.predictor_path = str(predictor)
 
     def __call__(self, config: Any) -> dict[str, float]:
-        """``{"flops", "params", "params_active", "max_experts"[, "predicted_latency_ms"]}``."""
+        """``{"flops", "params", "params_active", "weight_bytes", "max_experts"
+        [, "predicted_latency_ms"]}``."""
         from automoe.costs.flops import flops
-        from supernet.params import count_params
+        from supernet.params import count_params, weight_bytes
 
         counts = count_params(config, self.vocab_size, normalize_before=self.normalize_before)
         out = {
             "flops": flops(config, self.flops_protocol).flops,
             "params": float(counts.hat),
             "params_active": float(counts.active - counts.embedding),
+            "weight_bytes": float(weight_bytes(config, self.vocab_size,
+                                               normalize_before=self.normalize_before).weights),
             "max_experts": float(max(config.encoder_experts + config.decoder_experts)),
         }
         if self.predictor is not None:
@@ -196,9 +199,12 @@ class CheapCosts:
                 )
 
     def protocols(self, latency: Any | None) -> dict[str, Any]:
+        from automoe.costs.report import BYTES_PROTOCOL
+
         out: dict[str, Any] = {"flops": self.flops_protocol.describe(),
                                "params": "HAT convention: all parameters except the embedding "
-                                         "table / tied output projection"}
+                                         "table / tied output projection",
+                               "bytes": BYTES_PROTOCOL}
         if latency is not None:
             out["latency"] = latency
         if self.predictor is not None:

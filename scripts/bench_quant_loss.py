@@ -1,0 +1,67 @@
+"""Inherited dev loss of the same subnets with every expert at 32, 8 and 4 bits.
+
+    python scripts/bench_quant_loss.py --supernet runs/demo/supernet --data runs/demo/data \
+        [--subnets 8] [--seed 0] [--dev-sentences 0] [--json F]
+
+The supernet (any trained checkpoint; its space need not have ``expert_bits``) scores, in
+eval mode, its space's largest subnet and ``--subnets`` seeded samples, each three times:
+all experts fp32, all int8 and all int4 (post-training quantization of the expert slices,
+`supernet.quant`; attention, embeddings and routers fp32). Dev loss as the search computes
+it (`automoe.search.scoring.DevScorer`, loss only), with its standard error over sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+
+from automoe.search.scoring import DevScorer, ScoringSettings
+from automoe.training import read_supernet_checkpoint
+
+BITS = (32, 8, 4)
+
+
+def _at(config, bits: int):
+    return dataclasses.replace(
+        config,
+        encoder_expert_bits=tuple((bits,) * len(d) for d in config.encoder_expert_dims),
+        decoder_expert_bits=tuple((bits,) * len(d) for d in config.decoder_expert_dims))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--supernet", required=True, help="supernet run dir or checkpoint file")
+    p.add_argument("--data", required=True, help="prepared data dir (its valid split)")
+    p.add_argument("--subnets", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dev-sentences", type=int, default=0, help="0: the whole valid split")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    _, model, space, state = read_supernet_checkpoint(args.supernet)
+    # the dev loss uses the training loss's epsilon, as the search's scorer does
+    smoothing = float((state.get("train_config") or {}).get("label_smoothing", 0.1))
+    scorer = DevScorer(args.data, ScoringSettings(dev_sentences=args.dev_sentences, bleu=False),
+                       label_smoothing=smoothing)
+    rng = random.Random(args.seed)
+    configs = [space.largest()] + [space.sample(rng) for _ in range(args.subnets)]
+    rows = []
+    for config in configs:
+        row = {"key": config.key()}
+        for bits in BITS:
+            metrics = scorer.score(model, _at(config, bits))
+            row[f"loss_{bits}"], row[f"loss_se_{bits}"] = metrics["loss"], metrics["loss_se"]
+        rows.append(row)
+    text = json.dumps({"supernet": str(args.supernet), "bits": list(BITS), "rows": rows},
+                      indent=2)
+    print(text)
+    if args.json:
+        from search_spaces.files import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""Weight-only per-output-channel quantization of experts (`supernet.quant`).
+
+Oracles: a per-element Python rounding of each row written here, and the fp32 expert
+(`supernet.functional.expert_ffn`) run on the dequantized weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from supernet import quant
+from supernet.functional import ExpertWeights, expert_ffn
+from supernet.quant import (
+    dequantize,
+    quantize_expert,
+    quantize_weight,
+    quantized_expert_ffn,
+    quantized_linear,
+)
+
+
+def _expert(d: int, h: int, seed: int) -> ExpertWeights:
+    g = torch.Generator().manual_seed(seed)
+    return ExpertWeights(torch.randn(h, d, generator=g) * 0.2, torch.randn(h, generator=g) * 0.1,
+                         torch.randn(d, h, generator=g) * 0.2, torch.randn(d, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantize_matches_rounding_each_row_by_hand(bits):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn(6, 9, generator=g)
+    w[2] = 0.0  # an all-zero row
+    qw = quantize_weight(w, bits)
+    qmax = 2 ** (bits - 1) - 1
+    for r, row in enumerate(w.tolist()):
+        amax = max(abs(v) for v in row)
+        scale = amax / qmax if amax > 0 else 1.0
+        assert qw.scale[r].item() == pytest.approx(scale, rel=1e-6)
+        for c, v in enumerate(row):
+            expected = max(-qmax, min(qmax, round(v / scale)))
+            got = int(qw.q[r, c])
+            # float32 vs float64 division may differ exactly at a .5 tie
+            assert got == expected or abs(v / scale - round(v / scale)) > 0.4999, (r, c)
+            assert abs(got * scale - v) <= scale / 2 + 1e-6
+    assert qw.q.dtype == torch.int8 and int(qw.q.abs().max()) == qmax
+    assert torch.equal(dequantize(qw)[2], torch.zeros(9))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_expert_equals_fp32_expert_on_dequantized_weights(bits):
+    w = _expert(d=48, h=96, seed=3)
+    x = torch.randn(5, 48, generator=torch.Generator().manual_seed(1))
+    qe = quantize_expert(w, bits)
+    dq = ExpertWeights(dequantize(qe.w1), qe.b1, dequantize(qe.w2), qe.b2)
+    want = expert_ffn(x, dq, activation_dropout=0.0, training=False)
+    got = quantized_expert_ffn(x, qe)
+    # the int8 kernel sums in another order than the fp32 matmul: fp32 rounding only
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # and the quantized expert is near the original one (weights within half a step)
+    full = expert_ffn(x, w, activation_dropout=0.0, training=False)
+    err = (got - full).abs().max().item()
+    assert err < (0.05 if bits == 8 else 0.6) * full.abs().max().item()
+
+
+def test_int8_runs_the_int8_kernel_and_int4_does_not(monkeypatch):
+    calls = []
+    kernel = torch._weight_int8pack_mm
+
+    def spy(*args):
+        calls.append(args[1].dtype)
+        return kernel(*args)
+
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", spy)
+    x = torch.randn(2, 3, 16)  # leading dims are flattened for the kernel and restored
+    w = torch.randn(8, 16)
+    y8 = quantized_linear(x, quantize_weight(w, 8))
+    assert calls == [torch.int8] and y8.shape == (2, 3, 8)
+    torch.testing.assert_close(y8, x @ dequantize(quantize_weight(w, 8)).T, rtol=1e-5, atol=1e-5)
+    quantized_linear(x, quantize_weight(w, 4))
+    assert calls == [torch.int8]  # int4 is simulated on the dequantized matrix
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match=r"bits must be one of \[4, 8\], got 16"):
+        quantize_weight(torch.ones(2, 2), 16)
+    with pytest.raises(ValueError, match=r"expected a matrix \[out, in\], got shape \(4,\)"):
+        quantize_weight(torch.ones(4), 8)
+    assert quant.QUANT_BITS == (4, 8)
+
+
+# ---- the supernet scores quantized experts (post-training quantization of its slices) -------
+def _supernet_and_configs():
+    import dataclasses
+
+    from search_spaces import load_space
+    from supernet.supertransformer import SuperTransformer
+
+    space = load_space("tiny")
+    supernet = SuperTransformer(space, 64, seed=3).eval()
+    base = space.largest()
+    n_enc = base.encoder_experts
+    quantized = dataclasses.replace(
+        base,
+        encoder_expert_dims=((64, 32, 64),) + base.encoder_expert_dims[1:],
+        encoder_expert_bits=((8, 32, 4),) + tuple((8,) * n for n in n_enc[1:]),
+        decoder_expert_bits=tuple((4,) + (32,) * (n - 1) for n in base.decoder_experts))
+    return supernet, quantized
+
+
+def _with_dequantized_slices(supernet, config):
+    """A copy of ``supernet`` whose quantized experts' slices hold their dequantized values,
+    so that running ``config`` at full precision on it is the oracle."""
+    import copy
+
+    oracle = copy.deepcopy(supernet)
+    with torch.no_grad():
+        for side in ("encoder", "decoder"):
+            d = getattr(config, f"{side}_embed_dim")
+            layers = getattr(oracle, f"{side}_layers")
+            for i, (dims, bits) in enumerate(zip(getattr(config, f"{side}_expert_dims"),
+                                                 getattr(config, f"{side}_expert_bits"),
+                                                 strict=True)):
+                moe = layers[i].moe
+                for e, (h, b) in enumerate(zip(dims, bits, strict=True)):
+                    if b == 32:
+                        continue
+                    moe.w1[e, :h, :d] = dequantize(quantize_weight(moe.w1[e, :h, :d], b))
+                    moe.w2[e, :d, :h] = dequantize(quantize_weight(moe.w2[e, :d, :h], b))
+    return oracle
+
+
+def test_supernet_scores_quantized_experts_as_fp32_on_their_dequantized_slices():
+    import dataclasses
+
+    supernet, q = _supernet_and_configs()
+    full = dataclasses.replace(q, encoder_expert_bits=(), decoder_expert_bits=())
+    g = torch.Generator().manual_seed(0)
+    src, prev = torch.randint(4, 64, (3, 7), generator=g), torch.randint(4, 64, (3, 5), generator=g)
+    with torch.no_grad():
+        got, _ = supernet(src, prev, q)
+        want, _ = _with_dequantized_slices(supernet, q)(src, prev, full)
+        fp32, _ = supernet(src, prev, full)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, fp32, rtol=1e-4, atol=1e-4)  # the bits did change something
+    # the same through the seq2seq view (encode, then decode), as scoring and decoding run it
+    view = supernet.bind(q)
+    with torch.no_grad():
+        logits, _ = view.decode(prev, view.encode(src))
+    torch.testing.assert_close(logits, got, rtol=1e-5, atol=1e-5)
+
+
+def test_training_mode_runs_fp32_experts_and_the_cache_follows_the_weights():
+    import dataclasses
+
+    from supernet.functional import ExpertWeights as EW
+
+    supernet, q = _supernet_and_configs()
+    supernet.train()
+    assert all(isinstance(e, EW) for layer in supernet.weights(q).encoder.layers
+               for e in layer.moe.experts)
+    supernet.eval()
+    first = supernet.weights(q).encoder.layers[0].moe.experts[0]
+    assert isinstance(first, quant.QuantizedExpert) and first.w1.bits == 8
+    assert supernet.weights(q).encoder.layers[0].moe.experts[0] is first  # cached
+    with torch.no_grad():  # an optimizer step, in place
+        supernet.encoder_layers[0].moe.w1.mul_(2.0)
+    again = supernet.weights(q).encoder.layers[0].moe.experts[0]
+    assert again is not first
+    torch.testing.assert_close(again.w1.scale, 2.0 * first.w1.scale)
+    full = dataclasses.replace(q, encoder_expert_bits=(), decoder_expert_bits=())
+    assert all(isinstance(e, EW) for layer in supernet.weights(full).encoder.layers
+               for e in layer.moe.experts)
