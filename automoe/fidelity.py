@@ -37,13 +37,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
 from search_spaces.checks import check_ints
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
 
 __all__ = ["FidelitySettings", "FidelityOutcome", "choose_subnets", "run_fidelity",
            "agreement_report", "FIDELITY_COLUMNS"]
@@ -145,8 +149,8 @@ def _stratified(pool: list[Any], flops: list[float], k: int, rng: random.Random)
     return [pool[i] for i in chosen]
 
 
-def choose_subnets(space: Any, *, subnets: int, dense: int, seed: int, pool: int = 2000
-                   ) -> list[tuple[str, Any]]:
+def choose_subnets(space: SearchSpace, *, subnets: int, dense: int, seed: int,
+                   pool: int = 2000) -> list[tuple[str, SubnetConfig]]:
     """(role, config) pairs: the space's references (role = their name), then `dense`
     random dense subnets ("dense") and the rest random MoE subnets ("moe"), each group
     stratified over analytic FLOPs; all distinct. ValueError when `subnets` cannot hold the

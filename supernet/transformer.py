@@ -126,7 +126,7 @@ class Transformer(nn.Module):
             initialised, for shape checks (`load` checks a file against them).
 
     Follows the seq2seq protocol of docs/contracts.md: ``encode``, ``decode``,
-    ``new_cache``, ``forward(src, prev) -> (logits, aux)``.
+    ``new_cache``, ``forward(src, prev) -> (logits, aux)`` (a `supernet.contracts.SubnetModel`).
     """
 
     def __init__(self, config: SubnetConfig, vocab_size: int, *,

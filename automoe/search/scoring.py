@@ -30,12 +30,18 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from automoe.io_utils import file_sha256
 from automoe.search.evaluators import Score
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
+    from supernet.supertransformer import SuperTransformer
+    from supernet.transformer import Transformer
 
 __all__ = [
     "SupernetCheckpoint",
@@ -68,7 +74,7 @@ class SupernetCheckpoint:
     """
 
     file: Path
-    space: Any
+    space: SearchSpace
     vocab_size: int
     options: dict[str, Any]
     update: int
@@ -83,7 +89,8 @@ class SupernetCheckpoint:
                 "label_smoothing": self.label_smoothing}
 
 
-def build_supernet(space: Any, vocab_size: int, options: dict[str, Any], *, source: str):
+def build_supernet(space: SearchSpace, vocab_size: int, options: dict[str, Any], *, source: str
+                   ) -> SuperTransformer:
     """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
     from supernet import ModelOptions, SuperTransformer
 
@@ -164,7 +171,7 @@ class CheapCosts:
             self.predictor = LatencyPredictor.load(predictor)
             self.predictor_path = str(predictor)
 
-    def __call__(self, config: Any) -> dict[str, float]:
+    def __call__(self, config: SubnetConfig) -> dict[str, float]:
         """``{"flops", "params", "params_active", "max_experts"[, "predicted_latency_ms"]}``."""
         from automoe.costs.flops import flops
         from supernet.params import count_params
@@ -429,13 +436,13 @@ class CandidateScorer:
 
             self.latency_cache = LatencyCache(recipe.latency_cache)
 
-    def score(self, config: Any) -> Score:
+    def score(self, config: SubnetConfig) -> Score:
         return Score(self.dev.score(self.model, config))
 
-    def latency(self, config: Any) -> Score:
+    def latency(self, config: SubnetConfig) -> Score:
         from automoe.costs.latency import measure_latency
 
-        def build() -> Any:
+        def build() -> Transformer:
             return self.model.extract(config).eval()  # the static model export would ship
 
         cached = False
