@@ -201,12 +201,12 @@ def timed_scores(dev: Any, model: Any, subnet: Any) -> dict[str, float]:
     from automoe.search.scoring import SentenceScores
 
     start = time.process_time()
-    losses = dev.losses(model, subnet)
+    loss, nll, tokens = dev.losses(model, subnet)
     loss_seconds = time.process_time() - start
     start = time.process_time()
     hyps = dev.translations(model, subnet)
     bleu_seconds = time.process_time() - start
-    return {**dev.metrics(SentenceScores(*losses, hyps)), "loss_seconds": loss_seconds,
+    return {**dev.metrics(SentenceScores(loss, nll, tokens, hyps)), "loss_seconds": loss_seconds,
             "bleu_seconds": bleu_seconds}
 
 
@@ -243,7 +243,7 @@ def agreement_report(table: pd.DataFrame, *, resamples: int = 2000) -> dict[str,
         predictors = {"inherited": sign * table[inherited].to_numpy(float)}
         predictors.update({name: s * table[col].to_numpy(float)
                            for name, (col, s) in PROXIES.items()})
-        entry = {name: rank_agreement(x, truth, resamples=resamples).to_dict()
+        entry: dict[str, Any] = {name: rank_agreement(x, truth, resamples=resamples).to_dict()
                  for name, x in predictors.items()}
         best = max(PROXIES, key=lambda n: np.nan_to_num(entry[n]["tau"], nan=-np.inf))
         entry["best_proxy"] = best

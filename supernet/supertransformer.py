@@ -9,7 +9,7 @@ another, or from two threads, cannot leak into each other.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -138,11 +138,14 @@ class SuperTransformer(nn.Module):
         tensors, in the layout `supernet.core` runs on. Checks ``config`` first."""
         self.check(config)
         de, dd, q = config.encoder_embed_dim, config.decoder_embed_dim, config.qkv_dim
+        # nn.ModuleList yields plain Modules to the type checker
+        encoder = cast("list[_EncoderLayer]", self.encoder_layers)
+        decoder = cast("list[_DecoderLayer]", self.decoder_layers)
         enc_layers = tuple(
             core.EncoderLayerWeights(layer.self_attn.weights(de, de, q), heads,
                                      layer.self_attn_norm.weights(de),
                                      layer.moe.weights(de, dims, k), layer.ffn_norm.weights(de))
-            for layer, dims, heads, k in zip(self.encoder_layers, config.encoder_expert_dims,
+            for layer, dims, heads, k in zip(encoder, config.encoder_expert_dims,
                                              config.encoder_heads, config.encoder_top_k,
                                              strict=False))
         dec_layers = tuple(
@@ -152,7 +155,7 @@ class SuperTransformer(nn.Module):
                 layer.cross_attn_norm.weights(dd), layer.moe.weights(dd, dims, k),
                 layer.ffn_norm.weights(dd))
             for layer, dims, heads, cross, ende, k in zip(
-                self.decoder_layers, config.decoder_expert_dims, config.decoder_heads,
+                decoder, config.decoder_expert_dims, config.decoder_heads,
                 config.decoder_cross_heads, config.decoder_ende_attn, config.decoder_top_k,
                 strict=False))
         enc_norm = None if self.encoder_norm is None else self.encoder_norm.weights(de)

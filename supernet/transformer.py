@@ -9,6 +9,7 @@ computes exactly what the supernet computed for that subnet.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class MoE(nn.Module):
     def weights(self) -> MoEWeights:
         r = self.router
         return MoEWeights(None if r is None else r.weight, None if r is None else r.bias,
-                          tuple(e.weights() for e in self.experts), self.top_k)
+                          tuple(e.weights() for e in cast("list[Expert]", self.experts)), self.top_k)
 
 
 def _nw(norm: nn.LayerNorm) -> NormWeights:
@@ -179,10 +180,13 @@ class Transformer(nn.Module):
     def weights(self) -> core.ModelWeights:
         """This model's tensors as the tree `supernet.core` runs on."""
         cfg = self.config
-        enc = core.StackWeights(tuple(layer.weights() for layer in self.encoder_layers),
+        # nn.ModuleList yields plain Modules to the type checker
+        encoder = cast("list[EncoderLayer]", self.encoder_layers)
+        decoder = cast("list[DecoderLayer]", self.decoder_layers)
+        enc = core.StackWeights(tuple(layer.weights() for layer in encoder),
                                 None if self.encoder_norm is None else _nw(self.encoder_norm),
                                 cfg.encoder_embed_dim)
-        dec = core.StackWeights(tuple(layer.weights() for layer in self.decoder_layers),
+        dec = core.StackWeights(tuple(layer.weights() for layer in decoder),
                                 None if self.decoder_norm is None else _nw(self.decoder_norm),
                                 cfg.decoder_embed_dim)
         return core.ModelWeights(self.embed, enc, dec)
