@@ -87,7 +87,8 @@ def _step_logprobs(model: Seq2SeqModel[EncT, CacheT], prev: torch.Tensor, enc: E
 
 
 def greedy_decode(model: Seq2SeqModel[EncT, CacheT], src: torch.Tensor,
-                  max_len: int | None = None, *, max_len_a: float = 1.5, max_len_b: int = 10) -> list[Hypothesis]:
+                  max_len: int | None = None, *, max_len_a: float = 1.5,
+                  max_len_b: int = 10) -> list[Hypothesis]:
     """Argmax decoding of src [B, S]; returns one Hypothesis per row (score = log-prob)."""
     batch = src.size(0)
     limits = length_limits(src, max_len, max_len_a, max_len_b).tolist()

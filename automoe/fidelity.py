@@ -46,6 +46,7 @@ from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
 from search_spaces.checks import check_ints
 
 if TYPE_CHECKING:
+    from automoe.search.scoring import DevScorer
     from search_spaces.config import SubnetConfig
     from search_spaces.space import SearchSpace
 
@@ -196,7 +197,8 @@ def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> Any:
         label_smoothing=label_smoothing)
 
 
-def timed_scores(dev: Any, model: Any, subnet: Any) -> dict[str, float]:
+def timed_scores(dev: DevScorer, model: Any, subnet: SubnetConfig | None
+                 ) -> dict[str, float]:
     """`DevScorer` metrics plus the CPU seconds of the loss pass and of the decoding."""
     from automoe.search.scoring import SentenceScores
 

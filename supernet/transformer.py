@@ -76,8 +76,9 @@ class MoE(nn.Module):
 
     def weights(self) -> MoEWeights:
         r = self.router
+        experts = cast("list[Expert]", self.experts)  # nn.ModuleList yields plain Modules
         return MoEWeights(None if r is None else r.weight, None if r is None else r.bias,
-                          tuple(e.weights() for e in cast("list[Expert]", self.experts)), self.top_k)
+                          tuple(e.weights() for e in experts), self.top_k)
 
 
 def _nw(norm: nn.LayerNorm) -> NormWeights:

@@ -303,8 +303,8 @@ class SentenceScores:
     hyps: list[str]
 
 
-def sentence_losses(model: Any, batches: Any, subnet: Any, *, label_smoothing: float,
-                    n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sentence_losses(model: Any, batches: Any, subnet: SubnetConfig | None, *,
+                    label_smoothing: float, n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sentence label-smoothed loss, NLL and token counts ([n] each, corpus order) of
     `subnet` of a supernet (or of a plain model with ``subnet=None``), in eval mode.
 
@@ -363,14 +363,14 @@ class DevScorer:
         self.refs = valid.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
-    def losses(self, model: Any, subnet: Any = None
+    def losses(self, model: Any, subnet: SubnetConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-sentence loss, NLL and token counts ([N] each) of `model` (a supernet with
         `subnet`, or a plain model with ``subnet=None``): one teacher-forced pass."""
         return sentence_losses(model, self.batches, subnet, label_smoothing=self.label_smoothing,
                                n=self.n, device=self.device)
 
-    def translations(self, model: Any, subnet: Any = None) -> list[str]:
+    def translations(self, model: Any, subnet: SubnetConfig | None = None) -> list[str]:
         """Detokenised translations of the dev sources (corpus order)."""
         from automoe.decoding import translate_ids
 
@@ -383,7 +383,7 @@ class DevScorer:
                             max_len_b=s.max_len_b, device=self.device)
         return [self.tokenizer.decode(h) for h in ids]
 
-    def sentences(self, model: Any, subnet: Any = None) -> SentenceScores:
+    def sentences(self, model: Any, subnet: SubnetConfig | None = None) -> SentenceScores:
         """Per-sentence losses (and translations when BLEU is scored) of `model`."""
         loss, nll, tokens = self.losses(model, subnet)
         hyps = self.translations(model, subnet) if self.settings.bleu else []
@@ -406,7 +406,7 @@ class DevScorer:
                         if k in scores})
         return out
 
-    def score(self, model: Any, subnet: Any = None) -> dict[str, float]:
+    def score(self, model: Any, subnet: SubnetConfig | None = None) -> dict[str, float]:
         """`metrics` of `sentences`."""
         return self.metrics(self.sentences(model, subnet))
 
