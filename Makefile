@@ -30,6 +30,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python scripts/demo.py

@@ -30,6 +30,6 @@ setup(
         "tqdm>=4.60",
         "scipy>=1.10",
     ],
-    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4"]},
+    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4", "mypy>=1.8"]},
     entry_points={"console_scripts": ["automoe=automoe.cli:main"]},
 )

@@ -9,6 +9,7 @@ signature string says exactly how they were computed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
@@ -41,7 +42,7 @@ def corpus_scores(hyps: Sequence[str], refs: Sequence[str], *, tokenize: str = "
         raise ValueError(f"n_bootstrap must be 0 (no interval) or >= 2, got {n_bootstrap}")
     b = bleu.corpus_score(hyps, [refs])
     c = chrf.corpus_score(hyps, [refs])
-    out = {"bleu": float(b.score), "chrf": float(c.score),
+    out: dict[str, Any] = {"bleu": float(b.score), "chrf": float(c.score),
            "signatures": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
            "bleu_detail": str(b), "chrf_detail": str(c), "n_sentences": len(hyps)}
     if n_bootstrap > 1:

@@ -1,8 +1,9 @@
 """Greedy and batched beam search on the seq2seq protocol of docs/contracts.md.
 
-Works on anything with ``encode(src) -> enc``, ``decode(prev, enc, cache=cache) -> (logits,
-aux)``, ``new_cache()``, ``enc.index_select(order)`` and ``cache.reorder(order)``: the
-supernet's bound view (`SuperTransformer.bind(subnet)`) and the exported `Transformer` alike.
+Works on any `supernet.contracts.Seq2SeqModel` (``encode(src) -> enc``, ``decode(prev, enc,
+cache=cache) -> (logits, aux)``, ``new_cache()``, ``enc.index_select(order)``,
+``cache.reorder(order)``, ``training``/``eval()``/``train()``): the supernet's bound view
+(`SuperTransformer.bind(subnet)`) and the exported `Transformer` alike.
 Decoding is incremental: each step feeds only the last token [B', 1] and reuses the cache.
 
 Conventions (fairseq / HAT): the source rows end with EOS and are right-padded with PAD;
@@ -17,16 +18,22 @@ hypotheses are final. Finished sentences leave the batch, so work shrinks as the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from supernet.contracts import CacheT, EncT, Seq2SeqModel
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    from automoe.data.store import Ragged
+    from automoe.data.tokenizer import Tokenizer
 
 __all__ = ["Hypothesis", "greedy_decode", "beam_search", "length_limits", "check_decoding",
            "translate_ids",
@@ -52,20 +59,21 @@ def length_limits(src: torch.Tensor, max_len: int | None, max_len_a: float,
 
 
 @contextmanager
-def _eval_mode(model):
+def _eval_mode(model: Seq2SeqModel[Any, Any]) -> Iterator[None]:
     """Dropout off while decoding; the caller's train/eval mode is restored afterwards."""
-    was_training = bool(getattr(model, "training", False))
-    if was_training and hasattr(model, "eval"):
+    was_training = bool(model.training)
+    if was_training:
         model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        if was_training and hasattr(model, "train"):
+        if was_training:
             model.train()
 
 
-def _step_logprobs(model, prev: torch.Tensor, enc, cache, force_eos: torch.Tensor) -> torch.Tensor:
+def _step_logprobs(model: Seq2SeqModel[EncT, CacheT], prev: torch.Tensor, enc: EncT,
+                   cache: CacheT, force_eos: torch.Tensor) -> torch.Tensor:
     """[b, V] float32 log-probs of the next token; PAD/BOS banned, EOS forced where asked."""
     logits, _ = model.decode(prev, enc, cache=cache)
     lp = F.log_softmax(logits[:, -1].float(), dim=-1)
@@ -78,8 +86,9 @@ def _step_logprobs(model, prev: torch.Tensor, enc, cache, force_eos: torch.Tenso
     return lp
 
 
-def greedy_decode(model, src: torch.Tensor, max_len: int | None = None, *,
-                  max_len_a: float = 1.5, max_len_b: int = 10) -> list[Hypothesis]:
+def greedy_decode(model: Seq2SeqModel[EncT, CacheT], src: torch.Tensor,
+                  max_len: int | None = None, *, max_len_a: float = 1.5,
+                  max_len_b: int = 10) -> list[Hypothesis]:
     """Argmax decoding of src [B, S]; returns one Hypothesis per row (score = log-prob)."""
     batch = src.size(0)
     limits = length_limits(src, max_len, max_len_a, max_len_b).tolist()
@@ -112,8 +121,8 @@ def greedy_decode(model, src: torch.Tensor, max_len: int | None = None, *,
     return [Hypothesis(tokens[r], logprob[r], logprob[r]) for r in range(batch)]
 
 
-def beam_search(model, src: torch.Tensor, beam: int = 5, lenpen: float = 1.0,
-                max_len: int | None = None, *, max_len_a: float = 1.5,
+def beam_search(model: Seq2SeqModel[EncT, CacheT], src: torch.Tensor, beam: int = 5,
+                lenpen: float = 1.0, max_len: int | None = None, *, max_len_a: float = 1.5,
                 max_len_b: int = 10) -> list[Hypothesis]:
     """Batched beam search over src [B, S]; returns the best Hypothesis per row."""
     if beam < 1:
@@ -181,9 +190,10 @@ def check_decoding(*, beam: int, lenpen: float, max_tokens: int, max_len: int | 
             raise ValueError(f"{flag} {value}: expected {want}")
 
 
-def translate_ids(model, src: Sequence[Sequence[int]], *, beam: int = 5, lenpen: float = 1.0,
-                  max_tokens: int = 4096, max_len: int | None = None, max_len_a: float = 1.5,
-                  max_len_b: int = 10, device: str | torch.device = "cpu",
+def translate_ids(model: Seq2SeqModel[Any, Any],
+                  src: Ragged | Sequence[Sequence[int] | np.ndarray], *, beam: int = 5,
+                  lenpen: float = 1.0, max_tokens: int = 4096, max_len: int | None = None,
+                  max_len_a: float = 1.5, max_len_b: int = 10, device: str | torch.device = "cpu",
                   progress: bool = False) -> list[list[int]]:
     """Translates sentences of ids (no specials) in length-sorted batches; input order kept.
 
@@ -220,7 +230,8 @@ def translate_ids(model, src: Sequence[Sequence[int]], *, beam: int = 5, lenpen:
     return out
 
 
-def translate_texts(model, tokenizer, texts: Sequence[str], **kwargs) -> list[str]:
+def translate_texts(model: Seq2SeqModel[Any, Any], tokenizer: Tokenizer, texts: Sequence[str],
+                    **kwargs: Any) -> list[str]:
     """Detokenised translations of `texts` (normalised like the training data first).
 
     Keyword arguments go to `translate_ids` (beam, lenpen, max_tokens, max_len, ...).
@@ -231,8 +242,8 @@ def translate_texts(model, tokenizer, texts: Sequence[str], **kwargs) -> list[st
     return [tokenizer.decode(h) for h in translate_ids(model, ids, **kwargs)]
 
 
-def evaluate_split(model, data_dir, split: str = "test", *, limit: int | None = None,
-                   **kwargs) -> dict:
+def evaluate_split(model: Seq2SeqModel[Any, Any], data_dir: str | Path, split: str = "test", *,
+                   limit: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """BLEU/chrF (sacrebleu, detokenised) and decoding speed of `model` on a prepared split.
 
     Returns corpus_scores' dict plus ``sentences``, ``decode_s``, ``tokens_per_s`` (generated

@@ -45,7 +45,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,11 @@ from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
 from automoe.search.objectives import parse_bound
 from automoe.search.results import OPERATIONAL_COLUMNS, SearchRun
 from automoe.search.results import read_run as read_search_run
+
+if TYPE_CHECKING:
+    from automoe.data.tokenizer import Tokenizer
+    from search_spaces.config import SubnetConfig
+    from supernet.transformer import Transformer
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
            "read_run", "select_key", "export_subnet", "load_subnet"]
@@ -344,9 +349,9 @@ class ExportedSubnet:
         device: where the model lives.
     """
 
-    model: Any
-    tokenizer: Any
-    config: Any
+    model: Transformer
+    tokenizer: Tokenizer
+    config: SubnetConfig
     scores: dict[str, Any]
     path: Path
     device: str

@@ -37,13 +37,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
 from search_spaces.checks import check_ints
+
+if TYPE_CHECKING:
+    from automoe.search.scoring import DevScorer
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
 
 __all__ = ["FidelitySettings", "FidelityOutcome", "choose_subnets", "run_fidelity",
            "agreement_report", "FIDELITY_COLUMNS"]
@@ -145,8 +150,8 @@ def _stratified(pool: list[Any], flops: list[float], k: int, rng: random.Random)
     return [pool[i] for i in chosen]
 
 
-def choose_subnets(space: Any, *, subnets: int, dense: int, seed: int, pool: int = 2000
-                   ) -> list[tuple[str, Any]]:
+def choose_subnets(space: SearchSpace, *, subnets: int, dense: int, seed: int,
+                   pool: int = 2000) -> list[tuple[str, SubnetConfig]]:
     """(role, config) pairs: the space's references (role = their name), then `dense`
     random dense subnets ("dense") and the rest random MoE subnets ("moe"), each group
     stratified over analytic FLOPs; all distinct. ValueError when `subnets` cannot hold the
@@ -192,17 +197,18 @@ def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> Any:
         label_smoothing=label_smoothing)
 
 
-def timed_scores(dev: Any, model: Any, subnet: Any) -> dict[str, float]:
+def timed_scores(dev: DevScorer, model: Any, subnet: SubnetConfig | None
+                 ) -> dict[str, float]:
     """`DevScorer` metrics plus the CPU seconds of the loss pass and of the decoding."""
     from automoe.search.scoring import SentenceScores
 
     start = time.process_time()
-    losses = dev.losses(model, subnet)
+    loss, nll, tokens = dev.losses(model, subnet)
     loss_seconds = time.process_time() - start
     start = time.process_time()
     hyps = dev.translations(model, subnet)
     bleu_seconds = time.process_time() - start
-    return {**dev.metrics(SentenceScores(*losses, hyps)), "loss_seconds": loss_seconds,
+    return {**dev.metrics(SentenceScores(loss, nll, tokens, hyps)), "loss_seconds": loss_seconds,
             "bleu_seconds": bleu_seconds}
 
 
@@ -239,7 +245,7 @@ def agreement_report(table: pd.DataFrame, *, resamples: int = 2000) -> dict[str,
         predictors = {"inherited": sign * table[inherited].to_numpy(float)}
         predictors.update({name: s * table[col].to_numpy(float)
                            for name, (col, s) in PROXIES.items()})
-        entry = {name: rank_agreement(x, truth, resamples=resamples).to_dict()
+        entry: dict[str, Any] = {name: rank_agreement(x, truth, resamples=resamples).to_dict()
                  for name, x in predictors.items()}
         best = max(PROXIES, key=lambda n: np.nan_to_num(entry[n]["tau"], nan=-np.inf))
         entry["best_proxy"] = best

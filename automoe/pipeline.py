@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from automoe.io_utils import atomic_write_text
 
@@ -156,6 +157,7 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
         raise FileNotFoundError(f"{Path(data_dir) / 'meta.json'}: not a prepared data dir")
     root.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
+        assert preset.corpus is not None  # checked above
         data = root / "data"
         run(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
              *preset.prepare_args, *(("-q",) if quiet else ())])
@@ -265,7 +267,7 @@ def _report(o: PipelineOutputs, say: Callable[[str], None]) -> None:
         say(f"  {'plot':38s} {p}")
 
 
-def preset_with(name: str, **changes: object) -> PipelinePreset:
+def preset_with(name: str, **changes: Any) -> PipelinePreset:
     """A named preset with some fields replaced (``scripts/demo.py`` flags)."""
     if name not in PIPELINE_PRESETS:
         raise ValueError(f"unknown pipeline preset {name!r}; choose one of "

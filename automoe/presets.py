@@ -165,14 +165,16 @@ class TrainOptions:
         return replace(self, **changes)
 
 
-_WMT = dict(max_tokens=4096, global_batches=128, schedule="cosine", lr=1e-3, min_lr=1e-7,
-            warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.3, attention_dropout=0.1,
-            clip_norm=0.0, weight_decay=0.0, load_balance_coef=0.01, valid_sentences=0,
-            validate_every=1000, save_every=1000)
-_DEMO = dict(max_tokens=2048, global_batches=1, schedule="cosine", lr=1e-3, min_lr=1e-5,
-             warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.1, attention_dropout=0.0,
-             clip_norm=1.0, load_balance_coef=0.01, valid_sentences=300, validate_every=100,
-             save_every=100, normalize_before=True)
+_WMT: dict[str, Any] = dict(
+    max_tokens=4096, global_batches=128, schedule="cosine", lr=1e-3, min_lr=1e-7,
+    warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.3, attention_dropout=0.1,
+    clip_norm=0.0, weight_decay=0.0, load_balance_coef=0.01, valid_sentences=0,
+    validate_every=1000, save_every=1000)
+_DEMO: dict[str, Any] = dict(
+    max_tokens=2048, global_batches=1, schedule="cosine", lr=1e-3, min_lr=1e-5,
+    warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.1, attention_dropout=0.0,
+    clip_norm=1.0, load_balance_coef=0.01, valid_sentences=300, validate_every=100,
+    save_every=100, normalize_before=True)
 
 _PRESETS: dict[tuple[str, str], TrainOptions] = {
     ("supernet", "wmt"): TrainOptions(max_updates=40_000, warmup_updates=10_000, **_WMT),

@@ -39,7 +39,8 @@ def bootstrap_seed() -> int:
     return 12345 if seed.lower() == "none" else int(seed)
 
 
-def _as_sums(sums: Sequence[float], counts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _as_sums(sums: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(sums, dtype=np.float64)
     c = np.asarray(counts, dtype=np.float64)
     if s.shape != c.shape or s.ndim != 1:
@@ -50,7 +51,8 @@ def _as_sums(sums: Sequence[float], counts: Sequence[float]) -> tuple[np.ndarray
     return s, c
 
 
-def loss_with_se(sums: Sequence[float], counts: Sequence[float]) -> tuple[float, float]:
+def loss_with_se(sums: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray
+                 ) -> tuple[float, float]:
     """Per-token mean ``sum(sums) / sum(counts)`` and its standard error over sentences.
 
     Args:

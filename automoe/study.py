@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,7 +138,7 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
     rows = []
     for moe_key, dense_key in pairs.items():
         hyps = {}
-        row: dict[str, object] = {"moe_key": moe_key, "dense_key": dense_key}
+        row: dict[str, Any] = {"moe_key": moe_key, "dense_key": dense_key}
         nlls = {}
         for side, run, key in (("moe", moe_run, moe_key), ("dense", dense_run, dense_key)):
             t = tables[run]

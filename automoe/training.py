@@ -172,6 +172,7 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     info, dev = (info, torch.device(device or "cpu")) if info else init_distributed(device)
     out = Path(out)
     opts = settings.options
+    assert settings.space is not None  # a supernet run has a space (resolve_run)
     space = load_space(settings.space)
     vocab = int(read_meta(settings.data_dir)["vocab_size"])
     dims = space.supernet

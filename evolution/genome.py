@@ -91,11 +91,10 @@ class SpaceOps:
 def as_genome_ops(ops: object) -> GenomeOps:
     """``ops`` itself when it implements all of `GenomeOps`, a `SpaceOps` adapter when it
     only has the genetic operations (a SearchSpace), else a ValueError."""
-    try:  # a SearchSpace may have to_json/from_json of its own (for the space itself)
-        from search_spaces.space import SearchSpace
-    except ImportError:
-        SearchSpace = ()  # type: ignore[assignment,misc]  # noqa: N806
-    if SearchSpace and isinstance(ops, SearchSpace):
+    # a SearchSpace may have to_json/from_json of its own (for the space itself)
+    from search_spaces.space import SearchSpace
+
+    if isinstance(ops, SearchSpace):
         return SpaceOps(ops)
     if isinstance(ops, GenomeOps):
         return ops

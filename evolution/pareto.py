@@ -74,7 +74,7 @@ def _dominance_matrix(pts: np.ndarray) -> np.ndarray:
 
 
 def non_dominated_sort(
-    points: object, violations: Sequence[float] | None = None
+    points: object, violations: Sequence[float] | np.ndarray | None = None
 ) -> list[list[int]]:
     """Fronts of point indices, best first (each front in ascending index order).
 
@@ -187,7 +187,8 @@ def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
     return total
 
 
-def nsga2_select(points: object, n: int, violations: Sequence[float] | None = None) -> list[int]:
+def nsga2_select(points: object, n: int, violations: Sequence[float] | np.ndarray | None = None
+                 ) -> list[int]:
     """NSGA-II environmental selection: indices of the ``n`` survivors.
 
     Whole fronts are taken in order (constraint domination when ``violations`` is given);

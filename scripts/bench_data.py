@@ -133,7 +133,7 @@ class PlainTransformer(nn.Module):
     def __init__(self, vocab: int, *, d: int = 256, layers: int = 3, heads: int = 4,
                  ffn: int = 1024, dropout: float = 0.1, max_positions: int = 256) -> None:
         super().__init__()
-        self.d = d
+        self.d, self.vocab_size = d, vocab
         self.emb = nn.Embedding(vocab, d, padding_idx=PAD_ID)
         nn.init.normal_(self.emb.weight, std=d**-0.5)
         self.pos = nn.Embedding(max_positions, d)

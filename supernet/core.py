@@ -180,8 +180,8 @@ def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run
 def _aux(stats: list[LayerStats], like: torch.Tensor, *, encoder: bool) -> MoEAux:
     routed = [s for s in stats if s.load_balance is not None]
     zero = torch.zeros((), device=like.device, dtype=torch.float32)
-    lb = sum((s.load_balance for s in routed), zero)
-    z = sum((s.z_loss for s in routed), zero)
+    lb = sum((s.load_balance for s in routed if s.load_balance is not None), zero)
+    z = sum((s.z_loss for s in routed if s.z_loss is not None), zero)
     counts = tuple(s.counts for s in stats)
     if encoder:
         return MoEAux(lb, z, encoder_counts=counts, moe_layers=len(routed))
@@ -195,7 +195,8 @@ def encode(src: torch.Tensor, weights: ModelWeights, run: Run) -> EncoderOut:
     x = _embed(src, weights.embed[:, : stack.dim], offset=0, run=run)
     mask = pad[:, None, None, :]  # [B, 1, 1, S]
     keep = ~pad
-    states, stats = [], []
+    states: list[torch.Tensor] = []
+    stats: list[LayerStats] = []
     for lw in stack.layers:
         x, _ = _residual(x, lw.attn_norm, run, _self_attention, lw, mask, run)
         x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run)

@@ -8,12 +8,14 @@ another, or from two threads, cannot leak into each other.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from search_spaces.config import SubnetConfig
+from search_spaces.space import SearchSpace, SupernetDims
 from supernet import core
 from supernet.elastic import ElasticAttention, ElasticMoE, ElasticNorm
 from supernet.options import DEFAULT_OPTIONS, ModelOptions
@@ -58,10 +60,10 @@ class SuperTransformer(nn.Module):
     Call as ``model(src [B, S], prev [B, T], subnet) -> (logits [B, T, V], MoEAux)``.
     """
 
-    def __init__(self, space: Any, vocab_size: int, *, options: ModelOptions = DEFAULT_OPTIONS,
-                 seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace | SupernetDims, vocab_size: int, *,
+                 options: ModelOptions = DEFAULT_OPTIONS, seed: int = 0) -> None:
         super().__init__()
-        dims = getattr(space, "supernet", space)
+        dims = space.supernet if isinstance(space, SearchSpace) else space
         for name in ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim", "encoder_layers",
                      "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_experts",
                      "decoder_experts"):
@@ -71,8 +73,9 @@ class SuperTransformer(nn.Module):
                                  f">= 1, got {value!r}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
             raise ValueError(f"vocab_size must be an integer >= 5, got {vocab_size!r}")
-        self.space = space if dims is not space else None
-        self.dims, self.vocab_size = dims, vocab_size
+        self.space: SearchSpace | None = space if isinstance(space, SearchSpace) else None
+        self.dims: SupernetDims = dims
+        self.vocab_size = vocab_size
         self.options = options.with_reference_dims(dims.encoder_embed_dim, dims.decoder_embed_dim)
         de, dd, q = dims.encoder_embed_dim, dims.decoder_embed_dim, dims.qkv_dim
         self.options.check_positions(max(de, dd), source="SuperTransformer")
@@ -142,13 +145,16 @@ class SuperTransformer(nn.Module):
         quantize = not self.training and not config.is_full_precision
         enc_bits = config.encoder_expert_bits if quantize else (None,) * config.encoder_layers
         dec_bits = config.decoder_expert_bits if quantize else (None,) * config.decoder_layers
+        # nn.ModuleList yields plain Modules to the type checker
+        encoder = cast("list[_EncoderLayer]", self.encoder_layers)
+        decoder = cast("list[_DecoderLayer]", self.decoder_layers)
         enc_layers = tuple(
             core.EncoderLayerWeights(layer.self_attn.weights(de, de, q), heads,
                                      layer.self_attn_norm.weights(de),
                                      layer.moe.weights(de, dims, k, bits),
                                      layer.ffn_norm.weights(de))
             for layer, dims, heads, k, bits in zip(
-                self.encoder_layers, config.encoder_expert_dims, config.encoder_heads,
+                encoder, config.encoder_expert_dims, config.encoder_heads,
                 config.encoder_top_k, enc_bits, strict=False))
         dec_layers = tuple(
             core.DecoderLayerWeights(
@@ -157,7 +163,7 @@ class SuperTransformer(nn.Module):
                 layer.cross_attn_norm.weights(dd), layer.moe.weights(dd, dims, k, bits),
                 layer.ffn_norm.weights(dd))
             for layer, dims, heads, cross, ende, k, bits in zip(
-                self.decoder_layers, config.decoder_expert_dims, config.decoder_heads,
+                decoder, config.decoder_expert_dims, config.decoder_heads,
                 config.decoder_cross_heads, config.decoder_ende_attn, config.decoder_top_k,
                 dec_bits, strict=False))
         enc_norm = None if self.encoder_norm is None else self.encoder_norm.weights(de)
@@ -218,8 +224,9 @@ def _copy_tree(dst: Any, src: Any, where: str) -> None:
 
 
 class SubnetView:
-    """One subnet of a supernet, with the seq2seq protocol of docs/contracts.md. Weights are
-    the supernet's (views, resolved at each call); train/eval mode is the supernet's."""
+    """One subnet of a supernet, with the seq2seq protocol of docs/contracts.md (a
+    `supernet.contracts.SubnetModel`). Weights are the supernet's (views, resolved at each
+    call); train/eval mode is the supernet's."""
 
     def __init__(self, supernet: SuperTransformer, config: SubnetConfig) -> None:
         self.supernet, self.config = supernet, config
@@ -239,7 +246,7 @@ class SubnetView:
     def eval(self) -> SubnetView:
         return self.train(False)
 
-    def parameters(self):
+    def parameters(self) -> Iterator[nn.Parameter]:
         return self.supernet.parameters()
 
     def encode(self, src_tokens: torch.Tensor) -> EncoderOut:

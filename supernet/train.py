@@ -231,6 +231,7 @@ class _Trainer:
                     if j == 0:
                         teacher = torch.log_softmax(logits.detach().float(), dim=-1)
                     else:
+                        assert teacher is not None  # set at j == 0
                         kd = distillation_kl(logits, teacher, target)
                         loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * kd
                 total = loss
@@ -247,14 +248,15 @@ class _Trainer:
                 sums[3] += out.ntokens * (float(lb.detach()) if lb is not None else 0.0)
                 sums[4] += out.ntokens * (float(z.detach()) if z is not None else 0.0)
         sync_gradients(self.params, info)
-        ntok, loss, nll, lb_sum, z_sum = all_reduce_sum(sums, info, self.device)
+        ntok, loss_sum, nll, lb_sum, z_sum = all_reduce_sum(sums, info, self.device)
         grads = [p for p in self.params if p.grad is not None]
-        for p in grads:
-            p.grad.mul_(1.0 / ntok)
+        grad_tensors = [p.grad for p in grads if p.grad is not None]  # the same, typed
+        for g in grad_tensors:
+            g.mul_(1.0 / ntok)
         if cfg.clip_norm > 0:
             gnorm = float(torch.nn.utils.clip_grad_norm_(grads, cfg.clip_norm))
         else:
-            gnorm = float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
+            gnorm = float(torch.nn.utils.get_total_norm(grad_tensors))
         if math.isfinite(gnorm):
             self.optimizer.step()
         else:  # skip a non-finite update rather than poison the weights and Adam's moments
@@ -262,7 +264,7 @@ class _Trainer:
         self.update = update
         keys = ";".join(s.key() if s is not None else next(iter(self.probes.values())).key()
                         for s in subnets)
-        return {"update": update, "lr": lr, "loss": loss / ntok, "nll": nll / ntok,
+        return {"update": update, "lr": lr, "loss": loss_sum / ntok, "nll": nll / ntok,
                 "ntokens": int(round(ntok / len(subnets))), "load_balance": lb_sum / ntok,
                 "z_loss": z_sum / ntok, "gnorm": gnorm, "subnets": keys}
 

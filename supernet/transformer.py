@@ -9,6 +9,7 @@ computes exactly what the supernet computed for that subnet.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -75,8 +76,9 @@ class MoE(nn.Module):
 
     def weights(self) -> MoEWeights:
         r = self.router
+        experts = cast("list[Expert]", self.experts)  # nn.ModuleList yields plain Modules
         return MoEWeights(None if r is None else r.weight, None if r is None else r.bias,
-                          tuple(e.weights() for e in self.experts), self.top_k)
+                          tuple(e.weights() for e in experts), self.top_k)
 
 
 def _nw(norm: nn.LayerNorm) -> NormWeights:
@@ -126,7 +128,7 @@ class Transformer(nn.Module):
             initialised, for shape checks (`load` checks a file against them).
 
     Follows the seq2seq protocol of docs/contracts.md: ``encode``, ``decode``,
-    ``new_cache``, ``forward(src, prev) -> (logits, aux)``.
+    ``new_cache``, ``forward(src, prev) -> (logits, aux)`` (a `supernet.contracts.SubnetModel`).
     """
 
     def __init__(self, config: SubnetConfig, vocab_size: int, *,
@@ -180,10 +182,13 @@ class Transformer(nn.Module):
     def weights(self) -> core.ModelWeights:
         """This model's tensors as the tree `supernet.core` runs on."""
         cfg = self.config
-        enc = core.StackWeights(tuple(layer.weights() for layer in self.encoder_layers),
+        # nn.ModuleList yields plain Modules to the type checker
+        encoder = cast("list[EncoderLayer]", self.encoder_layers)
+        decoder = cast("list[DecoderLayer]", self.decoder_layers)
+        enc = core.StackWeights(tuple(layer.weights() for layer in encoder),
                                 None if self.encoder_norm is None else _nw(self.encoder_norm),
                                 cfg.encoder_embed_dim)
-        dec = core.StackWeights(tuple(layer.weights() for layer in self.decoder_layers),
+        dec = core.StackWeights(tuple(layer.weights() for layer in decoder),
                                 None if self.decoder_norm is None else _nw(self.decoder_norm),
                                 cfg.decoder_embed_dim)
         return core.ModelWeights(self.embed, enc, dec)

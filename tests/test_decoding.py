@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from automoe.decoding import beam_search, greedy_decode, length_limits, translate_ids
+from supernet.contracts import DecoderState, EncoderState, Seq2SeqModel, SubnetModel
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
@@ -47,6 +48,18 @@ class RandomPrefixModel:
         self.pos_emb = torch.randn(positions, vocab, h, generator=g, dtype=torch.float64)
         self.out = torch.randn(h, vocab, generator=g, dtype=torch.float64) * scale / h**0.5
         self.calls = 0
+        self.training = False  # no dropout to switch off, but decoding asks
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    def train(self, mode: bool = True) -> RandomPrefixModel:
+        self.training = mode
+        return self
+
+    def eval(self) -> RandomPrefixModel:
+        return self.train(False)
 
     def encode(self, src):
         return FakeEnc(src)
@@ -151,6 +164,20 @@ def test_wide_beam_equals_brute_force(lenpen):
         assert hyp.logprob == pytest.approx(lp, abs=1e-5)
 
 
+def test_decoding_runs_in_eval_mode_and_restores_the_mode():
+    model = RandomPrefixModel(12, seed=0)
+    assert isinstance(model, Seq2SeqModel)
+    seen = []
+    decode = model.decode
+    model.decode = lambda *a, **kw: (seen.append(model.training), decode(*a, **kw))[1]
+    for mode in (True, False):
+        model.train(mode)
+        greedy_decode(model, pad_batch(SOURCES[:2]), max_len=3)
+        beam_search(model, pad_batch(SOURCES[:2]), beam=2, max_len=3)
+        assert model.training is mode
+    assert seen and not any(seen)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_one_equals_greedy_equals_naive_greedy(seed):
     model = RandomPrefixModel(12, seed=seed)
@@ -243,6 +270,33 @@ def test_real_model_beam_one_equals_greedy_and_the_cache_is_exact(real_models, n
     for row in range(len(rows)):  # a wider beam never scores worse than greedy
         n = len(greedy[row].tokens) + 1
         assert wide[row].score >= greedy[row].logprob / n - 1e-5
+
+
+def test_bound_view_and_its_extract_satisfy_the_contract_and_decode_alike(real_models):
+    """Both implementers of `supernet.contracts` pass the runtime check, and decoding
+    through the protocol gives the same tokens for a view and the model extracted from it
+    (in train mode too: decoding switches dropout off and restores the mode)."""
+    view, static = real_models["bind"], real_models["extract"]
+    src = pad_batch([[5, 9, 4, 30, 12], [7], [6, 6, 8, 5, 4, 20, 21, 22], [39, 38]])
+    for model in real_models.values():
+        assert isinstance(model, SubnetModel) and isinstance(model, Seq2SeqModel)
+        assert isinstance(model.encode(src), EncoderState)
+        assert isinstance(model.new_cache(), DecoderState)
+    want = greedy_decode(static, src, max_len_a=1.0, max_len_b=4)
+    assert any(h.tokens for h in want)
+    try:
+        for mode in (False, True):
+            view.train(mode)
+            got = greedy_decode(view, src, max_len_a=1.0, max_len_b=4)
+            assert view.training is mode and static.training is False
+            assert [h.tokens for h in got] == [h.tokens for h in want]
+            for g, w in zip(got, want, strict=True):
+                assert g.logprob == pytest.approx(w.logprob, abs=1e-5)
+        beams = [beam_search(m, src, beam=3, lenpen=0.6, max_len_a=1.0, max_len_b=4)
+                 for m in (view, static)]
+        assert [h.tokens for h in beams[0]] == [h.tokens for h in beams[1]]
+    finally:
+        view.eval()
 
 
 # ---- automoe translate / evaluate ---------------------------------------------------------

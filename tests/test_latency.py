@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -65,6 +66,22 @@ def test_protocol_is_followed_step_by_step(space):
     assert bool((decodes[0][4] == BOS_ID).all()) and bool((decodes[1][4] > EOS_ID).all())
     assert len(result.encoder_ms) == len(result.decoder_ms) == FAST.runs
     assert result.device_ms == ()
+
+
+def test_a_model_outside_the_contract_is_named(space):
+    model = random_model(space.smallest(), VOCAB)
+    members = {n: getattr(model, n) for n in (
+        "encode", "decode", "new_cache", "parameters", "train", "eval", "training", "__call__",
+        "config", "vocab_size")}
+    assert len(measure_latency(SimpleNamespace(**members), FAST).decoder_ms) == FAST.runs
+    without = {k: v for k, v in members.items() if k != "new_cache"}
+    with pytest.raises(ValueError, match=r"lacks \['new_cache'\]"):
+        measure_latency(SimpleNamespace(**without), FAST)
+    without = {k: v for k, v in members.items() if k not in ("config", "vocab_size")}
+    with pytest.raises(ValueError, match=r"lacks \['config', 'vocab_size'\]"):
+        measure_latency(SimpleNamespace(**without), FAST)
+    with pytest.raises(ValueError, match=f"vocab_size {VOCAB + 1} != protocol vocab_size"):
+        measure_latency(random_model(space.smallest(), VOCAB + 1), FAST)
 
 
 def test_statistics_are_consistent(space):

@@ -17,7 +17,7 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,18 @@ from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.flops import flops
 from automoe.costs.latency import (
     LatencyProtocol,
+    LatencyResult,
     device_fingerprint,
     fingerprint_id,
     measure_latency,
 )
 from automoe.io_utils import atomic_write_csv
+from supernet.contracts import SubnetModel
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
+    from supernet.transformer import Transformer
 
 __all__ = [
     "collect_latency_dataset",
@@ -44,11 +51,12 @@ STAT_COLUMNS = ("latency_ms", "trimmed_mean_ms", "hat_ms", "mean_ms", "std_ms", 
                 "cv", "encoder_median_ms", "decoder_median_ms", "runs", "measure_s")
 
 
-def sample_unique(space: Any, n: int, seed: int, *, max_tries_factor: int = 50) -> list[Any]:
+def sample_unique(space: SearchSpace, n: int, seed: int, *, max_tries_factor: int = 50
+                  ) -> list[SubnetConfig]:
     """``n`` distinct configs from ``space.sample`` under ``random.Random(seed)`` (fewer if the
     space is smaller; capped tries)."""
     rng = random.Random(seed)
-    seen: dict[str, Any] = {}
+    seen: dict[str, SubnetConfig] = {}
     for _ in range(max(1, n) * max_tries_factor):
         if len(seen) >= n:
             break
@@ -57,7 +65,8 @@ def sample_unique(space: Any, n: int, seed: int, *, max_tries_factor: int = 50) 
     return list(seen.values())
 
 
-def random_model(config: Any, vocab_size: int, *, seed: int = 0, device: str = "cpu", dtype: str = "float32"):
+def random_model(config: SubnetConfig, vocab_size: int, *, seed: int = 0, device: str = "cpu",
+                 dtype: str = "float32") -> Transformer:
     """A randomly initialised static `Transformer` of ``config`` (latency depends on weight
     values only through MoE routing), on ``device`` in ``dtype``, in eval mode."""
     import torch
@@ -84,7 +93,8 @@ def read_latency_dataset(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def _row(space: Any, config: Any, result: Any, fp: dict) -> dict[str, Any]:
+def _row(space: SearchSpace, config: SubnetConfig, result: LatencyResult, fp: dict[str, Any]
+         ) -> dict[str, Any]:
     d = result.to_dict()
     row: dict[str, Any] = {"key": config.key(), "space": space.name, "config": config.to_json()}
     row.update({f"f_{n}": v for n, v in zip(latency_feature_names(space), latency_features(space, config),
@@ -100,13 +110,13 @@ def _row(space: Any, config: Any, result: Any, fp: dict) -> dict[str, Any]:
 
 
 def collect_latency_dataset(
-    space: Any,
+    space: SearchSpace,
     n: int,
     out: str | os.PathLike,
     protocol: LatencyProtocol | None = None,
     *,
     seed: int = 0,
-    build_model: Callable[[Any], Any] | None = None,
+    build_model: Callable[[SubnetConfig], SubnetModel] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Measures ``n`` random subnets of ``space`` into the CSV ``out`` (resuming it).
@@ -154,7 +164,7 @@ def collect_latency_dataset(
     configs = sample_unique(space, n, seed)
     todo = [c for c in configs if c.key() not in done]
     if build_model is None:
-        def build_model(config: Any) -> Any:
+        def build_model(config: SubnetConfig) -> SubnetModel:
             return random_model(config, p.vocab_size, seed=seed, device=p.device, dtype=p.dtype)
     bar = tqdm(todo, desc=f"latency {space.name}", unit="subnet", disable=not progress,
                initial=len(configs) - len(todo), total=len(configs))

@@ -33,10 +33,15 @@ import numpy as np
 
 from automoe.costs.metrics import summarize, trimmed_mean
 from search_spaces.checks import check_ints
+from supernet.contracts import SubnetModel, missing_members
 from supernet.tokens import BOS_ID, DEFAULT_VOCAB_SIZE, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:
     import torch
+
+    from search_spaces.config import SubnetConfig
+    from supernet.supertransformer import SuperTransformer
+    from supernet.transformer import Transformer
 
 __all__ = [
     "LatencyProtocol",
@@ -307,7 +312,7 @@ def make_inputs(protocol: LatencyProtocol) -> list[tuple[torch.Tensor, torch.Ten
     return out
 
 
-def _translate(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int) -> None:
+def _translate(model: SubnetModel, src: torch.Tensor, prev: torch.Tensor, beam: int) -> None:
     """encode → expand to beam rows → tgt_len incremental decoder steps."""
     import torch
 
@@ -319,7 +324,7 @@ def _translate(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int) -> 
         model.decode(prev[:, t : t + 1], enc, cache=cache)
 
 
-def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda: bool,
+def _time_one(model: SubnetModel, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda: bool,
               clock: str = "wall") -> tuple[float, float, float]:
     """(encoder ms, decoder ms, device ms) of one sample; wall clock via perf_counter (or
     the thread's CPU time on CPU, see `LatencyProtocol.clock`)."""
@@ -355,13 +360,13 @@ def _time_one(model: Any, src: torch.Tensor, prev: torch.Tensor, beam: int, cuda
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3, float(start.elapsed_time(end))
 
 
-def _check_model(model: Any, protocol: LatencyProtocol) -> None:
+def _check_model(model: object, protocol: LatencyProtocol) -> None:
     import torch
 
-    for name in ("encode", "decode", "new_cache"):
-        if not callable(getattr(model, name, None)):
-            raise ValueError(f"measure_latency: the model lacks '{name}' (the seq2seq protocol)")
-    params = list(model.parameters()) if hasattr(model, "parameters") else []
+    if not isinstance(model, SubnetModel):
+        raise ValueError(f"measure_latency: the model lacks {missing_members(model, SubnetModel)} "
+                         "(the seq2seq protocol, supernet.contracts.SubnetModel)")
+    params = list(model.parameters())
     want_dev = torch.device(protocol.device)
     for p in params[:1]:
         if p.dtype != getattr(torch, protocol.dtype) or p.device.type != want_dev.type:
@@ -369,15 +374,14 @@ def _check_model(model: Any, protocol: LatencyProtocol) -> None:
                 f"measure_latency: model is {p.dtype} on {p.device}, the protocol asks for "
                 f"{protocol.dtype} on {protocol.device}; move the model first"
             )
-    vocab = getattr(model, "vocab_size", None)
-    if isinstance(vocab, int) and vocab != protocol.vocab_size:
-        raise ValueError(
-            f"measure_latency: model vocab_size {vocab} != protocol vocab_size {protocol.vocab_size}"
-        )
+    if model.vocab_size != protocol.vocab_size:
+        raise ValueError(f"measure_latency: model vocab_size {model.vocab_size} != protocol "
+                         f"vocab_size {protocol.vocab_size}")
 
 
-def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subnet_key: str | None = None) -> LatencyResult:
-    """Measures ``model`` (anything with encode/decode/new_cache, already on the protocol's
+def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None, *,
+                    subnet_key: str | None = None) -> LatencyResult:
+    """Measures ``model`` (a `supernet.contracts.SubnetModel`, already on the protocol's
     device and dtype) under ``protocol``; returns raw samples, stats and the fingerprint.
 
     With real sentences, each timed run goes once over all input batches, so there are
@@ -395,9 +399,8 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
     try:
         fingerprint = device_fingerprint(p.device, p.dtype, p.threads)
         inputs = [(s.to(p.device), v.to(p.device)) for s, v in make_inputs(p)]
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
+        was_training = model.training
+        model.eval()
         enc_ms: list[float] = []
         dec_ms: list[float] = []
         dev_ms: list[float] = []
@@ -412,7 +415,7 @@ def measure_latency(model: Any, protocol: LatencyProtocol | None = None, *, subn
                     dec_ms.append(d)
                     if cuda:
                         dev_ms.append(g)
-        if was_training and hasattr(model, "train"):
+        if was_training:
             model.train()
     finally:
         torch.set_num_threads(threads_before)
@@ -455,7 +458,8 @@ def supernet_weights_id(path: str | Path, which: str = "last") -> str:
     return f"supernet:{file_sha256(file)[:16]}"
 
 
-def measure_subnet(config: Any, protocol: LatencyProtocol, *, supernet: Any = None,
+def measure_subnet(config: SubnetConfig, protocol: LatencyProtocol, *,
+                   supernet: SuperTransformer | None = None,
                    cache: str | Path | None = None) -> tuple[LatencyResult, bool]:
     """``(result, cached)``: the latency of subnet ``config`` under ``protocol``, measured on
     its model extracted from ``supernet`` (a trained `SuperTransformer`, named by
@@ -464,7 +468,7 @@ def measure_subnet(config: Any, protocol: LatencyProtocol, *, supernet: Any = No
     measurement with the same fingerprint, subnet and protocol is reused (``cached`` True)
     and a new one is appended."""
 
-    def build() -> Any:
+    def build() -> Transformer:
         if supernet is None:
             from automoe.costs.dataset import random_model
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from automoe.costs.latency import LatencyProtocol, LatencyResult, device_fingerprint, fingerprint_id
+from supernet.contracts import SubnetModel
 
 __all__ = ["LatencyCache"]
 
@@ -136,7 +137,7 @@ class LatencyCache:
         self,
         subnet_key: str,
         protocol: LatencyProtocol,
-        build_model: Callable[[], Any],
+        build_model: Callable[[], SubnetModel],
     ) -> tuple[LatencyResult, bool]:
         """The cached result, or a new measurement of ``build_model()`` (stored).
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from automoe.costs.flops import FlopsProtocol
+from supernet.contracts import SubnetModel
 
 __all__ = ["MeasuredFlops", "count_flops_fvcore", "count_flops_torch", "protocol_inputs"]
 
@@ -71,7 +72,7 @@ class _LogitsOnly(nn.Module):
     """``model(src, prev) -> (logits, aux)`` as a traceable module returning logits only
     (jit tracing needs tensor outputs; aux holds counts and losses, not matmuls)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SubnetModel) -> None:
         super().__init__()
         self.model = model
 
@@ -80,7 +81,8 @@ class _LogitsOnly(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
-def _output_projection_macs(protocol: FlopsProtocol, model: Any, vocab_size: int) -> float:
+def _output_projection_macs(protocol: FlopsProtocol, model: SubnetModel, vocab_size: int
+                            ) -> float:
     if protocol.include_output_projection:
         return 0.0
     d_dec = model.config.decoder_embed_dim
@@ -100,12 +102,13 @@ def _zero_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return 0
 
 
-def count_flops_fvcore(model: nn.Module, protocol: FlopsProtocol | None = None, *,
+def count_flops_fvcore(model: SubnetModel, protocol: FlopsProtocol | None = None, *,
                        vocab_size: int, seed: int = 0) -> MeasuredFlops:
     """fvcore's count of one teacher-forced forward of ``model`` under ``protocol``.
 
     Args:
-        model: a seq2seq model (``model(src, prev) -> (logits, aux)``, ``model.config``).
+        model: a `supernet.contracts.SubnetModel` (``model(src, prev) -> (logits, aux)``,
+            ``model.config``): an exported `Transformer` or a supernet's bound view.
         protocol: sizes (default HAT's); the output projection is removed unless included.
         vocab_size: the model's vocabulary (input ids are drawn below it).
         seed: seeds the input ids (MoE routing depends on them).
@@ -140,7 +143,7 @@ def _sdpa_cpu_formula(query_shape, key_shape, value_shape, *args, **kwargs) -> i
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def count_flops_torch(model: nn.Module, protocol: FlopsProtocol | None = None, *,
+def count_flops_torch(model: SubnetModel, protocol: FlopsProtocol | None = None, *,
                       vocab_size: int, seed: int = 0) -> MeasuredFlops:
     """``FlopCounterMode``'s count (converted to MACs) of one teacher-forced forward."""
     from torch.utils.flop_counter import FlopCounterMode

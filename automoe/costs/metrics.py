@@ -43,7 +43,7 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(da * db) / np.sqrt(float(n_a) * float(n_b)))
 
 
-def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     """MAPE (%), RMSE (target units) and Kendall tau (None when undefined: fewer than 2
     rows or a constant side) of predictions on one held-out set."""
     tau = kendall_tau(y_true, y_pred) if len(y_true) > 1 else float("nan")

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,10 @@ from torch import nn
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
 from automoe.io_utils import atomic_dir
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
 
 __all__ = ["PredictorConfig", "LatencyPredictor", "fit_predictor", "split_indices", "build_mlp"]
 
@@ -150,7 +154,8 @@ class LatencyPredictor:
             raise ValueError(f"unknown predictor kind {kind!r}; expected 'mlp' or 'linear'")
         return out * float(self.tensors["y_std"]) + float(self.tensors["y_mean"])
 
-    def predict(self, configs: Sequence[Any], space: Any = None) -> np.ndarray:
+    def predict(self, configs: Sequence[SubnetConfig], space: SearchSpace | None = None
+                ) -> np.ndarray:
         """Latency (ms) of each `SubnetConfig`, from `latency_features` (default space: the
         one the predictor was trained on, loaded by name)."""
         if space is None:

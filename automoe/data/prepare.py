@@ -89,11 +89,12 @@ def make_source(*, corpus: str | None = None, files: dict | None = None,
     if corpus:
         if src_lang or tgt_lang:
             raise ValueError("--src-lang/--tgt-lang are fixed by a built-in corpus's name")
-        return CorpusSource(corpus, cache=cache, valid_frac=valid_frac, test_frac=test_frac,
-                            verbose=verbose)
+        return CorpusSource(corpus, cache=None if cache is None else Path(cache),
+                            valid_frac=valid_frac, test_frac=test_frac, verbose=verbose)
     langs = {"src_lang": src_lang or "src", "tgt_lang": tgt_lang or "tgt"}
     if files:
         return FilesSource(files, **langs)
+    assert tsv is not None  # exactly one of corpus, files, tsv was checked above
     return TsvSource(Path(tsv), valid_frac=valid_frac, test_frac=test_frac, **langs)
 
 

@@ -59,11 +59,11 @@ class Ragged:
         self.source = source
 
     @classmethod
-    def from_lists(cls, seqs: Iterable[Sequence[int]]) -> Ragged:
-        seqs = [np.asarray(s, dtype=np.int32) for s in seqs]
-        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(s) for s in seqs])
-        flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int32)
+    def from_lists(cls, seqs: Iterable[Sequence[int] | np.ndarray]) -> Ragged:
+        arrays = [np.asarray(s, dtype=np.int32) for s in seqs]
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(s) for s in arrays])
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
         return cls(flat.astype(np.int32, copy=False), offsets)
 
     @classmethod

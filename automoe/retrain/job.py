@@ -442,8 +442,8 @@ def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
     from automoe.data import load_split
 
     refs = None
-    cols = {c: [] for c in ("bleu_retrained_lo", "bleu_retrained_hi", "chrf_retrained_lo",
-                            "chrf_retrained_hi")}
+    cols: dict[str, list[float]] = {c: [] for c in (
+        "bleu_retrained_lo", "bleu_retrained_hi", "chrf_retrained_lo", "chrf_retrained_hi")}
     for _, row in table.iterrows():
         hyp = Path(str(row["model_dir"])).parent / "test.hyp.txt" if row["model_dir"] else None
         scores: dict[str, float] = {}

@@ -54,7 +54,8 @@ def spread_indices(values: Sequence[float], k: int) -> list[int]:
     lo, hi = float(values[order[0]]), float(values[order[-1]])
     targets = [lo + i * (hi - lo) / (k - 1) for i in range(k)]
     # best[j]: (distance, positions in `order`) of the best j-subset of the values seen
-    best: list[tuple[float, tuple[int, ...]]] = [(0.0, ())] + [(math.inf, ())] * k
+    best: list[tuple[float, tuple[int, ...]]] = [(math.inf if j else 0.0, ())
+                                                 for j in range(k + 1)]
     for pos, i in enumerate(order):
         for j in range(min(k, pos + 1), 0, -1):  # downwards: each value is used once
             prev = best[j - 1]

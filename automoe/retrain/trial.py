@@ -137,12 +137,14 @@ class Progress(Callback):
     """Tune callback: one tqdm bar over the updates of all trials (driver side)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.bar, self.seen = total, enabled, None, {}
+        self.total, self.enabled, self.bar = total, enabled, None
+        self.seen: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks (tuner.pkl)
         return {"total": self.total, "enabled": self.enabled, "bar": None, "seen": {}}
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         import sys
 
         from tqdm.auto import tqdm

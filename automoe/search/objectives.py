@@ -146,7 +146,8 @@ def needed_metrics(objectives: Iterable[Objective], constraints: Iterable[Constr
                    ) -> tuple[Metric, ...]:
     """Every metric the objectives and constraints read (objectives first, no repeats)."""
     seen: dict[str, Metric] = {}
-    for item in [*objectives, *constraints]:
+    items: list[Objective | Constraint] = [*objectives, *constraints]
+    for item in items:
         metric = get_metric(item.name)
         seen.setdefault(metric.column, metric)
     return tuple(seen.values())

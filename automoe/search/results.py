@@ -18,12 +18,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from automoe.io_utils import atomic_write_csv, read_csv, read_json
 from automoe.search.objectives import parse_objectives
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
 
 __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
            "baseline_table", "write_baselines", "experts_summary", "SearchRun", "read_run"]
@@ -49,14 +52,14 @@ def _metric_columns(objectives: list[str], metrics: Mapping[str, float]) -> list
     return [c for m in ordered for c in (m, *(m + s for s in _COMPANIONS if m + s in metrics))]
 
 
-def experts_summary(config: Any) -> str:
+def experts_summary(config: SubnetConfig) -> str:
     """``"enc 1,4,2 / dec 1,1"``: experts per layer (1 = a dense FFN)."""
     enc = ",".join(str(n) for n in config.encoder_experts)
     dec = ",".join(str(n) for n in config.decoder_experts)
     return f"enc {enc} / dec {dec}"
 
 
-def _topk_summary(config: Any) -> str:
+def _topk_summary(config: SubnetConfig) -> str:
     enc = ",".join(str(k) for k in config.encoder_top_k)
     dec = ",".join(str(k) for k in config.decoder_top_k)
     return f"enc {enc} / dec {dec}"

@@ -30,12 +30,18 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from automoe.io_utils import file_sha256
 from automoe.search.evaluators import Score
+
+if TYPE_CHECKING:
+    from search_spaces.config import SubnetConfig
+    from search_spaces.space import SearchSpace
+    from supernet.supertransformer import SuperTransformer
+    from supernet.transformer import Transformer
 
 __all__ = [
     "SupernetCheckpoint",
@@ -68,7 +74,7 @@ class SupernetCheckpoint:
     """
 
     file: Path
-    space: Any
+    space: SearchSpace
     vocab_size: int
     options: dict[str, Any]
     update: int
@@ -83,7 +89,8 @@ class SupernetCheckpoint:
                 "label_smoothing": self.label_smoothing}
 
 
-def build_supernet(space: Any, vocab_size: int, options: dict[str, Any], *, source: str):
+def build_supernet(space: SearchSpace, vocab_size: int, options: dict[str, Any], *, source: str
+                   ) -> SuperTransformer:
     """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
     from supernet import ModelOptions, SuperTransformer
 
@@ -164,7 +171,7 @@ class CheapCosts:
             self.predictor = LatencyPredictor.load(predictor)
             self.predictor_path = str(predictor)
 
-    def __call__(self, config: Any) -> dict[str, float]:
+    def __call__(self, config: SubnetConfig) -> dict[str, float]:
         """``{"flops", "params", "params_active", "weight_bytes", "max_experts"
         [, "predicted_latency_ms"]}``."""
         from automoe.costs.flops import flops
@@ -302,8 +309,8 @@ class SentenceScores:
     hyps: list[str]
 
 
-def sentence_losses(model: Any, batches: Any, subnet: Any, *, label_smoothing: float,
-                    n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sentence_losses(model: Any, batches: Any, subnet: SubnetConfig | None, *,
+                    label_smoothing: float, n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sentence label-smoothed loss, NLL and token counts ([n] each, corpus order) of
     `subnet` of a supernet (or of a plain model with ``subnet=None``), in eval mode.
 
@@ -363,14 +370,14 @@ class DevScorer:
         self.refs = rows.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
-    def losses(self, model: Any, subnet: Any = None
+    def losses(self, model: Any, subnet: SubnetConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-sentence loss, NLL and token counts ([N] each) of `model` (a supernet with
         `subnet`, or a plain model with ``subnet=None``): one teacher-forced pass."""
         return sentence_losses(model, self.batches, subnet, label_smoothing=self.label_smoothing,
                                n=self.n, device=self.device)
 
-    def translations(self, model: Any, subnet: Any = None) -> list[str]:
+    def translations(self, model: Any, subnet: SubnetConfig | None = None) -> list[str]:
         """Detokenised translations of the dev sources (corpus order)."""
         from automoe.decoding import translate_ids
 
@@ -383,7 +390,7 @@ class DevScorer:
                             max_len_b=s.max_len_b, device=self.device)
         return [self.tokenizer.decode(h) for h in ids]
 
-    def sentences(self, model: Any, subnet: Any = None) -> SentenceScores:
+    def sentences(self, model: Any, subnet: SubnetConfig | None = None) -> SentenceScores:
         """Per-sentence losses (and translations when BLEU is scored) of `model`."""
         loss, nll, tokens = self.losses(model, subnet)
         hyps = self.translations(model, subnet) if self.settings.bleu else []
@@ -406,7 +413,7 @@ class DevScorer:
                         if k in scores})
         return out
 
-    def score(self, model: Any, subnet: Any = None) -> dict[str, float]:
+    def score(self, model: Any, subnet: SubnetConfig | None = None) -> dict[str, float]:
         """`metrics` of `sentences`."""
         return self.metrics(self.sentences(model, subnet))
 
@@ -436,13 +443,13 @@ class CandidateScorer:
 
             self.latency_cache = LatencyCache(recipe.latency_cache)
 
-    def score(self, config: Any) -> Score:
+    def score(self, config: SubnetConfig) -> Score:
         return Score(self.dev.score(self.model, config))
 
-    def latency(self, config: Any) -> Score:
+    def latency(self, config: SubnetConfig) -> Score:
         from automoe.costs.latency import measure_latency
 
-        def build() -> Any:
+        def build() -> Transformer:
             return self.model.extract(config).eval()  # the static model export would ship
 
         cached = False

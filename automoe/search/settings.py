@@ -7,10 +7,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
 from search_spaces.checks import check_ints
+
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
 
 __all__ = ["SearchSettings", "ALGORITHM_NAMES", "EXECUTION_FIELDS", "LATENCY_CACHE_FILE",
            "build_algorithm", "resume_settings", "check_resume"]
@@ -129,7 +132,7 @@ class SearchSettings:
         return cls(**data)
 
 
-def build_algorithm(settings: SearchSettings, space: Any, objectives, constraints,
+def build_algorithm(settings: SearchSettings, space: SearchSpace, objectives, constraints,
                     pre_filter=None):
     """The `evolution` algorithm the settings name, sized by ``population``/``generations``."""
     from evolution import GASettings, NSGA2Settings, RandomSettings, get_algorithm

@@ -87,17 +87,19 @@ def sync_gradients(params: Sequence[torch.nn.Parameter], info: DistInfo) -> None
     has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
     dist.all_reduce(has)
     active = [p for p, h in zip(params, has.tolist(), strict=True) if h > 0]
+    grads: list[torch.Tensor] = []
     for p in active:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
     bucket: list[torch.Tensor] = []
     size = 0
-    for p in active:
-        if bucket and (p.grad.dtype != bucket[0].dtype or size >= _BUCKET_BYTES):
+    for grad in grads:
+        if bucket and (grad.dtype != bucket[0].dtype or size >= _BUCKET_BYTES):
             _reduce_bucket(bucket)
             bucket, size = [], 0
-        bucket.append(p.grad)
-        size += p.grad.numel() * p.grad.element_size()
+        bucket.append(grad)
+        size += grad.numel() * grad.element_size()
     if bucket:
         _reduce_bucket(bucket)
 
