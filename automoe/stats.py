@@ -106,8 +106,8 @@ def _p_value(sample_diffs: np.ndarray, observed: float) -> float:
     return float(min(1.0, (np.sum(centred >= abs(observed)) + 1) / (len(sample_diffs) + 1)))
 
 
-def paired_loss_test(a_sums: Sequence[float], b_sums: Sequence[float],
-                     counts: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
+def paired_loss_test(a_sums: Sequence[float] | np.ndarray, b_sums: Sequence[float] | np.ndarray,
+                     counts: Sequence[float] | np.ndarray, *, resamples: int = DEFAULT_RESAMPLES,
                      seed: int | None = None) -> PairedResult:
     """Per-token loss of A vs B on the same sentences (same targets, so the same counts).
 
