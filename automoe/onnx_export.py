@@ -17,8 +17,8 @@
 B, S and L are dynamic. Both graphs run the code the torch model runs (`supernet.core`),
 with the MoE's static-shape dispatch (`supernet.functional.static_dispatch`: the index
 dispatch sizes its tensors from the routing on the host, which a fixed graph cannot). They
-are traced by ``torch.onnx.export(..., dynamo=True)`` and checked with ``onnx.checker``.
-Needs the ``onnx`` extra (``pip install 'automoe[onnx]'``).
+are traced by ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5; tested with 2.13) and
+checked with ``onnx.checker``. Needs the ``onnx`` extra (``pip install 'automoe[onnx]'``).
 """
 
 from __future__ import annotations

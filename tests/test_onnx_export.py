@@ -151,3 +151,23 @@ def test_missing_or_corrupted_graph_names_the_file(exported, tmp_path):
     with pytest.raises(ValueError, match="onnx.json"):
         check_onnx_dir(copy)
 
+
+def test_greedy_and_beam_translations_on_onnxruntime_are_token_identical(exported):
+    from automoe.decoding import beam_search, greedy_decode
+    from automoe.onnx_runtime import OrtTransformer
+
+    model, directory = exported
+    runtime = OrtTransformer(directory, providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(2, 10, (20,), generator=g)
+    src = torch.full((20, int(lengths.max())), PAD_ID)
+    for i, n in enumerate(lengths.tolist()):
+        src[i, : n - 1] = torch.randint(EOS_ID + 1, VOCAB, (n - 1,), generator=g)
+        src[i, n - 1] = EOS_ID
+    want = greedy_decode(model, src, max_len_b=5)
+    got = greedy_decode(runtime, src, max_len_b=5)
+    assert [h.tokens for h in got] == [h.tokens for h in want]
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-3)
+    want = beam_search(model, src, beam=3, lenpen=0.6, max_len_b=5)
+    got = beam_search(runtime, src, beam=3, lenpen=0.6, max_len_b=5)
+    assert [h.tokens for h in got] == [h.tokens for h in want]
