@@ -30,6 +30,11 @@ setup(
         "tqdm>=4.60",
         "scipy>=1.10",
     ],
-    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4", "mypy>=1.8"]},
+    extras_require={
+        # ONNX export (automoe onnx, automoe export --onnx) and ONNX Runtime
+        "onnx": ["onnx>=1.17,<2", "onnxscript>=0.3,<1", "onnxruntime>=1.20,<2"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4", "mypy>=1.8",
+                "onnx>=1.17,<2", "onnxscript>=0.3,<1", "onnxruntime>=1.20,<2"],
+    },
     entry_points={"console_scripts": ["automoe=automoe.cli:main"]},
 )

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from supernet.transformer import Transformer
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
-           "read_run", "select_key", "export_subnet", "load_subnet"]
+           "RUNTIMES", "read_run", "select_key", "export_subnet", "load_subnet"]
 
 DEFAULT_PICK = "best-bleu"
 PICK_HELP = ("best-bleu (default), best-loss, knee, METRIC<=X or METRIC>=X (latency<=80ms, "
@@ -280,8 +280,9 @@ def _comparisons(run: Path, key: str) -> list[dict[str, Any]]:
 
 
 def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_PICK,
-                  overwrite: bool = False) -> ExportResult:
-    """Writes the candidate of search ``run_dir`` that ``pick`` selects into ``out``.
+                  overwrite: bool = False, onnx: bool = False) -> ExportResult:
+    """Writes the candidate of search ``run_dir`` that ``pick`` selects into ``out``; with
+    ``onnx``, its ONNX graphs too, into ``out/onnx`` (`automoe.onnx_export`).
 
     Every check (run dir, output dir, pick rule, checkpoint identity, tokenizer) runs before
     anything is written; ``out`` appears complete or not at all.
@@ -290,6 +291,10 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     from automoe.training import load_supernet
     from search_spaces import SubnetConfig
 
+    if onnx:
+        from automoe.onnx_export import require_onnx
+
+        require_onnx()
     run = read_run(run_dir)
     out = Path(out)
     _check_out(out, run.path, overwrite)
@@ -327,10 +332,16 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
         shutil.copyfile(data / "spm.model", tmp / "spm.model")
         (tmp / "subnet.json").write_text(config.to_json(indent=2) + "\n", encoding="utf-8")
         atomic_write_json(tmp / "scores.json", scores)
+        files = [out / f for f in SUBNET_FILES]
+        if onnx:
+            from automoe.onnx_export import ONNX_DIR, ONNX_FILES, export_onnx
+
+            export_onnx(model, tmp / ONNX_DIR, overwrite=True)
+            files += [out / ONNX_DIR / f for f in ONNX_FILES]
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model dir is meant to be shared
-    return ExportResult(out, key, pick, tuple(out / f for f in SUBNET_FILES), scores)
+    return ExportResult(out, key, pick, tuple(files), scores)
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -341,7 +352,8 @@ class ExportedSubnet:
     """A model dir loaded for use (`load_subnet`).
 
     Attributes:
-        model: the static `supernet.Transformer`, eval mode, on ``device``.
+        model: the static `supernet.Transformer`, eval mode, on ``device``; with
+            ``runtime="onnxruntime"`` an `automoe.onnx_runtime.OrtTransformer`.
         tokenizer: its `automoe.data.Tokenizer`.
         config: its `SubnetConfig`.
         scores: ``scores.json`` ({} for a model dir without one, e.g. a retrained model).
@@ -368,13 +380,22 @@ class ExportedSubnet:
                                lenpen=lenpen, device=self.device, **kwargs)
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
 def load_subnet(path: str | Path, device: str = "cpu", *,
-                data_dir: str | Path | None = None) -> ExportedSubnet:
+                data_dir: str | Path | None = None, runtime: str = "torch") -> ExportedSubnet:
     """Loads a model dir written by `export_subnet` (or any `Transformer.save` dir) with its
     tokenizer: the dir's ``spm.model``, else that of ``data_dir`` (the prepared data dir the
-    model was trained on). ValueError/FileNotFoundError naming the file when it is bad."""
+    model was trained on). ``runtime="onnxruntime"`` runs its ``onnx/`` graphs instead
+    (`automoe.onnx_runtime.OrtTransformer`; CUDA provider when ``device`` is cuda).
+    ValueError/FileNotFoundError naming the file when it is bad."""
     from automoe.data import Tokenizer
     from supernet import Transformer
+    from supernet.model_dir import read_model_config
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
 
     root = Path(path)
     if not root.is_dir():
@@ -390,7 +411,22 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
                                     "its tokenizer")
         spm = Path(data_dir) / "spm.model"
     tokenizer = Tokenizer.load(spm)
-    model = Transformer.load(root, device=device).eval()
+    if runtime == "torch":
+        model = Transformer.load(root, device=device).eval()
+        config = model.config
+    else:
+        from automoe.onnx_export import ONNX_DIR
+        from automoe.onnx_runtime import OrtTransformer
+
+        config = read_model_config(root)[0]
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
+                     if str(device).startswith("cuda") else ["CPUExecutionProvider"])
+        model = OrtTransformer(root / ONNX_DIR, providers=providers)
+        if model.meta["architecture_key"] != config.key():
+            raise ValueError(f"{root / ONNX_DIR / 'onnx.json'}: graphs of architecture "
+                             f"{model.meta['architecture_key']}, {root / 'config.json'} has "
+                             f"{config.key()} (re-export with automoe onnx --overwrite)")
+        device = "cpu"  # the graphs take and return CPU tensors
     if model.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"{root}: the model's vocabulary has {model.vocab_size} entries, "
                          f"{spm} {tokenizer.vocab_size}")
@@ -400,4 +436,4 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
             scores = json.loads((root / "scores.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{root / 'scores.json'}: not valid JSON ({err})") from None
-    return ExportedSubnet(model, tokenizer, model.config, scores, root, str(device))
+    return ExportedSubnet(model, tokenizer, config, scores, root, str(device))

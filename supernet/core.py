@@ -96,6 +96,7 @@ class Run(NamedTuple):
     training: bool
     max_positions: int
     positions_dim: int | None = None  # the shared sinusoid's width (None: the stack's own)
+    dispatch: str = "auto"  # the MoE dispatch, `supernet.functional.moe_ffn`
 
 
 def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool) -> Run:
@@ -173,7 +174,8 @@ def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run
     b, t, d = h.shape
     y, stats = moe_ffn(h.reshape(b * t, d), moe, token_mask=token_mask.reshape(-1),
                        activation_dropout=run.activation_dropout, training=run.training,
-                       jitter=run.jitter, normalize_gates=run.normalize_gates)
+                       jitter=run.jitter, normalize_gates=run.normalize_gates,
+                       dispatch=run.dispatch)
     return y.view(b, t, d), stats
 
 

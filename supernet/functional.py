@@ -29,9 +29,22 @@ __all__ = [
     "attention",
     "expert_ffn",
     "moe_ffn",
+    "index_dispatch",
+    "static_dispatch",
     "route",
+    "DISPATCHES",
+    "STATIC_DISPATCH_MAX_TOKENS",
     "reference_moe_ffn",
 ]
+
+
+# Calls of at most this many tokens take the static path in ``dispatch="auto"``. An estimate,
+# not a measurement: the static path computes every expert on every token, (n - k) / k
+# extra expert FLOPs, which only pays for calls too small to amortise the index path's sort,
+# host sync and scatter. Measure with scripts/bench_moe_dispatch.py (docs/benchmarks.md) and
+# set it from the crossover.
+STATIC_DISPATCH_MAX_TOKENS = 8
+DISPATCHES = ("auto", "index", "static")
 
 
 class AttnWeights(NamedTuple):
@@ -164,8 +177,10 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
         m = (torch.ones(x.shape[0], device=x.device) if token_mask is None
              else token_mask.float())
         ntok = m.sum().clamp(min=1.0)
-        slots = torch.bincount(experts.reshape(-1), weights=m.repeat_interleave(k),
-                               minlength=n)  # [n] non-padding (token, slot) assignments
+        # [n] non-padding (token, slot) assignments; a scatter, not bincount, so the shape
+        # stays static for export
+        slots = torch.zeros(n, device=x.device).scatter_add_(
+            0, experts.reshape(-1), m.repeat_interleave(k))
         frac = slots / (ntok * k)
         mean_prob = (probs * m[:, None]).sum(dim=0) / ntok
         load_balance = n * (frac * mean_prob).sum()
@@ -175,15 +190,18 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
 
 def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None = None,
             activation_dropout: float = 0.0, training: bool = False, jitter: float = 0.0,
-            normalize_gates: bool = False) -> tuple[torch.Tensor, LayerStats]:
+            normalize_gates: bool = False, dispatch: str = "auto"
+            ) -> tuple[torch.Tensor, LayerStats]:
     """Dropless top-k MoE FFN of x [N, d] -> ([N, d], stats); one expert = dense FFN.
 
-    Dispatch by index: the N·k (token, expert) slots are sorted by expert, the tokens
-    gathered once, each expert runs on its contiguous slice, outputs are scaled by their gate
-    and summed back with ``index_add_`` (so top-k > 1 sums and autograd works). Padding
-    tokens are computed like the others (their outputs are never read) but excluded from
-    the statistics.
+    ``dispatch`` picks how tokens reach their experts (the same function either way):
+    "index" (`index_dispatch`, the fast path for many tokens), "static" (`static_dispatch`,
+    static shapes: what ONNX export traces) or "auto" (static for calls of at most
+    `STATIC_DISPATCH_MAX_TOKENS` tokens, index otherwise). Padding tokens are computed like
+    the others (their outputs are never read) but excluded from the statistics.
     """
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     if len(w.experts) == 1:  # dense FFN, exactly: no router, no gate
         y = expert_ffn(x, w.experts[0], activation_dropout=activation_dropout,
                        training=training)
@@ -192,6 +210,20 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
         return y, LayerStats(count.reshape(1).long(), None, None)
     gates, experts, stats = route(x, w, token_mask=token_mask, jitter=jitter,
                                   training=training, normalize_gates=normalize_gates)
+    static = dispatch == "static" or (dispatch == "auto"
+                                      and x.shape[0] <= STATIC_DISPATCH_MAX_TOKENS)
+    run = static_dispatch if static else index_dispatch
+    return run(x, w, gates, experts, activation_dropout=activation_dropout,
+               training=training), stats
+
+
+def index_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts: torch.Tensor,
+                   *, activation_dropout: float, training: bool) -> torch.Tensor:
+    """Experts' weighted outputs [N, d] for x [N, d] routed to ``experts`` [N, k] with
+    ``gates`` [N, k], by index: the N·k (token, expert) slots are sorted by expert, the
+    tokens gathered once, each expert runs on its contiguous slice, outputs are scaled by
+    their gate and summed back with ``index_add_`` (so top-k > 1 sums and autograd works).
+    Slice sizes come to the host (one sync), so shapes depend on the routing."""
     k = w.top_k
     flat = experts.reshape(-1)  # [N·k]
     order = torch.argsort(flat, stable=True)
@@ -204,11 +236,28 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
             outs.append(expert_ffn(chunk, ew, activation_dropout=activation_dropout,
                                    training=training))
     if not outs:  # an empty batch
-        return torch.zeros_like(x), stats
+        return torch.zeros_like(x)
     ys = torch.cat(outs) if len(outs) > 1 else outs[0]
     ys = ys * gates.reshape(-1)[order].unsqueeze(1).to(ys.dtype)
     out = torch.zeros(x.shape[0], ys.shape[1], dtype=ys.dtype, device=x.device)
-    return out.index_add_(0, token, ys), stats
+    return out.index_add_(0, token, ys)
+
+
+def static_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts: torch.Tensor,
+                    *, activation_dropout: float, training: bool) -> torch.Tensor:
+    """What `index_dispatch` computes, with shapes that do not depend on the routing: every
+    expert runs on all N tokens and its output is scaled by the token's gate for it (0 where
+    the token did not pick it). No host sync and no data-dependent size, so it traces
+    into a fixed graph (ONNX export); n / k times the expert FLOPs, so it is the fast path
+    only for few tokens. x [N, d], gates / experts [N, k] -> [N, d]."""
+    # [N, n]: each token's gate per expert (a token picks an expert at most once)
+    per_expert = torch.zeros(x.shape[0], len(w.experts), dtype=gates.dtype, device=x.device)
+    per_expert = per_expert.scatter_add(1, experts, gates).to(x.dtype)
+    out = torch.zeros_like(x)
+    for e, ew in enumerate(w.experts):
+        y = expert_ffn(x, ew, activation_dropout=activation_dropout, training=training)
+        out = out + y * per_expert[:, e:e + 1]
+    return out
 
 
 def reference_moe_ffn(x: torch.Tensor, w: MoEWeights, *, normalize_gates: bool = False,

@@ -348,3 +348,41 @@ def test_bad_runs_fail_clearly(run, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_subnet(tmp_path / "nowhere")
     assert read_run(run).candidates["key"].map(len).eq(16).all()
+
+
+def test_export_onnx_translates_as_torch_and_bad_graphs_name_the_file(world, run, tmp_path,
+                                                                      capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "with_onnx"
+    assert main(["export", str(run), "--pick", "best-loss", "-o", str(out), "--onnx"]) == 0
+    key = json.loads((out / "scores.json").read_text())["key"]
+    meta = json.loads((out / "onnx" / "onnx.json").read_text())
+    assert meta["architecture_key"] == key
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == [
+        "decoder_step.onnx", "encoder.onnx", "onnx.json"]
+    assert main(["onnx", str(out), "--check"]) == 0
+    src, hyp = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    assert main(["translate", str(out), "--input", str(src), "--output", str(hyp), "--beam",
+                 "2", "--max-len-b", "6", "--runtime", "onnxruntime"]) == 0
+    want = load_subnet(out).translate(SENTENCES, beam=2, lenpen=0.6, max_len_b=6)
+    assert hyp.read_text(encoding="utf-8").split("\n")[:-1] == want
+    _, data = world
+    for runtime in ("torch", "onnxruntime"):
+        assert main(["evaluate", str(out), "--data", str(data), "--limit", "3", "--beam", "1",
+                     "--max-len-b", "6", "--hyps", str(tmp_path / f"{runtime}.hyp"),
+                     "--runtime", runtime, "--device", "cpu"]) == 0
+    assert (tmp_path / "onnxruntime.hyp").read_text() == (tmp_path / "torch.hyp").read_text()
+    capsys.readouterr()
+    assert main(["onnx", str(out)]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    step = out / "onnx" / "decoder_step.onnx"
+    step.write_bytes(b"not a graph")
+    assert main(["onnx", str(out), "--check"]) == 2
+    assert str(step) in capsys.readouterr().err
+    step.unlink()
+    assert main(["onnx", str(out), "--check"]) == 2
+    assert str(step) in capsys.readouterr().err
+    assert main(["translate", str(out), "--input", str(src), "--runtime", "onnxruntime"]) == 2
+    assert str(step) in capsys.readouterr().err

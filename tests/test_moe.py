@@ -4,11 +4,15 @@ statistics vs hand computation, fp32 routing, jitter, padding."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 from torch import nn
 
+import supernet.functional as functional
+from search_spaces import load_space
+from supernet import core
 from supernet.elastic import ElasticMoE
 from supernet.functional import (
     ExpertWeights,
@@ -17,7 +21,7 @@ from supernet.functional import (
     reference_moe_ffn,
     route,
 )
-from supernet.transformer import MoE
+from supernet.transformer import MoE, Transformer
 
 
 def make_moe(d: int, dims: tuple[int, ...], top_k: int, *, seed: int = 0,
@@ -179,3 +183,64 @@ def test_router_runs_in_fp32_under_autocast():
     assert torch.equal(experts, exact.indices)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert ref_gates.dtype == torch.float32 and ref_experts.shape == (12, 1)
+
+
+def zeros_for_none(gs: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Unused experts get no gradient in the index path and zeros in the static one."""
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(gs, like, strict=True)]
+
+
+@pytest.mark.parametrize("dims,top_k", [((8, 16), 1), ((8, 16, 4), 2), ((12, 12, 12, 12), 2),
+                                        ((16, 4, 8, 12), 1), ((5, 9, 7), 3)])
+@pytest.mark.parametrize("n_tok", [1, 5, 37])
+def test_static_dispatch_equals_index_dispatch_and_naive_loop(dims, top_k, n_tok):
+    d = 6
+    w = make_moe(d, dims, top_k, seed=len(dims) * 10 + top_k, dtype=torch.float32)
+    x = torch.randn(n_tok, d, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    mask = torch.arange(n_tok) < max(1, n_tok - 2)  # the last tokens are padding
+    static, s_stats = moe_ffn(x, w, token_mask=mask, dispatch="static")
+    index, i_stats = moe_ffn(x, w, token_mask=mask, dispatch="index")
+    torch.testing.assert_close(static, index, rtol=0, atol=1e-5)
+    torch.testing.assert_close(static, reference_moe_ffn(x, w), rtol=0, atol=1e-5)
+    assert torch.equal(s_stats.counts, i_stats.counts)
+    torch.testing.assert_close(s_stats.load_balance, i_stats.load_balance, rtol=0, atol=0)
+    inputs = [x, *leaves(w)]
+    gs = zeros_for_none(grads(static, inputs), inputs)
+    gi = zeros_for_none(grads(index, inputs), inputs)
+    for a, b in zip(gs, gi, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_auto_dispatch_switches_on_the_token_count(monkeypatch):
+    calls: list[str] = []
+    for name in ("static_dispatch", "index_dispatch"):
+        real = getattr(functional, name)
+        monkeypatch.setattr(functional, name,
+                            lambda *a, _n=name, _f=real, **kw: calls.append(_n) or _f(*a, **kw))
+    w = make_moe(4, (6, 3, 5), 2, seed=2, dtype=torch.float32)
+    limit = functional.STATIC_DISPATCH_MAX_TOKENS
+    for n in (1, limit, limit + 1):
+        moe_ffn(torch.randn(n, 4), w)
+    assert calls == ["static_dispatch", "static_dispatch", "index_dispatch"]
+    with pytest.raises(ValueError, match="dispatch"):
+        moe_ffn(torch.randn(3, 4), w, dispatch="fast")
+
+
+def test_model_with_static_dispatch_equals_index_dispatch():
+    space = load_space("tiny")
+    rng = random.Random(4)
+    configs = [c for c in (space.sample(rng) for _ in range(30)) if not c.is_dense][:3]
+    assert configs
+    src = torch.randint(4, 50, (3, 7), generator=torch.Generator().manual_seed(0))
+    prev = torch.randint(4, 50, (3, 6), generator=torch.Generator().manual_seed(1))
+    src[2, 4:] = 0
+    prev[1, 3:] = 0
+    for config in configs:
+        model = Transformer(config, 50, seed=1).eval()
+        out = {}
+        for dispatch in ("index", "static"):
+            weights = model.weights()
+            enc = core.encode(src, weights, model._run(0)._replace(dispatch=dispatch))
+            out[dispatch] = core.decode(prev, enc, weights,
+                                        model._run(1)._replace(dispatch=dispatch))[0]
+        torch.testing.assert_close(out["static"], out["index"], rtol=0, atol=1e-5)

@@ -30,11 +30,14 @@ def _run(args: argparse.Namespace) -> int:
     from automoe.io_utils import atomic_write_json, atomic_write_text
 
     kwargs = decoding_kwargs(args)
-    model = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data).model
+    subnet = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data,
+                         runtime=args.runtime)
+    kwargs["device"] = subnet.device  # ONNX Runtime takes CPU tensors
+    model = subnet.model
     result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
     hyps = result.pop("hypotheses")
     result = {"model_dir": args.model_dir, "data": args.data, "device": kwargs["device"],
-              **result}
+              "runtime": args.runtime, **result}
     if args.hyps:
         atomic_write_text(args.hyps, "".join(h + "\n" for h in hyps))
     if args.json:

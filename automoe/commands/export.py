@@ -34,11 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="directory to write (must not exist or be empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing model directory at SUBNET_DIR")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write ONNX graphs (encoder, cached decoder step) into "
+                        "SUBNET_DIR/onnx (needs the onnx extra; see `automoe onnx`)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    result = export_subnet(args.run_dir, args.out, pick=args.pick, overwrite=args.overwrite)
+    result = export_subnet(args.run_dir, args.out, pick=args.pick, overwrite=args.overwrite,
+                           onnx=args.onnx)
     s = result.scores
     metrics = ", ".join(f"{m}={s[m]:.4g}" for m in _SHOWN if s.get(m) is not None)
     print(f"{result.path}: candidate {result.key} of {args.run_dir} (--pick {result.rule}; "

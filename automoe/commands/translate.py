@@ -22,6 +22,9 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="decoding batch budget: sentences * source len * beam (default 8192)")
     p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the torch model (default) or MODEL_DIR/onnx in ONNX Runtime "
+                        "(written by automoe onnx; CUDA provider with --device cuda)")
 
 
 def decoding_kwargs(args: argparse.Namespace) -> dict:
@@ -54,7 +57,9 @@ def _run(args: argparse.Namespace) -> int:
     from automoe.io_utils import atomic_write_text
 
     kwargs = decoding_kwargs(args)
-    subnet = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data)
+    subnet = load_subnet(args.model_dir, kwargs["device"], data_dir=args.data,
+                         runtime=args.runtime)
+    kwargs["device"] = subnet.device  # ONNX Runtime takes CPU tensors
     if args.input:
         lines = list(read_lines(Path(args.input)))
     else:

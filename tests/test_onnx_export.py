@@ -1,0 +1,173 @@
+"""ONNX export: ONNX Runtime runs the exported encoder and decoder-step graphs to the torch
+model's logits (teacher forcing through the cache, and greedy incremental decoding on each
+runtime's own choices), and bad graph files fail with their name."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from search_spaces import load_space
+from search_spaces.config import SubnetConfig
+from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
+from supernet.transformer import Transformer
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+from automoe.onnx_export import check_onnx_dir, export_onnx, read_onnx_meta  # noqa: E402
+
+pytestmark = pytest.mark.slow  # each export traces the model twice (tens of seconds)
+
+VOCAB = 40
+
+
+def pick(kind: str) -> SubnetConfig:
+    """A tiny-space subnet: "moe" has heterogeneous experts and both top-1 and top-2 layers;
+    "dense" has one expert per layer."""
+    space = load_space("tiny")
+    rng = random.Random(0)
+    for _ in range(500):
+        c = space.sample(rng)
+        if kind == "dense" and c.is_dense:
+            return c
+        ks = set(c.encoder_top_k + c.decoder_top_k)
+        hetero = any(len(set(d)) > 1 for d in c.encoder_expert_dims + c.decoder_expert_dims)
+        if kind == "moe" and {1, 2} <= ks and hetero:
+            return c
+    raise AssertionError(f"no {kind} subnet in 500 samples")
+
+
+@pytest.fixture(scope="module", params=["moe", "dense"])
+def exported(request, tmp_path_factory) -> tuple[Transformer, Path]:
+    model = Transformer(pick(request.param), VOCAB, seed=3).eval()
+    out = export_onnx(model, tmp_path_factory.mktemp(request.param) / "onnx")
+    return model, out
+
+
+class OrtModel:
+    """The two graphs in ONNX Runtime (CPU)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.meta = read_onnx_meta(directory)
+        opts = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(directory / "encoder.onnx"), providers=opts)
+        self.step = ort.InferenceSession(str(directory / "decoder_step.onnx"), providers=opts)
+
+    def encode(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states, mask = self.encoder.run(None, {"src_tokens": src})
+        return states, mask
+
+    def empty_cache(self, b: int) -> list[np.ndarray]:
+        return [np.zeros((b, c["heads"], 0, c["head_dim"]), np.float32)
+                for c in self.meta["cache"] for _ in range(2)]
+
+    def decode_step(self, tokens: np.ndarray, states: np.ndarray, mask: np.ndarray,
+                    cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        names = self.meta["decoder_step"]["inputs"]
+        feeds = dict(zip(names, [tokens, states, mask, *cache], strict=True))
+        logits, *present = self.step.run(None, feeds)
+        return logits, present
+
+
+def batch(seed: int, b: int = 3, s: int = 7, t: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(EOS_ID + 1, VOCAB, (b, s), generator=g)
+    src[:, -1] = EOS_ID
+    src[1, 4:] = PAD_ID  # a shorter sentence
+    src[1, 3] = EOS_ID
+    prev = torch.randint(EOS_ID + 1, VOCAB, (b, t), generator=g)
+    prev[:, 0] = BOS_ID
+    return src, prev
+
+
+def test_teacher_forcing_through_the_cache_equals_torch(exported):
+    model, directory = exported
+    runtime = OrtModel(directory)
+    src, prev = batch(0)
+    with torch.no_grad():
+        enc = model.encode(src)
+        want, _ = model.decode(prev, enc)  # [B, T, V], no cache
+    states, mask = runtime.encode(src.numpy())
+    torch.testing.assert_close(torch.from_numpy(states), torch.stack(enc.states), rtol=0,
+                               atol=1e-4)
+    assert np.array_equal(mask, enc.padding_mask.numpy())
+    cache, got = runtime.empty_cache(src.shape[0]), []
+    for t in range(prev.shape[1]):
+        logits, cache = runtime.decode_step(prev[:, t:t + 1].numpy(), states, mask, cache)
+        got.append(logits)
+    assert cache[0].shape[2] == prev.shape[1]
+    torch.testing.assert_close(torch.from_numpy(np.concatenate(got, axis=1)), want, rtol=0,
+                               atol=1e-4)
+
+
+def test_greedy_incremental_decoding_equals_torch(exported):
+    model, directory = exported
+    runtime = OrtModel(directory)
+    src, _ = batch(1, b=4, s=9)
+    b = src.shape[0]
+    with torch.no_grad():
+        enc = model.encode(src)
+        cache = model.new_cache()
+        states, mask = runtime.encode(src.numpy())
+        ort_cache = runtime.empty_cache(b)
+        mine = theirs = torch.full((b, 1), BOS_ID)
+        for _ in range(8):
+            want, _ = model.decode(mine[:, -1:], enc, cache=cache)
+            got, ort_cache = runtime.decode_step(theirs[:, -1:].numpy(), states, mask,
+                                                 ort_cache)
+            got = torch.from_numpy(got)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+            mine = torch.cat([mine, want[:, -1].argmax(-1, keepdim=True)], dim=1)
+            theirs = torch.cat([theirs, got[:, -1].argmax(-1, keepdim=True)], dim=1)
+            assert torch.equal(mine, theirs)
+
+
+def test_onnx_json_describes_the_graphs(exported):
+    model, directory = exported
+    meta = check_onnx_dir(directory)
+    assert meta["architecture_key"] == model.config.key()
+    assert meta["vocab_size"] == VOCAB
+    assert [c["heads"] for c in meta["cache"]] == list(model.config.decoder_heads)
+    assert meta["encoder_states"] == min(3, len(model.config.encoder_heads))
+
+
+def test_missing_or_corrupted_graph_names_the_file(exported, tmp_path):
+    _, directory = exported
+    copy = tmp_path / "onnx"
+    shutil.copytree(directory, copy)
+    step = copy / "decoder_step.onnx"
+    step.write_bytes(step.read_bytes()[: step.stat().st_size // 2])
+    with pytest.raises(ValueError, match="decoder_step.onnx"):
+        check_onnx_dir(copy)
+    (copy / "encoder.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="encoder.onnx"):
+        check_onnx_dir(copy)
+    (copy / "onnx.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ValueError, match="onnx.json"):
+        check_onnx_dir(copy)
+
+
+def test_greedy_and_beam_translations_on_onnxruntime_are_token_identical(exported):
+    from automoe.decoding import beam_search, greedy_decode
+    from automoe.onnx_runtime import OrtTransformer
+
+    model, directory = exported
+    runtime = OrtTransformer(directory, providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(2, 10, (20,), generator=g)
+    src = torch.full((20, int(lengths.max())), PAD_ID)
+    for i, n in enumerate(lengths.tolist()):
+        src[i, : n - 1] = torch.randint(EOS_ID + 1, VOCAB, (n - 1,), generator=g)
+        src[i, n - 1] = EOS_ID
+    want = greedy_decode(model, src, max_len_b=5)
+    got = greedy_decode(runtime, src, max_len_b=5)
+    assert [h.tokens for h in got] == [h.tokens for h in want]
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-3)
+    want = beam_search(model, src, beam=3, lenpen=0.6, max_len_b=5)
+    got = beam_search(runtime, src, beam=3, lenpen=0.6, max_len_b=5)
+    assert [h.tokens for h in got] == [h.tokens for h in want]
