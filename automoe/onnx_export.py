@@ -132,12 +132,17 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
     encoder_io = {"inputs": ["src_tokens"], "outputs": ["encoder_states", "padding_mask"]}
     step_io = {"inputs": ["tokens", "encoder_states", "padding_mask", *past_names],
                "outputs": ["logits", *present_names]}
+    def save(program: torch.onnx.ONNXProgram | None, path: Path) -> None:
+        if program is None:  # only the legacy (dynamo=False) exporter returns None
+            raise RuntimeError(f"torch.onnx.export returned no program for {path.name}")
+        program.save(str(path))
+
     with atomic_dir(out, overwrite=overwrite) as tmp, torch.no_grad():
         program = torch.onnx.export(
             encoder, (src,), dynamo=True, opset_version=OPSET,
             input_names=encoder_io["inputs"], output_names=encoder_io["outputs"],
             dynamic_shapes=({0: batch, 1: src_len},), verbose=False)
-        program.save(str(tmp / "encoder.onnx"))
+        save(program, tmp / "encoder.onnx")
         kv = {0: batch, 2: past}
         program = torch.onnx.export(
             step, (tokens, states, mask, *pasts), dynamo=True,
@@ -145,7 +150,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
             output_names=step_io["outputs"],
             dynamic_shapes=({0: batch}, {1: batch, 2: src_len}, {0: batch, 1: src_len},
                             tuple(kv for _ in pasts)), verbose=False)
-        program.save(str(tmp / "decoder_step.onnx"))
+        save(program, tmp / "decoder_step.onnx")
         for name in ONNX_FILES[:2]:
             _check(tmp / name)
         atomic_write_json(tmp / "onnx.json", {
