@@ -451,10 +451,10 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
                 row[f"{prefix}_{m}"] = scores.get(m, float("nan"))
         rows.append(row)
     frame = pd.DataFrame(rows)[list(FIDELITY_COLUMNS)]
+    dev = f"first {settings.dev_sentences}" if settings.dev_sentences else "all"
     report = {"format": FORMAT, **agreement_report(frame),
-              "protocol": {"dev": f"first {settings.dev_sentences or 'all'} sentences of the "
-                                  f"valid split of {data}, beam {settings.beam}, sacreBLEU "
-                                  f"95% bootstrap ({settings.n_bootstrap} resamples); loss: "
+              "protocol": {"dev": f"{dev} sentences of the valid split of {data}, beam "
+                                  f"{settings.beam}, sacreBLEU 95% bootstrap ({settings.n_bootstrap} resamples); loss: "
                                   "label-smoothed CE per token, SE over sentences",
                            "standalone": json.loads((out / RETRAIN_DIR / SETTINGS_FILE)
                                                     .read_text(encoding="utf-8"))["settings"],

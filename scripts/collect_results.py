@@ -11,6 +11,8 @@ the retraining table when there is one, the translations and the plots. A study
 searches (tables, comparisons, retrained tables, trial results), the fidelity tables and
 plots, ``moe_vs_dense.csv`` and ``study.json``. With ``--log``, also a copy of the run's
 console log with progress-bar redraws removed (only the final state of each bar is kept).
+Absolute paths of this machine in the copied text (runs record resolved paths) are made
+relative to the directory the command runs in.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ def clean_log(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def relative_paths(text: str, cwd: Path) -> str:
+    """`text` with every absolute path under `cwd` written relative to it."""
+    return text.replace(str(cwd.resolve()) + "/", "")
+
+
+def _copy(src: Path, dst: Path, cwd: Path) -> None:
+    if src.suffix in (".csv", ".json", ".log", ".txt", ".tsv", ".svg"):
+        text = src.read_text(encoding="utf-8", errors="replace")
+        dst.write_text(relative_paths(text, cwd), encoding="utf-8")
+    else:
+        shutil.copyfile(src, dst)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="pipeline output root (e.g. runs/demo)")
@@ -77,19 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         if src.is_file():
             dst = args.dest / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            _copy(src, dst, Path.cwd())
             copied.append(dst)
     plots = [p for d in PLOT_DIRS for p in sorted((args.run / d).glob("*.*"))
              if p.suffix in (".png", ".svg")]
     for plot in plots:
         dst = args.dest / plot.relative_to(args.run)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plot, dst)
+        _copy(plot, dst, Path.cwd())
         copied.append(dst)
     if args.log:
         dst = args.dest / ("study.log" if study else "demo.log")
-        dst.write_text(clean_log(args.log.read_text(encoding="utf-8", errors="replace")),
-                       encoding="utf-8")
+        text = clean_log(args.log.read_text(encoding="utf-8", errors="replace"))
+        dst.write_text(relative_paths(text, Path.cwd()), encoding="utf-8")
         copied.append(dst)
     for path in copied:
         print(path)

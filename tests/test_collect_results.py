@@ -44,3 +44,15 @@ def test_a_directory_that_is_no_run_is_refused(tmp_path: Path, capsys) -> None:
     assert "neither a pipeline run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
+
+
+def test_absolute_paths_of_the_machine_become_relative(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run, dest = Path("study"), Path("out")
+    absolute = str(tmp_path.resolve() / "study" / "data")
+    _touch(run, "study.json", "supernet/run.json")
+    (run / "supernet" / "run.json").write_text(f'{{"data": "{absolute}"}}', encoding="utf-8")
+    (tmp_path / "driver.log").write_text(f"{tmp_path.resolve()}/automoe/x.py: warn\n")
+    assert _collect().main([str(run), str(dest), "--log", "driver.log"]) == 0
+    assert (dest / "supernet" / "run.json").read_text() == '{"data": "study/data"}'
+    assert (dest / "study.log").read_text() == "automoe/x.py: warn\n"
