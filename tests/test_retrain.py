@@ -171,7 +171,7 @@ def test_dry_run_prints_the_keys_spread_along_the_flops_front(search_run, tmp_pa
 
 
 def test_killed_trial_resumes_to_the_uninterrupted_model(job):
-    assert job.rc == (0, 0)
+    assert job.rc == (1, 0)  # the first run lost a trial: it says so; the resume finishes
     assert not job.pwned  # resume read our own JSON/checkpoints, not Tune's pickles
     assert job.kill.get("killed") and job.kill["updates"] == 2
     first, final = job.first.loc[job.better], job.final.loc[job.better]
@@ -202,6 +202,18 @@ def test_killed_trial_resumes_to_the_uninterrupted_model(job):
     assert final["bleu_retrained_lo"] == pytest.approx(theirs._mean - theirs._ci, abs=1e-4)
     assert final["bleu_retrained_hi"] == pytest.approx(theirs._mean + theirs._ci, abs=1e-4)
     assert math.isnan(job.first.loc[job.better, "bleu_retrained_lo"])
+
+
+def test_a_trial_ended_without_scores_is_stopped_only_under_asha():
+    """Tune ends the trials of an interrupted experiment as TERMINATED too: without ASHA
+    such a trial was interrupted, and a resume must train it on."""
+    from automoe.retrain.job import _status
+
+    assert _status("TERMINATED", {"updates": 100}, None, asha=False) == "interrupted"
+    assert _status("TERMINATED", {"updates": 100}, None, asha=True) == "stopped early"
+    assert _status("RUNNING", {}, None, asha=True) == "interrupted"
+    assert _status("TERMINATED", {"bleu_retrained": 1.0}, None, asha=False) == "finished"
+    assert _status("ERROR", {}, "boom", asha=False) == "error"
 
 
 def test_asha_stops_the_trial_that_lags_at_the_first_rung(job):

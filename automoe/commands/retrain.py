@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from automoe.commands.train import add_training_options
 from automoe.presets import PRESET_NAMES, TrainOptions
@@ -108,6 +109,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {outcome.path} and the bleu_retrained column of "
           f"{outcome.path.parent / 'pareto.csv'}; models in "
           f"{outcome.path.parent / 'retrain' / 'models'}")
+    unfinished = outcome.table.loc[outcome.table["status"].isin(("interrupted", "error")), "key"]
+    if len(unfinished):
+        print(f"retrain: {len(unfinished)} trial(s) did not finish ({', '.join(unfinished)}); "
+              f"continue with: automoe retrain {args.run_dir} --resume", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -172,7 +172,8 @@ def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str,
         raise ValueError(f"--keys: {unknown} not in {run / 'candidates.csv'}")
     configs = candidates.drop_duplicates("key").set_index("key")["config"]
     opts = settings.options()
-    return {"run": run, "keys": keys, "candidates": candidates, "job": {
+    return {"run": run, "keys": keys, "candidates": candidates,
+            "early_stop": settings.early_stop, "job": {
         "data_dir": str(data), "models_dir": str(run / RETRAIN_DIR / "models"),
         "options": opts.to_dict(), "configs": {k: json.loads(configs[k]) for k in keys},
         "report_every": opts.validate_every, "average_last": settings.average_last,
@@ -397,13 +398,17 @@ def _trial_statuses(grid: Any) -> list[str]:
     return [by_key.get(r.config["key"], "") for r in grid]
 
 
-def _status(tune_status: str, metrics: Mapping[str, Any], error: Any) -> str:
-    """finished / stopped early (by ASHA) / error / interrupted (resume continues it)."""
+def _status(tune_status: str, metrics: Mapping[str, Any], error: Any, *, asha: bool) -> str:
+    """finished / stopped early (by ASHA) / error / interrupted (resume continues it).
+
+    Tune also ends the trials of an interrupted experiment (Ctrl-C, SIGTERM) as TERMINATED,
+    so without ASHA a trial that ended without its test scores was interrupted, not
+    stopped: calling it stopped would make a resume keep it unfinished forever."""
     if error is not None or tune_status == "ERROR":
         return "error"
     if "bleu_retrained" in metrics:
         return "finished"
-    return "stopped early" if tune_status in ("TERMINATED", "") else "interrupted"
+    return "stopped early" if asha and tune_status in ("TERMINATED", "") else "interrupted"
 
 
 def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> pd.DataFrame:
@@ -417,7 +422,8 @@ def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> p
     for key in plan["keys"]:
         status, metrics, error = by_key.get(key, ("", {}, None))
         rows.append({
-            "key": key, "status": _status(status, metrics, error),
+            "key": key,
+            "status": _status(status, metrics, error, asha=plan["early_stop"] == "asha"),
             "bleu_retrained": metrics.get("bleu_retrained", nan),
             "chrf_retrained": metrics.get("chrf_retrained", nan),
             "best_dev_loss": metrics.get("best_dev_loss", nan),
