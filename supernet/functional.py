@@ -38,12 +38,12 @@ __all__ = [
 ]
 
 
-# Calls of at most this many tokens take the static path in ``dispatch="auto"``. An estimate,
-# not a measurement: the static path computes every expert on every token, (n - k) / k
-# extra expert FLOPs, which only pays for calls too small to amortise the index path's sort,
-# host sync and scatter. Measure with scripts/bench_moe_dispatch.py (docs/benchmarks.md) and
-# set it from the crossover.
-STATIC_DISPATCH_MAX_TOKENS = 8
+# Calls of at most this many tokens take the static path in ``dispatch="auto"``. 0 (never)
+# until scripts/bench_moe_dispatch.py has measured the crossover on a quiet machine: the
+# static path computes every expert on every token, (n - k) / k extra expert FLOPs, so it
+# can only pay for calls too small to amortise the index path's sort, host sync and
+# scatter, and choosing it changes measured latency and measured FLOPs.
+STATIC_DISPATCH_MAX_TOKENS = 0
 DISPATCHES = ("auto", "index", "static")
 
 

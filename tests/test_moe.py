@@ -218,7 +218,8 @@ def test_auto_dispatch_switches_on_the_token_count(monkeypatch):
         monkeypatch.setattr(functional, name,
                             lambda *a, _n=name, _f=real, **kw: calls.append(_n) or _f(*a, **kw))
     w = make_moe(4, (6, 3, 5), 2, seed=2, dtype=torch.float32)
-    limit = functional.STATIC_DISPATCH_MAX_TOKENS
+    limit = 8
+    monkeypatch.setattr(functional, "STATIC_DISPATCH_MAX_TOKENS", limit)
     for n in (1, limit, limit + 1):
         moe_ffn(torch.randn(n, 4), w)
     assert calls == ["static_dispatch", "static_dispatch", "index_dispatch"]
