@@ -50,8 +50,10 @@ def test_bleu_and_chrf_intervals_equal_sacrebleus_own_bootstrap():
         corpus_scores(hyps, refs, n_bootstrap=1)
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 10_000), noise=st.floats(0.15, 0.6))
+# Noise up to 0.45: near BLEU 0 (noise 0.6 on 25 sentences) the bootstrap distribution piles
+# up at the floor and a small set's interval can be the narrower one.
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), noise=st.floats(0.15, 0.45))
 def test_intervals_shrink_as_the_dev_set_grows(seed, noise):
     small = _corpus(25, seed, noise)
     large = _corpus(400, seed, noise)  # the same distribution, 16x the sentences
