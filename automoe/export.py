@@ -37,7 +37,6 @@ config, scores) whose ``translate(texts)`` decodes with `automoe.decoding`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256
+from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
 from automoe.search.objectives import parse_bound
 from automoe.search.results import OPERATIONAL_COLUMNS, SearchRun
 from automoe.search.results import read_run as read_search_run
@@ -432,8 +431,5 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
                          f"{spm} {tokenizer.vocab_size}")
     scores: dict[str, Any] = {}
     if (root / "scores.json").is_file():
-        try:
-            scores = json.loads((root / "scores.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{root / 'scores.json'}: not valid JSON ({err})") from None
+        scores = read_json(root / "scores.json")
     return ExportedSubnet(model, tokenizer, config, scores, root, str(device))

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from automoe.io_utils import atomic_dir, atomic_write_json
+from automoe.io_utils import atomic_dir, atomic_write_json, read_json
 from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
@@ -175,15 +175,10 @@ def export_subnet_onnx(model_dir: str | Path, *, overwrite: bool = False) -> Pat
 
 def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
     """``onnx.json`` of an ONNX dir; FileNotFoundError / ValueError naming the file."""
-    import json
-
     path = Path(directory) / "onnx.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: write it with automoe onnx SUBNET_DIR")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an {_FORMAT} description (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
