@@ -41,12 +41,16 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
         scorer: a `CandidateScorer` (``.model`` the supernet, ``.dev`` a `DevScorer` that
             translates).
     """
+    from tqdm.auto import tqdm
+
     from automoe.stats import paired_bleu_test, paired_loss_test
 
     dev = scorer.dev
     outputs: dict[str, Any] = {}
     metrics: dict[str, dict[str, float]] = {}
-    for config in [*front.values(), *baselines.values()]:
+    # Decoding the whole dev split per subnet is the slow part: show it.
+    for config in tqdm([*front.values(), *baselines.values()], desc="comparisons",
+                       unit="subnet", leave=False):
         key = config.key()
         if key not in outputs:
             outputs[key] = dev.sentences(scorer.model, config)
