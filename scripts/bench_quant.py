@@ -7,12 +7,12 @@ One expert FFN (``fc2(relu(fc1(x)))``, d=512, h=2048) on
 encoder batch), eval mode, no grad:
 
 - ``fp32``: `supernet.functional.expert_ffn` on the fp32 weights;
-- ``int8_weight``: `supernet.quant.quantized_expert_ffn` at 8 bits (weight-only,
-  ``torch._weight_int8pack_mm``), the kernel the quantized experts use;
-- ``int4_sim``: the same at 4 bits (simulated: the dequantized fp32 matrix);
-- ``int8_dynamic``: ``torch.ao.quantization.quantize_dynamic`` of the two linears (int8
-  weights and dynamically quantized int8 activations), for reference (deprecated in
-  torch 2.13; it warns).
+- ``int8_dynamic``: `supernet.quant.quantized_expert_ffn` at 8 bits with the ``dynamic``
+  kernel (fbgemm ``quantized.linear_dynamic``, prepacked per-channel int8 weights, int8
+  activations quantized per call), the default where torch has fbgemm;
+- ``int8_weight``: the same with the ``weight_only`` kernel (``torch._weight_int8pack_mm``,
+  fp32 activations), the fallback;
+- ``int4_sim``: the same at 4 bits (simulated: the dequantized fp32 matrix).
 
 Timing: median wall clock over ``--repeats`` interleaved repeats after one warm-up each;
 the output reports ratios to fp32 within the run.
@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from supernet import quant
 from supernet.functional import ExpertWeights, expert_ffn
 from supernet.quant import quantize_expert, quantized_expert_ffn
 
@@ -44,13 +45,21 @@ def _candidates(seed: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         nn.init.normal_(lin.weight, std=lin.in_features ** -0.5, generator=g)
     w = ExpertWeights(fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     q8, q4 = quantize_expert(w, 8), quantize_expert(w, 4)
-    dynamic = torch.ao.quantization.quantize_dynamic(
-        nn.Sequential(fc1, nn.ReLU(), fc2), {nn.Linear}, dtype=torch.qint8)
+
+    def int8(kernel: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            quant.INT8_KERNEL = kernel
+            try:
+                return quantized_expert_ffn(x, q8)
+            finally:
+                quant.INT8_KERNEL = None
+        return run
+
     return {
         "fp32": lambda x: expert_ffn(x, w, activation_dropout=0.0, training=False),
-        "int8_weight": lambda x: quantized_expert_ffn(x, q8),
+        "int8_dynamic": int8("dynamic"),
+        "int8_weight": int8("weight_only"),
         "int4_sim": lambda x: quantized_expert_ffn(x, q4),
-        "int8_dynamic": dynamic,
     }
 
 

@@ -3,11 +3,22 @@
 A weight matrix ``w [out, in]`` at ``b`` bits is stored as integers ``q [out, in]`` in
 ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` and one fp32 scale per output row, symmetric (no zero
 point): ``scale = max|w_row| / (2^(b-1) - 1)``, ``q = round(w / scale)``, and the weight it
-stands for is ``q * scale``. Activations stay in floating point.
+stands for is ``q * scale``.
 
-Kernels (CPU, this torch): int8 runs ``torch._weight_int8pack_mm`` (int8 weights times fp32
-activations, scaled per output channel, no dequantized copy of the weight). int4 is
-*simulated*: the weights are rounded to 4-bit values but the product runs on the
+Kernels (CPU), chosen by measurement (``scripts/bench_quant.py``, docs/benchmarks.md):
+
+- ``"dynamic"`` (the default where torch has the x86/fbgemm quantized engine): fbgemm's
+  ``quantized.linear_dynamic`` on the per-channel int8 weight, prepacked once per weight.
+  Activations are quantized to int8 per call (dynamic, ``reduce_range`` as fbgemm needs on
+  CPUs without VNNI), so results differ from fp32 on the dequantized weight by ~1-3 %
+  relative. On the 2-vCPU AVX2 development VM it ran an expert 2-6x faster than fp32.
+  These ops are deprecated in torch 2.13 (they warn; the warning is silenced here); when
+  they are gone the kernel falls back to ``"weight_only"``.
+- ``"weight_only"``: ``torch._weight_int8pack_mm`` (int8 weights times fp32 activations,
+  exact up to fp32 rounding). On that AVX2 VM it was 3-44x *slower* than fp32 (its fast
+  path needs AVX-512), so it is the fallback, and the reference in tests.
+
+int4 is *simulated*: the weights are rounded to 4-bit values but the product runs on the
 dequantized fp32 matrix, because torch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``)
 is group-wise with groups of 32-256 input channels, not per output channel. int4 values are
 held one per int8 here; `supernet.params.matrix_bytes` counts them packed two per byte.
@@ -15,10 +26,12 @@ held one per int8 here; `supernet.params.matrix_bytes` counts them packed two pe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 if TYPE_CHECKING:
     from supernet.functional import ExpertWeights
@@ -30,11 +43,42 @@ __all__ = [
     "quantize_weight",
     "dequantize",
     "quantized_linear",
+    "INT8_KERNELS",
+    "int8_kernel",
     "quantize_expert",
     "quantized_expert_ffn",
 ]
 
 QUANT_BITS = (4, 8)
+INT8_KERNELS = ("dynamic", "weight_only")
+# None: "dynamic" where the fbgemm engine exists, else "weight_only" (tests set it)
+INT8_KERNEL: str | None = None
+_PACKED: Any = WeakIdKeyDictionary()  # q tensor -> fbgemm packed weight, dies with q
+_DEQUANTIZED: Any = WeakIdKeyDictionary()  # q tensor -> its fp32 matrix (simulated int4)
+
+
+def int8_kernel() -> str:
+    """The int8 kernel in use: `INT8_KERNEL`, or the measured default for this torch."""
+    if INT8_KERNEL is not None:
+        if INT8_KERNEL not in INT8_KERNELS:
+            raise ValueError(f"supernet.quant.INT8_KERNEL: expected one of {INT8_KERNELS}, "
+                             f"got {INT8_KERNEL!r}")
+        return INT8_KERNEL
+    engines = torch.backends.quantized.supported_engines
+    has_ops = hasattr(torch.ops.quantized, "linear_dynamic")
+    return "dynamic" if has_ops and ("x86" in engines or "fbgemm" in engines) else "weight_only"
+
+
+def _packed(w: QuantizedWeight) -> Any:
+    """fbgemm's prepacked form of ``w`` (cached for as long as ``w.q`` lives)."""
+    hit = _PACKED.get(w.q)
+    if hit is None:
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.13
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(w.q.shape[0], dtype=torch.long)
+            qw = torch._make_per_channel_quantized_tensor(w.q, w.scale.double(), zero, 0)
+            hit = _PACKED[w.q] = torch.ops.quantized.linear_prepack(qw, None)
+    return hit
 
 
 class QuantizedWeight(NamedTuple):
@@ -78,13 +122,23 @@ def dequantize(w: QuantizedWeight) -> torch.Tensor:
 def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = None
                      ) -> torch.Tensor:
     """``x [..., in] @ dequantize(w).T + bias`` -> [..., out]; int8 on CPU in fp32 runs the
-    int8 kernel, everything else (int4, other devices or dtypes, autocast) the dequantized
-    matrix (under autocast ``F.linear`` casts as every other matmul of the model)."""
+    int8 kernel (`int8_kernel`), everything else (int4, other devices or dtypes, autocast)
+    the dequantized matrix (under autocast ``F.linear`` casts as every other matmul)."""
     if (w.bits == 8 and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")):
-        flat = x.reshape(-1, x.shape[-1]).contiguous()  # the kernel takes a 2-d input
-        y = torch._weight_int8pack_mm(flat, w.q, w.scale).reshape(*x.shape[:-1], -1)
+        flat = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels take a 2-d input
+        if int8_kernel() == "dynamic":
+            y = torch.ops.quantized.linear_dynamic(flat, _packed(w), True)
+        else:
+            y = torch._weight_int8pack_mm(flat, w.q, w.scale)
+        y = y.reshape(*x.shape[:-1], -1)
         return y if bias is None else y + bias
+    if w.bits == 4:
+        # simulated: dequantize once per weight, not per call, so int4 costs what fp32 does
+        hit = _DEQUANTIZED.get(w.q)
+        if hit is None:
+            hit = _DEQUANTIZED[w.q] = dequantize(w)
+        return F.linear(x, hit.to(x.dtype), bias)
     return F.linear(x, dequantize(w).to(x.dtype), bias)
 
 

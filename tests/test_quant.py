@@ -1,7 +1,8 @@
 """Weight-only per-output-channel quantization of experts (`supernet.quant`).
 
-Oracles: a per-element Python rounding of each row written here, and the fp32 expert
-(`supernet.functional.expert_ffn`) run on the dequantized weights.
+Oracles: a per-element Python rounding of each row written here, the fp32 expert
+(`supernet.functional.expert_ffn`) run on the dequantized weights (exact for the
+``weight_only`` int8 kernel), and the activation rounding bound for the ``dynamic`` one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from supernet.quant import (
     quantized_expert_ffn,
     quantized_linear,
 )
+
+
+@pytest.fixture
+def weight_only(monkeypatch):
+    """The exact int8 kernel (int8 weights times fp32 activations)."""
+    monkeypatch.setattr(quant, "INT8_KERNEL", "weight_only")
 
 
 def _expert(d: int, h: int, seed: int) -> ExpertWeights:
@@ -48,7 +55,7 @@ def test_quantize_matches_rounding_each_row_by_hand(bits):
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_quantized_expert_equals_fp32_expert_on_dequantized_weights(bits):
+def test_quantized_expert_equals_fp32_expert_on_dequantized_weights(bits, weight_only):
     w = _expert(d=48, h=96, seed=3)
     x = torch.randn(5, 48, generator=torch.Generator().manual_seed(1))
     qe = quantize_expert(w, bits)
@@ -63,7 +70,7 @@ def test_quantized_expert_equals_fp32_expert_on_dequantized_weights(bits):
     assert err < (0.05 if bits == 8 else 0.6) * full.abs().max().item()
 
 
-def test_int8_runs_the_int8_kernel_and_int4_does_not(monkeypatch):
+def test_int8_runs_the_int8_kernel_and_int4_does_not(monkeypatch, weight_only):
     calls = []
     kernel = torch._weight_int8pack_mm
 
@@ -79,6 +86,32 @@ def test_int8_runs_the_int8_kernel_and_int4_does_not(monkeypatch):
     torch.testing.assert_close(y8, x @ dequantize(quantize_weight(w, 8)).T, rtol=1e-5, atol=1e-5)
     quantized_linear(x, quantize_weight(w, 4))
     assert calls == [torch.int8]  # int4 is simulated on the dequantized matrix
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.quantized, "linear_dynamic"),
+                    reason="this torch has no fbgemm dynamic int8 linear")
+def test_dynamic_int8_is_within_the_activation_rounding_bound(monkeypatch):
+    monkeypatch.setattr(quant, "INT8_KERNEL", "dynamic")
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(2, 7, 48, generator=g), torch.randn(32, 48, generator=g) * 0.2
+    qw = quantize_weight(w, 8)
+    exact = x @ dequantize(qw).T
+    got = quantized_linear(x, qw)
+    # fbgemm quantizes x per tensor to 7 bits (reduce_range) over [min(x, 0), max(x, 0)]:
+    # each activation moves by at most one step (half a step, plus the zero point's rounding)
+    step = (max(x.max().item(), 0.0) - min(x.min().item(), 0.0)) / 127
+    bound = step * dequantize(qw).abs().sum(dim=1)  # [out]
+    assert got.shape == exact.shape
+    assert ((got - exact).abs() <= bound + 1e-5).all()
+    assert not torch.allclose(got, exact, rtol=1e-4, atol=1e-4)  # the activations were rounded
+    again = quantized_linear(x, qw)  # the prepacked weight is cached and reused
+    assert torch.equal(got, again)
+
+
+def test_unknown_int8_kernel_is_rejected(monkeypatch):
+    monkeypatch.setattr(quant, "INT8_KERNEL", "int2")
+    with pytest.raises(ValueError, match="INT8_KERNEL.*int2"):
+        quantized_linear(torch.randn(2, 16), quantize_weight(torch.randn(8, 16), 8))
 
 
 def test_bad_input_is_rejected():
@@ -130,7 +163,7 @@ def _with_dequantized_slices(supernet, config):
     return oracle
 
 
-def test_supernet_scores_quantized_experts_as_fp32_on_their_dequantized_slices():
+def test_supernet_scores_quantized_experts_as_fp32_on_their_dequantized_slices(weight_only):
     import dataclasses
 
     supernet, q = _supernet_and_configs()
