@@ -23,15 +23,14 @@ import shutil
 import sys
 from pathlib import Path
 
+_SEARCH = ("candidates.csv", "pareto.csv", "baselines.csv", "comparisons.csv", "search.json",
+           "retrained.csv")
 FILES = (
-    "search/candidates.csv", "search/pareto.csv", "search/baselines.csv",
-    "search/search.json", "search/retrained.csv",
+    *(f"search/{name}" for name in _SEARCH),
     "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
     "subnet/config.json", "subnet/subnet.json", "subnet/scores.json",
     "translations.tsv",
 )
-_SEARCH = ("candidates.csv", "pareto.csv", "baselines.csv", "comparisons.csv", "search.json",
-           "retrained.csv")
 STUDY_FILES = (
     "study.json", "moe_vs_dense.csv", "data/meta.json",
     "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
