@@ -53,8 +53,10 @@ QUANT_BITS = (4, 8)
 INT8_KERNELS = ("dynamic", "weight_only")
 # None: "dynamic" where the fbgemm engine exists, else "weight_only" (tests set it)
 INT8_KERNEL: str | None = None
-_PACKED: Any = WeakIdKeyDictionary()  # q tensor -> fbgemm packed weight, dies with q
-_DEQUANTIZED: Any = WeakIdKeyDictionary()  # q tensor -> its fp32 matrix (simulated int4)
+# q tensor -> (its version, fbgemm's packed weight / the fp32 matrix of simulated int4):
+# entries die with q, and an in-place change of q (loading weights) bumps its version
+_PACKED: Any = WeakIdKeyDictionary()
+_DEQUANTIZED: Any = WeakIdKeyDictionary()
 
 
 def int8_kernel() -> str:
@@ -72,13 +74,14 @@ def int8_kernel() -> str:
 def _packed(w: QuantizedWeight) -> Any:
     """fbgemm's prepacked form of ``w`` (cached for as long as ``w.q`` lives)."""
     hit = _PACKED.get(w.q)
-    if hit is None:
+    if hit is None or hit[0] != (w.q._version, w.scale._version):
         with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.13
             warnings.simplefilter("ignore")
             zero = torch.zeros(w.q.shape[0], dtype=torch.long)
             qw = torch._make_per_channel_quantized_tensor(w.q, w.scale.double(), zero, 0)
-            hit = _PACKED[w.q] = torch.ops.quantized.linear_prepack(qw, None)
-    return hit
+            hit = _PACKED[w.q] = ((w.q._version, w.scale._version),
+                                  torch.ops.quantized.linear_prepack(qw, None))
+    return hit[1]
 
 
 class QuantizedWeight(NamedTuple):
@@ -136,9 +139,9 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
     if w.bits == 4:
         # simulated: dequantize once per weight, not per call, so int4 costs what fp32 does
         hit = _DEQUANTIZED.get(w.q)
-        if hit is None:
-            hit = _DEQUANTIZED[w.q] = dequantize(w)
-        return F.linear(x, hit.to(x.dtype), bias)
+        if hit is None or hit[0] != (w.q._version, w.scale._version):
+            hit = _DEQUANTIZED[w.q] = ((w.q._version, w.scale._version), dequantize(w))
+        return F.linear(x, hit[1].to(x.dtype), bias)
     return F.linear(x, dequantize(w).to(x.dtype), bias)
 
 

@@ -108,6 +108,21 @@ def test_dynamic_int8_is_within_the_activation_rounding_bound(monkeypatch):
     assert torch.equal(got, again)
 
 
+@pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (4, None)])
+def test_cached_kernels_follow_weights_changed_in_place(bits, kernel, monkeypatch):
+    # loading weights copies into the same tensors: the cached packed or dequantized
+    # matrix must not outlive the values it was made from
+    monkeypatch.setattr(quant, "INT8_KERNEL", kernel)
+    g = torch.Generator().manual_seed(bits)
+    x = torch.randn(4, 16, generator=g)
+    qw = quantize_weight(torch.randn(8, 16, generator=g), bits)
+    quantized_linear(x, qw)
+    other = quantize_weight(torch.randn(8, 16, generator=g), bits)
+    qw.q.copy_(other.q)
+    qw.scale.copy_(other.scale)
+    torch.testing.assert_close(quantized_linear(x, qw), quantized_linear(x, other))
+
+
 def test_unknown_int8_kernel_is_rejected(monkeypatch):
     monkeypatch.setattr(quant, "INT8_KERNEL", "int2")
     with pytest.raises(ValueError, match="INT8_KERNEL.*int2"):
