@@ -163,3 +163,141 @@ def test_pack_int4_puts_two_values_per_byte_low_nibble_first(cols):
     assert pack_int4(q.to("meta")).shape == packed.shape
     assert quant.QUANT_BITS == (4, 8)
 
+
+# ---- step 2: files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_saved_file_round_trips_and_its_bytes_are_weight_bytes(supernet, name, tmp_path):
+    from safetensors import safe_open
+
+    from supernet.params import weight_bytes
+
+    config = CONFIGS[name]()
+    model = supernet.extract(config)
+    out = model.save(tmp_path / "m")
+    loaded = Transformer.load(out)
+    src, prev = _inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(src, prev)[0], model(src, prev)[0])
+    # independent count: the nbytes of the tensors the file holds (scales included)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    nbytes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
+    want = weight_bytes(config, VOCAB, normalize_before=model.options.normalize_before)
+    assert nbytes.pop("embed") == want.embedding
+    assert sum(nbytes.values()) == want.weights
+    # int4 values are packed two per byte in the file (uint8), int8 one per byte
+    bits = [b for layer in config.encoder_expert_bits + config.decoder_expert_bits for b in layer]
+    dtypes = [t.dtype for k, t in tensors.items() if k.endswith("qweight")]
+    assert dtypes.count(torch.uint8) == 2 * bits.count(4)
+    assert dtypes.count(torch.int8) == 2 * bits.count(8)
+    full = supernet.extract(_full(config)).save(tmp_path / "full")
+    assert (out / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+
+
+def _rewrite(path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path))
+
+
+FC1 = "encoder_layers.0.moe.experts.2.fc1"  # the 4-bit expert of _moe_config
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda s: s.pop(f"{FC1}.scale"), rf"tensor '{FC1}.scale' is missing"),
+    (lambda s: s.update({f"{FC1}.qweight": torch.zeros(63, 32, dtype=torch.uint8)}),
+     rf"tensor '{FC1}.qweight' has shape \(63, 32\).*implies \(63, 16\)"),
+    (lambda s: s.update({f"{FC1}.qweight": torch.zeros(63, 16)}),
+     rf"tensor '{FC1}.qweight' is torch.float32.*torch.uint8"),
+    (lambda s: s.update({f"{FC1}.scale": torch.zeros(62)}),
+     rf"tensor '{FC1}.scale' has shape \(62,\)"),
+])
+def test_bad_quantized_files_name_the_file_and_the_key(supernet, tmp_path, damage, match):
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    _rewrite(out / "model.safetensors", damage)
+    with pytest.raises(ValueError, match=match) as err:
+        Transformer.load(out)
+    assert "model.safetensors" in str(err.value)
+
+
+def test_bits_in_config_json_that_disagree_with_the_file_fail(supernet, tmp_path):
+    import json
+
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    meta = json.loads((out / "config.json").read_text())
+    meta["architecture"]["encoder_expert_bits"][0] = [8, 32, 8]  # the file has 4 bits
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"'{FC1}.qweight' has shape \(63, 16\), .*config.json"
+                                         r" implies \(63, 32\)"):
+        Transformer.load(out)
+
+
+def test_cli_on_a_bad_quantized_model_dir_exits_2_and_writes_nothing(supernet, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    from search_helpers import make_data
+
+    from automoe.cli import main
+
+    data = make_data(tmp_path)
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    shutil.copyfile(data / "spm.model", out / "spm.model")
+    _rewrite(out / "model.safetensors", lambda s: s.pop(f"{FC1}.scale"))
+    src, hyp = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    assert main(["translate", str(out), "--input", str(src), "--output", str(hyp),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and f"{FC1}.scale" in err
+    assert not hyp.exists()
+
+
+# ---- step 3: measured latency runs the quantized kernels ------------------------------------
+
+
+@pytest.mark.parametrize("weights", ["supernet", "random"])
+def test_measured_latency_runs_the_int8_kernel_not_a_dequantized_matmul(supernet, weights,
+                                                                        monkeypatch):
+    """`measure_subnet` (``automoe latency measure``) builds the model as the search's
+    latency does (`SuperTransformer.extract`, or a random `Transformer`): its int8 experts
+    must reach torch's int8 kernel, and nothing may be dequantized."""
+    from automoe.costs.latency import LatencyProtocol, measure_subnet
+
+    kernel_calls, dequantized = [], []
+    kernel, dequantize = torch._weight_int8pack_mm, quant.dequantize
+
+    def spy_kernel(x, q, scale):
+        kernel_calls.append(tuple(q.shape))
+        return kernel(x, q, scale)
+
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", spy_kernel)
+    monkeypatch.setattr(quant, "dequantize", lambda w: dequantized.append(w) or dequantize(w))
+    config = _dense_config(8)
+    protocol = LatencyProtocol(vocab_size=VOCAB, src_len=5, tgt_len=3, beam=2, warmup=0, runs=1)
+    measure_subnet(config, protocol, supernet=supernet if weights == "supernet" else None)
+    d_enc, d_dec = config.encoder_embed_dim, config.decoder_embed_dim
+    want = {(h, d) for h, d in [(config.encoder_expert_dims[0][0], d_enc),
+                                (config.decoder_expert_dims[0][0], d_dec)]}
+    want |= {(d, h) for h, d in want}
+    assert set(kernel_calls) == want and not dequantized
+    # one call per matrix per forward: 2 per encoder layer per encode, 2 per decoder layer
+    # per step
+    assert len(kernel_calls) == 2 * config.encoder_layers + 2 * config.decoder_layers * 3
+
+
+# ---- step 4: ONNX export refuses quantized models -------------------------------------------
+
+
+def test_onnx_export_refuses_a_quantized_model_naming_the_bits(tmp_path):
+    from automoe.onnx_export import export_onnx
+
+    model = Transformer(_dense_config(4), VOCAB, device="meta")
+    with pytest.raises(ValueError, match=r"experts below 32 bits \(encoder_expert_bits \[\[4\]\],"
+                                         r" decoder_expert_bits \[\[4\]\]\); ONNX export"):
+        export_onnx(model, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
