@@ -301,3 +301,15 @@ def test_onnx_export_refuses_a_quantized_model_naming_the_bits(tmp_path):
                                          r" decoder_expert_bits \[\[4\]\]\); ONNX export"):
         export_onnx(model, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_training_a_quantized_subnet_is_refused_naming_its_bits(tmp_path):
+    from automoe.presets import get_preset
+    from automoe.training import RunSettings, train_subnet
+
+    settings = RunSettings(kind="subnet", data_dir=str(tmp_path / "data"),
+                           options=get_preset("demo", "subnet"), subnet=_dense_config(8))
+    with pytest.raises(ValueError, match=r"experts below 32 bits \(encoder_expert_bits \[\[8\]\]"
+                                         r".*training runs experts at 32 bits"):
+        train_subnet(settings, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
