@@ -308,6 +308,10 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     if config.key() != key:
         raise ValueError(f"{run.path / 'candidates.csv'}: row {key} holds a config whose key is "
                          f"{config.key()} (edited table?)")
+    if onnx:
+        from automoe.onnx_export import check_precision
+
+        check_precision(config, source=f"--onnx: candidate {key}")
     checkpoint, sha = _supernet_file(run)
     if sha is not None and file_sha256(checkpoint) != sha:
         raise ValueError(f"{checkpoint}: changed since search {run.path} scored it (sha256 "
@@ -316,6 +320,14 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     data = Path(run.meta.get("data") or run.meta["settings"]["data"])
     tokenizer = Tokenizer.load(data / "spm.model")
     supernet, space = load_supernet(checkpoint)
+    searched = run.meta["settings"].get("space")
+    if searched is not None:  # a search over a precision variant of the supernet's space
+        from search_spaces.space import check_precision_variant, load_space
+
+        variant = load_space(searched)
+        check_precision_variant(space, variant, source=f"{run.path / 'search.json'}: space "
+                                                       f"{searched}")
+        space = variant
     space.validate(config, source=f"candidate {key}")
     if tokenizer.vocab_size != supernet.vocab_size:
         raise ValueError(f"{data / 'spm.model'}: {tokenizer.vocab_size} entries, the supernet "

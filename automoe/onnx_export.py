@@ -19,6 +19,9 @@ with the MoE's static-shape dispatch (`supernet.functional.static_dispatch`: the
 dispatch sizes its tensors from the routing on the host, which a fixed graph cannot). They
 are traced by ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5; tested with 2.13) and
 checked with ``onnx.checker``. Needs the ``onnx`` extra (``pip install 'automoe[onnx]'``).
+
+Only full-precision models are exported: a model with experts below 32 bits is refused
+(`check_precision`), since its graph would not run the quantized kernels it was scored with.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import torch
 from torch import nn
 
 from automoe.io_utils import atomic_dir, atomic_write_json, read_json
+from search_spaces.config import SubnetConfig
 from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
 
-__all__ = ["ONNX_FILES", "OPSET", "ONNX_DIR", "require_onnx", "export_onnx", "export_subnet_onnx",
-           "read_onnx_meta", "check_onnx_dir"]
+__all__ = ["ONNX_FILES", "OPSET", "ONNX_DIR", "require_onnx", "check_precision", "export_onnx",
+           "export_subnet_onnx", "read_onnx_meta", "check_onnx_dir"]
 
 ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
 OPSET = 18
@@ -105,10 +109,18 @@ def _check(path: Path) -> None:
         raise ValueError(f"{path}: the exported graph fails onnx.checker ({err})") from None
 
 
+def check_precision(config: SubnetConfig, *, source: str) -> None:
+    """ValueError naming the bits unless every expert of ``config`` is at 32 bits."""
+    core.check_full_precision(config, source=source,
+                              reason="ONNX export runs experts at 32 bits only (the quantized "
+                                     "kernels are not exported); use the torch runtime")
+
+
 def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False) -> Path:
     """Writes ``encoder.onnx``, ``decoder_step.onnx`` and ``onnx.json`` (module docstring)
     into the directory ``out``, atomically; returns ``out``. The model must be fp32 (a
     low-precision model is refused: its graph would not be the model that was scored)."""
+    check_precision(model.config, source=f"ONNX export of subnet {model.config.key()}")
     require_onnx()
     if model.embed.dtype != torch.float32:
         raise ValueError(f"ONNX export needs an fp32 model, got {model.embed.dtype}")

@@ -30,6 +30,7 @@ from automoe.data.store import Ragged
 from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
 from automoe.presets import TrainOptions, get_preset
 from search_spaces import SearchSpace, SubnetConfig, load_space
+from supernet.core import check_full_precision
 from supernet.options import ModelOptions
 from supernet.supertransformer import SuperTransformer
 from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
@@ -265,6 +266,9 @@ def _subnet_model(settings: RunSettings) -> tuple[Transformer, dict[str, Any]]:
     """The freshly initialised Transformer of a subnet run and its checkpoint identity."""
     config, opts = settings.subnet, settings.options
     assert config is not None
+    check_full_precision(config, source=f"--subnet {config.key()}",
+                         reason="training runs experts at 32 bits (export the quantized "
+                                "subnet from a supernet instead)")
     vocab = int(read_meta(settings.data_dir)["vocab_size"])
     options = opts.model_options(positions_dim=max(config.encoder_embed_dim,
                                                    config.decoder_embed_dim))

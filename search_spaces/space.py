@@ -42,6 +42,7 @@ __all__ = [
     "SPACES_DIR",
     "SearchSpace",
     "SupernetDims",
+    "check_precision_variant",
     "available_spaces",
     "load_space",
 ]
@@ -408,6 +409,27 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
     for i, a in enumerate(c.decoder_ende_attn):
         need(f"decoder_ende_attn[{i}]", a, s.allowed_ende_attn(c.encoder_layers),
              f" with {c.encoder_layers} encoder layer(s)")
+
+
+def check_precision_variant(base: SearchSpace, variant: SearchSpace, *, source: str) -> None:
+    """ValueError unless ``variant`` differs from ``base`` (the space a supernet was trained
+    on) only in ``expert_bits``: then its subnets are the same slices of the same weights,
+    and the precision only chooses how an expert is quantized when it is scored. The error
+    names the first key that differs and both values."""
+    a, b = base.to_dict(), variant.to_dict()
+    for d in (a, b):
+        d["choices"].pop("expert_bits", None)
+    for section in ("choices", "supernet"):
+        for key in sorted(set(a[section]) | set(b[section])):
+            if a[section].get(key) != b[section].get(key):
+                raise ValueError(f"{source}: space {variant.name!r} differs from the supernet's "
+                                 f"space {base.name!r} in '{section}.{key}' "
+                                 f"({b[section].get(key)} vs {a[section].get(key)}); only "
+                                 "'choices.expert_bits' may differ")
+    if a["heterogeneous_experts"] != b["heterogeneous_experts"]:
+        raise ValueError(f"{source}: space {variant.name!r} differs from the supernet's space "
+                         f"{base.name!r} in 'heterogeneous_experts'; only "
+                         "'choices.expert_bits' may differ")
 
 
 # ---- loading ---------------------------------------------------------------------------

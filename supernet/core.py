@@ -35,16 +35,14 @@ __all__ = ["EncoderLayerWeights", "DecoderLayerWeights", "StackWeights", "ModelW
 MAX_ENDE_ATTN = 3  # the decoder reads at most the last 3 encoder layers (HAT)
 
 
-def check_full_precision(config: Any, *, source: str) -> None:
-    """ValueError unless every expert of ``config`` is at 32 bits: the static model (and so
-    extraction, export and measured latency) runs fp32 experts only; the supernet scores
-    quantized experts itself (`supernet.quant`)."""
+def check_full_precision(config: Any, *, source: str, reason: str) -> None:
+    """ValueError unless every expert of ``config`` is at 32 bits, naming its bits and
+    ``reason`` (what only runs fp32 experts: training, ONNX export)."""
     if not config.is_full_precision:
         bits = config.to_dict()
-        raise ValueError(f"{source}: experts below 32 bits are not run by the static model "
-                         f"(encoder_expert_bits {bits['encoder_expert_bits']}, "
-                         f"decoder_expert_bits {bits['decoder_expert_bits']}); such a subnet "
-                         f"is scored by the supernet but cannot be extracted or exported")
+        raise ValueError(f"{source}: experts below 32 bits (encoder_expert_bits "
+                         f"{bits['encoder_expert_bits']}, decoder_expert_bits "
+                         f"{bits['decoder_expert_bits']}); {reason}")
 
 
 class EncoderLayerWeights(NamedTuple):

@@ -93,16 +93,19 @@ def read_model_config(directory: str | Path) -> tuple[SubnetConfig, int, ModelOp
     return config, vocab, options
 
 
-def read_model_weights(directory: str | Path, expected: Mapping[str, tuple[int, ...]]
+def read_model_weights(directory: str | Path, expected: Mapping[str, tuple[int, ...]], *,
+                       integer: Mapping[str, torch.dtype] | None = None
                        ) -> dict[str, torch.Tensor]:
     """The tensors of ``directory`` on the CPU, checked against ``expected`` (name -> shape,
-    from a model built on the meta device): same names and shapes, one floating dtype,
-    finite values.
+    from a model built on the meta device): same names and shapes; the tensors named in
+    ``integer`` (quantized weights) of exactly the dtype given there, all others of one
+    floating dtype with finite values.
 
     The shapes are checked from the file's header before any tensor is read, so a tampered
     config (say a huge vocab_size) fails before anything of that size is allocated.
     """
     root = Path(directory)
+    integer = dict(integer or {})
     weights_path = root / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} does not exist")
@@ -114,6 +117,9 @@ def read_model_weights(directory: str | Path, expected: Mapping[str, tuple[int, 
                          f"truncated?): {err}") from None
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
+    if len(missing) == 1 and not unexpected:
+        raise ValueError(f"{weights_path}: tensor '{missing[0]}' is missing ({root / CONFIG_FILE}"
+                         " implies it)")
     if missing or unexpected:
         raise ValueError(f"{weights_path}: tensors do not match {root / CONFIG_FILE}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -126,11 +132,15 @@ def read_model_weights(directory: str | Path, expected: Mapping[str, tuple[int, 
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file (corrupt or "
                          f"truncated?): {err}") from None
-    dtypes = {t.dtype for t in state.values()}
+    for name, dtype in integer.items():
+        if state[name].dtype != dtype:
+            raise ValueError(f"{weights_path}: tensor '{name}' is {state[name].dtype}, "
+                             f"{root / CONFIG_FILE} implies quantized values of {dtype}")
+    dtypes = {t.dtype for name, t in state.items() if name not in integer}
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
         raise ValueError(f"{weights_path}: expected floating-point tensors of one dtype, got "
                          f"{sorted(str(d) for d in dtypes)}")
     for name in expected:
-        if not torch.isfinite(state[name]).all():
+        if name not in integer and not torch.isfinite(state[name]).all():
             raise ValueError(f"{weights_path}: tensor '{name}' holds non-finite values")
     return state

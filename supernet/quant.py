@@ -21,7 +21,8 @@ Kernels (CPU), chosen by measurement (``scripts/bench_quant.py``, docs/benchmark
 int4 is *simulated*: the weights are rounded to 4-bit values but the product runs on the
 dequantized fp32 matrix, because torch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``)
 is group-wise with groups of 32-256 input channels, not per output channel. int4 values are
-held one per int8 here; `supernet.params.matrix_bytes` counts them packed two per byte.
+held one per int8 in memory and packed two per byte in files (`pack_int4` / `unpack_int4`);
+`supernet.params.matrix_bytes` counts them packed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = [
     "int8_kernel",
     "quantize_expert",
     "quantized_expert_ffn",
+    "pack_int4",
+    "unpack_int4",
 ]
 
 QUANT_BITS = (4, 8)
@@ -155,3 +158,27 @@ def quantized_expert_ffn(x: torch.Tensor, w: QuantizedExpert) -> torch.Tensor:
     """`supernet.functional.expert_ffn` in eval mode on a quantized expert:
     ``fc2(relu(fc1(x)))``, x [N, d] -> [N, d]."""
     return quantized_linear(F.relu(quantized_linear(x, w.w1, w.b1)), w.w2, w.b2)
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """int4 values q [out, in] (int8 in [-8, 7]) -> uint8 [out, ceil(in / 2)], two per byte:
+    column 2j in the low nibble, column 2j+1 in the high one, each as ``value + 8``; an odd
+    row is padded with a zero value. On the meta device only the shape is made."""
+    if q.dim() != 2:
+        raise ValueError(f"pack_int4: expected a matrix [out, in], got shape {tuple(q.shape)}")
+    if q.is_meta:  # (operators on meta tensors load torch's meta kernels: seconds)
+        return torch.empty(q.shape[0], -(-q.shape[1] // 2), dtype=torch.uint8, device="meta")
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    if u.shape[1] % 2:
+        u = torch.cat([u, torch.full_like(u[:, :1], 8)], dim=1)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """`pack_int4`'s inverse: uint8 [out, ceil(in / 2)] -> int8 [out, in_features]."""
+    if packed.dim() != 2 or packed.shape[1] != -(-in_features // 2):
+        raise ValueError(f"unpack_int4: expected [out, {-(-in_features // 2)}] bytes for "
+                         f"{in_features} columns, got shape {tuple(packed.shape)}")
+    u = packed.to(torch.int16)
+    both = torch.stack([u & 0xF, u >> 4], dim=2).reshape(packed.shape[0], -1)
+    return (both[:, :in_features] - 8).to(torch.int8).contiguous()

@@ -133,16 +133,19 @@ class SuperTransformer(nn.Module):
                 raise ValueError(f"subnet {config.key()}: 'decoder_ende_attn[{i}]' = {a}; "
                                  f"expected 1..{core.MAX_ENDE_ATTN}")
 
-    def weights(self, config: SubnetConfig) -> core.ModelWeights:
+    def weights(self, config: SubnetConfig, *, quantize: bool | None = None
+                ) -> core.ModelWeights:
         """The subnet's weights: a tree of views (leading slices) of this supernet's
         tensors, in the layout `supernet.core` runs on. Checks ``config`` first.
 
-        In eval mode an expert below 32 bits is a quantized copy of its slices (post-training
-        quantization, `supernet.quant`); in training mode every expert is fp32: the shared
-        weights train at full precision."""
+        With ``quantize`` (default: in eval mode) an expert below 32 bits is a quantized copy
+        of its slices (post-training quantization, `supernet.quant`); in training mode every
+        expert is fp32: the shared weights train at full precision."""
         self.check(config)
         de, dd, q = config.encoder_embed_dim, config.decoder_embed_dim, config.qkv_dim
-        quantize = not self.training and not config.is_full_precision
+        if quantize is None:
+            quantize = not self.training
+        quantize = quantize and not config.is_full_precision
         enc_bits = config.encoder_expert_bits if quantize else (None,) * config.encoder_layers
         dec_bits = config.decoder_expert_bits if quantize else (None,) * config.decoder_layers
         # nn.ModuleList yields plain Modules to the type checker
@@ -194,9 +197,10 @@ class SuperTransformer(nn.Module):
     @torch.no_grad()
     def extract(self, subnet: SubnetConfig) -> Transformer:
         """A static `Transformer` holding copies of exactly ``subnet``'s weights, on this
-        supernet's device and dtype, in this supernet's train/eval mode."""
-        core.check_full_precision(subnet, source=f"extract: subnet {subnet.key()}")
-        src = self.weights(subnet)
+        supernet's device and dtype, in this supernet's train/eval mode. Experts below 32
+        bits hold the quantized copies the supernet scores in eval mode (`QuantExpert`;
+        such a model runs in eval mode only)."""
+        src = self.weights(subnet, quantize=True)
         model = Transformer(subnet, self.vocab_size, options=self.options)
         model.to(device=self.embed.device, dtype=self.embed.dtype)
         _copy_tree(model.weights(), src, "model")

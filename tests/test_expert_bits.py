@@ -239,19 +239,6 @@ def test_features_of_a_bits_space_include_the_precisions():
     assert values["enc1_expert3_bits"] == 4.0 and values["dec0_expert0_bits"] == 32.0
 
 
-def test_static_model_refuses_quantized_subnets_instead_of_running_them_at_fp32():
-    from supernet.supertransformer import SuperTransformer
-    from supernet.transformer import Transformer
-
-    space = load_space("demo_q")
-    with pytest.raises(ValueError, match=r"not run by the static model.*\[\[4\], \[4\]\]"):
-        Transformer(space.smallest(), 64, device="meta")
-    supernet = SuperTransformer(load_space("tiny"), 64, seed=0)
-    quantized = dataclasses.replace(load_space("tiny").smallest(), encoder_expert_bits=((8,),))
-    with pytest.raises(ValueError, match=r"extract: subnet .*: experts below 32 bits"):
-        supernet.extract(quantized)
-
-
 def test_space_show_prints_the_bits_and_the_larger_size(capsys):
     from automoe.cli import main
 

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default: {','.join(DEFAULT_OBJECTIVES)})")
     p.add_argument("--constraint", action="append", default=None, metavar="BOUND",
                    help="a hard bound, e.g. 'latency<=80ms', 'flops<=2e9', 'bleu>=20' (repeat)")
+    p.add_argument("--space", default=None, metavar="NAME|FILE",
+                   help="search this space instead of the supernet's own; it may differ only "
+                        "in expert_bits (e.g. demo_q on a demo supernet)")
     p.add_argument("--algorithm", choices=["nsga2", "hat", "random"], default=None,
                    help=f"search algorithm (default: {_DEFAULTS['algorithm']})")
     p.add_argument("--generations", type=int, default=None,
@@ -80,7 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     values = {
         name: getattr(args, name)
         for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device",
-                     "baselines", "latency_cache")
+                     "baselines", "latency_cache", "space")
         if getattr(args, name) is not None
     }
     if args.objectives is not None:

@@ -142,6 +142,8 @@ def run_search(settings: SearchSettings, *,
     if not settings.resume:  # a run dir must not depend on the directory it was started from
         settings = dataclasses.replace(settings, supernet=str(Path(settings.supernet).resolve()),
                                        data=str(Path(settings.data).resolve()))
+        if settings.space is not None and Path(settings.space).is_file():
+            settings = dataclasses.replace(settings, space=str(Path(settings.space).resolve()))
     if settings.resume:
         check_resume(settings)
     elif (run / "checkpoint.json").exists():
@@ -162,6 +164,8 @@ def run_search(settings: SearchSettings, *,
         check_ray_address(settings.ray_address)
     # 3: the checkpoint (weights checked against its space) and the data it is scored on.
     checkpoint = scoring.read_supernet(settings.supernet)
+    if settings.space is not None:
+        checkpoint = scoring.with_space(checkpoint, settings.space)
     scoring.check_data(settings.data, checkpoint.vocab_size,
                        dev_sentences=settings.dev_sentences,
                        bleu=any(m.name == "bleu" for m in metrics))
@@ -421,6 +425,8 @@ def _compare_front(settings: SearchSettings, run: Path, algo: Any, state: Any, c
     from automoe.search import scoring
 
     checkpoint = scoring.read_supernet(settings.supernet)
+    if settings.space is not None:
+        checkpoint = scoring.with_space(checkpoint, settings.space)
     if checkpoint.sha256 != identity["supernet"]["sha256"]:
         raise ValueError(f"{checkpoint.file}: changed while the search ran (sha256 differs); "
                          "the comparisons would use other weights than the scores")

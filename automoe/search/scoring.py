@@ -26,6 +26,7 @@ Pieces, in the order a search uses them:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SupernetCheckpoint",
     "read_supernet",
+    "with_space",
     "check_data",
     "data_identity",
     "CheapCosts",
@@ -116,6 +118,18 @@ def read_supernet(path: str | Path) -> SupernetCheckpoint:
         label_smoothing=float(train_config.get("label_smoothing", 0.1)),
         sha256=file_sha256(file), state=arrays,
     )
+
+
+def with_space(checkpoint: SupernetCheckpoint, space: str) -> SupernetCheckpoint:
+    """``checkpoint`` searched over the space ``space`` (name or YAML) instead of its own;
+    ValueError unless the two differ only in ``expert_bits``
+    (`search_spaces.space.check_precision_variant`)."""
+    from search_spaces.space import check_precision_variant, load_space
+
+    variant = load_space(space)
+    check_precision_variant(checkpoint.space, variant,
+                            source=f"--space {space} on supernet {checkpoint.file}")
+    return dataclasses.replace(checkpoint, space=variant)
 
 
 def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,

@@ -32,6 +32,9 @@ class SearchSettings:
 
     Attributes:
         supernet: supernet training RUN_DIR (its checkpoint holds the weights + space).
+        space: search this space (name or YAML) instead of the checkpoint's: it must differ
+            from it only in ``expert_bits`` (e.g. ``demo_q`` on a ``demo`` supernet); None:
+            the checkpoint's space.
         data: prepared data dir (``automoe data prepare``); its ``valid`` split is scored.
         out: the search RUN_DIR to write.
         objectives: metric names (`objectives.METRICS`), e.g. ("bleu", "flops", "latency").
@@ -66,6 +69,7 @@ class SearchSettings:
     out: str
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     constraints: tuple[str, ...] = ()
+    space: str | None = None
     algorithm: str = "nsga2"
     generations: int = 10
     population: int = 16

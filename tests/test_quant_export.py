@@ -1,0 +1,315 @@
+"""The static model with quantized experts: extraction, files, loading, latency, ONNX.
+
+Oracles: the supernet's eval-mode scoring of the same subnet (itself checked against fp32 on
+the dequantized slices in test_quant.py), an independent nibble-by-nibble packing, the
+nbytes of the tensors in the written file, and hand-made bad files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from search_spaces import load_space
+from supernet import quant
+from supernet.quant import pack_int4, quantize_weight, unpack_int4
+from supernet.supertransformer import SuperTransformer
+from supernet.transformer import QuantExpert, QuantLinear, Transformer
+
+VOCAB = 64
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    return SuperTransformer(load_space("tiny"), VOCAB, seed=3).eval()
+
+
+def _moe_config():
+    """Heterogeneous MoE layers with int8, int4 and fp32 experts; an odd hidden size so a
+    4-bit row of fc2 packs an odd number of values."""
+    base = load_space("tiny").largest()
+    return dataclasses.replace(
+        base,
+        encoder_expert_dims=((64, 32, 63),) + base.encoder_expert_dims[1:],
+        encoder_expert_bits=((8, 32, 4),) + tuple((8,) * n for n in base.encoder_experts[1:]),
+        decoder_expert_bits=tuple((4,) + (32,) * (n - 1) for n in base.decoder_experts))
+
+
+def _dense_config(bits: int):
+    base = load_space("tiny").smallest()
+    return dataclasses.replace(
+        base, encoder_expert_bits=tuple((bits,) for _ in base.encoder_expert_dims),
+        decoder_expert_bits=tuple((bits,) for _ in base.decoder_expert_dims))
+
+
+CONFIGS = {"moe": _moe_config, "dense-int8": lambda: _dense_config(8),
+           "dense-int4": lambda: _dense_config(4)}
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(4, VOCAB, (3, 7), generator=g)
+    src[0, 5:] = 0  # padding
+    return src, torch.randint(4, VOCAB, (3, 5), generator=g)
+
+
+def _full(config):
+    return dataclasses.replace(config, encoder_expert_bits=(), decoder_expert_bits=())
+
+
+# ---- step 1: the extracted static model ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_extracted_model_equals_the_supernets_quantized_scoring(supernet, name):
+    config = CONFIGS[name]()
+    model = supernet.extract(config)
+    assert not model.training
+    src, prev = _inputs()
+    with torch.no_grad():
+        want, _ = supernet(src, prev, config)
+        got, _ = model(src, prev)
+        fp32, _ = supernet(src, prev, _full(config))
+        # incremental decoding through the cache, as translate runs it
+        enc, cache = model.encode(src), model.new_cache()
+        steps = [model.decode(prev[:, t:t + 1], enc, cache=cache)[0] for t in range(prev.shape[1])]
+    # the same kernels on the same integers and scales: equal up to the kernel's rounding
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.cat(steps, dim=1), want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, fp32, rtol=1e-4, atol=1e-4)  # the bits changed the model
+    # the low-precision experts hold integers and scales, the 32-bit ones fp32 matrices
+    side_bits = [(layer.moe, bits) for layer, bits in zip(
+        [*model.encoder_layers, *model.decoder_layers],
+        [*config.encoder_expert_bits, *config.decoder_expert_bits], strict=True)]
+    for moe, bits in side_bits:
+        for expert, b in zip(moe.experts, bits, strict=True):
+            if b == 32:
+                assert not isinstance(expert, QuantExpert)
+                continue
+            assert isinstance(expert, QuantExpert) and expert.fc1.bits == b
+            assert expert.fc1.qweight.dtype == torch.int8 and expert.fc1.scale.dtype == torch.float32
+            qmax = 2 ** (b - 1) - 1
+            assert int(expert.fc2.qweight.abs().max()) <= qmax
+
+
+def test_quantized_experts_hold_the_quantization_of_the_supernets_slices(supernet):
+    config = _moe_config()
+    expert = supernet.extract(config).encoder_layers[0].moe.experts[2]  # 4 bits, hidden 63
+    d = config.encoder_embed_dim
+    w1 = supernet.encoder_layers[0].moe.w1[2, :63, :d]
+    want = quantize_weight(w1, 4)
+    assert torch.equal(expert.fc1.qweight, want.q) and torch.equal(expert.fc1.scale, want.scale)
+
+
+def test_full_precision_subnets_extract_as_before(supernet):
+    full = load_space("tiny").largest()
+    spelled = dataclasses.replace(full, encoder_expert_bits=tuple(
+        (32,) * n for n in full.encoder_experts))
+    assert spelled == full and spelled.key() == full.key()
+    model = supernet.extract(spelled)
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
+    state = model.state_dict()
+    assert all(t.is_floating_point() for t in state.values())
+    assert not any(k.endswith(("qweight", "scale")) for k in state)
+    src, prev = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model(src, prev)[0], supernet(src, prev, full)[0])
+
+
+def test_random_init_is_the_quantization_of_the_fp32_init():
+    config = _moe_config()
+    q, full = Transformer(config, VOCAB, seed=5), Transformer(_full(config), VOCAB, seed=5)
+    qs, fs = q.state_dict(), full.state_dict()
+    fc1 = "encoder_layers.0.moe.experts.0.fc1"
+    want = quantize_weight(fs[f"{fc1}.weight"], 8)
+    assert torch.equal(qs[f"{fc1}.qweight"], want.q) and torch.equal(qs[f"{fc1}.scale"], want.scale)
+    # every tensor that is not an expert below 32 bits is the same draw
+    shared = [k for k in fs if k in qs and qs[k].shape == fs[k].shape]
+    assert "embed" in shared and all(torch.equal(qs[k], fs[k]) for k in shared)
+    assert q.count_params() == full.count_params() == supernet_counts(config)
+
+
+def supernet_counts(config):
+    from supernet.params import count_params
+
+    return count_params(config, VOCAB)
+
+
+def test_a_quantized_model_refuses_training_mode(supernet):
+    model = supernet.extract(_dense_config(8)).train()
+    src, prev = _inputs()
+    with pytest.raises(ValueError, match="quantized expert runs in eval mode only"):
+        model(src, prev)
+
+
+# ---- int4 packing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cols", [1, 6, 7])
+def test_pack_int4_puts_two_values_per_byte_low_nibble_first(cols):
+    g = torch.Generator().manual_seed(cols)
+    q = torch.randint(-7, 8, (3, cols), generator=g, dtype=torch.int8)
+    packed = pack_int4(q)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, (cols + 1) // 2)
+    for r in range(3):
+        for j in range(cols):
+            nibble = (int(packed[r, j // 2]) >> (4 * (j % 2))) & 0xF
+            assert nibble - 8 == int(q[r, j])
+    assert torch.equal(unpack_int4(packed, cols), q)
+    with pytest.raises(ValueError, match="unpack_int4"):
+        unpack_int4(packed, cols + 2)
+    assert pack_int4(q.to("meta")).shape == packed.shape
+    assert quant.QUANT_BITS == (4, 8)
+
+
+# ---- step 2: files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_saved_file_round_trips_and_its_bytes_are_weight_bytes(supernet, name, tmp_path):
+    from safetensors import safe_open
+
+    from supernet.params import weight_bytes
+
+    config = CONFIGS[name]()
+    model = supernet.extract(config)
+    out = model.save(tmp_path / "m")
+    loaded = Transformer.load(out)
+    src, prev = _inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(src, prev)[0], model(src, prev)[0])
+    # independent count: the nbytes of the tensors the file holds (scales included)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    nbytes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
+    want = weight_bytes(config, VOCAB, normalize_before=model.options.normalize_before)
+    assert nbytes.pop("embed") == want.embedding
+    assert sum(nbytes.values()) == want.weights
+    # int4 values are packed two per byte in the file (uint8), int8 one per byte
+    bits = [b for layer in config.encoder_expert_bits + config.decoder_expert_bits for b in layer]
+    dtypes = [t.dtype for k, t in tensors.items() if k.endswith("qweight")]
+    assert dtypes.count(torch.uint8) == 2 * bits.count(4)
+    assert dtypes.count(torch.int8) == 2 * bits.count(8)
+    full = supernet.extract(_full(config)).save(tmp_path / "full")
+    assert (out / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+
+
+def _rewrite(path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path))
+
+
+FC1 = "encoder_layers.0.moe.experts.2.fc1"  # the 4-bit expert of _moe_config
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda s: s.pop(f"{FC1}.scale"), rf"tensor '{FC1}.scale' is missing"),
+    (lambda s: s.update({f"{FC1}.qweight": torch.zeros(63, 32, dtype=torch.uint8)}),
+     rf"tensor '{FC1}.qweight' has shape \(63, 32\).*implies \(63, 16\)"),
+    (lambda s: s.update({f"{FC1}.qweight": torch.zeros(63, 16)}),
+     rf"tensor '{FC1}.qweight' is torch.float32.*torch.uint8"),
+    (lambda s: s.update({f"{FC1}.scale": torch.zeros(62)}),
+     rf"tensor '{FC1}.scale' has shape \(62,\)"),
+])
+def test_bad_quantized_files_name_the_file_and_the_key(supernet, tmp_path, damage, match):
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    _rewrite(out / "model.safetensors", damage)
+    with pytest.raises(ValueError, match=match) as err:
+        Transformer.load(out)
+    assert "model.safetensors" in str(err.value)
+
+
+def test_bits_in_config_json_that_disagree_with_the_file_fail(supernet, tmp_path):
+    import json
+
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    meta = json.loads((out / "config.json").read_text())
+    meta["architecture"]["encoder_expert_bits"][0] = [8, 32, 8]  # the file has 4 bits
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"'{FC1}.qweight' has shape \(63, 16\), .*config.json"
+                                         r" implies \(63, 32\)"):
+        Transformer.load(out)
+
+
+def test_cli_on_a_bad_quantized_model_dir_exits_2_and_writes_nothing(supernet, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    from search_helpers import make_data
+
+    from automoe.cli import main
+
+    data = make_data(tmp_path)
+    out = supernet.extract(_moe_config()).save(tmp_path / "m")
+    shutil.copyfile(data / "spm.model", out / "spm.model")
+    _rewrite(out / "model.safetensors", lambda s: s.pop(f"{FC1}.scale"))
+    src, hyp = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    assert main(["translate", str(out), "--input", str(src), "--output", str(hyp),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and f"{FC1}.scale" in err
+    assert not hyp.exists()
+
+
+# ---- step 3: measured latency runs the quantized kernels ------------------------------------
+
+
+@pytest.mark.parametrize("weights", ["supernet", "random"])
+def test_measured_latency_runs_the_int8_kernel_not_a_dequantized_matmul(supernet, weights,
+                                                                        monkeypatch):
+    """`measure_subnet` (``automoe latency measure``) builds the model as the search's
+    latency does (`SuperTransformer.extract`, or a random `Transformer`): its int8 experts
+    must reach torch's int8 kernel, and nothing may be dequantized."""
+    from automoe.costs.latency import LatencyProtocol, measure_subnet
+
+    kernel_calls, dequantized = [], []
+    kernel, dequantize = torch._weight_int8pack_mm, quant.dequantize
+
+    def spy_kernel(x, q, scale):
+        kernel_calls.append(tuple(q.shape))
+        return kernel(x, q, scale)
+
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", spy_kernel)
+    monkeypatch.setattr(quant, "dequantize", lambda w: dequantized.append(w) or dequantize(w))
+    config = _dense_config(8)
+    protocol = LatencyProtocol(vocab_size=VOCAB, src_len=5, tgt_len=3, beam=2, warmup=0, runs=1)
+    measure_subnet(config, protocol, supernet=supernet if weights == "supernet" else None)
+    d_enc, d_dec = config.encoder_embed_dim, config.decoder_embed_dim
+    want = {(h, d) for h, d in [(config.encoder_expert_dims[0][0], d_enc),
+                                (config.decoder_expert_dims[0][0], d_dec)]}
+    want |= {(d, h) for h, d in want}
+    assert set(kernel_calls) == want and not dequantized
+    # one call per matrix per forward: 2 per encoder layer per encode, 2 per decoder layer
+    # per step
+    assert len(kernel_calls) == 2 * config.encoder_layers + 2 * config.decoder_layers * 3
+
+
+# ---- step 4: ONNX export refuses quantized models -------------------------------------------
+
+
+def test_onnx_export_refuses_a_quantized_model_naming_the_bits(tmp_path):
+    from automoe.onnx_export import export_onnx
+
+    model = Transformer(_dense_config(4), VOCAB, device="meta")
+    with pytest.raises(ValueError, match=r"experts below 32 bits \(encoder_expert_bits \[\[4\]\],"
+                                         r" decoder_expert_bits \[\[4\]\]\); ONNX export"):
+        export_onnx(model, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_training_a_quantized_subnet_is_refused_naming_its_bits(tmp_path):
+    from automoe.presets import get_preset
+    from automoe.training import RunSettings, train_subnet
+
+    settings = RunSettings(kind="subnet", data_dir=str(tmp_path / "data"),
+                           options=get_preset("demo", "subnet"), subnet=_dense_config(8))
+    with pytest.raises(ValueError, match=r"experts below 32 bits \(encoder_expert_bits \[\[8\]\]"
+                                         r".*training runs experts at 32 bits"):
+        train_subnet(settings, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
