@@ -74,16 +74,22 @@ def int8_kernel() -> str:
     return "dynamic" if has_ops and ("x86" in engines or "fbgemm" in engines) else "weight_only"
 
 
+def _stamp(w: QuantizedWeight) -> tuple[int, int] | None:
+    """The versions of ``w``'s tensors (None for inference tensors, which track none)."""
+    if w.q.is_inference() or w.scale.is_inference():
+        return None
+    return w.q._version, w.scale._version
+
+
 def _packed(w: QuantizedWeight) -> Any:
     """fbgemm's prepacked form of ``w`` (cached for as long as ``w.q`` lives)."""
     hit = _PACKED.get(w.q)
-    if hit is None or hit[0] != (w.q._version, w.scale._version):
+    if hit is None or hit[0] != _stamp(w):
         with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.13
             warnings.simplefilter("ignore")
             zero = torch.zeros(w.q.shape[0], dtype=torch.long)
             qw = torch._make_per_channel_quantized_tensor(w.q, w.scale.double(), zero, 0)
-            hit = _PACKED[w.q] = ((w.q._version, w.scale._version),
-                                  torch.ops.quantized.linear_prepack(qw, None))
+            hit = _PACKED[w.q] = (_stamp(w), torch.ops.quantized.linear_prepack(qw, None))
     return hit[1]
 
 
@@ -142,8 +148,8 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
     if w.bits == 4:
         # simulated: dequantize once per weight, not per call, so int4 costs what fp32 does
         hit = _DEQUANTIZED.get(w.q)
-        if hit is None or hit[0] != (w.q._version, w.scale._version):
-            hit = _DEQUANTIZED[w.q] = ((w.q._version, w.scale._version), dequantize(w))
+        if hit is None or hit[0] != _stamp(w):
+            hit = _DEQUANTIZED[w.q] = (_stamp(w), dequantize(w))
         return F.linear(x, hit[1].to(x.dtype), bias)
     return F.linear(x, dequantize(w).to(x.dtype), bias)
 
