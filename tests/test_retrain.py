@@ -3,7 +3,7 @@
 One module-scoped world: a toy corpus, a `tiny`-space supernet, a 2-generation search on
 (loss, flops), one Ray session (2 CPUs). Oracles are independent of the code under test:
 the subnet choice is brute-forced over all subsets; a trial's model is compared with
-`automoe.training.train_subnet` run outside Tune with the same settings (same seed, same
+`automoe.training.runs.train_subnet` run outside Tune with the same settings (same seed, same
 weights, same hypotheses, same BLEU); ASHA's decision is recomputed from the oracle runs'
 dev losses. The retrain job itself is run through the CLI: its first trial is SIGKILLed
 after its first report, the second is stopped by ASHA, and ``--resume`` finishes the first
@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
-from automoe.retrain import spread_indices
+from automoe.training.retrain import spread_indices
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def _copy_run(run: Path, to: Path) -> Path:
 def _oracle(run: Path, key: str, out: Path, *, stop: int | None = None) -> dict:
     """`automoe train`'s path (resolve_run + train_subnet), in this process, 1 thread;
     `stop`: only the first `stop` updates of that run (no model, no BLEU)."""
-    from automoe.training import fit_subnet, resolve_run, train_subnet
+    from automoe.training.runs import fit_subnet, resolve_run, train_subnet
     from search_spaces import SubnetConfig
 
     cands = pd.read_csv(run / "candidates.csv", dtype={"key": str}).set_index("key")
@@ -207,7 +207,7 @@ def test_killed_trial_resumes_to_the_uninterrupted_model(job):
 def test_a_trial_ended_without_scores_is_stopped_only_under_asha():
     """Tune ends the trials of an interrupted experiment as TERMINATED too: without ASHA
     such a trial was interrupted, and a resume must train it on."""
-    from automoe.retrain.job import _status
+    from automoe.training.retrain.job import _status
 
     assert _status("TERMINATED", {"updates": 100}, None, asha=False) == "interrupted"
     assert _status("TERMINATED", {"updates": 100}, None, asha=True) == "stopped early"

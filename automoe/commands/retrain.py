@@ -1,5 +1,5 @@
 """`automoe retrain RUN_DIR`: retrain K subnets of a search's front from scratch as Ray Tune
-trials and add their retrained test BLEU to the run's tables (see automoe.retrain)."""
+trials and add their retrained test BLEU to the run's tables (see automoe.training.retrain)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import sys
 
 from automoe.commands.train import add_training_options
-from automoe.presets import PRESET_NAMES, TrainOptions
+from automoe.training.presets import PRESET_NAMES, TrainOptions
 
 # settings flags (dest -> RetrainSettings field); all default to None = "not given", so a
 # resumed job can tell them apart from its stored values
@@ -88,7 +88,7 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from automoe.retrain import RetrainSettings, plan_keys, resume_settings, retrain
+    from automoe.training.retrain import RetrainSettings, plan_keys, resume_settings, retrain
 
     given = _given(args)
     if args.resume:

@@ -12,7 +12,7 @@ import math
 import os
 
 from automoe.devices import check_device
-from automoe.presets import PRESET_NAMES, TrainOptions
+from automoe.training.presets import PRESET_NAMES, TrainOptions
 from supernet.training.schedule import SCHEDULE_KINDS
 
 # command-line option -> TrainOptions field (all default to None: "not given", so a resumed
@@ -150,7 +150,7 @@ def _rank() -> int:
 
 
 def _supernet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, resolve_run, train_supernet
+    from automoe.training.runs import finish_distributed, resolve_run, train_supernet
 
     check_device(args.device)  # before anything is read or written
 
@@ -171,7 +171,7 @@ def _supernet(args: argparse.Namespace) -> int:
 
 
 def _subnet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, resolve_run, train_subnet
+    from automoe.training.runs import finish_distributed, resolve_run, train_subnet
     from search_spaces.importers import read_subnet
 
     check_device(args.device)  # before anything is read or written

@@ -2,7 +2,7 @@
 checkpoint per chunk, then scored on the test split.
 
 `retrain_trial` is a function trainable. It trains with the loop of `automoe train`
-(`automoe.training.fit_subnet`) up to the next multiple of ``report_every`` updates (a chunk
+(`automoe.training.runs.fit_subnet`) up to the next multiple of ``report_every`` updates (a chunk
 ends right after a validation), reports ``updates``, ``dev_loss`` (of that validation) and
 ``best_dev_loss`` with a Tune checkpoint of the run dir's training state (``run.json``,
 ``checkpoint_last.pt``, ``checkpoint_best.pt``, the update checkpoints, the logs), and
@@ -10,7 +10,7 @@ goes on. The loop's resume is exact, so a trial restored from its Tune checkpoin
 retry after a failure) first makes its run dir hold
 exactly that state and then ends with the weights of an uninterrupted run. After the last
 chunk it chooses the final weights, saves the model and scores test BLEU/chrF by beam search
-(`automoe.training.finish_subnet`), and reports them with the last metrics.
+(`automoe.training.runs.finish_subnet`), and reports them with the last metrics.
 
 The run dir is ``job["models_dir"]/<key>`` (a stable place: a restored trial finds it); its
 ``model/`` is the exported model. With ``job["continue_run_dirs"]`` (``retrain --resume``,
@@ -29,7 +29,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from automoe.presets import TrainOptions
+from automoe.training.presets import TrainOptions
 
 __all__ = ["retrain_trial", "trial_dirname", "Progress"]
 
@@ -83,7 +83,7 @@ def retrain_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from automoe.training import RunSettings, finish_subnet, fit_subnet
+    from automoe.training.runs import RunSettings, finish_subnet, fit_subnet
     from search_spaces import SubnetConfig
 
     job, key = config["job"], config["key"]

@@ -1,8 +1,8 @@
 """The `automoe retrain` job: settings, checks, the Tune experiment and the result tables.
 
-`retrain(settings)` reads a search RUN_DIR, chooses the subnets (`automoe.retrain.select`),
+`retrain(settings)` reads a search RUN_DIR, chooses the subnets (`automoe.training.retrain.select`),
 checks everything (tables, keys, training options, the Ray cluster's room for one trial),
-then runs one Tune trial per subnet (`automoe.retrain.trial`) and writes the tables.
+then runs one Tune trial per subnet (`automoe.training.retrain.trial`) and writes the tables.
 
 Layout: ``RUN_DIR/retrain/retrain.json`` (settings and chosen keys), ``RUN_DIR/retrain/tune/``
 (Tune's experiment: state, per-trial results and checkpoints; Tune's ``storage_path`` is
@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 
 from automoe.io_utils import atomic_write_csv, atomic_write_json
-from automoe.presets import PRESET_NAMES, TrainOptions, get_preset
-from automoe.retrain.select import choose_keys, cost_column
 from automoe.search.results import read_run
+from automoe.training.presets import PRESET_NAMES, TrainOptions, get_preset
+from automoe.training.retrain.select import choose_keys, cost_column
 from search_spaces.checks import check_ints
 
 __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
@@ -258,7 +258,7 @@ def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path, keys: li
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from automoe.retrain.trial import Progress, retrain_trial, trial_dirname
+    from automoe.training.retrain.trial import Progress, retrain_trial, trial_dirname
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(retrain_trial, resources)

@@ -1,7 +1,7 @@
 """Training runs from a prepared data dir: ``automoe supernet train`` and ``automoe train``.
 
 This module wires `automoe.data` (token-budget batches, rank-sharded) to the loop in
-`supernet.train` and owns the run dir: ``run.json`` holds everything needed to rebuild the
+`supernet.training.loop` and owns the run dir: ``run.json`` holds everything needed to rebuild the
 run (kind, data dir, space or subnet, the resolved `TrainOptions`), so ``--resume`` needs
 only the run dir; options given again on resume must equal the stored ones, except
 ``max_updates`` (where to stop). Data parallelism: launch under ``torchrun``; every rank runs
@@ -28,13 +28,13 @@ import torch.distributed as dist
 from automoe.data import TokenBatcher, load_split, read_meta
 from automoe.data.store import Ragged
 from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
-from automoe.presets import TrainOptions, get_preset
+from automoe.training.presets import TrainOptions, get_preset
 from search_spaces import SearchSpace, SubnetConfig, load_space
 from supernet.options import ModelOptions
 from supernet.supertransformer import SuperTransformer
-from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
 from supernet.training.checkpoint import average_model_states, load_checkpoint
 from supernet.training.distributed import DistInfo, init_distributed
+from supernet.training.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
 from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
