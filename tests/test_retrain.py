@@ -12,6 +12,7 @@ from its Tune checkpoint with the uninterrupted run's weights.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -168,6 +169,37 @@ def test_dry_run_prints_the_keys_spread_along_the_flops_front(search_run, tmp_pa
 
 
 # ---- the job ------------------------------------------------------------------------------
+
+
+def test_trial_job_reads_the_dict_an_older_version_stored(search_run, tmp_path):
+    """Tune's param space holds the trial job as plain JSON. The dict the earlier
+    ``job[...]`` code put there (built here by hand from the run's tables, as it did) reads
+    back as the `TrialJob` planned now, and the JSON round trip is exact. (A resumed job
+    never reads Tune's state: it plans anew from ``retrain.json``; see the resume test.)"""
+    from automoe.training.presets import get_preset
+    from automoe.training.retrain.job import RetrainSettings, TrialJob, _plan
+
+    run = _copy_run(search_run, tmp_path / "run")
+    keys = pd.read_csv(run / "pareto.csv", dtype={"key": str})["key"].tolist()[:2]
+    given = {k: v for k, v in OVERRIDES.items() if k != "validate_every"}
+    settings = RetrainSettings(run_dir=str(run), keys=tuple(keys), overrides=given,
+                               report_every=OVERRIDES["validate_every"], beam=2)
+    cands = pd.read_csv(run / "candidates.csv", dtype={"key": str}).set_index("key")
+    options = get_preset("demo", "subnet").override(OVERRIDES).resolve(world_size=1)
+    data = json.loads((run / "search.json").read_text())["settings"]["data"]
+    old = {"data_dir": str(Path(data).resolve()),
+           "models_dir": str(run.resolve() / "retrain" / "models"),
+           "options": options.to_dict(),
+           "configs": {k: json.loads(cands.at[k, "config"]) for k in keys},
+           "report_every": 2, "average_last": 0, "beam": 2, "lenpen": 0.6,
+           "test_sentences": 0, "cpus": 1, "gpus": 0.0, "continue_run_dirs": True}
+    planned = _plan(settings).job
+    assert TrialJob.from_dict(old) == dataclasses.replace(planned, continue_run_dirs=True)
+    assert TrialJob.from_dict(json.loads(json.dumps(planned.to_dict()))) == planned
+    assert planned.configs[keys[0]].key() == keys[0]
+    with pytest.raises(ValueError, match="unknown field.*'cpu'"):
+        TrialJob.from_dict({**old, "cpu": 1})
+
 
 
 def test_killed_trial_resumes_to_the_uninterrupted_model(job):

@@ -18,12 +18,13 @@ from automoe.training.retrain.job import (
     TABLE,
     RetrainOutcome,
     RetrainSettings,
+    TrialJob,
     plan_keys,
     resume_settings,
     retrain,
 )
 from automoe.training.retrain.select import choose_keys, cost_column, spread_indices
 
-__all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
+__all__ = ["RetrainSettings", "RetrainOutcome", "TrialJob", "retrain", "resume_settings", "plan_keys",
            "choose_keys", "cost_column", "spread_indices", "RETRAIN_DIR", "EXPERIMENT",
            "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
