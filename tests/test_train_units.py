@@ -249,6 +249,40 @@ def test_new_training_options_map_to_the_loop_and_the_model():
     assert TrainOptions.from_dict(old) == plain  # run.json files from before the options
 
 
+def test_option_defaults_have_one_source():
+    """The flat options default to the loop's, the model's and the schedule's own defaults;
+    the training commands leave every option to the preset (None = not given), and their
+    scoring flags default to what `train_subnet`, `finish_subnet` and `RetrainSettings` do."""
+    import dataclasses
+    import inspect
+
+    from automoe.cli import build_parser
+    from automoe.commands.retrain import _given
+    from automoe.commands.train import _overrides
+    from automoe.training.presets import TrainOptions
+    from automoe.training.retrain.settings import RetrainSettings
+    from automoe.training.runs import finish_subnet, train_subnet
+    from supernet.options import ModelOptions
+
+    opts = TrainOptions(max_updates=10, max_tokens=64).resolve(world_size=1)
+    assert opts.train_config(supernet=True) == TrainConfig(
+        max_updates=10, schedule=LRSchedule(total_updates=10))
+    assert opts.model_options() == ModelOptions()
+
+    parser = build_parser()
+    for argv in (["supernet", "train", "--out", "r"], ["train", "--out", "r"]):
+        args = parser.parse_args(argv)
+        assert _overrides(args) == {}
+        assert all(getattr(args, f.name, None) is None for f in dataclasses.fields(TrainOptions))
+    args = parser.parse_args(["train", "--out", "r"])
+    retrain = RetrainSettings(run_dir="r")
+    for name in ("average_last", "beam", "lenpen", "test_sentences"):
+        for fn in (train_subnet, finish_subnet):
+            assert inspect.signature(fn).parameters[name].default == getattr(args, name), name
+        assert getattr(retrain, name) == getattr(args, name), name
+    assert RetrainSettings(run_dir="r", **_given(parser.parse_args(["retrain", "r"]))) == retrain
+
+
 def test_presets_and_overrides_fail_clearly():
     from automoe.training.presets import get_preset
 

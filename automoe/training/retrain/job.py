@@ -1,8 +1,10 @@
-"""The `automoe retrain` job: settings, checks, the Tune experiment and the result tables.
+"""The `automoe retrain` job: checks, the trials' job, the Tune experiment and the result
+tables.
 
-`retrain(settings)` reads a search RUN_DIR, chooses the subnets (`automoe.training.retrain.select`),
-checks everything (tables, keys, training options, the Ray cluster's room for one trial),
-then runs one Tune trial per subnet (`automoe.training.retrain.trial`) and writes the tables.
+`retrain(settings)` reads a search RUN_DIR, chooses the subnets
+(`automoe.training.retrain.select`), checks everything (tables, keys, training options, the
+Ray cluster's room for one trial), then runs one Tune trial per subnet
+(`automoe.training.retrain.trial`) and writes the tables.
 
 Layout: ``RUN_DIR/retrain/retrain.json`` (settings and chosen keys), ``RUN_DIR/retrain/tune/``
 (Tune's experiment: state, per-trial results and checkpoints; Tune's ``storage_path`` is
@@ -22,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,9 @@ import pandas as pd
 
 from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.search.results import read_run
-from automoe.training.presets import PRESET_NAMES, TrainOptions, get_preset
+from automoe.training.presets import TrainOptions
 from automoe.training.retrain.select import choose_keys, cost_column
-from search_spaces.checks import check_ints
+from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings
 from search_spaces.config import SubnetConfig
 
 __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
@@ -44,87 +46,7 @@ _KEY = re.compile(r"[0-9a-f]{16}")
 SETTINGS_FILE = "retrain.json"
 TABLE = "retrained.csv"
 FORMAT = "automoe.retrain/1"
-# settings that only say how the job runs: they may change on --resume
-EXECUTION_FIELDS = ("run_dir", "ray_address", "progress")
 _INHERITED = ("bleu", "chrf", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
-
-
-@dataclass(frozen=True)
-class RetrainSettings:
-    """What `retrain` does (stored in ``retrain.json``).
-
-    Attributes:
-        run_dir: the search RUN_DIR (``pareto.csv``, ``candidates.csv``, ``search.json``).
-        top: how many front subnets, spread along the front (`choose_keys`).
-        keys: retrain exactly these candidate keys instead (any row of candidates.csv).
-        preset, overrides: training options of `automoe train` (TrainOptions field -> value).
-        report_every: updates per chunk = per Tune report (dev loss + checkpoint); the
-            training's ``validate_every``. 0: the options' ``validate_every``.
-        early_stop: "none" or "asha" (stop trials whose dev loss lags at a rung).
-        grace_updates: ASHA's grace period in updates (0: max(report_every, max_updates/4)).
-        reduction_factor: ASHA's reduction factor.
-        average_last, beam, lenpen, test_sentences: final weights and test BLEU (as
-            `automoe train`).
-        cpus_per_trial: CPUs per trial (also its torch threads); gpus_per_trial: GPUs (a
-            trial with GPUs trains on cuda).
-        concurrent: at most this many trials at once (0: as many as fit).
-        max_failures: Tune retries of a failed trial (each continues from its checkpoint).
-        ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
-        progress: a progress bar over all trials' updates (stderr).
-    """
-
-    run_dir: str
-    top: int = 3
-    keys: tuple[str, ...] = ()
-    preset: str = "demo"
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    report_every: int = 0
-    early_stop: str = "none"
-    grace_updates: int = 0
-    reduction_factor: int = 3
-    average_last: int = 0
-    beam: int = 4
-    lenpen: float = 0.6
-    test_sentences: int = 0
-    cpus_per_trial: int = 1
-    gpus_per_trial: float = 0.0
-    concurrent: int = 0
-    max_failures: int = 2
-    ray_address: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keys", tuple(self.keys))
-        object.__setattr__(self, "overrides", dict(self.overrides))
-        check_ints("retrain settings", self, {
-            "top": 1, "beam": 1, "cpus_per_trial": 1, "report_every": 0, "grace_updates": 0,
-            "reduction_factor": 2, "average_last": 0, "test_sentences": 0, "concurrent": 0,
-            "max_failures": 0})
-        if not self.gpus_per_trial >= 0:
-            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial!r}")
-        if self.early_stop not in ("none", "asha"):
-            raise ValueError(f"--early-stop {self.early_stop!r}: expected 'none' or 'asha'")
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"--preset {self.preset!r}: expected one of {list(PRESET_NAMES)}")
-        if "validate_every" in self.overrides:
-            raise ValueError("set the validation interval with report_every (--report-every)")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["keys"], data["overrides"] = list(self.keys), dict(self.overrides)
-        return data
-
-    def options(self) -> TrainOptions:
-        """The resolved training options of every trial (validate_every = report_every)."""
-        opts = get_preset(self.preset, "subnet").override(dict(self.overrides))
-        every = self.report_every or opts.validate_every
-        if every < 1:
-            raise ValueError("--report-every must be >= 1 (the options validate never)")
-        opts = opts.override({"validate_every": every}).resolve(world_size=1)
-        if self.average_last > opts.keep_last:
-            raise ValueError(f"--average-last {self.average_last} needs --keep-last >= "
-                             f"{self.average_last} (the options keep {opts.keep_last})")
-        return opts
 
 
 @dataclass(frozen=True)
@@ -237,14 +159,15 @@ def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> _Plan:
         raise ValueError(f"--keys: {unknown} not in {run / 'candidates.csv'}")
     configs = candidates.drop_duplicates("key").set_index("key")["config"]
     opts = settings.options()
-    return _Plan(run=run, keys=keys, candidates=candidates, early_stop=settings.early_stop,
-                 job=TrialJob(
+    job = TrialJob(
         data_dir=str(data), models_dir=str(run / RETRAIN_DIR / "models"), options=opts,
         configs={k: SubnetConfig.from_json(configs[k], source=f"{run / 'candidates.csv'}: {k}")
                  for k in keys},
         report_every=opts.validate_every, average_last=settings.average_last,
         beam=settings.beam, lenpen=settings.lenpen, test_sentences=settings.test_sentences,
-        cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial))
+        cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial)
+    return _Plan(run=run, keys=keys, candidates=candidates, early_stop=settings.early_stop,
+                 job=job)
 
 
 def plan_keys(settings: RetrainSettings) -> pd.DataFrame:
