@@ -1,4 +1,4 @@
-"""Synthetic genomes and problems with known answers, for tests and benchmarks.
+"""Synthetic genomes and problems with known answers, for the algorithm tests.
 
 `IntVectorOps` is a `GenomeOps` over fixed-length integer vectors (genes in
 ``0..levels-1``) with HAT's operators: per-gene resampling and uniform crossover.
