@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .objectives import Objective
+from evolution.objectives import Objective
 
 __all__ = ["IntVectorOps", "DiscreteFront"]
 

@@ -434,7 +434,9 @@ def test_result_does_not_depend_on_hash_seed():
     )
     outs = set()
     for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        # tests/ on the path: the module imports its helpers as pytest lets it
+        path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": path}
         out = subprocess.run(
             [sys.executable, "-c", code],
             cwd=REPO,
