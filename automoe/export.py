@@ -287,7 +287,7 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     anything is written; ``out`` appears complete or not at all.
     """
     from automoe.data import Tokenizer
-    from automoe.training import load_supernet
+    from automoe.training.runs import load_supernet
     from search_spaces import SubnetConfig
 
     if onnx:

@@ -83,7 +83,7 @@ class FidelitySettings:
         beam: beam for dev BLEU (1 = greedy, the search's default).
         n_bootstrap: bootstrap resamples of the BLEU/chrF intervals.
         threads: torch threads while scoring (the search scores with 1 per worker).
-        retrain: `automoe.retrain.RetrainSettings` fields for the standalone training
+        retrain: `automoe.training.retrain.RetrainSettings` fields for the standalone training
             (preset, overrides, test_sentences, cpus_per_trial, concurrent, ...).
         progress: progress bars.
     """
@@ -360,9 +360,9 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     import torch
 
     from automoe.data import read_meta
-    from automoe.retrain import RetrainSettings, retrain
-    from automoe.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
     from automoe.search.scoring import read_supernet
+    from automoe.training.retrain import RetrainSettings, retrain
+    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
     from supernet import Transformer
 
     out = Path(settings.out)

@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from automoe.training import resolve_run, train_supernet  # noqa: E402
+from automoe.training.runs import resolve_run, train_supernet  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 import random
 
 from automoe.search.scoring import DevScorer, ScoringSettings
-from automoe.training import read_supernet_checkpoint
+from automoe.training.runs import read_supernet_checkpoint
 
 BITS = (32, 8, 4)
 

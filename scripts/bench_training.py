@@ -4,8 +4,8 @@
                                      [--max-tokens 2048] [--threads 2] [--json FILE]
                                      [--part all|overhead|ddp]
 
-1. loop overhead: target tokens/s of `supernet.train.train` on the SuperTransformer, sampling
-   the *largest* subnet every update, versus a plain loop (forward, label-smoothed loss + MoE
+1. loop overhead: target tokens/s of `supernet.training.loop.train` on the SuperTransformer,
+   sampling the *largest* subnet every update, versus a plain loop (forward, label-smoothed loss + MoE
    aux, backward, Adam step; nothing else) on the extracted largest `Transformer`. Same
    batches (TokenBatcher, same seed), same weights, same FLOPs, so the ratio is the cost of
    weight sharing (slicing) plus everything the real loop does (per-pass seeding, stats,
@@ -46,9 +46,9 @@ from automoe.data import TokenBatcher  # noqa: E402
 from automoe.data.store import Ragged  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 from supernet import SuperTransformer  # noqa: E402
-from supernet.train import train  # noqa: E402
 from supernet.training.config import TrainConfig  # noqa: E402
 from supernet.training.distributed import DistInfo, sync_gradients  # noqa: E402
+from supernet.training.loop import train  # noqa: E402
 from supernet.training.loss import label_smoothed_nll  # noqa: E402
 from supernet.training.sampling import SamplingRule  # noqa: E402
 from supernet.training.schedule import LRSchedule  # noqa: E402

@@ -1,6 +1,6 @@
 """Torch models: the weight-sharing `SuperTransformer` (elastic dense + heterogeneous MoE
 encoder-decoder), the static `Transformer` it exports, and their shared parts. The supernet
-training loop is `supernet.train` (imported on demand).
+training loop is `supernet.training.loop` (imported on demand).
 
 Names are imported lazily, so the torch-free parts (`supernet.options`, `supernet.params`,
 `supernet.tokens`, the training schedules) load without torch.

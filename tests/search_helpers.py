@@ -45,7 +45,7 @@ def make_data(root: Path) -> Path:
 
 def make_supernet(root: Path, data: Path, *, space: str = "tiny", seed: int = 0) -> Path:
     """A supernet run dir whose ``checkpoint_last.pt`` has the training loop's format
-    (`supernet.training.checkpoint`, the identity `automoe.training.train_supernet` stores)
+    (`supernet.training.checkpoint`, the identity `automoe.training.runs.train_supernet` stores)
     and seeded random weights: training it would only cost test time, and every search
     test compares runs against each other, not against a quality bar."""
     from automoe.data import read_meta

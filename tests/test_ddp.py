@@ -13,10 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from train_fakes import FakeSpace, FakeSupernet, ListBatcher, make_batches
 
-from supernet.train import LAST_CHECKPOINT, train
 from supernet.training.checkpoint import load_checkpoint, plain
 from supernet.training.config import TrainConfig
 from supernet.training.distributed import DistInfo, sync_gradients
+from supernet.training.loop import LAST_CHECKPOINT, train
 from supernet.training.sampling import SamplingRule, probe_subnets
 from supernet.training.schedule import LRSchedule
 

@@ -194,7 +194,7 @@ def test_the_cluster_is_private_and_local_ray_never_joins_one(cluster):
     code = (
         "import json, ray\n"
         "from automoe.search.run import SearchSettings, _init_ray as search\n"
-        "from automoe.retrain.job import RetrainSettings, _init_ray as retrain\n"
+        "from automoe.training.retrain.job import RetrainSettings, _init_ray as retrain\n"
         "out = []\n"
         "for init, s in ((search, SearchSettings(supernet='s', data='d', out='o', workers=1)),\n"
         "                (retrain, RetrainSettings(run_dir='r', concurrent=1))):\n"

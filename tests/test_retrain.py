@@ -3,7 +3,7 @@
 One module-scoped world: a toy corpus, a `tiny`-space supernet, a 2-generation search on
 (loss, flops), one Ray session (2 CPUs). Oracles are independent of the code under test:
 the subnet choice is brute-forced over all subsets; a trial's model is compared with
-`automoe.training.train_subnet` run outside Tune with the same settings (same seed, same
+`automoe.training.runs.train_subnet` run outside Tune with the same settings (same seed, same
 weights, same hypotheses, same BLEU); ASHA's decision is recomputed from the oracle runs'
 dev losses. The retrain job itself is run through the CLI: its first trial is SIGKILLed
 after its first report, the second is stopped by ASHA, and ``--resume`` finishes the first
@@ -12,6 +12,7 @@ from its Tune checkpoint with the uninterrupted run's weights.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -28,7 +29,7 @@ from safetensors.torch import load_file
 from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
-from automoe.retrain import spread_indices
+from automoe.training.retrain import spread_indices
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def _copy_run(run: Path, to: Path) -> Path:
 def _oracle(run: Path, key: str, out: Path, *, stop: int | None = None) -> dict:
     """`automoe train`'s path (resolve_run + train_subnet), in this process, 1 thread;
     `stop`: only the first `stop` updates of that run (no model, no BLEU)."""
-    from automoe.training import fit_subnet, resolve_run, train_subnet
+    from automoe.training.runs import fit_subnet, resolve_run, train_subnet
     from search_spaces import SubnetConfig
 
     cands = pd.read_csv(run / "candidates.csv", dtype={"key": str}).set_index("key")
@@ -170,6 +171,37 @@ def test_dry_run_prints_the_keys_spread_along_the_flops_front(search_run, tmp_pa
 # ---- the job ------------------------------------------------------------------------------
 
 
+def test_trial_job_reads_the_dict_an_older_version_stored(search_run, tmp_path):
+    """Tune's param space holds the trial job as plain JSON. The dict the earlier
+    ``job[...]`` code put there (built here by hand from the run's tables, as it did) reads
+    back as the `TrialJob` planned now, and the JSON round trip is exact. (A resumed job
+    never reads Tune's state: it plans anew from ``retrain.json``; see the resume test.)"""
+    from automoe.training.presets import get_preset
+    from automoe.training.retrain.job import RetrainSettings, TrialJob, _plan
+
+    run = _copy_run(search_run, tmp_path / "run")
+    keys = pd.read_csv(run / "pareto.csv", dtype={"key": str})["key"].tolist()[:2]
+    given = {k: v for k, v in OVERRIDES.items() if k != "validate_every"}
+    settings = RetrainSettings(run_dir=str(run), keys=tuple(keys), overrides=given,
+                               report_every=OVERRIDES["validate_every"], beam=2)
+    cands = pd.read_csv(run / "candidates.csv", dtype={"key": str}).set_index("key")
+    options = get_preset("demo", "subnet").override(OVERRIDES).resolve(world_size=1)
+    data = json.loads((run / "search.json").read_text())["settings"]["data"]
+    old = {"data_dir": str(Path(data).resolve()),
+           "models_dir": str(run.resolve() / "retrain" / "models"),
+           "options": options.to_dict(),
+           "configs": {k: json.loads(cands.at[k, "config"]) for k in keys},
+           "report_every": 2, "average_last": 0, "beam": 2, "lenpen": 0.6,
+           "test_sentences": 0, "cpus": 1, "gpus": 0.0, "continue_run_dirs": True}
+    planned = _plan(settings).job
+    assert TrialJob.from_dict(old) == dataclasses.replace(planned, continue_run_dirs=True)
+    assert TrialJob.from_dict(json.loads(json.dumps(planned.to_dict()))) == planned
+    assert planned.configs[keys[0]].key() == keys[0]
+    with pytest.raises(ValueError, match="unknown field.*'cpu'"):
+        TrialJob.from_dict({**old, "cpu": 1})
+
+
+
 def test_killed_trial_resumes_to_the_uninterrupted_model(job):
     assert job.rc == (1, 0)  # the first run lost a trial: it says so; the resume finishes
     assert not job.pwned  # resume read our own JSON/checkpoints, not Tune's pickles
@@ -207,7 +239,7 @@ def test_killed_trial_resumes_to_the_uninterrupted_model(job):
 def test_a_trial_ended_without_scores_is_stopped_only_under_asha():
     """Tune ends the trials of an interrupted experiment as TERMINATED too: without ASHA
     such a trial was interrupted, and a resume must train it on."""
-    from automoe.retrain.job import _status
+    from automoe.training.retrain.job import _status
 
     assert _status("TERMINATED", {"updates": 100}, None, asha=False) == "interrupted"
     assert _status("TERMINATED", {"updates": 100}, None, asha=True) == "stopped early"

@@ -20,9 +20,9 @@ from train_fakes import (
     synthetic_pairs,
 )
 
-from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from supernet.training.checkpoint import load_checkpoint, plain
 from supernet.training.config import TrainConfig
+from supernet.training.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from supernet.training.loss import distillation_kl, label_smoothed_nll
 from supernet.training.sampling import SamplingRule, probe_subnets
 from supernet.training.schedule import LRSchedule

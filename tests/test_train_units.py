@@ -216,7 +216,7 @@ def test_train_config_round_trips_and_reports_differences():
 
 
 def test_wmt_preset_is_the_automoe_hat_recipe():
-    from automoe.presets import get_preset
+    from automoe.training.presets import get_preset
 
     sup = get_preset("wmt", "supernet").resolve(world_size=8)
     assert sup.update_freq == 16  # HAT: update-freq 128 / #GPUs
@@ -233,7 +233,7 @@ def test_wmt_preset_is_the_automoe_hat_recipe():
 
 
 def test_new_training_options_map_to_the_loop_and_the_model():
-    from automoe.presets import TrainOptions
+    from automoe.training.presets import TrainOptions
 
     opts = TrainOptions(max_updates=10, max_tokens=64, sampling="sandwich", cpu_bf16=True,
                         shared_positions=True, distill_weight=0.5).resolve(1)
@@ -249,8 +249,42 @@ def test_new_training_options_map_to_the_loop_and_the_model():
     assert TrainOptions.from_dict(old) == plain  # run.json files from before the options
 
 
+def test_option_defaults_have_one_source():
+    """The flat options default to the loop's, the model's and the schedule's own defaults;
+    the training commands leave every option to the preset (None = not given), and their
+    scoring flags default to what `train_subnet`, `finish_subnet` and `RetrainSettings` do."""
+    import dataclasses
+    import inspect
+
+    from automoe.cli import build_parser
+    from automoe.commands.retrain import _given
+    from automoe.commands.train import _overrides
+    from automoe.training.presets import TrainOptions
+    from automoe.training.retrain.settings import RetrainSettings
+    from automoe.training.runs import finish_subnet, train_subnet
+    from supernet.options import ModelOptions
+
+    opts = TrainOptions(max_updates=10, max_tokens=64).resolve(world_size=1)
+    assert opts.train_config(supernet=True) == TrainConfig(
+        max_updates=10, schedule=LRSchedule(total_updates=10))
+    assert opts.model_options() == ModelOptions()
+
+    parser = build_parser()
+    for argv in (["supernet", "train", "--out", "r"], ["train", "--out", "r"]):
+        args = parser.parse_args(argv)
+        assert _overrides(args) == {}
+        assert all(getattr(args, f.name, None) is None for f in dataclasses.fields(TrainOptions))
+    args = parser.parse_args(["train", "--out", "r"])
+    retrain = RetrainSettings(run_dir="r")
+    for name in ("average_last", "beam", "lenpen", "test_sentences"):
+        for fn in (train_subnet, finish_subnet):
+            assert inspect.signature(fn).parameters[name].default == getattr(args, name), name
+        assert getattr(retrain, name) == getattr(args, name), name
+    assert RetrainSettings(run_dir="r", **_given(parser.parse_args(["retrain", "r"]))) == retrain
+
+
 def test_presets_and_overrides_fail_clearly():
-    from automoe.presets import get_preset
+    from automoe.training.presets import get_preset
 
     with pytest.raises(ValueError, match=r"unknown preset 'big'; choose one of \['demo', 'wmt'\]"):
         get_preset("big", "supernet")
@@ -268,8 +302,8 @@ def test_presets_and_overrides_fail_clearly():
 
 
 def test_resume_keeps_stored_settings(tmp_path):
-    from automoe.presets import get_preset
-    from automoe.training import RUN_FILE, RunSettings, resolve_run
+    from automoe.training.presets import get_preset
+    from automoe.training.runs import RUN_FILE, RunSettings, resolve_run
 
     fresh = resolve_run(tmp_path, kind="supernet", resume=False, preset="demo",
                         overrides={"max_updates": 200, "lr": 2e-3}, data_dir="d", space="tiny")
@@ -295,8 +329,8 @@ def test_subnet_run_inherits_the_supernets_position_table(tmp_path):
     """`automoe train --init-from`: the static model takes the supernet's positions_dim
     (with or without shared_positions), so inherited weights compute what they did."""
     from automoe.data.store import FORMAT, META_FILE
-    from automoe.presets import get_preset
-    from automoe.training import RunSettings, _subnet_model
+    from automoe.training.presets import get_preset
+    from automoe.training.runs import RunSettings, _subnet_model
     from search_spaces import load_space
     from supernet import ModelOptions, SuperTransformer
     from supernet.training.checkpoint import save_checkpoint

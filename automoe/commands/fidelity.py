@@ -10,7 +10,7 @@ import json
 from automoe.commands.retrain import _FLAGS as RETRAIN_FLAGS
 from automoe.commands.retrain import trial_settings
 from automoe.commands.train import add_training_options
-from automoe.presets import PRESET_NAMES
+from automoe.training.presets import PRESET_NAMES
 
 # the retrain flags that make sense for a study (the subnets are the study's own)
 _TRIAL_FLAGS = [f for f in RETRAIN_FLAGS if f[0] not in ("top", "grace-updates",

@@ -1,35 +1,46 @@
 """`automoe retrain RUN_DIR`: retrain K subnets of a search's front from scratch as Ray Tune
-trials and add their retrained test BLEU to the run's tables (see automoe.retrain)."""
+trials and add their retrained test BLEU to the run's tables (see automoe.training.retrain)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
 from automoe.commands.train import add_training_options
-from automoe.presets import PRESET_NAMES, TrainOptions
+from automoe.training.presets import PRESET_NAMES, TrainOptions
+from automoe.training.retrain.settings import RetrainSettings
+
+# shown in the help; the values themselves come from RetrainSettings when a flag is not given
+_D = {f.name: f.default for f in dataclasses.fields(RetrainSettings)}
 
 # settings flags (dest -> RetrainSettings field); all default to None = "not given", so a
 # resumed job can tell them apart from its stored values
 _FLAGS: list[tuple[str, type, str]] = [
-    ("top", int, "retrain K subnets of the front, spread along the run's first cost "
-                 "objective, both extremes included (default 3; more than the front = all)"),
+    ("top", int, f"retrain K subnets of the front, spread along the run's first cost "
+                 f"objective, both extremes included (default {_D['top']}; more than the "
+                 "front = all)"),
     ("report-every", int, "updates per Tune report (dev loss + checkpoint); also the "
                           "validation interval (default: the preset's --validate-every)"),
     ("grace-updates", int, "ASHA: updates before a trial may be stopped "
                            "(default max(report-every, max-updates/4))"),
-    ("reduction-factor", int, "ASHA: keep the best 1/N at each rung (default 3)"),
+    ("reduction-factor", int, f"ASHA: keep the best 1/N at each rung (default "
+                              f"{_D['reduction_factor']})"),
     ("average-last", int, "final weights = mean of the last N update checkpoints (needs "
                           "--keep-last >= N); default: the best by dev loss"),
-    ("beam", int, "beam size for test BLEU (default 4)"),
-    ("lenpen", float, "length penalty for test BLEU (default 0.6)"),
-    ("test-sentences", int, "score the first N test sentences (default 0 = all)"),
-    ("cpus-per-trial", int, "CPUs per trial, also its torch threads (default 1)"),
-    ("gpus-per-trial", float, "GPUs per trial; > 0 trains on cuda (default 0)"),
-    ("concurrent", int, "at most N trials at once (default 0 = as many as fit)"),
-    ("max-failures", int, "Tune retries of a failed trial, each from its last checkpoint "
-                          "(default 2)"),
+    ("beam", int, f"beam size for test BLEU (default {_D['beam']})"),
+    ("lenpen", float, f"length penalty for test BLEU (default {_D['lenpen']})"),
+    ("test-sentences", int, f"score the first N test sentences (default "
+                            f"{_D['test_sentences']}; 0 = all)"),
+    ("cpus-per-trial", int, f"CPUs per trial, also its torch threads (default "
+                            f"{_D['cpus_per_trial']})"),
+    ("gpus-per-trial", float, f"GPUs per trial; > 0 trains on cuda (default "
+                              f"{_D['gpus_per_trial']:g})"),
+    ("concurrent", int, f"at most N trials at once (default {_D['concurrent']}; 0 = as many "
+                        "as fit)"),
+    ("max-failures", int, f"Tune retries of a failed trial, each from its last checkpoint "
+                          f"(default {_D['max_failures']})"),
 ]
 
 
@@ -46,9 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", default=None, metavar="K1,K2",
                    help="retrain these candidate keys instead of --top")
     p.add_argument("--preset", choices=PRESET_NAMES, default=None,
-                   help="training option defaults (default demo), as `automoe train`")
+                   help=f"training option defaults (default {_D['preset']}), as `automoe train`")
     p.add_argument("--early-stop", choices=("none", "asha"), default=None,
-                   help="asha: stop trials whose dev loss lags at ASHA's rungs (default none)")
+                   help=f"asha: stop trials whose dev loss lags at ASHA's rungs (default "
+                        f"{_D['early_stop']})")
     for name, kind, text in _FLAGS:
         p.add_argument(f"--{name}", type=kind, default=None, help=text,
                        metavar="N" if kind is int else "X")
@@ -88,7 +100,7 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from automoe.retrain import RetrainSettings, plan_keys, resume_settings, retrain
+    from automoe.training.retrain import RetrainSettings, plan_keys, resume_settings, retrain
 
     given = _given(args)
     if args.resume:

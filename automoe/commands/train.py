@@ -12,7 +12,7 @@ import math
 import os
 
 from automoe.devices import check_device
-from automoe.presets import PRESET_NAMES, TrainOptions
+from automoe.training.presets import PRESET_NAMES, FinalScoring, TrainOptions
 from supernet.training.schedule import SCHEDULE_KINDS
 
 # command-line option -> TrainOptions field (all default to None: "not given", so a resumed
@@ -79,12 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--init-from", metavar="SUPERNET_RUN",
                    help="a supernet run dir (its checkpoint_last.pt) or checkpoint file")
     _common(t)
-    t.add_argument("--average-last", type=int, default=0, metavar="N",
+    final = FinalScoring()
+    t.add_argument("--average-last", type=int, default=final.average_last, metavar="N",
                    help="final weights = mean of the last N update checkpoints (needs "
                         "--keep-last >= N); default: the best checkpoint by dev loss")
-    t.add_argument("--beam", type=int, default=4, help="beam size for test BLEU")
-    t.add_argument("--lenpen", type=float, default=0.6, help="length penalty for test BLEU")
-    t.add_argument("--test-sentences", type=int, default=0, metavar="N",
+    t.add_argument("--beam", type=int, default=final.beam,
+                   help=f"beam size for test BLEU (default {final.beam})")
+    t.add_argument("--lenpen", type=float, default=final.lenpen,
+                   help=f"length penalty for test BLEU (default {final.lenpen})")
+    t.add_argument("--test-sentences", type=int, default=final.test_sentences, metavar="N",
                    help="score the first N test sentences (0 = all)")
     t.set_defaults(func=_subnet)
 
@@ -150,7 +153,7 @@ def _rank() -> int:
 
 
 def _supernet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, resolve_run, train_supernet
+    from automoe.training.runs import finish_distributed, resolve_run, train_supernet
 
     check_device(args.device)  # before anything is read or written
 
@@ -171,7 +174,7 @@ def _supernet(args: argparse.Namespace) -> int:
 
 
 def _subnet(args: argparse.Namespace) -> int:
-    from automoe.training import finish_distributed, resolve_run, train_subnet
+    from automoe.training.runs import finish_distributed, resolve_run, train_subnet
     from search_spaces.importers import read_subnet
 
     check_device(args.device)  # before anything is read or written

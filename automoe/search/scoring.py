@@ -102,11 +102,11 @@ def build_supernet(space: SearchSpace, vocab_size: int, options: dict[str, Any],
 
 def read_supernet(path: str | Path) -> SupernetCheckpoint:
     """Reads ``path`` (a supernet run dir, i.e. its ``checkpoint_last.pt``, or a checkpoint
-    file) with `automoe.training.read_supernet_checkpoint`, which checks that its weights fit
+    file) with `automoe.training.runs.read_supernet_checkpoint`, which checks that its weights fit
     the supernet of its space."""
     import torch
 
-    from automoe.training import read_supernet_checkpoint
+    from automoe.training.runs import read_supernet_checkpoint
 
     file, model, space, state = read_supernet_checkpoint(path, which="last")
     train_config = state.get("train_config") or {}

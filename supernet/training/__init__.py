@@ -1,5 +1,6 @@
-"""Supernet training parts; the loop itself is `supernet.train`.
+"""Supernet training: the loop and its parts.
 
+- `loop`: the training loop (`train`), checkpoints, validation and exact resume;
 - `sampling`: sampling rules (uniform, sandwich), stable seeds, probe subnets (torch-free);
 - `schedule`: learning-rate schedules (torch-free);
 - `config`: `TrainConfig`;

@@ -2,7 +2,7 @@
 checkpoint per chunk, then scored on the test split.
 
 `retrain_trial` is a function trainable. It trains with the loop of `automoe train`
-(`automoe.training.fit_subnet`) up to the next multiple of ``report_every`` updates (a chunk
+(`automoe.training.runs.fit_subnet`) up to the next multiple of ``report_every`` updates (a chunk
 ends right after a validation), reports ``updates``, ``dev_loss`` (of that validation) and
 ``best_dev_loss`` with a Tune checkpoint of the run dir's training state (``run.json``,
 ``checkpoint_last.pt``, ``checkpoint_best.pt``, the update checkpoints, the logs), and
@@ -10,10 +10,10 @@ goes on. The loop's resume is exact, so a trial restored from its Tune checkpoin
 retry after a failure) first makes its run dir hold
 exactly that state and then ends with the weights of an uninterrupted run. After the last
 chunk it chooses the final weights, saves the model and scores test BLEU/chrF by beam search
-(`automoe.training.finish_subnet`), and reports them with the last metrics.
+(`automoe.training.runs.finish_subnet`), and reports them with the last metrics.
 
-The run dir is ``job["models_dir"]/<key>`` (a stable place: a restored trial finds it); its
-``model/`` is the exported model. With ``job["continue_run_dirs"]`` (``retrain --resume``,
+The run dir is ``job.models_dir/<key>`` (a stable place: a restored trial finds it); its
+``model/`` is the exported model. With ``job.continue_run_dirs`` (``retrain --resume``,
 a fresh Tune experiment) a trial without a Tune checkpoint continues from its run dir's own
 ``checkpoint_last.pt`` instead of starting over.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from automoe.presets import TrainOptions
+from automoe.training.retrain.job import TrialJob
 
 __all__ = ["retrain_trial", "trial_dirname", "Progress"]
 
@@ -79,30 +79,29 @@ def _update_of(out: Path) -> int:
 
 
 def retrain_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: trains and scores subnet ``config["key"]`` (see module)."""
+    """Tune function trainable: trains and scores subnet ``config["key"]`` of
+    ``config["job"]`` (a `TrialJob`'s dict; see module)."""
     import torch
     from ray import tune
 
-    from automoe.training import RunSettings, finish_subnet, fit_subnet
-    from search_spaces import SubnetConfig
+    from automoe.training.runs import RunSettings, finish_subnet, fit_subnet
 
-    job, key = config["job"], config["key"]
-    torch.set_num_threads(int(job["cpus"]))
-    device = "cuda" if job["gpus"] > 0 else "cpu"
-    out = Path(job["models_dir"]) / key
-    settings = RunSettings(kind="subnet", data_dir=job["data_dir"],
-                           options=TrainOptions.from_dict(job["options"], source="retrain job"),
-                           subnet=SubnetConfig.from_dict(job["configs"][key], source=key))
+    job, key = TrialJob.from_dict(config["job"]), config["key"]
+    torch.set_num_threads(job.cpus)
+    device = "cuda" if job.gpus > 0 else "cpu"
+    out = Path(job.models_dir) / key
+    settings = RunSettings(kind="subnet", data_dir=job.data_dir, options=job.options,
+                           subnet=job.configs[key])
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None and job.get("continue_run_dirs") and (out / "checkpoint_last.pt").exists():
+    if checkpoint is None and job.continue_run_dirs and (out / "checkpoint_last.pt").exists():
         pass  # `retrain --resume`: the run dir's own state, exact resume by the loop
     elif checkpoint is None:
         _restore_run_dir(None, out)
     else:
         with checkpoint.as_directory() as src:
             _restore_run_dir(Path(src), out)
-    total, every = settings.options.max_updates, int(job["report_every"])
-    keep = job["average_last"] > 0
+    total, every = settings.options.max_updates, job.report_every
+    keep = job.average_last > 0
     done = _update_of(out)
     while True:  # chunks end at multiples of `every`: each has just validated
         stop = min(total, (done // every + 1) * every)
@@ -117,14 +116,14 @@ def retrain_trial(config: dict[str, Any]) -> None:
             break
         with tempfile.TemporaryDirectory() as tmp:
             tune.report(metrics, checkpoint=_snapshot(out, Path(tmp), update_checkpoints=keep))
-    summary = finish_subnet(settings, out, result, average_last=job["average_last"],
-                            beam=job["beam"], lenpen=job["lenpen"],
-                            test_sentences=job["test_sentences"], device=device, progress=False)
+    summary = finish_subnet(settings, out, result, average_last=job.average_last,
+                            beam=job.beam, lenpen=job.lenpen,
+                            test_sentences=job.test_sentences, device=device, progress=False)
     test = summary["test"]
     final = {**metrics, "bleu_retrained": test["bleu"], "chrf_retrained": test["chrf"],
              "test_sentences": test["sentences"], "bleu_signature": test["signatures"]["bleu"],
              "weights": summary["weights"], "model_dir": summary["model_dir"],
-             "device": f"{device} ({job['cpus']} torch threads)" if device == "cpu" else device}
+             "device": f"{device} ({job.cpus} torch threads)" if device == "cpu" else device}
     with tempfile.TemporaryDirectory() as tmp:
         tune.report(final, checkpoint=_snapshot(out, Path(tmp), update_checkpoints=keep))
 

@@ -1,8 +1,10 @@
-"""The `automoe retrain` job: settings, checks, the Tune experiment and the result tables.
+"""The `automoe retrain` job: checks, the trials' job, the Tune experiment and the result
+tables.
 
-`retrain(settings)` reads a search RUN_DIR, chooses the subnets (`automoe.retrain.select`),
-checks everything (tables, keys, training options, the Ray cluster's room for one trial),
-then runs one Tune trial per subnet (`automoe.retrain.trial`) and writes the tables.
+`retrain(settings)` reads a search RUN_DIR, chooses the subnets
+(`automoe.training.retrain.select`), checks everything (tables, keys, training options, the
+Ray cluster's room for one trial), then runs one Tune trial per subnet
+(`automoe.training.retrain.trial`) and writes the tables.
 
 Layout: ``RUN_DIR/retrain/retrain.json`` (settings and chosen keys), ``RUN_DIR/retrain/tune/``
 (Tune's experiment: state, per-trial results and checkpoints; Tune's ``storage_path`` is
@@ -22,20 +24,21 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from automoe.io_utils import atomic_write_csv, atomic_write_json
-from automoe.presets import PRESET_NAMES, TrainOptions, get_preset
-from automoe.retrain.select import choose_keys, cost_column
 from automoe.search.results import read_run
-from search_spaces.checks import check_ints
+from automoe.training.presets import TrainOptions
+from automoe.training.retrain.select import choose_keys, cost_column
+from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings
+from search_spaces.config import SubnetConfig
 
 __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
-           "RETRAIN_DIR", "EXPERIMENT", "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
+           "TrialJob", "RETRAIN_DIR", "EXPERIMENT", "SETTINGS_FILE", "TABLE", "EXECUTION_FIELDS"]
 
 RETRAIN_DIR = "retrain"  # under the search RUN_DIR
 EXPERIMENT = "tune"  # Tune's experiment name (resumed attempts: tune-2, tune-3, ...)
@@ -43,87 +46,71 @@ _KEY = re.compile(r"[0-9a-f]{16}")
 SETTINGS_FILE = "retrain.json"
 TABLE = "retrained.csv"
 FORMAT = "automoe.retrain/1"
-# settings that only say how the job runs: they may change on --resume
-EXECUTION_FIELDS = ("run_dir", "ray_address", "progress")
 _INHERITED = ("bleu", "chrf", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
 
 
 @dataclass(frozen=True)
-class RetrainSettings:
-    """What `retrain` does (stored in ``retrain.json``).
+class TrialJob:
+    """What every trial of a retrain job needs, checked by `retrain` before any trial runs.
+
+    Tune's param space holds its `to_dict` (plain JSON), and each trial reads it back with
+    `from_dict`; a dict of the same keys written by an older version reads the same.
 
     Attributes:
-        run_dir: the search RUN_DIR (``pareto.csv``, ``candidates.csv``, ``search.json``).
-        top: how many front subnets, spread along the front (`choose_keys`).
-        keys: retrain exactly these candidate keys instead (any row of candidates.csv).
-        preset, overrides: training options of `automoe train` (TrainOptions field -> value).
-        report_every: updates per chunk = per Tune report (dev loss + checkpoint); the
-            training's ``validate_every``. 0: the options' ``validate_every``.
-        early_stop: "none" or "asha" (stop trials whose dev loss lags at a rung).
-        grace_updates: ASHA's grace period in updates (0: max(report_every, max_updates/4)).
-        reduction_factor: ASHA's reduction factor.
-        average_last, beam, lenpen, test_sentences: final weights and test BLEU (as
-            `automoe train`).
-        cpus_per_trial: CPUs per trial (also its torch threads); gpus_per_trial: GPUs (a
-            trial with GPUs trains on cuda).
-        concurrent: at most this many trials at once (0: as many as fit).
-        max_failures: Tune retries of a failed trial (each continues from its checkpoint).
-        ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
-        progress: a progress bar over all trials' updates (stderr).
+        data_dir: the prepared data dir of the search.
+        models_dir: where each trial's run dir ``<key>/`` lives.
+        options: the resolved training options of every trial.
+        configs: subnet key -> its architecture.
+        report_every: updates per chunk (Tune report + checkpoint); the options' validation.
+        average_last, beam, lenpen, test_sentences: final weights and test BLEU.
+        cpus: CPUs of a trial (its torch threads); gpus: its GPUs (> 0 trains on cuda).
+        continue_run_dirs: ``retrain --resume``: a trial without a Tune checkpoint continues
+            from its run dir's own ``checkpoint_last.pt``.
     """
 
-    run_dir: str
-    top: int = 3
-    keys: tuple[str, ...] = ()
-    preset: str = "demo"
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    report_every: int = 0
-    early_stop: str = "none"
-    grace_updates: int = 0
-    reduction_factor: int = 3
-    average_last: int = 0
-    beam: int = 4
-    lenpen: float = 0.6
-    test_sentences: int = 0
-    cpus_per_trial: int = 1
-    gpus_per_trial: float = 0.0
-    concurrent: int = 0
-    max_failures: int = 2
-    ray_address: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keys", tuple(self.keys))
-        object.__setattr__(self, "overrides", dict(self.overrides))
-        check_ints("retrain settings", self, {
-            "top": 1, "beam": 1, "cpus_per_trial": 1, "report_every": 0, "grace_updates": 0,
-            "reduction_factor": 2, "average_last": 0, "test_sentences": 0, "concurrent": 0,
-            "max_failures": 0})
-        if not self.gpus_per_trial >= 0:
-            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial!r}")
-        if self.early_stop not in ("none", "asha"):
-            raise ValueError(f"--early-stop {self.early_stop!r}: expected 'none' or 'asha'")
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"--preset {self.preset!r}: expected one of {list(PRESET_NAMES)}")
-        if "validate_every" in self.overrides:
-            raise ValueError("set the validation interval with report_every (--report-every)")
+    data_dir: str
+    models_dir: str
+    options: TrainOptions
+    configs: Mapping[str, SubnetConfig]
+    report_every: int
+    average_last: int
+    beam: int
+    lenpen: float
+    test_sentences: int
+    cpus: int
+    gpus: float
+    continue_run_dirs: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["keys"], data["overrides"] = list(self.keys), dict(self.overrides)
-        return data
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "options": self.options.to_dict(),
+                "configs": {k: c.to_dict() for k, c in self.configs.items()}}
 
-    def options(self) -> TrainOptions:
-        """The resolved training options of every trial (validate_every = report_every)."""
-        opts = get_preset(self.preset, "subnet").override(dict(self.overrides))
-        every = self.report_every or opts.validate_every
-        if every < 1:
-            raise ValueError("--report-every must be >= 1 (the options validate never)")
-        opts = opts.override({"validate_every": every}).resolve(world_size=1)
-        if self.average_last > opts.keep_last:
-            raise ValueError(f"--average-last {self.average_last} needs --keep-last >= "
-                             f"{self.average_last} (the options keep {opts.keep_last})")
-        return opts
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "retrain job") -> TrialJob:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}")
+        try:
+            configs = {k: SubnetConfig.from_dict(c, source=f"{source}: configs[{k!r}]")
+                       for k, c in data["configs"].items()}
+            options = TrainOptions.from_dict(data["options"], source=f"{source}: options")
+            return cls(**{**data, "options": options, "configs": configs})
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source}: bad retrain job ({err!r})") from None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A checked job: the search run dir, the keys in order, its candidates table, the
+    early-stopping rule and what the trials need."""
+
+    run: Path
+    keys: list[str]
+    candidates: pd.DataFrame
+    early_stop: str
+    job: TrialJob
 
 
 @dataclass(frozen=True)
@@ -149,7 +136,7 @@ def _read_run(run: Path, *, need_front: bool = True
     return table.front, table.candidates, table.meta.get("settings", {})
 
 
-def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str, Any]:
+def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> _Plan:
     """Everything the trials need, checked; `keys` (a resumed job's) skip the choice.
     Nothing is written."""
     run = Path(settings.run_dir).resolve()
@@ -172,21 +159,22 @@ def _plan(settings: RetrainSettings, keys: list[str] | None = None) -> dict[str,
         raise ValueError(f"--keys: {unknown} not in {run / 'candidates.csv'}")
     configs = candidates.drop_duplicates("key").set_index("key")["config"]
     opts = settings.options()
-    return {"run": run, "keys": keys, "candidates": candidates,
-            "early_stop": settings.early_stop, "job": {
-        "data_dir": str(data), "models_dir": str(run / RETRAIN_DIR / "models"),
-        "options": opts.to_dict(), "configs": {k: json.loads(configs[k]) for k in keys},
-        "report_every": opts.validate_every, "average_last": settings.average_last,
-        "beam": settings.beam, "lenpen": settings.lenpen,
-        "test_sentences": settings.test_sentences, "cpus": settings.cpus_per_trial,
-        "gpus": settings.gpus_per_trial}}
+    job = TrialJob(
+        data_dir=str(data), models_dir=str(run / RETRAIN_DIR / "models"), options=opts,
+        configs={k: SubnetConfig.from_json(configs[k], source=f"{run / 'candidates.csv'}: {k}")
+                 for k in keys},
+        report_every=opts.validate_every, average_last=settings.average_last,
+        beam=settings.beam, lenpen=settings.lenpen, test_sentences=settings.test_sentences,
+        cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial)
+    return _Plan(run=run, keys=keys, candidates=candidates, early_stop=settings.early_stop,
+                 job=job)
 
 
 def plan_keys(settings: RetrainSettings) -> pd.DataFrame:
     """The candidates.csv rows `retrain` would train, in order (checks as `retrain` does;
     nothing is written, no Ray): ``automoe retrain --dry-run``."""
     plan = _plan(settings)
-    rows = plan["candidates"].drop_duplicates("key").set_index("key").loc[plan["keys"]]
+    rows = plan.candidates.drop_duplicates("key").set_index("key").loc[plan.keys]
     return rows.reset_index()
 
 
@@ -253,24 +241,23 @@ def _check_cluster(settings: RetrainSettings) -> None:
                          f"({'; '.join(short)})")
 
 
-def _tuner(settings: RetrainSettings, plan: dict[str, Any], base: Path, keys: list[str],
+def _tuner(settings: RetrainSettings, plan: _Plan, base: Path, keys: list[str],
            experiment: str) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from automoe.retrain.trial import Progress, retrain_trial, trial_dirname
+    from automoe.training.retrain.trial import Progress, retrain_trial, trial_dirname
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(retrain_trial, resources)
-    total = int(plan["job"]["options"]["max_updates"])
-    every = int(plan["job"]["report_every"])
+    total, every = plan.job.options.max_updates, plan.job.report_every
     scheduler = None
     if settings.early_stop == "asha":
         scheduler = ASHAScheduler(time_attr="updates", metric="dev_loss", mode="min",
                                   max_t=total, reduction_factor=settings.reduction_factor,
                                   grace_period=settings.grace_updates or max(every, total // 4))
     return tune.Tuner(
-        trainable, param_space={"key": tune.grid_search(keys), "job": plan["job"]},
+        trainable, param_space={"key": tune.grid_search(keys), "job": plan.job.to_dict()},
         tune_config=tune.TuneConfig(scheduler=scheduler,
                                     max_concurrent_trials=settings.concurrent or None,
                                     trial_dirname_creator=trial_dirname),
@@ -306,7 +293,7 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
                          "(or remove the folder to start over)")
     plan = _plan(settings, stored_keys)
     kept = _kept_results(plan, base) if resume else {}
-    todo = [k for k in plan["keys"] if k not in kept]
+    todo = [k for k in plan.keys if k not in kept]
     results = list(kept.values())
     if todo:
         ray_started = _init_ray(settings)
@@ -315,13 +302,13 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
             base.mkdir(parents=True, exist_ok=True)
             atomic_write_json(base / SETTINGS_FILE, {"format": FORMAT,
                                                      "settings": settings.to_dict(),
-                                                     "keys": plan["keys"]})
+                                                     "keys": plan.keys})
             # Tune's console tables and snapshot warnings would drown the progress bar
             os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
             os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
                                   "0")
-            job = {**plan["job"], "continue_run_dirs": resume}
-            grid = _tuner(settings, {**plan, "job": job}, base, todo,
+            job = dataclasses.replace(plan.job, continue_run_dirs=resume)
+            grid = _tuner(settings, dataclasses.replace(plan, job=job), base, todo,
                           _experiment_name(base)).fit()
             results += [(r.config["key"], status, r.metrics or {}, r.error)
                         for r, status in zip(grid, _trial_statuses(grid), strict=True)]
@@ -330,12 +317,12 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
                 import ray
 
                 ray.shutdown()
-    table = _with_intervals(_table(plan, results), plan["job"]["data_dir"])
-    path = plan["run"] / TABLE
+    table = _with_intervals(_table(plan, results), plan.job.data_dir)
+    path = plan.run / TABLE
     atomic_write_csv(table, path, float_format=None)
-    if (plan["run"] / "pareto.csv").is_file():
-        _merge_front(plan["run"] / "pareto.csv", table)
-    return RetrainOutcome(table, path, tuple(plan["keys"]))
+    if (plan.run / "pareto.csv").is_file():
+        _merge_front(plan.run / "pareto.csv", table)
+    return RetrainOutcome(table, path, tuple(plan.keys))
 
 
 def _stored_keys(path: Path) -> list[str]:
@@ -357,18 +344,18 @@ def _experiment_name(base: Path) -> str:
     return EXPERIMENT if n == 1 else f"{EXPERIMENT}-{n}"
 
 
-def _kept_results(plan: dict[str, Any], base: Path) -> dict[str, tuple[str, str, dict, Any]]:
+def _kept_results(plan: _Plan, base: Path) -> dict[str, tuple[str, str, dict, Any]]:
     """Trials a resume keeps: finished ones (their run dir's ``results.json``, JSON written
     by the trial) and those ASHA stopped (``retrained.csv``)."""
     out: dict[str, tuple[str, str, dict, Any]] = {}
-    previous = plan["run"] / TABLE
+    previous = plan.run / TABLE
     stopped = set()
     if previous.is_file():
         table = pd.read_csv(previous, dtype={"key": str})
         stopped = set(table.loc[table["status"] == "stopped early", "key"])
         rows = table.set_index("key")
-    for key in plan["keys"]:
-        results = Path(plan["job"]["models_dir"]) / key / "results.json"
+    for key in plan.keys:
+        results = Path(plan.job.models_dir) / key / "results.json"
         if results.is_file() and (results.parent / "model").is_dir():
             summary = json.loads(results.read_text(encoding="utf-8"))
             test = summary["test"]
@@ -378,8 +365,8 @@ def _kept_results(plan: dict[str, Any], base: Path) -> dict[str, tuple[str, str,
                 "test_sentences": test["sentences"],
                 "bleu_signature": test["signatures"]["bleu"], "weights": summary["weights"],
                 "model_dir": summary["model_dir"],
-                "device": "cuda" if plan["job"]["gpus"] > 0 else
-                f"cpu ({plan['job']['cpus']} torch threads)"}, None)
+                "device": "cuda" if plan.job.gpus > 0 else
+                f"cpu ({plan.job.cpus} torch threads)"}, None)
         elif key in stopped:
             row = rows.loc[key]
             out[key] = (key, "TERMINATED", {"updates": int(row["updates"]),
@@ -411,19 +398,19 @@ def _status(tune_status: str, metrics: Mapping[str, Any], error: Any, *, asha: b
     return "stopped early" if asha and tune_status in ("TERMINATED", "") else "interrupted"
 
 
-def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> pd.DataFrame:
+def _table(plan: _Plan, results: list[tuple[str, str, dict, Any]]) -> pd.DataFrame:
     """One row per chosen key: retrained scores, training progress, the search's
     (inherited-weight) metrics of that key, where the model is, and the test protocol."""
-    total = int(plan["job"]["options"]["max_updates"])
-    inherited = plan["candidates"].drop_duplicates("key").set_index("key")
+    total = plan.job.options.max_updates
+    inherited = plan.candidates.drop_duplicates("key").set_index("key")
     by_key = {key: (status, metrics, error) for key, status, metrics, error in results}
     nan = float("nan")
     rows = []
-    for key in plan["keys"]:
+    for key in plan.keys:
         status, metrics, error = by_key.get(key, ("", {}, None))
         rows.append({
             "key": key,
-            "status": _status(status, metrics, error, asha=plan["early_stop"] == "asha"),
+            "status": _status(status, metrics, error, asha=plan.early_stop == "asha"),
             "bleu_retrained": metrics.get("bleu_retrained", nan),
             "chrf_retrained": metrics.get("chrf_retrained", nan),
             "best_dev_loss": metrics.get("best_dev_loss", nan),
@@ -431,7 +418,7 @@ def _table(plan: dict[str, Any], results: list[tuple[str, str, dict, Any]]) -> p
             **{c: inherited.at[key, c] for c in _INHERITED if c in inherited},
             "experts": inherited.at[key, "experts"] if "experts" in inherited else "",
             "test_sentences": metrics.get("test_sentences", 0),
-            "beam": plan["job"]["beam"], "lenpen": plan["job"]["lenpen"],
+            "beam": plan.job.beam, "lenpen": plan.job.lenpen,
             "device": metrics.get("device", ""), "weights": metrics.get("weights", ""),
             "bleu_signature": metrics.get("bleu_signature", ""),
             "model_dir": metrics.get("model_dir", ""),

@@ -30,9 +30,31 @@ from supernet.training.config import TrainConfig
 from supernet.training.sampling import SamplingRule
 from supernet.training.schedule import LRSchedule
 
-__all__ = ["TrainOptions", "PRESET_NAMES", "get_preset"]
+__all__ = ["TrainOptions", "FinalScoring", "PRESET_NAMES", "get_preset"]
 
 PRESET_NAMES = ("demo", "wmt")
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field `name` of dataclass `cls`: the loop's, the model's and the
+    schedule's settings are defined there once, and `TrainOptions` takes them over."""
+    (value,) = [f.default for f in fields(cls) if f.name == name]
+    if value is dataclasses.MISSING:
+        raise TypeError(f"{cls.__name__}.{name} has no plain default")
+    return value
+
+
+@dataclass(frozen=True)
+class FinalScoring:
+    """How a standalone subnet run ends (``automoe train``, ``automoe retrain``): its final
+    weights (the mean of the last `average_last` update checkpoints; 0 = the best by dev
+    loss) and test BLEU by beam search (`beam`, `lenpen`; the first `test_sentences`, 0 =
+    all). The one place of these defaults."""
+
+    average_last: int = 0
+    beam: int = 4
+    lenpen: float = 0.6
+    test_sentences: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,33 +94,33 @@ class TrainOptions:
     max_tokens: int
     global_batches: int = 1
     update_freq: int = 0
-    sampling: str = "uniform"
-    sandwich_random: int = 2
-    seed: int = 1
-    schedule: str = "cosine"
-    lr: float = 1e-3
-    min_lr: float = 1e-7
-    warmup_updates: int = 0
-    warmup_init_lr: float = 1e-7
+    sampling: str = _default(SamplingRule, "kind")
+    sandwich_random: int = _default(SamplingRule, "num_random")
+    seed: int = _default(TrainConfig, "seed")
+    schedule: str = _default(LRSchedule, "kind")
+    lr: float = _default(LRSchedule, "max_lr")
+    min_lr: float = _default(LRSchedule, "min_lr")
+    warmup_updates: int = _default(LRSchedule, "warmup_updates")
+    warmup_init_lr: float = _default(LRSchedule, "warmup_init_lr")
     schedule_updates: int = 0
-    label_smoothing: float = 0.1
-    load_balance_coef: float = 0.01
-    z_loss_coef: float = 0.0
-    clip_norm: float = 0.0
-    weight_decay: float = 0.0
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    validate_every: int = 0
-    save_every: int = 0
-    keep_last: int = 0
+    label_smoothing: float = _default(TrainConfig, "label_smoothing")
+    load_balance_coef: float = _default(TrainConfig, "load_balance_coef")
+    z_loss_coef: float = _default(TrainConfig, "z_loss_coef")
+    clip_norm: float = _default(TrainConfig, "clip_norm")
+    weight_decay: float = _default(TrainConfig, "weight_decay")
+    dropout: float = _default(ModelOptions, "dropout")
+    attention_dropout: float = _default(ModelOptions, "attention_dropout")
+    activation_dropout: float = _default(ModelOptions, "activation_dropout")
+    validate_every: int = _default(TrainConfig, "validate_every")
+    save_every: int = _default(TrainConfig, "save_every")
+    keep_last: int = _default(TrainConfig, "keep_last")
     valid_sentences: int = 0
     probe_random: int = 2
-    bf16: bool = True
-    normalize_before: bool = False
-    cpu_bf16: bool = False
+    bf16: bool = _default(TrainConfig, "bf16")
+    normalize_before: bool = _default(ModelOptions, "normalize_before")
+    cpu_bf16: bool = _default(TrainConfig, "cpu_bf16")
     shared_positions: bool = False
-    distill_weight: float = 0.0
+    distill_weight: float = _default(TrainConfig, "distill_weight")
 
     def resolve(self, world_size: int) -> TrainOptions:
         """Fills update_freq (from global_batches) and schedule_updates (from max_updates),
@@ -165,15 +187,13 @@ class TrainOptions:
         return replace(self, **changes)
 
 
+# what a preset sets beyond the TrainOptions defaults (those of TrainConfig, LRSchedule,
+# SamplingRule and ModelOptions)
 _WMT: dict[str, Any] = dict(
-    max_tokens=4096, global_batches=128, schedule="cosine", lr=1e-3, min_lr=1e-7,
-    warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.3, attention_dropout=0.1,
-    clip_norm=0.0, weight_decay=0.0, load_balance_coef=0.01, valid_sentences=0,
+    max_tokens=4096, global_batches=128, dropout=0.3, attention_dropout=0.1,
     validate_every=1000, save_every=1000)
 _DEMO: dict[str, Any] = dict(
-    max_tokens=2048, global_batches=1, schedule="cosine", lr=1e-3, min_lr=1e-5,
-    warmup_init_lr=1e-7, label_smoothing=0.1, dropout=0.1, attention_dropout=0.0,
-    clip_norm=1.0, load_balance_coef=0.01, valid_sentences=300, validate_every=100,
+    max_tokens=2048, min_lr=1e-5, clip_norm=1.0, valid_sentences=300, validate_every=100,
     save_every=100, normalize_before=True)
 
 _PRESETS: dict[tuple[str, str], TrainOptions] = {

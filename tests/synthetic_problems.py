@@ -1,4 +1,4 @@
-"""Synthetic genomes and problems with known answers, for tests and benchmarks.
+"""Synthetic genomes and problems with known answers, for the algorithm tests.
 
 `IntVectorOps` is a `GenomeOps` over fixed-length integer vectors (genes in
 ``0..levels-1``) with HAT's operators: per-gene resampling and uniform crossover.
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .objectives import Objective
+from evolution.objectives import Objective
 
 __all__ = ["IntVectorOps", "DiscreteFront"]
 

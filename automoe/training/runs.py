@@ -1,7 +1,7 @@
 """Training runs from a prepared data dir: ``automoe supernet train`` and ``automoe train``.
 
 This module wires `automoe.data` (token-budget batches, rank-sharded) to the loop in
-`supernet.train` and owns the run dir: ``run.json`` holds everything needed to rebuild the
+`supernet.training.loop` and owns the run dir: ``run.json`` holds everything needed to rebuild the
 run (kind, data dir, space or subnet, the resolved `TrainOptions`), so ``--resume`` needs
 only the run dir; options given again on resume must equal the stored ones, except
 ``max_updates`` (where to stop). Data parallelism: launch under ``torchrun``; every rank runs
@@ -28,14 +28,14 @@ import torch.distributed as dist
 from automoe.data import TokenBatcher, load_split, read_meta
 from automoe.data.store import Ragged
 from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
-from automoe.presets import TrainOptions, get_preset
+from automoe.training.presets import FinalScoring, TrainOptions, get_preset
 from search_spaces import SearchSpace, SubnetConfig, load_space
 from supernet.core import check_full_precision
 from supernet.options import ModelOptions
 from supernet.supertransformer import SuperTransformer
-from supernet.train import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
 from supernet.training.checkpoint import average_model_states, load_checkpoint
 from supernet.training.distributed import DistInfo, init_distributed
+from supernet.training.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainResult, train
 from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
@@ -294,9 +294,10 @@ def _identity(model: Transformer) -> dict[str, Any]:
 
 
 def train_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False,
-                 average_last: int = 0, beam: int = 4, lenpen: float = 0.6,
-                 test_sentences: int = 0, device: str | None = None, progress: bool = True,
-                 info: DistInfo | None = None) -> dict[str, Any]:
+                 average_last: int = FinalScoring.average_last, beam: int = FinalScoring.beam,
+                 lenpen: float = FinalScoring.lenpen,
+                 test_sentences: int = FinalScoring.test_sentences, device: str | None = None,
+                 progress: bool = True, info: DistInfo | None = None) -> dict[str, Any]:
     """Trains a standalone Transformer of ``settings.subnet`` (from scratch, or from the
     weights it inherits from ``settings.init_from``), then saves ``out/model`` and scores
     test BLEU. Returns the summary written to ``out/results.json``."""
@@ -310,8 +311,10 @@ def train_subnet(settings: RunSettings, out: str | Path, *, resume: bool = False
 
 
 def finish_subnet(settings: RunSettings, out: str | Path, result: TrainResult, *,
-                  model: Transformer | None = None, average_last: int = 0, beam: int = 4,
-                  lenpen: float = 0.6, test_sentences: int = 0, device: str | None = None,
+                  model: Transformer | None = None,
+                  average_last: int = FinalScoring.average_last, beam: int = FinalScoring.beam,
+                  lenpen: float = FinalScoring.lenpen,
+                  test_sentences: int = FinalScoring.test_sentences, device: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """The scoring half of `train_subnet` (main rank only): chooses the final weights of run
     dir `out` (the average of the last `average_last` update checkpoints, else the best by
