@@ -317,8 +317,8 @@ def test_onnx_export_refuses_a_quantized_model_naming_the_bits(tmp_path):
 
 
 def test_training_a_quantized_subnet_is_refused_naming_its_bits(tmp_path):
-    from automoe.presets import get_preset
-    from automoe.training import RunSettings, train_subnet
+    from automoe.training.presets import get_preset
+    from automoe.training.runs import RunSettings, train_subnet
 
     settings = RunSettings(kind="subnet", data_dir=str(tmp_path / "data"),
                            options=get_preset("demo", "subnet"), subnet=_dense_config(8))

@@ -61,7 +61,7 @@ def test_export_load_translate_of_an_int8_subnet_equals_the_supernets_scoring(se
     from automoe.data import Tokenizer
     from automoe.decoding import translate_texts
     from automoe.export import load_subnet
-    from automoe.training import load_supernet
+    from automoe.training.runs import load_supernet
     from supernet.params import weight_bytes as bytes_of
 
     table = pd.read_csv(searched.out / "candidates.csv", dtype={"key": str})
