@@ -32,11 +32,12 @@ __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tabl
            "baseline_table", "write_baselines", "experts_summary", "SearchRun", "read_run"]
 
 # Columns that say how a row was computed, not what was found: they differ between runs.
-OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "eval_seconds")
+OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "latency_ort_cached",
+                       "eval_seconds")
 
 # Metrics listed first (in this order) when present; any others follow alphabetically.
 _METRIC_ORDER = ("bleu", "chrf", "loss", "nll", "flops", "params", "weight_bytes", "latency_ms",
-                 "predicted_latency_ms")
+                 "latency_ort_ms", "predicted_latency_ms")
 # A metric's uncertainty columns follow it: 95% interval bounds or a standard error.
 _COMPANIONS = ("_lo", "_hi", "_se")
 
