@@ -2,17 +2,18 @@
 
 ``export_onnx(model, SUBNET_DIR / "onnx")`` writes (atomically, as one directory):
 
-- ``encoder.onnx``: ``src_tokens`` [B, S] int64 -> ``encoder_states`` [n, B, S, d_enc] (the
-  last n = min(3, encoder layers) layer outputs, oldest first: what cross-attention reads)
-  and ``padding_mask`` [B, S] bool (True at PAD);
-- ``decoder_step.onnx``: ``tokens`` [B, 1] int64 (the last token fed), ``encoder_states``,
-  ``padding_mask`` and, per decoder layer i, ``past_key_i`` / ``past_value_i``
+- ``encoder.onnx``: ``src_tokens`` [B, S] int64 -> ``padding_mask`` [B, S] bool (True at
+  PAD) and, per decoder layer i, ``cross_key_i`` / ``cross_value_i``
+  [B, cross_heads_i, span_i·S, head_dim]: the cross-attention keys and values of the last
+  span_i = min(ende_attn_i, encoder layers) encoder outputs, computed once per source, as
+  torch's decoder cache holds them after its first step;
+- ``decoder_step.onnx``: ``tokens`` [B, 1] int64 (the last token fed), ``padding_mask``,
+  the cross keys/values and, per decoder layer i, ``past_key_i`` / ``past_value_i``
   [B, heads_i, L, head_dim] (the self-attention cache of the L tokens fed before; L = 0 at
   the first step) -> ``logits`` [B, 1, V] and ``present_key_i`` / ``present_value_i``
-  [B, heads_i, L + 1, head_dim]. The next token's position is L. The cross-attention keys
-  and values are computed from ``encoder_states`` at every step (they are not cached).
-- ``onnx.json``: the graphs' input and output names, the cache shapes per layer, the number
-  of encoder states, the vocabulary size, the opset and the ``architecture_key``.
+  [B, heads_i, L + 1, head_dim]. The next token's position is L.
+- ``onnx.json``: the graphs' input and output names, the self- and cross-attention cache
+  shapes per layer, the vocabulary size, the opset and the ``architecture_key``.
 
 B, S and L are dynamic. Both graphs run the code the torch model runs (`supernet.core`),
 with the MoE's static-shape dispatch (`supernet.functional.static_dispatch`: the index
@@ -45,6 +46,7 @@ ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
 OPSET = 18
 ONNX_DIR = "onnx"  # the graphs' folder inside a model dir
 _FORMAT = "automoe-onnx"
+FORMAT_VERSION = 2  # 2: cross-attention keys/values from the encoder graph (1: recomputed per step)
 
 
 def require_onnx() -> None:
@@ -62,42 +64,52 @@ def _static(run: core.Run) -> core.Run:
 
 
 class _Encoder(nn.Module):
-    """src_tokens [B, S] -> (encoder_states [n, B, S, d], padding_mask [B, S])."""
+    """src_tokens [B, S] -> (padding_mask [B, S], cross_key_0, cross_value_0, ...)."""
 
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = core.encode(src_tokens, self.model.weights(), _static(self.model._run(0)))
-        return torch.stack(enc.states), enc.padding_mask
+    def forward(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        weights = self.model.weights()
+        enc = core.encode(src_tokens, weights, _static(self.model._run(0)))
+        return (enc.padding_mask, *[t for kv in core.cross_kv(enc, weights) for t in kv])
 
 
 class _DecoderStep(nn.Module):
-    """One cached decoder step: tokens [B, 1], encoder states, padding mask and the
-    self-attention cache (past_key_0, past_value_0, ...) -> (logits [B, 1, V], present
-    keys/values, each one position longer)."""
+    """One cached decoder step: tokens [B, 1], the padding mask, the cross keys/values
+    (``n`` decoder layers) and the self-attention cache (past_key_0, past_value_0, ...) ->
+    (logits [B, 1, V], present keys/values, each one position longer)."""
 
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         self.model = model
+        self.n = len(model.config.decoder_heads)
 
-    def forward(self, tokens: torch.Tensor, encoder_states: torch.Tensor,
-                padding_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor,
+                *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.n
+        cross, past = kv[:2 * n], kv[2 * n:]
         zero = torch.zeros((), dtype=torch.float32)
-        enc = EncoderOut(tuple(encoder_states.unbind(0)), padding_mask, MoEAux(zero, zero))
+        enc = EncoderOut((), padding_mask, MoEAux(zero, zero))  # the decoder reads the cache
         cache = DecoderCache(length=past[0].shape[2])
-        cache.self_kv = {i: (past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)}
+        cache.self_kv = {i: (past[2 * i], past[2 * i + 1]) for i in range(n)}
+        cache.cross_kv = {i: (cross[2 * i], cross[2 * i + 1]) for i in range(n)}
         logits, _ = core.decode(tokens, enc, self.model.weights(), _static(self.model._run(1)),
                                 cache)
-        present = [t for i in range(len(past) // 2) for t in cache.self_kv[i]]
+        present = [t for i in range(n) for t in cache.self_kv[i]]
         return (logits, *present)
 
 
-def _cache_shapes(model: Transformer) -> list[tuple[int, int]]:
-    """(heads, head_dim) of each decoder layer's self-attention cache."""
+def _cache_shapes(model: Transformer) -> list[dict[str, int]]:
+    """Per decoder layer: heads and head_dim of its self-attention cache, and cross_heads,
+    cross_head_dim and span (encoder outputs concatenated along time) of its cross one."""
     cfg = model.config
-    return [(h, cfg.qkv_dim // h) for h in cfg.decoder_heads]
+    n_states = min(core.MAX_ENDE_ATTN, len(cfg.encoder_heads))
+    return [{"heads": h, "head_dim": cfg.qkv_dim // h, "cross_heads": ch,
+             "cross_head_dim": cfg.qkv_dim // ch, "span": min(a, n_states)}
+            for h, ch, a in zip(cfg.decoder_heads, cfg.decoder_cross_heads,
+                                cfg.decoder_ende_attn, strict=True)]
 
 
 def _check(path: Path) -> None:
@@ -126,7 +138,6 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
         raise ValueError(f"ONNX export needs an fp32 model, got {model.embed.dtype}")
     model = model.eval()
     cfg = model.config
-    n_states = min(core.MAX_ENDE_ATTN, len(cfg.encoder_expert_dims))
     cache = _cache_shapes(model)
     b, s, past_len = 2, 5, 3  # example sizes; >= 2 so the tracer keeps them symbolic
     src = torch.full((b, s), 4, dtype=torch.long)
@@ -134,16 +145,22 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
     batch = torch.export.Dim("batch", min=1, max=4096)
     src_len = torch.export.Dim("src_len", min=1, max=model.options.max_positions)
     past = torch.export.Dim("past_len", min=0, max=model.options.max_positions - 1)
-    past_names = [f"past_{kv}_{i}" for i in range(len(cache)) for kv in ("key", "value")]
+    layers = range(len(cache))
+    cross_names = [f"cross_{kv}_{i}" for i in layers for kv in ("key", "value")]
+    past_names = [f"past_{kv}_{i}" for i in layers for kv in ("key", "value")]
     present_names = [n.replace("past_", "present_") for n in past_names]
     encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()
     with torch.no_grad():
-        states, mask = encoder(src)
-    pasts = [torch.zeros(b, h, past_len, hd) for h, hd in cache for _ in range(2)]
+        mask, *cross = encoder(src)
+    pasts = [torch.zeros(b, c["heads"], past_len, c["head_dim"]) for c in cache for _ in range(2)]
     tokens = torch.full((b, 1), 5, dtype=torch.long)
-    encoder_io = {"inputs": ["src_tokens"], "outputs": ["encoder_states", "padding_mask"]}
-    step_io = {"inputs": ["tokens", "encoder_states", "padding_mask", *past_names],
+    encoder_io = {"inputs": ["src_tokens"], "outputs": ["padding_mask", *cross_names]}
+    step_io = {"inputs": ["tokens", "padding_mask", *cross_names, *past_names],
                "outputs": ["logits", *present_names]}
+    # a cross cache spans span·S keys: a multiple of the one source length
+    cross_dims = [{0: batch, 2: src_len if c["span"] == 1 else c["span"] * src_len}
+                  for c in cache for _ in range(2)]
+
     def save(program: torch.onnx.ONNXProgram | None, path: Path) -> None:
         if program is None:  # only the legacy (dynamo=False) exporter returns None
             raise RuntimeError(f"torch.onnx.export returned no program for {path.name}")
@@ -157,19 +174,18 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
         save(program, tmp / "encoder.onnx")
         kv = {0: batch, 2: past}
         program = torch.onnx.export(
-            step, (tokens, states, mask, *pasts), dynamo=True,
+            step, (tokens, mask, *cross, *pasts), dynamo=True,
             opset_version=OPSET, input_names=step_io["inputs"],
             output_names=step_io["outputs"],
-            dynamic_shapes=({0: batch}, {1: batch, 2: src_len}, {0: batch, 1: src_len},
-                            tuple(kv for _ in pasts)), verbose=False)
+            dynamic_shapes=({0: batch}, {0: batch, 1: src_len},
+                            (*cross_dims, *(kv for _ in pasts))), verbose=False)
         save(program, tmp / "decoder_step.onnx")
         for name in ONNX_FILES[:2]:
             _check(tmp / name)
         atomic_write_json(tmp / "onnx.json", {
-            "format": _FORMAT, "format_version": 1, "opset": OPSET,
+            "format": _FORMAT, "format_version": FORMAT_VERSION, "opset": OPSET,
             "architecture_key": cfg.key(), "vocab_size": model.vocab_size,
-            "encoder_states": n_states, "decoder_layers": len(cache),
-            "cache": [{"heads": h, "head_dim": hd} for h, hd in cache],
+            "decoder_layers": len(cache), "cache": cache,
             "encoder": encoder_io, "decoder_step": step_io})
     return Path(out)
 
@@ -194,6 +210,10 @@ def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an {_FORMAT} description (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this version "
+                         f"reads {FORMAT_VERSION}; re-export with automoe onnx MODEL_DIR "
+                         "--overwrite")
     return meta
 
 

@@ -23,16 +23,18 @@ __all__ = ["OrtTransformer", "OrtEncoderOut", "OrtCache"]
 
 @dataclass(frozen=True)
 class OrtEncoderOut:
-    """states [n, B, S, d_enc] float32 and padding_mask [B, S] bool, as numpy arrays."""
+    """padding_mask [B, S] bool and, per decoder layer, the cross-attention key and value
+    [B, cross_heads, span·S, head_dim] float32 (cross_key_0, cross_value_0, ...), as numpy
+    arrays: computed once by the encoder graph, read by every decoder step."""
 
-    states: np.ndarray
     padding_mask: np.ndarray
+    cross_kv: tuple[np.ndarray, ...]
 
     def index_select(self, order: torch.Tensor) -> OrtEncoderOut:
         """Rows ``order`` [B'] of the batch."""
         idx = order.cpu().numpy()
-        return OrtEncoderOut(np.ascontiguousarray(self.states[:, idx]),
-                             np.ascontiguousarray(self.padding_mask[idx]))
+        return OrtEncoderOut(np.ascontiguousarray(self.padding_mask[idx]),
+                             tuple(np.ascontiguousarray(t[idx]) for t in self.cross_kv))
 
 
 @dataclass
@@ -92,8 +94,8 @@ class OrtTransformer:
 
     def encode(self, src_tokens: torch.Tensor) -> OrtEncoderOut:
         """src_tokens [B, S] -> OrtEncoderOut."""
-        states, mask = self.encoder.run(None, {"src_tokens": src_tokens.cpu().numpy()})
-        return OrtEncoderOut(states, mask)
+        mask, *cross = self.encoder.run(None, {"src_tokens": src_tokens.cpu().numpy()})
+        return OrtEncoderOut(mask, tuple(cross))
 
     def decode(self, prev_tokens: torch.Tensor, enc: OrtEncoderOut,
                cache: OrtCache | None = None) -> tuple[torch.Tensor, None]:
@@ -108,8 +110,8 @@ class OrtTransformer:
         tokens = prev_tokens.cpu().numpy()
         out = []
         for t in range(tokens.shape[1]):
-            feeds = dict(zip(self._step_inputs, [tokens[:, t:t + 1], enc.states,
-                                                 enc.padding_mask, *cache.kv], strict=True))
+            feeds = dict(zip(self._step_inputs, [tokens[:, t:t + 1], enc.padding_mask,
+                                                 *enc.cross_kv, *cache.kv], strict=True))
             logits, *cache.kv = self.step.run(None, feeds)
             out.append(logits)
         return torch.from_numpy(np.concatenate(out, axis=1)), None

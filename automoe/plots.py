@@ -60,6 +60,8 @@ AXES: dict[str, Axis] = {
     "flops": Axis("flops", "GFLOPs ({flops_protocol})", False, 1e-9),
     "latency_ms": Axis("latency_ms", "latency (ms, median; bars: p10-p90, "
                                      "{latency_protocol})", False),
+    "latency_ort_ms": Axis("latency_ort_ms", "ONNX Runtime latency (ms, median; bars: p10-p90, "
+                                             "{latency_ort_protocol})", False),
     "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
 }
 
@@ -137,21 +139,25 @@ def _axis_label(axis: Axis, settings: dict, width: int = 100) -> str:
     label = axis.label.format(
         flops_protocol=flops if "MACs" in flops else f"2×MACs, {flops}",
         latency_protocol=protocols.get("latency", "device in search.json"),
+        latency_ort_protocol=protocols.get("latency_ort", "device in search.json"),
     )
     return textwrap.fill(label, width)
 
 
 _SHORT = {"bleu": "BLEU", "bleu_retrained": "retrained BLEU", "loss": "dev loss",
-          "flops": "GFLOPs", "latency_ms": "latency", "params": "params"}
+          "flops": "GFLOPs", "latency_ms": "latency", "latency_ort_ms": "ONNX Runtime latency",
+          "params": "params"}
 
 
 def _title(runs: Sequence[RunTable], x: str, y: str) -> str:
     """``BLEU vs GFLOPs`` plus where the latency was measured, when it was."""
     title = f"{_SHORT[y]} vs {_SHORT[x]}"
-    devices = {str(d).split(" [")[0] for r in runs if "latency_device" in r.candidates
-               for d in r.candidates["latency_device"].dropna().unique()}
-    if "latency_ms" in (x, y) and devices:
-        title += f"  (latency measured on {'; '.join(sorted(devices))})"
+    for column in ("latency_ms", "latency_ort_ms"):
+        info = column.replace("_ms", "_device")
+        devices = {str(d).split(" [")[0] for r in runs if info in r.candidates
+                   for d in r.candidates[info].dropna().unique()}
+        if column in (x, y) and devices:
+            title += f"  (latency measured on {'; '.join(sorted(devices))})"
     return title
 
 
@@ -192,8 +198,9 @@ def _spread(t: pd.DataFrame, axis: Axis, values: np.ndarray) -> np.ndarray | Non
     elif f"{c}_se" in t:
         half = 1.96 * t[f"{c}_se"].to_numpy(float) * axis.scale
         lo, hi = values - half, values + half
-    elif c == "latency_ms" and "latency_p10_ms" in t and "latency_p90_ms" in t:
-        lo, hi = t["latency_p10_ms"].to_numpy(float), t["latency_p90_ms"].to_numpy(float)
+    elif c in ("latency_ms", "latency_ort_ms") and f"{c[:-3]}_p10_ms" in t \
+            and f"{c[:-3]}_p90_ms" in t:
+        lo, hi = t[f"{c[:-3]}_p10_ms"].to_numpy(float), t[f"{c[:-3]}_p90_ms"].to_numpy(float)
     else:
         return None
     return np.nan_to_num(np.vstack([values - lo, hi - values]).clip(0))

@@ -30,7 +30,8 @@ from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.tokens import PAD_ID
 
 __all__ = ["EncoderLayerWeights", "DecoderLayerWeights", "StackWeights", "ModelWeights",
-           "Run", "run_settings", "encode", "decode", "MAX_ENDE_ATTN", "check_full_precision"]
+           "Run", "run_settings", "encode", "decode", "cross_kv", "MAX_ENDE_ATTN",
+           "check_full_precision"]
 
 MAX_ENDE_ATTN = 3  # the decoder reads at most the last 3 encoder layers (HAT)
 
@@ -217,6 +218,14 @@ def _cross_kv(enc: EncoderOut, lw: DecoderLayerWeights
     k, v = project_kv(kv_in, lw.cross_attn, lw.cross_heads)
     mask = enc.padding_mask.repeat(1, span)[:, None, None, :]
     return k, v, mask
+
+
+def cross_kv(enc: EncoderOut, weights: ModelWeights
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Per decoder layer, the cross-attention keys and values of ``enc``, each
+    [B, cross_heads, span·S, head_dim]: what a `DecoderCache` holds after its first step
+    (an exported encoder computes them once, for the decoder-step graph to read)."""
+    return tuple(_cross_kv(enc, lw)[:2] for lw in weights.decoder.layers)
 
 
 def decode(prev: torch.Tensor, enc: EncoderOut, weights: ModelWeights, run: Run,

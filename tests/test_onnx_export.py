@@ -58,18 +58,19 @@ class OrtModel:
         self.encoder = ort.InferenceSession(str(directory / "encoder.onnx"), providers=opts)
         self.step = ort.InferenceSession(str(directory / "decoder_step.onnx"), providers=opts)
 
-    def encode(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        states, mask = self.encoder.run(None, {"src_tokens": src})
-        return states, mask
+    def encode(self, src: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """-> (padding_mask, [cross_key_0, cross_value_0, ...])."""
+        mask, *cross = self.encoder.run(None, {"src_tokens": src})
+        return mask, cross
 
     def empty_cache(self, b: int) -> list[np.ndarray]:
         return [np.zeros((b, c["heads"], 0, c["head_dim"]), np.float32)
                 for c in self.meta["cache"] for _ in range(2)]
 
-    def decode_step(self, tokens: np.ndarray, states: np.ndarray, mask: np.ndarray,
+    def decode_step(self, tokens: np.ndarray, mask: np.ndarray, cross: list[np.ndarray],
                     cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         names = self.meta["decoder_step"]["inputs"]
-        feeds = dict(zip(names, [tokens, states, mask, *cache], strict=True))
+        feeds = dict(zip(names, [tokens, mask, *cross, *cache], strict=True))
         logits, *present = self.step.run(None, feeds)
         return logits, present
 
@@ -92,13 +93,17 @@ def test_teacher_forcing_through_the_cache_equals_torch(exported):
     with torch.no_grad():
         enc = model.encode(src)
         want, _ = model.decode(prev, enc)  # [B, T, V], no cache
-    states, mask = runtime.encode(src.numpy())
-    torch.testing.assert_close(torch.from_numpy(states), torch.stack(enc.states), rtol=0,
-                               atol=1e-4)
+        torch_cache = model.new_cache()
+        model.decode(prev[:, :1], enc, cache=torch_cache)  # fills the cross-attention cache
+    mask, cross = runtime.encode(src.numpy())
     assert np.array_equal(mask, enc.padding_mask.numpy())
+    want_cross = [t for i in range(len(torch_cache.cross_kv)) for t in torch_cache.cross_kv[i]]
+    assert len(cross) == len(want_cross) == 2 * len(model.config.decoder_heads)
+    for got_kv, want_kv in zip(cross, want_cross, strict=True):
+        torch.testing.assert_close(torch.from_numpy(got_kv), want_kv, rtol=0, atol=1e-4)
     cache, got = runtime.empty_cache(src.shape[0]), []
     for t in range(prev.shape[1]):
-        logits, cache = runtime.decode_step(prev[:, t:t + 1].numpy(), states, mask, cache)
+        logits, cache = runtime.decode_step(prev[:, t:t + 1].numpy(), mask, cross, cache)
         got.append(logits)
     assert cache[0].shape[2] == prev.shape[1]
     torch.testing.assert_close(torch.from_numpy(np.concatenate(got, axis=1)), want, rtol=0,
@@ -113,12 +118,12 @@ def test_greedy_incremental_decoding_equals_torch(exported):
     with torch.no_grad():
         enc = model.encode(src)
         cache = model.new_cache()
-        states, mask = runtime.encode(src.numpy())
+        mask, cross = runtime.encode(src.numpy())
         ort_cache = runtime.empty_cache(b)
         mine = theirs = torch.full((b, 1), BOS_ID)
         for _ in range(8):
             want, _ = model.decode(mine[:, -1:], enc, cache=cache)
-            got, ort_cache = runtime.decode_step(theirs[:, -1:].numpy(), states, mask,
+            got, ort_cache = runtime.decode_step(theirs[:, -1:].numpy(), mask, cross,
                                                  ort_cache)
             got = torch.from_numpy(got)
             torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
@@ -133,7 +138,9 @@ def test_onnx_json_describes_the_graphs(exported):
     assert meta["architecture_key"] == model.config.key()
     assert meta["vocab_size"] == VOCAB
     assert [c["heads"] for c in meta["cache"]] == list(model.config.decoder_heads)
-    assert meta["encoder_states"] == min(3, len(model.config.encoder_heads))
+    spans = [min(a, 3, len(model.config.encoder_heads)) for a in model.config.decoder_ende_attn]
+    assert [c["span"] for c in meta["cache"]] == spans
+    assert [c["cross_heads"] for c in meta["cache"]] == list(model.config.decoder_cross_heads)
 
 
 def test_missing_or_corrupted_graph_names_the_file(exported, tmp_path):

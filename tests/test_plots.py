@@ -157,3 +157,25 @@ def test_bad_plot_input_writes_nothing_and_a_foreign_out_is_refused(tmp_path, ca
     assert main(["plot", str(run), "-o", str(mine)]) == 2
     assert "notes.txt" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_latency_in_both_runtimes_gets_a_plot_each(tmp_path):
+    """A search on (loss, latency, latency_ort): one plot per latency, the ONNX Runtime one
+    labelled with its own protocol and device."""
+    run, table = _fake_run(tmp_path, "ortrun", 20, 3)
+    table = table.drop(columns=["bleu"]).assign(
+        loss=lambda t: 7 - np.log(t.flops / 1e8), loss_se=0.02,
+        latency_ort_ms=lambda t: t.latency_ms / 2, latency_ort_p10_ms=lambda t: t.latency_ms / 3,
+        latency_ort_p90_ms=lambda t: t.latency_ms, latency_ort_device="cpu-x / onnxruntime 1.0")
+    table.to_csv(run / "candidates.csv", index=False)
+    (run / "search.json").write_text(json.dumps({
+        "protocols": {"latency": "torch text", "latency_ort": "onnxruntime text"},
+        "settings": {"objectives": ["loss", "latency", "latency_ort"]}}))
+    out = tmp_path / "plots"
+    assert main(["plot", str(run), "-o", str(out)]) == 0
+    assert sorted(p.stem for p in out.glob("*.png")) == ["loss_vs_latency_ms",
+                                                         "loss_vs_latency_ort_ms"]
+    fig, ax = plt.subplots()
+    plot_front(ax, [load_run(run)], "latency_ort_ms", "loss")
+    assert "onnxruntime text" in ax.get_xlabel() and "ONNX Runtime" in ax.get_xlabel()
+    plt.close(fig)

@@ -67,3 +67,20 @@ def test_needed_metrics_adds_constrained_ones_once():
     cons = [parse_constraint("latency<=50ms"), parse_constraint("flops<=1e9")]
     assert [m.name for m in needed_metrics(objs, cons)] == ["bleu", "flops", "latency"]
     assert {m.kind for m in needed_metrics(objs, cons)} == {"score", "cheap", "latency"}
+
+
+def test_latency_in_each_runtime_is_its_own_objective():
+    from automoe.search.objectives import latency_metric
+
+    objs = parse_objectives("loss,latency,latency_ort")
+    assert [o.name for o in objs] == ["loss", "latency_ms", "latency_ort_ms"]
+    assert all(o.direction == "min" for o in objs[1:])
+    assert parse_constraint("latency_ort<=0.5s") == parse_constraint("latency_ort_ms<=500")
+    assert parse_constraint("latency_ort<=0.5s").name == "latency_ort_ms"
+    metrics = needed_metrics(objs, [parse_constraint("latency_ort<=9ms")])
+    assert [(m.name, m.kind, m.runtime) for m in metrics[1:]] == [
+        ("latency", "latency", "torch"), ("latency_ort", "latency", "onnxruntime")]
+    assert latency_metric("onnxruntime") is METRICS["latency_ort"]
+    assert latency_metric("torch") is METRICS["latency"]
+    with pytest.raises(ValueError, match="'tvm'"):
+        latency_metric("tvm")

@@ -9,7 +9,7 @@ from automoe.export import DEFAULT_PICK, PICK_HELP, export_subnet
 
 __all__ = ["register"]
 
-_SHOWN = ("bleu", "loss", "flops", "params", "latency_ms")
+_SHOWN = ("bleu", "loss", "flops", "params", "latency_ms", "latency_ort_ms")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -19,6 +19,10 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch during the measurement (default: torch's current setting)")
     g.add_argument("--dtype", default=d.dtype, choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--runtime", default=d.runtime, choices=("torch", "onnxruntime"),
+                   help="run the model in torch, or export it to ONNX (in a temporary "
+                        "directory) and run it in ONNX Runtime on CPU (needs the onnx extra; "
+                        "default: %(default)s)")
     g.add_argument("--clock", default=d.clock, choices=("wall", "thread_cpu"),
                    help="wall clock (default), or the thread's CPU time (CPU, --threads 1): "
                         "stable on a shared machine, but not a latency")
@@ -54,7 +58,7 @@ def protocol_from_args(args: argparse.Namespace) -> LatencyProtocol:
         device=args.device, threads=args.threads, dtype=args.dtype, batch=args.batch,
         src_len=src_len or args.src_len, tgt_len=tgt_len or args.tgt_len, beam=args.beam,
         warmup=args.warmup, runs=args.runs, vocab_size=vocab_size, seed=args.seed,
-        sentences=sentences, clock=args.clock,
+        sentences=sentences, clock=args.clock, runtime=args.runtime,
     )
 
 
@@ -136,7 +140,9 @@ def _measure(args: argparse.Namespace) -> int:
         return 0
     fp = result.fingerprint
     print(f"subnet {config.key()} ({space.name}){' [cached]' if cached else ''}")
-    print(f"device    {fp['device_name']} | torch {fp['torch']} | {fp['threads']} threads | {fp['dtype']}")
+    runtime = f"onnxruntime {fp['onnxruntime']} | " if "onnxruntime" in fp else ""
+    print(f"device    {fp['device_name']} | {runtime}torch {fp['torch']} | {fp['threads']} threads "
+          f"| {fp['dtype']}")
     print(f"protocol  {protocol.describe()}")
     print(f"latency   {d['latency_ms']:.2f} ms median | {d['trimmed_mean_ms']:.2f} ms 10-90% trimmed mean "
           f"| HAT enc+dec {d['hat_ms']:.2f} ms")

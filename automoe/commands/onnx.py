@@ -13,9 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "onnx", help="export a model dir to ONNX (encoder + cached decoder step)",
         description=(
-            "Write MODEL_DIR/onnx/: encoder.onnx (src_tokens -> encoder_states, "
-            "padding_mask), decoder_step.onnx (one token with the self-attention key/value "
-            "cache in and out -> logits) and onnx.json (names and cache shapes); dynamic "
+            "Write MODEL_DIR/onnx/: encoder.onnx (src_tokens -> padding_mask and the "
+            "cross-attention keys/values), decoder_step.onnx (one token with the "
+            "self-attention key/value cache in and out -> logits) and onnx.json (names and "
+            "cache shapes); dynamic "
             "batch and lengths, checked with onnx.checker. MODEL_DIR is written by `automoe "
             "export` or `automoe train`. With --check, only validate existing graphs."),
     )

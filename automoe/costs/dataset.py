@@ -27,9 +27,9 @@ from automoe.costs.flops import flops
 from automoe.costs.latency import (
     LatencyProtocol,
     LatencyResult,
-    device_fingerprint,
     fingerprint_id,
     measure_latency,
+    protocol_fingerprint,
 )
 from automoe.io_utils import atomic_write_csv
 from supernet.contracts import SubnetModel
@@ -137,7 +137,7 @@ def collect_latency_dataset(
     from tqdm import tqdm
 
     p = protocol or LatencyProtocol()
-    fp = device_fingerprint(p.device, p.dtype, p.threads)
+    fp = protocol_fingerprint(p)
     out_path = Path(out)
     rows: list[dict[str, Any]] = []
     if out_path.exists():

@@ -9,6 +9,13 @@ ones. On CPU the thread count is fixed for the measurement; on CUDA each sample 
 with CUDA events (device time) and with the wall clock around a synchronize (the reported
 latency: batch-1 decoding is bound by kernel launches, which events do not see).
 
+The *runtime* runs the model: ``"torch"`` (the static `Transformer` itself) or
+``"onnxruntime"`` (the model exported to ONNX in a temporary directory, `automoe.onnx_export`,
+and run by `automoe.onnx_runtime.OrtTransformer` on CPU with the protocol's intra-op thread
+count): the same samples, inputs and statistics, in the runtime that serves the model. The
+runtime is part of the protocol key and of the device fingerprint, so measurements of the
+two never mix.
+
 Statistics: median (the headline), HAT's 10–90 % trimmed mean (of the totals, and HAT's own
 sum of the encoder and decoder trimmed means), mean, std, p10/p90, coefficient of variation;
 the raw samples are kept.
@@ -24,6 +31,7 @@ import hashlib
 import json
 import math
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +56,8 @@ __all__ = [
     "LatencyResult",
     "measure_latency",
     "device_fingerprint",
+    "protocol_fingerprint",
+    "RUNTIMES",
     "fingerprint_id",
     "trimmed_mean",
     "summarize",
@@ -59,6 +69,7 @@ __all__ = [
 
 # Names of the torch dtypes a protocol may ask for (torch itself is imported where needed).
 DTYPES = ("float32", "float16", "bfloat16")
+RUNTIMES = ("torch", "onnxruntime")
 _FIRST_WORD_ID = EOS_ID + 1  # ids below are specials
 
 
@@ -87,6 +98,8 @@ class LatencyProtocol:
         weights: where the weights come from: "random" (random init, seeded by ``seed``)
             or an identifier of trained weights (e.g. "supernet:<sha256 of the checkpoint>");
             part of the cache key because MoE routing depends on the weights.
+        runtime: "torch", or "onnxruntime" (the model exported to ONNX and run by ONNX
+            Runtime; CPU and float32 only).
     """
 
     device: str = "cpu"
@@ -103,6 +116,7 @@ class LatencyProtocol:
     sentences: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
     weights: str = "random"
     clock: str = "wall"
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         check_ints("LatencyProtocol", self, {"batch": 1, "src_len": 1, "tgt_len": 1, "beam": 1,
@@ -118,6 +132,11 @@ class LatencyProtocol:
         if self.clock == "thread_cpu" and (self.device != "cpu" or self.threads != 1):
             raise ValueError("LatencyProtocol: clock 'thread_cpu' needs device 'cpu' and threads=1 "
                              "(other threads' work would not be counted)")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"LatencyProtocol: 'runtime' {self.runtime!r} not in {list(RUNTIMES)}")
+        if self.runtime != "torch" and (self.device != "cpu" or self.dtype != "float32"):
+            raise ValueError(f"LatencyProtocol: runtime {self.runtime!r} measures on device "
+                             f"'cpu' in float32 only, got {self.device!r} / {self.dtype!r}")
         if self.vocab_size <= _FIRST_WORD_ID:
             raise ValueError(f"LatencyProtocol: 'vocab_size' {self.vocab_size} leaves no word ids")
         if self.sentences is not None:
@@ -130,8 +149,12 @@ class LatencyProtocol:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; real sentences are represented by their count and a digest."""
+        """JSON-ready; real sentences are represented by their count and a digest. The
+        runtime is recorded when it is not torch (torch protocols keep the keys they had
+        before runtimes existed, so stored measurements stay found)."""
         d = {k: v for k, v in asdict(self).items() if k != "sentences"}
+        if self.runtime == "torch":
+            del d["runtime"]
         if self.sentences is not None:
             d["n_sentences"] = len(self.sentences)
             d["sentences_sha256"] = hashlib.sha256(
@@ -150,8 +173,9 @@ class LatencyProtocol:
         threads = f", {self.threads} threads" if self.threads else ""
         weights = "random weights" if self.weights == "random" else f"weights {self.weights}"
         clock = "" if self.clock == "wall" else ", thread CPU time (not wall clock)"
+        runtime = "" if self.runtime == "torch" else f"{self.runtime} (exported ONNX graphs), "
         return (
-            f"{self.device}{threads}, {self.dtype}, batch {self.batch}, {src}, beam {self.beam} as "
+            f"{runtime}{self.device}{threads}, {self.dtype}, batch {self.batch}, {src}, beam {self.beam} as "
             f"batch rows, {self.tgt_len} incremental decoder steps with cache (output projection "
             f"incl.), {self.warmup} warm-up + {self.runs} timed runs, {weights}{clock}"
         )
@@ -168,8 +192,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
-def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int | None = None) -> dict[str, Any]:
-    """What makes two latencies comparable: device model, torch version, threads, dtype.
+def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int | None = None,
+                       runtime: str = "torch") -> dict[str, Any]:
+    """What makes two latencies comparable: device model, torch version, threads, dtype and,
+    for a runtime other than torch, the runtime and its version.
 
     Measurements with different fingerprints are never mixed (cache, datasets, predictors).
     """
@@ -189,7 +215,23 @@ def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int
         fp["capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
     else:
         fp["device_name"] = _cpu_model()
+    if runtime == "onnxruntime":
+        from automoe.onnx_export import require_onnx
+
+        require_onnx()
+        import onnxruntime
+
+        fp["runtime"] = runtime
+        fp["onnxruntime"] = onnxruntime.__version__
+    elif runtime != "torch":
+        raise ValueError(f"device_fingerprint: runtime {runtime!r} not in {list(RUNTIMES)}")
     return fp
+
+
+def protocol_fingerprint(protocol: LatencyProtocol) -> dict[str, Any]:
+    """`device_fingerprint` of the device, dtype, threads and runtime ``protocol`` names."""
+    return device_fingerprint(protocol.device, protocol.dtype, protocol.threads,
+                              protocol.runtime)
 
 
 def fingerprint_id(fingerprint: dict[str, Any]) -> str:
@@ -385,7 +427,9 @@ def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None,
     device and dtype) under ``protocol``; returns raw samples, stats and the fingerprint.
 
     With real sentences, each timed run goes once over all input batches, so there are
-    ``runs × ceil(n_sentences / batch)`` samples.
+    ``runs × ceil(n_sentences / batch)`` samples. With runtime "onnxruntime" ``model`` must
+    be a static `supernet.Transformer`: it is exported to ONNX in a temporary directory and
+    its graphs are measured in ONNX Runtime (``measure_s`` includes the export).
     """
     import torch
 
@@ -397,26 +441,18 @@ def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None,
         torch.set_num_threads(p.threads)
     began = time.perf_counter()
     try:
-        fingerprint = device_fingerprint(p.device, p.dtype, p.threads)
+        fingerprint = protocol_fingerprint(p)
         inputs = [(s.to(p.device), v.to(p.device)) for s, v in make_inputs(p)]
-        was_training = model.training
-        model.eval()
-        enc_ms: list[float] = []
-        dec_ms: list[float] = []
-        dev_ms: list[float] = []
-        with torch.inference_mode():
-            for i in range(p.warmup):
-                src, prev = inputs[i % len(inputs)]
-                _translate(model, src, prev, p.beam)
-            for _ in range(p.runs):
-                for src, prev in inputs:
-                    e, d, g = _time_one(model, src, prev, p.beam, cuda, p.clock)
-                    enc_ms.append(e)
-                    dec_ms.append(d)
-                    if cuda:
-                        dev_ms.append(g)
-        if was_training:
-            model.train()
+        if p.runtime == "onnxruntime":
+            with tempfile.TemporaryDirectory(prefix="automoe-latency-") as tmp:
+                runner: SubnetModel = _ort_model(model, Path(tmp), torch.get_num_threads())
+            enc_ms, dec_ms, dev_ms = _samples(runner, inputs, p, cuda)
+        else:
+            was_training = model.training
+            model.eval()
+            enc_ms, dec_ms, dev_ms = _samples(model, inputs, p, cuda)
+            if was_training:
+                model.train()
     finally:
         torch.set_num_threads(threads_before)
     return LatencyResult(
@@ -428,6 +464,43 @@ def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None,
         subnet_key=subnet_key,
         measure_s=time.perf_counter() - began,
     )
+
+
+def _ort_model(model: SubnetModel, directory: Path, threads: int) -> Any:
+    """``model`` exported into ``directory`` and loaded in ONNX Runtime (CPU, ``threads``
+    intra-op threads, as torch runs); the sessions hold the graphs, so the directory may
+    go once this returns."""
+    from automoe.onnx_export import export_onnx
+    from automoe.onnx_runtime import OrtTransformer
+    from supernet.transformer import Transformer
+
+    if not isinstance(model, Transformer):
+        raise ValueError(f"measure_latency: runtime 'onnxruntime' exports a static "
+                         f"supernet.Transformer, got {type(model).__name__}")
+    out = export_onnx(model, directory / "onnx")
+    return OrtTransformer(out, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def _samples(model: SubnetModel, inputs: list[tuple[torch.Tensor, torch.Tensor]],
+             p: LatencyProtocol, cuda: bool) -> tuple[list[float], list[float], list[float]]:
+    """Warm-up, then the timed samples: (encoder ms, decoder ms, device ms) lists."""
+    import torch
+
+    enc_ms: list[float] = []
+    dec_ms: list[float] = []
+    dev_ms: list[float] = []
+    with torch.inference_mode():
+        for i in range(p.warmup):
+            src, prev = inputs[i % len(inputs)]
+            _translate(model, src, prev, p.beam)
+        for _ in range(p.runs):
+            for src, prev in inputs:
+                e, d, g = _time_one(model, src, prev, p.beam, cuda, p.clock)
+                enc_ms.append(e)
+                dec_ms.append(d)
+                if cuda:
+                    dev_ms.append(g)
+    return enc_ms, dec_ms, dev_ms
 
 
 # ---- one subnet, as `automoe latency measure` measures it ----------------------------------

@@ -21,7 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from automoe.costs.latency import LatencyProtocol, LatencyResult, device_fingerprint, fingerprint_id
+from automoe.costs.latency import (
+    LatencyProtocol,
+    LatencyResult,
+    fingerprint_id,
+    protocol_fingerprint,
+)
 from supernet.contracts import SubnetModel
 
 __all__ = ["LatencyCache"]
@@ -97,8 +102,8 @@ class LatencyCache:
         self, subnet_key: str, protocol: LatencyProtocol, fingerprint: dict[str, Any] | None = None
     ) -> LatencyResult | None:
         """The cached result for this subnet and protocol on ``fingerprint`` (default: this
-        machine's fingerprint for the protocol's device, dtype and threads), or None."""
-        fp = fingerprint or device_fingerprint(protocol.device, protocol.dtype, protocol.threads)
+        machine's fingerprint for the protocol's device, dtype, threads and runtime), or None."""
+        fp = fingerprint or protocol_fingerprint(protocol)
         return self._entries.get((fingerprint_id(fp), subnet_key, protocol.key()))
 
     def put(self, result: LatencyResult) -> LatencyResult:

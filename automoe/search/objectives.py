@@ -11,7 +11,9 @@ Metrics differ in cost, which decides where they are computed:
 - ``cheap`` (FLOPs, params, bytes, predicted latency): pure functions of the config, computed in
   the driver while proposing, so constraints on them reject candidates before any scoring;
 - ``score`` (dev loss, BLEU): need the supernet and the dev subset (the actor pool);
-- ``latency``: a measurement that owns its device (the evaluator's latency phase).
+- ``latency``: a measurement that owns its device (the evaluator's latency phase):
+  ``latency`` in torch, ``latency_ort`` in ONNX Runtime (the subnet exported to ONNX); a
+  search may use both.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "parse_constraint",
     "parse_bound",
     "needed_metrics",
+    "latency_metric",
 ]
 
 
@@ -44,10 +47,12 @@ class Metric:
     kind: str  # "cheap", "score" or "latency"
     description: str
     units: tuple[tuple[str, float], ...] = ()  # accepted bound suffixes -> factor
+    runtime: str | None = None  # kind "latency": the runtime measured (`LatencyProtocol.runtime`)
 
 
 _SI = (("k", 1e3), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12))
 _BYTES = (("B", 1.0), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9))  # decimal, as the SI suffixes
+_TIME = (("ms", 1.0), ("s", 1e3), ("us", 1e-3))
 
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -64,14 +69,16 @@ METRICS: dict[str, Metric] = {
                "bytes of the subnet's parameters at their precision (experts at their bits, "
                "with per-channel scales), excl. embeddings and output projection", _BYTES),
         Metric("latency", "latency_ms", "min", "latency",
-               "measured latency (ms, median) under the latency protocol",
-               (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),
+               "measured latency (ms, median) under the latency protocol, in torch", _TIME,
+               runtime="torch"),
+        Metric("latency_ort", "latency_ort_ms", "min", "latency",
+               "measured latency (ms, median) under the latency protocol, of the subnet "
+               "exported to ONNX and run in ONNX Runtime (CPU)", _TIME, runtime="onnxruntime"),
         Metric("experts", "max_experts", "min", "cheap",
                "most experts in any layer (1 = a dense subnet: --constraint experts<=1 "
                "searches dense subnets only)"),
         Metric("predicted_latency", "predicted_latency_ms", "min", "cheap",
-               "latency (ms) predicted by a fitted latency predictor (--predictor)",
-               (("ms", 1.0), ("s", 1e3), ("us", 1e-3))),
+               "latency (ms) predicted by a fitted latency predictor (--predictor)", _TIME),
     )
 }
 _BY_COLUMN = {m.column: m for m in METRICS.values()}
@@ -81,6 +88,15 @@ _BY_COLUMN = {m.column: m for m in METRICS.values()}
 DEFAULT_OBJECTIVES = ("loss", "flops", "latency")
 
 _BOUND_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
+
+
+def latency_metric(runtime: str) -> Metric:
+    """The measured-latency metric of ``runtime`` ("torch": ``latency``, "onnxruntime":
+    ``latency_ort``); ValueError for another runtime."""
+    for metric in METRICS.values():
+        if metric.kind == "latency" and metric.runtime == runtime:
+            return metric
+    raise ValueError(f"no latency metric measures runtime {runtime!r}")
 
 
 def get_metric(name: str, *, where: str = "metric") -> Metric:

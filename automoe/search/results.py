@@ -32,11 +32,16 @@ __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tabl
            "baseline_table", "write_baselines", "experts_summary", "SearchRun", "read_run"]
 
 # Columns that say how a row was computed, not what was found: they differ between runs.
-OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "eval_seconds")
+OPERATIONAL_COLUMNS = ("worker", "latency_worker", "latency_cached", "latency_ort_cached",
+                       "eval_seconds")
+
+# What the ONNX Runtime latency (`latency_ort`) reports besides numbers (the torch latency's
+# columns are named in `_row`).
+_ORT_INFO = ("latency_ort_device", "latency_ort_protocol", "latency_ort_cached")
 
 # Metrics listed first (in this order) when present; any others follow alphabetically.
 _METRIC_ORDER = ("bleu", "chrf", "loss", "nll", "flops", "params", "weight_bytes", "latency_ms",
-                 "predicted_latency_ms")
+                 "latency_ort_ms", "predicted_latency_ms")
 # A metric's uncertainty columns follow it: 95% interval bounds or a standard error.
 _COMPANIONS = ("_lo", "_hi", "_se")
 
@@ -93,6 +98,7 @@ def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> d
         "worker": detail.get("worker", ""),
         "latency_worker": info.pop("latency_worker", ""),
         "latency_cached": info.pop("latency_cached", ""),  # reused from the latency cache
+        **{col: info.pop(col, "") for col in _ORT_INFO},
         "eval_seconds": detail.get("seconds", float("nan")),
         "config": json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":")),
     }
@@ -113,7 +119,8 @@ def candidate_table(algo: Any, state: Any, details: Mapping[str, Any]) -> pd.Dat
     if not rows:
         return table
     # Latency columns stay empty when latency was not measured: drop them.
-    for col in ("latency_device", "latency_protocol", "latency_worker", "latency_cached"):
+    for col in ("latency_device", "latency_protocol", "latency_worker", "latency_cached",
+                *_ORT_INFO):
         if (table[col] == "").all():
             table = table.drop(columns=col)
     return table

@@ -41,6 +41,8 @@ from automoe.search.compare import COMPARISONS, write_comparisons
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
     METRICS,
+    get_metric,
+    latency_metric,
     needed_metrics,
     parse_constraint,
     parse_objectives,
@@ -158,6 +160,9 @@ def run_search(settings: SearchSettings, *,
     kinds = {m.kind for m in metrics}
     if "predicted_latency" in {m.name for m in metrics} and not settings.predictor:
         raise ValueError("objective/constraint 'predicted_latency' needs --predictor DIR")
+    if "latency_ort" in {m.name for m in metrics} and settings.device != "cpu":
+        raise ValueError(f"objective/constraint 'latency_ort' is measured in ONNX Runtime on "
+                         f"CPU; --device {settings.device} is not supported with it")
 
     # 2: the cluster answers before we load anything.
     if settings.workers and settings.ray_address:
@@ -175,7 +180,9 @@ def run_search(settings: SearchSettings, *,
     data_identity = scoring.data_identity(settings.data)
     if settings.resume and (run / "search.json").is_file():
         _check_identity(run, checkpoint, costs.space_identity(), data_identity)
-    scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics))
+    runtimes = tuple(m.runtime for m in metrics if m.kind == "latency" and m.runtime)
+    scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics),
+                                         runtimes=runtimes)
     latency = "latency" in kinds
     cache = settings.latency_cache_path(checkpoint.file) if latency else None
     factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data, scoring_settings,
@@ -197,14 +204,14 @@ def run_search(settings: SearchSettings, *,
                                      threads_per_worker=settings.threads_per_worker,
                                      gpus_per_worker=gpus, latency=latency)
         del shared, checkpoint  # the object store (or the serial scorer) holds the weights now
-        if latency and any(c.name == "latency_ms" for c in constraints):
+        if any(get_metric(c.name).kind == "latency" for c in constraints):
             _check_latency_constraint(evaluator, costs, constraints)
         identity = {"supernet": checkpoint_identity, "space": costs.space_identity(),
                     "data_identity": data_identity,
-                    "protocols": costs.protocols(
-                        scoring_settings.latency_protocol(costs.vocab_size,
-                                                       factory.weights).describe()
-                        if latency else None),
+                    "protocols": costs.protocols({
+                        latency_metric(rt).name: scoring_settings.latency_protocol(
+                            costs.vocab_size, factory.weights, rt).describe()
+                        for rt in runtimes}),
                     "latency_cache": None if cache is None else str(cache)}
         return _generations(settings, run, objectives=objectives, constraints=constraints,
                             costs=costs, evaluator=evaluator, identity=identity, began=began,
@@ -218,13 +225,15 @@ def run_search(settings: SearchSettings, *,
             ray.shutdown()
 
 
-def _scoring_settings(settings: SearchSettings, *, bleu: bool) -> Any:
+def _scoring_settings(settings: SearchSettings, *, bleu: bool,
+                      runtimes: tuple[str, ...] = ("torch",)) -> Any:
     from automoe.search.scoring import ScoringSettings
 
     return ScoringSettings(
         dev_sentences=settings.dev_sentences, bleu=bleu, beam=settings.beam,
         threads=settings.threads_per_worker, device=settings.device,
-        latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup)
+        latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup,
+        latency_runtimes=runtimes or ("torch",))
 
 
 def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
@@ -305,11 +314,12 @@ def _check_latency_constraint(evaluator: Any, costs: Any, constraints) -> None:
     smallest = costs.space.smallest()
     result = evaluator.evaluate([smallest])[0]
     for c in constraints:
-        if c.name == "latency_ms" and not c.satisfied(result.metrics["latency_ms"]):
+        metric = get_metric(c.name)
+        if metric.kind == "latency" and not c.satisfied(result.metrics[c.name]):
             raise ValueError(
                 f"constraint {c.name}{c.op}{c.bound:g} cannot be met: the smallest subnet of "
-                f"space {costs.space.name!r} measures {result.metrics['latency_ms']:.3g} ms "
-                f"({result.info.get('latency_device', 'this device')})"
+                f"space {costs.space.name!r} measures {result.metrics[c.name]:.3g} ms "
+                f"({result.info.get(f'{metric.name}_device', 'this device')})"
             )
 
 

@@ -18,7 +18,8 @@ Pieces, in the order a search uses them:
 - `CandidateScorer.score(config)`: `DevScorer` on the supernet's inherited weights in eval
   mode (no dropout), so scores are deterministic.
 - `CandidateScorer.latency(config)`: the latency of the *extracted* static model (what
-  export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device;
+  export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device, in
+  torch and/or (exported to ONNX) in ONNX Runtime;
   with a latency cache file (`automoe.costs.latency_cache`) a measurement of the same
   subnet, protocol, weights and device fingerprint is reused, also one another search
   appended meanwhile.
@@ -37,6 +38,7 @@ import numpy as np
 
 from automoe.io_utils import file_sha256
 from automoe.search.evaluators import Score
+from automoe.search.objectives import latency_metric
 
 if TYPE_CHECKING:
     from search_spaces.config import SubnetConfig
@@ -219,15 +221,16 @@ class CheapCosts:
                     f"of space {self.space.name!r} has {c.name}={values[c.name]:.4g}"
                 )
 
-    def protocols(self, latency: Any | None) -> dict[str, Any]:
+    def protocols(self, latency: dict[str, str]) -> dict[str, Any]:
+        """The protocols of the cheap metrics, and ``latency`` (latency metric name ->
+        protocol text) for the measured ones."""
         from automoe.costs.report import BYTES_PROTOCOL
 
         out: dict[str, Any] = {"flops": self.flops_protocol.describe(),
                                "params": "HAT convention: all parameters except the embedding "
                                          "table / tied output projection",
                                "bytes": BYTES_PROTOCOL}
-        if latency is not None:
-            out["latency"] = latency
+        out.update(latency)
         if self.predictor is not None:
             out["predicted_latency"] = f"predictor {self.predictor_path} " \
                                        f"({self.predictor.kind})"
@@ -252,8 +255,11 @@ class ScoringSettings:
         beam: beam size (1 = greedy); lenpen, max_len_a, max_len_b as in fairseq.
         max_tokens: padded source tokens per batch (loss and decoding).
         device: "cpu" or "cuda" (each worker then owns one GPU).
-        threads: torch threads (CPU); the latency measurement uses the same count.
+        threads: torch threads (CPU); the latency measurement uses the same count (in
+            ONNX Runtime too).
         latency_runs, latency_warmup: timed / untimed samples per latency.
+        latency_runtimes: the runtimes the latency phase measures in ("torch",
+            "onnxruntime"), each under its own protocol.
     """
 
     dev_sentences: int = 0
@@ -268,16 +274,18 @@ class ScoringSettings:
     threads: int = 1
     latency_runs: int = 10
     latency_warmup: int = 2
+    latency_runtimes: tuple[str, ...] = ("torch",)
 
-    def latency_protocol(self, vocab_size: int, weights: str = "random") -> Any:
-        """The protocol latency is measured under; `weights` names the weights the model
-        runs with (MoE routing, hence latency, depends on them)."""
+    def latency_protocol(self, vocab_size: int, weights: str = "random",
+                         runtime: str = "torch") -> Any:
+        """The protocol latency is measured under in ``runtime``; `weights` names the weights
+        the model runs with (MoE routing, hence latency, depends on them)."""
         from automoe.costs.latency import LatencyProtocol
 
         return LatencyProtocol(device=self.device,
                                threads=None if self.device != "cpu" else self.threads,
                                runs=self.latency_runs, warmup=self.latency_warmup,
-                               vocab_size=vocab_size, weights=weights)
+                               vocab_size=vocab_size, weights=weights, runtime=runtime)
 
 
 @dataclass(frozen=True)
@@ -450,7 +458,9 @@ class CandidateScorer:
             self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.model.to(self.device).eval()
         self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
-        self.latency_protocol = s.latency_protocol(recipe.vocab_size, recipe.weights)
+        # metric name -> protocol, e.g. {"latency": torch's, "latency_ort": ONNX Runtime's}
+        self.latency_protocols = {latency_metric(rt).name: s.latency_protocol(
+            recipe.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
         self.latency_cache = None
         if recipe.latency_cache is not None:
             from automoe.costs.latency_cache import LatencyCache
@@ -461,24 +471,32 @@ class CandidateScorer:
         return Score(self.dev.score(self.model, config))
 
     def latency(self, config: SubnetConfig) -> Score:
+        """The latency of ``config``'s extracted model in each of the settings' runtimes:
+        per metric NAME (``latency``, ``latency_ort``) the columns NAME_ms (median),
+        NAME_mean_ms, NAME_std_ms, NAME_p10_ms, NAME_p90_ms, NAME_hat_ms and the infos
+        NAME_device, NAME_protocol, NAME_cached."""
         from automoe.costs.latency import measure_latency
 
         def build() -> Transformer:
             return self.model.extract(config).eval()  # the static model export would ship
 
-        cached = False
-        if self.latency_cache is not None:
-            result, cached = self.latency_cache.measure(config.key(), self.latency_protocol,
-                                                        build)
-        else:
-            result = measure_latency(build(), self.latency_protocol, subnet_key=config.key())
-        stats = result.stats
-        fp = result.fingerprint
-        return Score(
-            {"latency_ms": stats["median"], "latency_mean_ms": stats["mean"],
-             "latency_std_ms": stats["std"], "latency_p10_ms": stats["p10"],
-             "latency_p90_ms": stats["p90"], "latency_hat_ms": result.hat_ms},
-            {"latency_device": f"{fp.get('device_name', '?')} / {fp.get('threads')} threads "
-                               f"/ {fp.get('dtype')} [{result.fingerprint_id}]",
-             "latency_protocol": result.protocol_key, "latency_cached": str(cached)},
-        )
+        metrics: dict[str, float] = {}
+        info: dict[str, str] = {}
+        for name, protocol in self.latency_protocols.items():
+            cached = False
+            if self.latency_cache is not None:
+                result, cached = self.latency_cache.measure(config.key(), protocol, build)
+            else:
+                result = measure_latency(build(), protocol, subnet_key=config.key())
+            stats = result.stats
+            fp = result.fingerprint
+            runtime = f" / onnxruntime {fp['onnxruntime']}" if "onnxruntime" in fp else ""
+            metrics.update({f"{name}_ms": stats["median"], f"{name}_mean_ms": stats["mean"],
+                            f"{name}_std_ms": stats["std"], f"{name}_p10_ms": stats["p10"],
+                            f"{name}_p90_ms": stats["p90"], f"{name}_hat_ms": result.hat_ms})
+            info.update({f"{name}_device": f"{fp.get('device_name', '?')} / "
+                                           f"{fp.get('threads')} threads / {fp.get('dtype')}"
+                                           f"{runtime} [{result.fingerprint_id}]",
+                         f"{name}_protocol": result.protocol_key,
+                         f"{name}_cached": str(cached)})
+        return Score(metrics, info)

@@ -13,7 +13,7 @@ import pandas as pd
 
 __all__ = ["COST_METRICS", "cost_column", "spread_indices", "choose_keys"]
 
-COST_METRICS = ("flops", "params", "latency", "predicted_latency")
+COST_METRICS = ("flops", "params", "latency", "latency_ort", "predicted_latency")
 
 
 def cost_column(objectives: Sequence[str]) -> str:
