@@ -1,13 +1,17 @@
-"""Inherited dev loss of the same subnets with every expert at 32, 8 and 4 bits.
+"""Inherited dev loss (and latency) of the same subnets with every expert at 32, 8 and 4 bits.
 
     python scripts/bench_quant_loss.py --supernet runs/demo/supernet --data runs/demo/data \
-        [--subnets 8] [--seed 0] [--dev-sentences 0] [--json F]
+        [--subnets 8] [--seed 0] [--dev-sentences 0] [--latency-runs 0] [--json F]
 
 The supernet (any trained checkpoint; its space need not have ``expert_bits``) scores, in
 eval mode, its space's largest subnet and ``--subnets`` seeded samples, each three times:
 all experts fp32, all int8 and all int4 (post-training quantization of the expert slices,
 `supernet.quant`; attention, embeddings and routers fp32). Dev loss as the search computes
 it (`automoe.search.scoring.DevScorer`, loss only), with its standard error over sentences.
+With ``--latency-runs N`` also each subnet's latency at each precision under the search's
+protocol (`automoe.costs.latency`: 1 thread, batch 1, 30 source tokens, beam 5 as rows, 30
+cached decoder steps, 2 warm-up + N timed runs, median), on the model extracted from the
+supernet, so its experts run the int8 kernel in use (`supernet.quant.int8_kernel`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import dataclasses
 import json
 import random
 
+from automoe.costs.latency import LatencyProtocol, measure_subnet
 from automoe.search.scoring import DevScorer, ScoringSettings
 from automoe.training.runs import read_supernet_checkpoint
+from supernet.quant import int8_kernel
 
 BITS = (32, 8, 4)
 
@@ -37,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subnets", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dev-sentences", type=int, default=0, help="0: the whole valid split")
+    p.add_argument("--latency-runs", type=int, default=0,
+                   help="also time each subnet at each precision (0: loss only)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     _, model, space, state = read_supernet_checkpoint(args.supernet)
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     smoothing = float((state.get("train_config") or {}).get("label_smoothing", 0.1))
     scorer = DevScorer(args.data, ScoringSettings(dev_sentences=args.dev_sentences, bleu=False),
                        label_smoothing=smoothing)
+    protocol = LatencyProtocol(threads=1, warmup=2, runs=max(args.latency_runs, 1),
+                               vocab_size=model.vocab_size, weights=f"supernet:{args.supernet}")
     rng = random.Random(args.seed)
     configs = [space.largest()] + [space.sample(rng) for _ in range(args.subnets)]
     rows = []
@@ -52,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         for bits in BITS:
             metrics = scorer.score(model, _at(config, bits))
             row[f"loss_{bits}"], row[f"loss_se_{bits}"] = metrics["loss"], metrics["loss_se"]
+            if args.latency_runs:
+                result, _ = measure_subnet(_at(config, bits), protocol, supernet=model)
+                row[f"latency_ms_{bits}"] = result.to_dict()["latency_ms"]
         rows.append(row)
-    text = json.dumps({"supernet": str(args.supernet), "bits": list(BITS), "rows": rows},
-                      indent=2)
+    text = json.dumps({"supernet": str(args.supernet), "bits": list(BITS),
+                       "int8_kernel": int8_kernel(),
+                       "latency_protocol": protocol.describe() if args.latency_runs else None,
+                       "rows": rows}, indent=2)
     print(text)
     if args.json:
         from search_spaces.files import atomic_write_text
