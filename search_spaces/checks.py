@@ -3,11 +3,12 @@ that one rule gives one message everywhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_ints"]
+__all__ = ["check_ints", "check_known_fields"]
 
 
 def check_ints(owner: str, settings: Any, lows: Mapping[str, int]) -> None:
@@ -18,3 +19,14 @@ def check_ints(owner: str, settings: Any, lows: Mapping[str, int]) -> None:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{owner}: '{name}' must be an integer >= {low}, got {value!r}")
+
+
+def check_known_fields(cls: Any, data: Mapping[str, Any], *, source: str, what: str) -> None:
+    """Raises ValueError ``"<source>: unknown <what> [names]; expected a subset of [...]"``
+    when ``data`` has keys that are not fields of the dataclass ``cls`` (a file written by
+    another version, a typo)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown {what} {unknown}; expected a subset of "
+                         f"{sorted(names)}")

@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from search_spaces.checks import check_known_fields
+
 __all__ = ["ModelOptions", "DEFAULT_OPTIONS", "scaled_rate"]
 
 
@@ -92,11 +94,7 @@ class ModelOptions:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: model options must be a JSON object, got "
                              f"{type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown model option(s) {unknown}; expected a subset "
-                             f"of {sorted(names)}")
+        check_known_fields(cls, data, source=source, what="model option(s)")
         kwargs = dict(data)
         if isinstance(kwargs.get("dropout_reference_dims"), list):
             kwargs["dropout_reference_dims"] = tuple(kwargs["dropout_reference_dims"])

@@ -354,3 +354,19 @@ def test_subnet_run_inherits_the_supernets_position_table(tmp_path):
     opts = get_preset("demo", "subnet").override({"shared_positions": True}).resolve(1)
     model, _ = _subnet_model(RunSettings("subnet", str(tmp_path), opts, subnet=subnet))
     assert model.options.positions_dim == max(subnet.encoder_embed_dim, subnet.decoder_embed_dim)
+
+
+def test_every_settings_reader_names_unknown_keys_and_the_known_ones():
+    # one rule (search_spaces.checks.check_known_fields) for every settings file reader
+    from automoe.search.settings import SearchSettings
+    from automoe.training.presets import TrainOptions
+    from supernet.options import ModelOptions
+
+    readers = [(ModelOptions.from_dict, "model option"), (TrainOptions.from_dict, "training option"),
+               (TrainConfig.from_dict, "training setting")]
+    for read, what in readers:
+        with pytest.raises(ValueError, match=rf"f\.json: unknown {what}\(s\) \['typo'\]; "
+                                             r"expected a subset of \[.*'\w+'.*\]"):
+            read({"typo": 1}, source="f.json")
+    with pytest.raises(ValueError, match=r"s\.json: unknown setting\(s\) \['typo'\]"):
+        SearchSettings.from_json({"typo": 1}, source="s.json")

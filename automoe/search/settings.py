@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
-from search_spaces.checks import check_ints
+from search_spaces.checks import check_ints, check_known_fields
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
@@ -125,10 +125,7 @@ class SearchSettings:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str) -> SearchSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}")
+        check_known_fields(cls, data, source=source, what="setting(s)")
         data = dict(data)
         for key in ("objectives", "constraints"):
             if key in data:

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from search_spaces.checks import check_known_fields
 from supernet.options import ModelOptions
 from supernet.training.config import TrainConfig
 from supernet.training.sampling import SamplingRule
@@ -169,10 +170,7 @@ class TrainOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<options>") -> TrainOptions:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown training option(s) {unknown}")
+        check_known_fields(cls, data, source=source, what="training option(s)")
         try:
             return cls(**data)
         except TypeError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from search_spaces.checks import check_ints
+from search_spaces.checks import check_ints, check_known_fields
 from supernet.training.sampling import SamplingRule
 from supernet.training.schedule import LRSchedule
 
@@ -93,10 +93,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<train config>") -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown training setting(s) {unknown}")
+        check_known_fields(cls, data, source=source, what="training setting(s)")
         kwargs = dict(data)
         try:
             kwargs["schedule"] = LRSchedule.from_dict(data["schedule"])

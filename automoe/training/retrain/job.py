@@ -35,6 +35,7 @@ from automoe.search.results import read_run
 from automoe.training.presets import TrainOptions
 from automoe.training.retrain.select import choose_keys, cost_column
 from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings
+from search_spaces.checks import check_known_fields
 from search_spaces.config import SubnetConfig
 
 __all__ = ["RetrainSettings", "RetrainOutcome", "retrain", "resume_settings", "plan_keys",
@@ -88,10 +89,7 @@ class TrialJob:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "retrain job") -> TrialJob:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}")
+        check_known_fields(cls, data, source=source, what="field(s)")
         try:
             configs = {k: SubnetConfig.from_dict(c, source=f"{source}: configs[{k!r}]")
                        for k, c in data["configs"].items()}
