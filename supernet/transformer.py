@@ -153,10 +153,12 @@ class MoE(nn.Module):
     """Top-k mixture of experts of the given hidden sizes and precisions; one expert = a
     dense FFN (no router)."""
 
-    def __init__(self, d: int, dims: tuple[int, ...], top_k: int, bits: tuple[int, ...]) -> None:
+    def __init__(self, d: int, dims: tuple[int, ...], top_k: int,
+                 bits: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.top_k = top_k
         self.router = _linear(d, len(dims)) if len(dims) > 1 else None
+        bits = (32,) * len(dims) if bits is None else bits  # None: every expert fp32
         self.experts = nn.ModuleList(Expert(d, h) if b == 32 else QuantExpert(d, h, b)
                                      for h, b in zip(dims, bits, strict=True))
 
