@@ -27,6 +27,7 @@ held one per int8 in memory and packed two per byte in files (`pack_int4` / `unp
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -69,6 +70,12 @@ def int8_kernel() -> str:
             raise ValueError(f"supernet.quant.INT8_KERNEL: expected one of {INT8_KERNELS}, "
                              f"got {INT8_KERNEL!r}")
         return INT8_KERNEL
+    return _default_int8_kernel()
+
+
+@functools.cache
+def _default_int8_kernel() -> str:
+    # asked once per process: `quantized_linear` runs in the decoding loop
     engines = torch.backends.quantized.supported_engines
     has_ops = hasattr(torch.ops.quantized, "linear_dynamic")
     return "dynamic" if has_ops and ("x86" in engines or "fbgemm" in engines) else "weight_only"

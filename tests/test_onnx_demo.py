@@ -4,18 +4,17 @@ cache and in greedy incremental decoding on each runtime's own choices."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
-from search_spaces import load_space
 from search_spaces.config import SubnetConfig
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
 from supernet.transformer import Transformer
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+from test_onnx_export import pick_subnet  # noqa: E402
+
 from automoe.onnx_export import export_onnx  # noqa: E402
 from automoe.onnx_runtime import OrtTransformer  # noqa: E402
 
@@ -23,19 +22,8 @@ VOCAB = 40
 
 
 def pick(kind: str) -> SubnetConfig:
-    """A random demo subnet: "dense" has one expert per layer; "moe" has heterogeneous
-    experts, top-1 and top-2 layers and a decoder layer reading 2 encoder layers."""
-    space = load_space("demo")
-    rng = random.Random(1)
-    for _ in range(2000):
-        c = space.sample(rng)
-        if kind == "dense" and c.is_dense:
-            return c
-        hetero = any(len(set(d)) > 1 for d in c.encoder_expert_dims + c.decoder_expert_dims)
-        if (kind == "moe" and {1, 2} <= set(c.encoder_top_k + c.decoder_top_k) and hetero
-                and 2 in c.decoder_ende_attn):
-            return c
-    raise AssertionError(f"no {kind} subnet in 2000 samples")
+    """A random demo subnet; "moe" also has a decoder layer reading 2 encoder layers."""
+    return pick_subnet("demo", kind, seed=1, tries=2000, reads_layers=2)
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe"])

@@ -26,20 +26,26 @@ pytestmark = pytest.mark.slow  # each export traces the model twice (tens of sec
 VOCAB = 40
 
 
-def pick(kind: str) -> SubnetConfig:
-    """A tiny-space subnet: "moe" has heterogeneous experts and both top-1 and top-2 layers;
-    "dense" has one expert per layer."""
-    space = load_space("tiny")
-    rng = random.Random(0)
-    for _ in range(500):
-        c = space.sample(rng)
+def pick_subnet(space: str, kind: str, *, seed: int, tries: int,
+                reads_layers: int | None = None) -> SubnetConfig:
+    """The first seeded sample of ``space`` of that kind: "dense" has one expert per layer;
+    "moe" has heterogeneous experts, both top-1 and top-2 layers and, with
+    ``reads_layers``, a decoder layer attending to that many encoder layers."""
+    choices, rng = load_space(space), random.Random(seed)
+    for _ in range(tries):
+        c = choices.sample(rng)
         if kind == "dense" and c.is_dense:
             return c
         ks = set(c.encoder_top_k + c.decoder_top_k)
         hetero = any(len(set(d)) > 1 for d in c.encoder_expert_dims + c.decoder_expert_dims)
-        if kind == "moe" and {1, 2} <= ks and hetero:
+        if (kind == "moe" and {1, 2} <= ks and hetero
+                and (reads_layers is None or reads_layers in c.decoder_ende_attn)):
             return c
-    raise AssertionError(f"no {kind} subnet in 500 samples")
+    raise AssertionError(f"no {kind} subnet of {space} in {tries} samples")
+
+
+def pick(kind: str) -> SubnetConfig:
+    return pick_subnet("tiny", kind, seed=0, tries=500)
 
 
 @pytest.fixture(scope="module", params=["moe", "dense"])
