@@ -308,10 +308,6 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     if config.key() != key:
         raise ValueError(f"{run.path / 'candidates.csv'}: row {key} holds a config whose key is "
                          f"{config.key()} (edited table?)")
-    if onnx:
-        from automoe.onnx_export import check_precision
-
-        check_precision(config, source=f"--onnx: candidate {key}")
     checkpoint, sha = _supernet_file(run)
     if sha is not None and file_sha256(checkpoint) != sha:
         raise ValueError(f"{checkpoint}: changed since search {run.path} scored it (sha256 "

@@ -21,12 +21,18 @@ dispatch sizes its tensors from the routing on the host, which a fixed graph can
 are traced by ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5; tested with 2.13) and
 checked with ``onnx.checker``. Needs the ``onnx`` extra (``pip install 'automoe[onnx]'``).
 
-Only full-precision models are exported: a model with experts below 32 bits is refused
-(`check_precision`), since its graph would not run the quantized kernels it was scored with.
+Quantized experts export too. int8 ones trace `supernet.quant.onnx_int8_linear` into
+ONNX's dynamic int8 arithmetic (``DynamicQuantizeLinear`` on the activations, then
+``MatMulInteger`` with the int8 weights held as uint8 with zero point 128, since ONNX
+Runtime's u8s8 kernels saturate on CPUs without VNNI, then both scales), which ONNX Runtime
+fuses into its dynamic-quantization matmul; the torch model on kernel ``"onnx"`` computes
+the same. int4 experts run the same way: their 4-bit values are held one per byte (the
+graph has no 4-bit type at opset 18), so in ONNX they cost the bytes and time of int8.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +40,11 @@ import torch
 from torch import nn
 
 from automoe.io_utils import atomic_dir, atomic_write_json, read_json
-from search_spaces.config import SubnetConfig
 from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
 
-__all__ = ["ONNX_FILES", "OPSET", "ONNX_DIR", "require_onnx", "check_precision", "export_onnx",
+__all__ = ["ONNX_FILES", "OPSET", "ONNX_DIR", "require_onnx", "export_onnx",
            "export_subnet_onnx", "read_onnx_meta", "check_onnx_dir"]
 
 ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
@@ -121,18 +126,27 @@ def _check(path: Path) -> None:
         raise ValueError(f"{path}: the exported graph fails onnx.checker ({err})") from None
 
 
-def check_precision(config: SubnetConfig, *, source: str) -> None:
-    """ValueError naming the bits unless every expert of ``config`` is at 32 bits."""
-    core.check_full_precision(config, source=source,
-                              reason="ONNX export runs experts at 32 bits only (the quantized "
-                                     "kernels are not exported); use the torch runtime")
+def _onnx_int8_linear(x: Any, q: Any, scale: Any, bias: Any) -> Any:
+    """The ONNX graph of `supernet.quant.onnx_int8_linear`: x [..., in], q [out, in] int8."""
+    from onnx import TensorProto, helper
+    from onnxscript import opset18 as op
+
+    def scalar(dtype: int, value: int) -> Any:
+        return op.Constant(value=helper.make_tensor("c", dtype, [], [value]))
+
+    xq, x_scale, x_zero = op.DynamicQuantizeLinear(x)
+    # int8 + 128 as uint8 with zero point 128: ORT's u8u8 kernel is exact on every x86 CPU
+    # (its u8s8 one saturates 16-bit sums without VNNI). ORT folds this into a constant.
+    wq = op.Cast(op.Add(op.Cast(op.Transpose(q, perm=[1, 0]), to=TensorProto.INT16),
+                        scalar(TensorProto.INT16, 128)), to=TensorProto.UINT8)
+    acc = op.MatMulInteger(xq, wq, x_zero, scalar(TensorProto.UINT8, 128))
+    return op.Add(op.Mul(op.Cast(acc, to=TensorProto.FLOAT), op.Mul(x_scale, scale)), bias)
 
 
 def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False) -> Path:
     """Writes ``encoder.onnx``, ``decoder_step.onnx`` and ``onnx.json`` (module docstring)
-    into the directory ``out``, atomically; returns ``out``. The model must be fp32 (a
-    low-precision model is refused: its graph would not be the model that was scored)."""
-    check_precision(model.config, source=f"ONNX export of subnet {model.config.key()}")
+    into the directory ``out``, atomically; returns ``out``. The model holds fp32 weights
+    (experts may be quantized, module docstring)."""
     require_onnx()
     if model.embed.dtype != torch.float32:
         raise ValueError(f"ONNX export needs an fp32 model, got {model.embed.dtype}")
@@ -166,15 +180,17 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
             raise RuntimeError(f"torch.onnx.export returned no program for {path.name}")
         program.save(str(path))
 
+    table: dict[Callable[..., Any], Callable[..., Any]] = {
+        torch.ops.automoe.onnx_int8_linear.default: _onnx_int8_linear}
     with atomic_dir(out, overwrite=overwrite) as tmp, torch.no_grad():
         program = torch.onnx.export(
-            encoder, (src,), dynamo=True, opset_version=OPSET,
+            encoder, (src,), dynamo=True, opset_version=OPSET, custom_translation_table=table,
             input_names=encoder_io["inputs"], output_names=encoder_io["outputs"],
             dynamic_shapes=({0: batch, 1: src_len},), verbose=False)
         save(program, tmp / "encoder.onnx")
         kv = {0: batch, 2: past}
         program = torch.onnx.export(
-            step, (tokens, mask, *cross, *pasts), dynamo=True,
+            step, (tokens, mask, *cross, *pasts), dynamo=True, custom_translation_table=table,
             opset_version=OPSET, input_names=step_io["inputs"],
             output_names=step_io["outputs"],
             dynamic_shapes=({0: batch}, {0: batch, 1: src_len},

@@ -1,7 +1,8 @@
 """Inherited dev loss (and latency) of the same subnets with every expert at 32, 8 and 4 bits.
 
     python scripts/bench_quant_loss.py --supernet runs/demo/supernet --data runs/demo/data \
-        [--subnets 8] [--seed 0] [--dev-sentences 0] [--latency-runs 0] [--json F]
+        [--subnets 8] [--seed 0] [--dev-sentences 0] [--latency-runs 0] \
+        [--runtime torch|onnxruntime] [--json F]
 
 The supernet (any trained checkpoint; its space need not have ``expert_bits``) scores, in
 eval mode, its space's largest subnet and ``--subnets`` seeded samples, each three times:
@@ -11,7 +12,9 @@ it (`automoe.search.scoring.DevScorer`, loss only), with its standard error over
 With ``--latency-runs N`` also each subnet's latency at each precision under the search's
 protocol (`automoe.costs.latency`: 1 thread, batch 1, 30 source tokens, beam 5 as rows, 30
 cached decoder steps, 2 warm-up + N timed runs, median), on the model extracted from the
-supernet, so its experts run the int8 kernel in use (`supernet.quant.int8_kernel`).
+supernet, so its experts run the int8 kernel in use (`supernet.quant.int8_kernel`); with
+``--runtime onnxruntime`` that model exported to ONNX and run in ONNX Runtime (quantized
+experts as ONNX's dynamic int8 arithmetic, `automoe.onnx_export`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import dataclasses
 import json
 import random
 
-from automoe.costs.latency import LatencyProtocol, measure_subnet
+from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
 from automoe.search.scoring import DevScorer, ScoringSettings
 from automoe.training.runs import read_supernet_checkpoint
 from supernet.quant import int8_kernel
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev-sentences", type=int, default=0, help="0: the whole valid split")
     p.add_argument("--latency-runs", type=int, default=0,
                    help="also time each subnet at each precision (0: loss only)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="where latency is measured (default: torch)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     _, model, space, state = read_supernet_checkpoint(args.supernet)
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     scorer = DevScorer(args.data, ScoringSettings(dev_sentences=args.dev_sentences, bleu=False),
                        label_smoothing=smoothing)
     protocol = LatencyProtocol(threads=1, warmup=2, runs=max(args.latency_runs, 1),
-                               vocab_size=model.vocab_size, weights=f"supernet:{args.supernet}")
+                               vocab_size=model.vocab_size, weights=f"supernet:{args.supernet}",
+                               runtime=args.runtime)
     rng = random.Random(args.seed)
     configs = [space.largest()] + [space.sample(rng) for _ in range(args.subnets)]
     rows = []

@@ -255,7 +255,11 @@ def static_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts
     per_expert = per_expert.scatter_add(1, experts, gates).to(x.dtype)
     out = torch.zeros_like(x)
     for e, ew in enumerate(w.experts):
-        y = expert_ffn(x, ew, activation_dropout=activation_dropout, training=training)
+        if isinstance(ew, QuantizedExpert):  # quantizes per call: only its own rows count
+            rows = (experts == e).any(dim=1, keepdim=True).to(x.dtype)  # [N, 1]
+            y = quantized_expert_ffn(x, ew, rows)
+        else:
+            y = expert_ffn(x, ew, activation_dropout=activation_dropout, training=training)
         out = out + y * per_expert[:, e:e + 1]
     return out
 

@@ -11,12 +11,18 @@ Kernels (CPU), chosen by measurement (``scripts/bench_quant.py``, docs/benchmark
   ``quantized.linear_dynamic`` on the per-channel int8 weight, prepacked once per weight.
   Activations are quantized to int8 per call (dynamic, ``reduce_range`` as fbgemm needs on
   CPUs without VNNI), so results differ from fp32 on the dequantized weight by ~1-3 %
-  relative. On the 2-vCPU AVX2 development VM it ran an expert 2-6x faster than fp32.
+  relative. On the 2-vCPU AVX2 development VM it ran an expert 1.4-2.6x faster than fp32.
   These ops are deprecated in torch 2.13 (they warn; the warning is silenced here); when
   they are gone the kernel falls back to ``"weight_only"``.
 - ``"weight_only"``: ``torch._weight_int8pack_mm`` (int8 weights times fp32 activations,
-  exact up to fp32 rounding). On that AVX2 VM it was 3-44x *slower* than fp32 (its fast
+  exact up to fp32 rounding). On that AVX2 VM it was 7-40x *slower* than fp32 (its fast
   path needs AVX-512), so it is the fallback, and the reference in tests.
+- ``"onnx"``: ONNX's dynamic int8 arithmetic, emulated exactly (`onnx_int8_linear`):
+  activations quantized to uint8 per tensor by ``DynamicQuantizeLinear`` (full 8 bits,
+  asymmetric), an integer product, then both scales. The ONNX export traces this op into
+  ``DynamicQuantizeLinear`` + ``MatMulInteger`` (`automoe.onnx_export`), so a torch model
+  on this kernel computes what ONNX Runtime computes from the exported graph (tests). It
+  runs int4 matrices too: in ONNX they are int8 matrices with values in [-7, 7].
 
 int4 is *simulated*: the weights are rounded to 4-bit values but the product runs on the
 dequantized fp32 matrix, because torch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``)
@@ -45,6 +51,7 @@ __all__ = [
     "quantize_weight",
     "dequantize",
     "quantized_linear",
+    "onnx_int8_linear",
     "INT8_KERNELS",
     "int8_kernel",
     "quantize_expert",
@@ -54,7 +61,7 @@ __all__ = [
 ]
 
 QUANT_BITS = (4, 8)
-INT8_KERNELS = ("dynamic", "weight_only")
+INT8_KERNELS = ("dynamic", "weight_only", "onnx")
 # None: "dynamic" where the fbgemm engine exists, else "weight_only" (tests set it)
 INT8_KERNEL: str | None = None
 # q tensor -> (its version, fbgemm's packed weight / the fp32 matrix of simulated int4):
@@ -142,7 +149,12 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
                      ) -> torch.Tensor:
     """``x [..., in] @ dequantize(w).T + bias`` -> [..., out]; int8 on CPU in fp32 runs the
     int8 kernel (`int8_kernel`), everything else (int4, other devices or dtypes, autocast)
-    the dequantized matrix (under autocast ``F.linear`` casts as every other matmul)."""
+    the dequantized matrix (under autocast ``F.linear`` casts as every other matmul).
+    Under ``torch.export`` (the ONNX export) and on kernel ``"onnx"`` every quantized matrix,
+    int4 too (its values are int8 values), runs `onnx_int8_linear`."""
+    if torch.compiler.is_exporting() or int8_kernel() == "onnx":
+        zero = torch.zeros(w.q.shape[0], dtype=x.dtype, device=x.device)
+        return onnx_int8_linear(x, w.q, w.scale, zero if bias is None else bias)
     if (w.bits == 8 and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")):
         flat = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels take a 2-d input
@@ -161,16 +173,50 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
     return F.linear(x, dequantize(w).to(x.dtype), bias)
 
 
+@torch.library.custom_op("automoe::onnx_int8_linear", mutates_args=())
+def onnx_int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                     bias: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's dynamic int8 linear, exactly: x [..., in] fp32, q [out, in] int8,
+    scale [out], bias [out] -> [..., out].
+
+    ``DynamicQuantizeLinear`` (ONNX spec, as ORT computes it): over the whole of ``x``,
+    lo = min(0, min x), hi = max(0, max x), s = (hi - lo) / 255 (1 where hi = lo), zero
+    point z = round(-lo / s) in [0, 255], x_q = clamp(round(x / s) + z, 0, 255), rounding
+    half to even. Then ``MatMulInteger``: the exact integer product (x_q - z) q^T, cast to
+    fp32 and scaled by s · scale, plus bias. Every quantized row widens s, so callers zero
+    the rows an expert does not serve (0 is always in the range)."""
+    lo = x.detach().amin().clamp(max=0) if x.numel() else x.new_zeros(())
+    hi = x.detach().amax().clamp(min=0) if x.numel() else x.new_zeros(())
+    s = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
+    z = torch.round((0 - lo / s).clamp(0, 255))
+    xq = (torch.round(x / s) + z).clamp(0, 255)
+    acc = (xq.double() - z.double()) @ q.double().T  # exact: integers below 2^53
+    return acc.float() * (s * scale) + bias
+
+
+@onnx_int8_linear.register_fake
+def _onnx_int8_linear_shape(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                            bias: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], q.shape[0])
+
+
 def quantize_expert(w: ExpertWeights, bits: int) -> QuantizedExpert:
     """Both matrices of an expert at ``bits``; biases stay fp32 (detached copies)."""
     return QuantizedExpert(quantize_weight(w.w1, bits), w.b1.detach().float(),
                            quantize_weight(w.w2, bits), w.b2.detach().float())
 
 
-def quantized_expert_ffn(x: torch.Tensor, w: QuantizedExpert) -> torch.Tensor:
+def quantized_expert_ffn(x: torch.Tensor, w: QuantizedExpert,
+                         rows: torch.Tensor | None = None) -> torch.Tensor:
     """`supernet.functional.expert_ffn` in eval mode on a quantized expert:
-    ``fc2(relu(fc1(x)))``, x [N, d] -> [N, d]."""
-    return quantized_linear(F.relu(quantized_linear(x, w.w1, w.b1)), w.w2, w.b2)
+    ``fc2(relu(fc1(x)))``, x [N, d] -> [N, d]. ``rows`` [N, 1] (0/1): only these rows are
+    the expert's; the others are zeroed before each product, so that a kernel quantizing
+    activations per call (``"dynamic"``, ``"onnx"``) sees the range it sees when it runs
+    on those rows alone (the static dispatch runs every expert on every token)."""
+    if rows is not None:
+        x = x * rows
+    h = F.relu(quantized_linear(x, w.w1, w.b1))
+    return quantized_linear(h if rows is None else h * rows, w.w2, w.b2)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Oracles: a per-element Python rounding of each row written here, the fp32 expert
 (`supernet.functional.expert_ffn`) run on the dequantized weights (exact for the
-``weight_only`` int8 kernel), and the activation rounding bound for the ``dynamic`` one.
+``weight_only`` int8 kernel), the activation rounding bound for the ``dynamic`` one, and
+ONNX Runtime on a graph built by hand for the ``onnx`` one.
 """
 
 from __future__ import annotations
@@ -108,7 +109,68 @@ def test_dynamic_int8_is_within_the_activation_rounding_bound(monkeypatch):
     assert torch.equal(got, again)
 
 
-@pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (4, None)])
+def _ort_dynamic_linear(x: torch.Tensor, w: quant.QuantizedWeight) -> torch.Tensor:
+    """ONNX Runtime's DynamicQuantizeLinear + MatMulInteger (u8 x u8, weights + 128) and
+    both scales, in a graph built here by hand."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    wq = (w.q.T.to(torch.int16) + 128).to(torch.uint8).numpy()
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["xs", "scale"], ["s"]),
+             helper.make_node("Mul", ["accf", "s"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(wq, "w"), numpy_helper.from_array(w.scale.numpy(), "scale"),
+         helper.make_tensor("wz", TensorProto.UINT8, [], [128])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_onnx_kernel_computes_what_onnxruntime_computes(bits, monkeypatch):
+    """Kernel "onnx" against ONNX Runtime on a hand-built graph: exact up to fp32 rounding,
+    for 2-d and 3-d inputs, all-positive ones (zero point 0) and all-zero ones (scale 1);
+    and within one activation step of the exact product (8-bit, asymmetric)."""
+    monkeypatch.setattr(quant, "INT8_KERNEL", "onnx")
+    g = torch.Generator().manual_seed(bits)
+    qw = quantize_weight(torch.randn(32, 48, generator=g) * 0.2, bits)
+    for x in (torch.randn(2, 7, 48, generator=g) * 3 + 1, torch.rand(5, 48, generator=g),
+              torch.zeros(3, 48), torch.randn(1, 48, generator=g)):
+        got = quantized_linear(x, qw)
+        torch.testing.assert_close(got, _ort_dynamic_linear(x, qw), rtol=1e-6, atol=1e-6)
+        exact = x @ dequantize(qw).T
+        step = (max(x.max().item(), 0.0) - min(x.min().item(), 0.0)) / 255
+        assert ((got - exact).abs() <= step * dequantize(qw).abs().sum(dim=1) + 1e-5).all()
+
+
+@pytest.mark.parametrize("kernel", ["onnx", "dynamic"])
+def test_an_expert_on_its_rows_of_a_batch_equals_it_on_those_rows_alone(kernel, monkeypatch):
+    """`quantized_expert_ffn` with ``rows`` (the static dispatch) quantizes activations over
+    the expert's own rows only, as the index dispatch, which runs it on them alone."""
+    if kernel == "dynamic" and not hasattr(torch.ops.quantized, "linear_dynamic"):
+        pytest.skip("this torch has no fbgemm dynamic int8 linear")
+    monkeypatch.setattr(quant, "INT8_KERNEL", kernel)
+    g = torch.Generator().manual_seed(3)
+    expert = quantize_expert(_expert(16, 24, seed=4), 8)
+    x = torch.randn(9, 16, generator=g)
+    x[[1, 4]] *= 50  # rows the expert does not serve, far outside its rows' range
+    rows = torch.ones(9, 1)
+    rows[[1, 4]] = 0
+    alone = quantized_expert_ffn(x[rows[:, 0] > 0], expert)
+    got = quantized_expert_ffn(x, expert, rows)
+    torch.testing.assert_close(got[rows[:, 0] > 0], alone, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(quantized_expert_ffn(x, expert)[rows[:, 0] > 0], alone,
+                              rtol=1e-3, atol=1e-3)  # unmasked, the wide rows coarsen it
+
+
+@pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (8, "onnx"),
+                                             (4, None)])
 def test_cached_kernels_follow_weights_changed_in_place(bits, kernel, monkeypatch):
     # loading weights copies into the same tensors: the cached packed or dequantized
     # matrix must not outlive the values it was made from
