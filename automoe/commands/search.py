@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from automoe.search.objectives import DEFAULT_OBJECTIVES, METRICS
-from automoe.search.run import SearchSettings, resume_settings, run_search
+from automoe.search.settings import SearchSettings, resume_settings
 
 # Flags that default to SearchSettings' values; None means "not given" (matters on resume).
 _DEFAULTS = {f: getattr(SearchSettings, f) for f in (
@@ -99,6 +99,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from automoe.search.run import run_search  # the run and its tables load pandas
+
     outcome = run_search(settings_from_args(args))
     hv = "-" if outcome.hypervolume is None else f"{outcome.hypervolume:.6g}"
     print(f"{outcome.run_dir}: {outcome.generations} generations, {outcome.evaluations} "
