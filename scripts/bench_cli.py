@@ -44,10 +44,12 @@ def commands(files: Path) -> dict[str, list[str]]:
     }
 
 
-def time_once(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one run; a failing command stops the benchmark."""
+def time_once(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Wall seconds of one run in ``cwd``, the timed checkout: ``python -c`` puts the working
+    directory first on sys.path, ahead of PYTHONPATH. A failing command stops the benchmark."""
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *argv], env=env, cwd=cwd, capture_output=True,
+                          text=True)
     took = time.perf_counter() - began
     if proc.returncode != 0:
         raise SystemExit(f"{argv} failed with status {proc.returncode}: {proc.stderr[-2000:]}")
@@ -78,8 +80,8 @@ def main() -> int:
         (files / "subnet.json").write_text(config.to_json(), encoding="utf-8")
         (files / "subnet.yml").write_text(to_hat_yaml(config), encoding="utf-8")
         for name, argv in commands(files).items():
-            time_once(argv, env)  # untimed: file caches
-            times = [time_once(argv, env) for _ in range(args.runs)]
+            time_once(argv, env, repo)  # untimed: file caches
+            times = [time_once(argv, env, repo) for _ in range(args.runs)]
             results[name] = {"median_s": statistics.median(times), "times_s": times}
             print(f"{name:28s} {results[name]['median_s']:.3f} s (median of {args.runs})")
     out = {

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from search_spaces.files import atomic_write_json
 from supernet import quant
 from supernet.functional import ExpertWeights, expert_ffn
 from supernet.quant import quantize_expert, quantized_expert_ffn
@@ -93,12 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "threads": args.threads, "repeats": args.repeats, "d": D, "h": H,
               "tokens": bench(args.repeats)}
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.json:
-        from search_spaces.files import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
+        atomic_write_json(args.json, result)
     return 0
 
 

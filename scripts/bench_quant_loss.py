@@ -27,6 +27,7 @@ import random
 from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
 from automoe.search.scoring import DevScorer, ScoringSettings
 from automoe.training.runs import read_supernet_checkpoint
+from search_spaces.files import atomic_write_json
 from supernet.quant import int8_kernel
 
 BITS = (32, 8, 4)
@@ -72,15 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                 result, _ = measure_subnet(_at(config, bits), protocol, supernet=model)
                 row[f"latency_ms_{bits}"] = result.to_dict()["latency_ms"]
         rows.append(row)
-    text = json.dumps({"supernet": str(args.supernet), "bits": list(BITS),
-                       "int8_kernel": int8_kernel(),
-                       "latency_protocol": protocol.describe() if args.latency_runs else None,
-                       "rows": rows}, indent=2)
-    print(text)
+    report = {"supernet": str(args.supernet), "bits": list(BITS), "int8_kernel": int8_kernel(),
+              "runtime": args.runtime,
+              "latency_protocol": protocol.describe() if args.latency_runs else None,
+              "rows": rows}
+    print(json.dumps(report, indent=2))
     if args.json:
-        from search_spaces.files import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
+        atomic_write_json(args.json, report)
     return 0
 
 
