@@ -20,12 +20,12 @@ def test_search_on_torch_and_onnxruntime_latency(tmp_path):
     supernet, data = make_world(tmp_path)
     out = tmp_path / "run"
     assert main(["search", "--supernet", str(supernet), "--data", str(data), "--out", str(out),
-                 "--objectives", "loss,latency,latency_ort", "--population", "3",
+                 "--objectives", "loss,latency,latency_ort", "--population", "2",
                  "--generations", "1", "--dev-sentences", "4", "--workers", "0", "--seed", "1",
                  "--latency-runs", "2", "--latency-warmup", "0", "--no-baselines",
                  "--quiet"]) == 0
     table = pd.read_csv(out / "candidates.csv", dtype={"key": str})
-    assert len(table) >= 3
+    assert len(table) >= 2
     for name in ("latency", "latency_ort"):
         assert (table[f"{name}_ms"] > 0).all()
         assert (table[f"{name}_p10_ms"] <= table[f"{name}_p90_ms"]).all()
