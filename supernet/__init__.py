@@ -8,8 +8,9 @@ Names are imported lazily, so the torch-free parts (`supernet.options`, `superne
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from search_spaces.lazy import lazy_attribute
 
 _EXPORTS = {
     "SuperTransformer": "supertransformer",
@@ -31,6 +32,4 @@ __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'supernet' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"supernet.{_EXPORTS[name]}"), name)
+    return lazy_attribute(__name__, _EXPORTS, name)

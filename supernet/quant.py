@@ -152,13 +152,14 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
     the dequantized matrix (under autocast ``F.linear`` casts as every other matmul).
     Under ``torch.export`` (the ONNX export) and on kernel ``"onnx"`` every quantized matrix,
     int4 too (its values are int8 values), runs `onnx_int8_linear`."""
-    if torch.compiler.is_exporting() or int8_kernel() == "onnx":
+    kernel = "onnx" if torch.compiler.is_exporting() else int8_kernel()
+    if kernel == "onnx":
         zero = torch.zeros(w.q.shape[0], dtype=x.dtype, device=x.device)
         return onnx_int8_linear(x, w.q, w.scale, zero if bias is None else bias)
     if (w.bits == 8 and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")):
         flat = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels take a 2-d input
-        if int8_kernel() == "dynamic":
+        if kernel == "dynamic":
             y = torch.ops.quantized.linear_dynamic(flat, _packed(w), True)
         else:
             y = torch._weight_int8pack_mm(flat, w.q, w.scale)

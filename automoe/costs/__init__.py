@@ -7,8 +7,9 @@ imported lazily, so torch-free parts (analytic FLOPs, metrics) load without torc
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from search_spaces.lazy import lazy_attribute
 
 _EXPORTS = {
     "FlopsProtocol": "flops",
@@ -38,6 +39,4 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'automoe.costs' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"automoe.costs.{_EXPORTS[name]}"), name)
+    return lazy_attribute(__name__, _EXPORTS, name)

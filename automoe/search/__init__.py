@@ -14,24 +14,23 @@ The names below are imported on first use, so importing a light submodule (`obje
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-_LAZY = {
-    "Evaluation": "automoe.search.evaluators",
-    "RayEvaluator": "automoe.search.evaluators",
-    "Score": "automoe.search.evaluators",
-    "SerialEvaluator": "automoe.search.evaluators",
-    "SearchOutcome": "automoe.search.run",
-    "SearchSettings": "automoe.search.settings",
-    "resume_settings": "automoe.search.settings",
-    "run_search": "automoe.search.run",
+from search_spaces.lazy import lazy_attribute
+
+_EXPORTS = {
+    "Evaluation": "evaluators",
+    "RayEvaluator": "evaluators",
+    "Score": "evaluators",
+    "SerialEvaluator": "evaluators",
+    "SearchOutcome": "run",
+    "SearchSettings": "settings",
+    "resume_settings": "settings",
+    "run_search": "run",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'automoe.search' has no attribute {name!r}")
+    return lazy_attribute(__name__, _EXPORTS, name)
