@@ -16,8 +16,9 @@
   shapes per layer, the vocabulary size, the opset and the ``architecture_key``.
 
 B, S and L are dynamic. Both graphs run the code the torch model runs (`supernet.core`),
-with the MoE's static-shape dispatch (`supernet.functional.static_dispatch`: the index
-dispatch sizes its tensors from the routing on the host, which a fixed graph cannot). They
+with the MoE's gather dispatch (`supernet.functional.gather_dispatch`: each expert gathers
+its tokens with ``NonZero`` and runs on them alone, where the index dispatch reads sizes
+on the host, which a graph cannot). They
 are traced by ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5; tested with 2.13) and
 checked with ``onnx.checker``. Needs the ``onnx`` extra (``pip install 'automoe[onnx]'``).
 
@@ -44,7 +45,7 @@ from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
 
-__all__ = ["ONNX_FILES", "OPSET", "ONNX_DIR", "require_onnx", "export_onnx",
+__all__ = ["ONNX_FILES", "OPSET", "MOE_DISPATCH", "ONNX_DIR", "require_onnx", "export_onnx",
            "export_subnet_onnx", "read_onnx_meta", "check_onnx_dir"]
 
 ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
@@ -52,6 +53,10 @@ OPSET = 18
 ONNX_DIR = "onnx"  # the graphs' folder inside a model dir
 _FORMAT = "automoe-onnx"
 FORMAT_VERSION = 2  # 2: cross-attention keys/values from the encoder graph (1: recomputed per step)
+# How the graphs run MoE layers (`supernet.functional.moe_ffn`): part of ``onnx.json`` and of
+# ONNX Runtime latency fingerprints, since it sets the graphs' speed (earlier exports ran
+# every expert on every token, "static").
+MOE_DISPATCH = "gather"
 
 
 def require_onnx() -> None:
@@ -64,8 +69,8 @@ def require_onnx() -> None:
         raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install 'automoe[onnx]'")
 
 
-def _static(run: core.Run) -> core.Run:
-    return run._replace(dispatch="static")
+def _exported(run: core.Run) -> core.Run:
+    return run._replace(dispatch=MOE_DISPATCH)
 
 
 class _Encoder(nn.Module):
@@ -77,7 +82,7 @@ class _Encoder(nn.Module):
 
     def forward(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         weights = self.model.weights()
-        enc = core.encode(src_tokens, weights, _static(self.model._run(0)))
+        enc = core.encode(src_tokens, weights, _exported(self.model._run(0)))
         return (enc.padding_mask, *[t for kv in core.cross_kv(enc, weights) for t in kv])
 
 
@@ -100,7 +105,7 @@ class _DecoderStep(nn.Module):
         cache = DecoderCache(length=past[0].shape[2])
         cache.self_kv = {i: (past[2 * i], past[2 * i + 1]) for i in range(n)}
         cache.cross_kv = {i: (cross[2 * i], cross[2 * i + 1]) for i in range(n)}
-        logits, _ = core.decode(tokens, enc, self.model.weights(), _static(self.model._run(1)),
+        logits, _ = core.decode(tokens, enc, self.model.weights(), _exported(self.model._run(1)),
                                 cache)
         present = [t for i in range(n) for t in cache.self_kv[i]]
         return (logits, *present)
@@ -200,7 +205,8 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
             _check(tmp / name)
         atomic_write_json(tmp / "onnx.json", {
             "format": _FORMAT, "format_version": FORMAT_VERSION, "opset": OPSET,
-            "architecture_key": cfg.key(), "vocab_size": model.vocab_size,
+            "moe_dispatch": MOE_DISPATCH, "architecture_key": cfg.key(),
+            "vocab_size": model.vocab_size,
             "decoder_layers": len(cache), "cache": cache,
             "encoder": encoder_io, "decoder_step": step_io})
     return Path(out)

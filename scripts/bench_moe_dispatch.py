@@ -1,20 +1,22 @@
-"""MoE dispatch paths vs a dense FFN of equal active FLOPs, by call size (docs/benchmarks.md).
+"""MoE dispatch paths vs a dense FFN of equal active FLOPs, by call size, in torch and in
+ONNX Runtime (docs/benchmarks.md, SuperNet section 3).
 
-    python scripts/bench_moe_dispatch.py --threads 1 [--tokens 1 5 10 40 4096] [--repeats 15]
-        [--json F]
+    python scripts/bench_moe_dispatch.py --threads 1 [--tokens 1 5 10 20 40 4096]
+        [--repeats 15] [--no-ort] [--json F]
 
 For each call size (tokens) and two widths (d=512, experts h in 1024/2048/3072; d=128,
-h in 256/512/768; 8 experts, top-2, as scripts/bench_supernet.py), forward (no grad):
-the index dispatch (`moe_ffn(dispatch="index")`), the static-shape dispatch
-(`dispatch="static"`, every expert on every token, gated), the index dispatch on int8
-experts (`supernet.quant`, the default int8 kernel) and a dense FFN whose hidden size
-equals the tokens' mean active hidden size (the same expert FLOPs), in fp32 and in int8.
-Prints per size index/dense, static/dense, static/index, int8 index / int8 dense and
-int8 index / fp32 dense, and the weight bytes the
-index dispatch reads (every expert a token picked) over the dense FFN's: at a few dozen
-tokens every expert is picked, so the MoE reads n/k times the dense layer's weights. The
-crossover (the largest size where static/index < 1) is what
-`supernet.functional.STATIC_DISPATCH_MAX_TOKENS` should be.
+h in 256/512/768; 8 experts, top-2, as scripts/bench_supernet.py), forward (no grad), in
+torch: the index dispatch (`moe_ffn(dispatch="index")`), the gather dispatch
+(`dispatch="gather"`, what ONNX export traces), the index dispatch on int8 experts
+(`supernet.quant`, the default int8 kernel) and a dense FFN whose hidden size equals the
+tokens' mean active hidden size at 40 tokens (the same expert FLOPs there), in fp32 and
+in int8. In ONNX Runtime (one session each, the layer exported as `automoe.onnx_export`
+exports models): the gather dispatch, the static dispatch that earlier exports used (every
+expert on every token, gated, defined here as the baseline) and the dense FFN.
+Prints the ratios to the dense FFN of the same runtime, and the weight bytes the
+MoE reads (every expert a token picked) over the dense FFN's. The crossover (the largest
+size where gather/index < 1) is what `supernet.functional.GATHER_DISPATCH_MAX_TOKENS`
+should be.
 Timing: medians of ``--repeats`` interleaved repeats after one warm-up each, wall clock,
 all numbers ratios within one run.
 """
@@ -24,50 +26,122 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_supernet import medians, moe_weights  # noqa: E402
 
+from automoe.onnx_export import OPSET  # noqa: E402
 from supernet.functional import MoEWeights, expert_ffn, moe_ffn, route  # noqa: E402
 from supernet.quant import int8_kernel, quantize_expert  # noqa: E402
 
 WIDTHS = ((512, [1024, 2048, 3072, 1024, 2048, 3072, 1024, 2048]),
           (128, [256, 512, 768, 256, 512, 768, 256, 512]))
+SIZE_FOR_DENSE = 40  # the dense FFN matches the MoE's active FLOPs at this call size
 
 
-def bench(d: int, dims: list[int], tokens: int, repeats: int) -> dict:
-    """Median forward ms of the three paths on ``tokens`` random tokens, and their ratios."""
+def static_moe(x: torch.Tensor, w: MoEWeights) -> torch.Tensor:
+    """The baseline: every expert on all N tokens, scaled by each token's gate for it (0
+    where it did not pick it): fixed shapes, n / k times the expert FLOPs. x [N, d]."""
+    gates, experts, _ = route(x, w, token_mask=None, jitter=0.0, training=False,
+                              normalize_gates=False)
+    per_expert = torch.zeros(x.shape[0], len(w.experts)).scatter_add(1, experts, gates)
+    out = torch.zeros_like(x)
+    for e, ew in enumerate(w.experts):
+        out = out + expert_ffn(x, ew, activation_dropout=0.0, training=False) * per_expert[:, e:e + 1]
+    return out
+
+
+class _Layer(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def ort_sessions(fns: dict, d: int, threads: int, workdir: Path) -> dict:
+    """One ONNX Runtime session per layer function, exported with a dynamic token count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    sessions = {}
+    for name, fn in fns.items():
+        path = workdir / f"{name}.onnx"
+        torch.onnx.export(_Layer(fn), (torch.randn(SIZE_FOR_DENSE, d),), str(path), dynamo=True,
+                          opset_version=OPSET, verbose=False,
+                          dynamic_shapes={"x": {0: torch.export.Dim("tokens", min=1)}})
+        sessions[name] = ort.InferenceSession(str(path), options,
+                                              providers=["CPUExecutionProvider"])
+    return sessions
+
+
+def time_paths(x: torch.Tensor, w: MoEWeights, w8: MoEWeights, dense, dense8, sessions: dict,
+               repeats: int) -> dict[str, float]:
+    """Median seconds of every path on the tokens x [N, d]."""
+    feed = {"x": x.numpy()}
+    return medians({
+        "index": lambda: moe_ffn(x, w, dispatch="index"),
+        "gather": lambda: moe_ffn(x, w, dispatch="gather"),
+        "int8_index": lambda: moe_ffn(x, w8, dispatch="index"),
+        "dense": lambda: expert_ffn(x, dense, activation_dropout=0.0, training=False),
+        "int8_dense": lambda: expert_ffn(x, dense8, activation_dropout=0.0, training=False),
+        **{name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()},
+    }, repeats, torch.device("cpu"))
+
+
+def bench(d: int, dims: list[int], sizes: list[int], repeats: int, threads: int,
+          use_ort: bool) -> list[dict]:
+    """Median forward ms of every path at each call size, and their ratios."""
     device = torch.device("cpu")
     w = moe_weights(d, dims, 2, device)
-    x = torch.randn(tokens, d, generator=torch.Generator().manual_seed(1))
+    x40 = torch.randn(SIZE_FOR_DENSE, d, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        _, _, stats = route(x, w, token_mask=None, jitter=0.0, training=False,
+        _, _, stats = route(x40, w, token_mask=None, jitter=0.0, training=False,
                             normalize_gates=False)
-        active = sum(c * h for c, h in zip(stats.counts.tolist(), dims, strict=True)) / tokens
-        dense = moe_weights(d, [round(active)], 1, device).experts[0]
-        dense8 = quantize_expert(dense, 8)
-        w8 = MoEWeights(w.router_w, w.router_b, tuple(quantize_expert(e, 8) for e in w.experts),
-                        w.top_k)
-        times = medians({
-            "index": lambda: moe_ffn(x, w, dispatch="index"),
-            "static": lambda: moe_ffn(x, w, dispatch="static"),
-            "int8_index": lambda: moe_ffn(x, w8, dispatch="index"),
-            "dense": lambda: expert_ffn(x, dense, activation_dropout=0.0, training=False),
-            "int8_dense": lambda: expert_ffn(x, dense8, activation_dropout=0.0, training=False),
-        }, repeats, device)
-    read = sum(h for c, h in zip(stats.counts.tolist(), dims, strict=True) if c > 0)
-    return {"d": d, "tokens": tokens, **{k: round(v * 1e3, 3) for k, v in times.items()},
-            "index_over_dense": times["index"] / times["dense"],
-            "static_over_dense": times["static"] / times["dense"],
-            "static_over_index": times["static"] / times["index"],
-            "int8_index_over_int8_dense": times["int8_index"] / times["int8_dense"],
-            "int8_index_over_dense": times["int8_index"] / times["dense"],
-            "weight_bytes_index_over_dense": read / round(active)}
+    active = sum(c * h for c, h in zip(stats.counts.tolist(), dims, strict=True)) / SIZE_FOR_DENSE
+    dense = moe_weights(d, [round(active)], 1, device).experts[0]
+    dense8 = quantize_expert(dense, 8)
+    w8 = MoEWeights(w.router_w, w.router_b, tuple(quantize_expert(e, 8) for e in w.experts),
+                    w.top_k)
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        if use_ort:
+            sessions = ort_sessions({
+                "ort_gather": lambda x: moe_ffn(x, w, dispatch="gather")[0],
+                "ort_static": lambda x: static_moe(x, w),
+                "ort_dense": lambda x: expert_ffn(x, dense, activation_dropout=0.0,
+                                                  training=False)}, d, threads, Path(tmp))
+        rows = []
+        for tokens in sizes:
+            x = torch.randn(tokens, d, generator=torch.Generator().manual_seed(tokens))
+            _, _, stats = route(x, w, token_mask=None, jitter=0.0, training=False,
+                                normalize_gates=False)
+            times = time_paths(x, w, w8, dense, dense8, sessions, repeats)
+            read = sum(h for c, h in zip(stats.counts.tolist(), dims, strict=True) if c > 0)
+            row = {"d": d, "tokens": tokens, **{k: round(v * 1e3, 3) for k, v in times.items()},
+                   "index_over_dense": times["index"] / times["dense"],
+                   "gather_over_dense": times["gather"] / times["dense"],
+                   "gather_over_index": times["gather"] / times["index"],
+                   "int8_index_over_int8_dense": times["int8_index"] / times["int8_dense"],
+                   "int8_index_over_dense": times["int8_index"] / times["dense"],
+                   "weight_bytes_moe_over_dense": read / round(active)}
+            if sessions:
+                row |= {"ort_gather_over_ort_dense": times["ort_gather"] / times["ort_dense"],
+                        "ort_static_over_ort_dense": times["ort_static"] / times["ort_dense"]}
+            rows.append(row)
+            print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in row.items()), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,23 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--tokens", type=int, nargs="+", default=[1, 5, 10, 20, 40, 4096])
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--no-ort", action="store_true", help="torch only (no onnxruntime)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of "
           f"{args.repeats}, int8 kernel {int8_kernel()}", flush=True)
-    rows = []
-    for d, dims in WIDTHS:
-        for tokens in args.tokens:
-            row = bench(d, dims, tokens, args.repeats)
-            rows.append(row)
-            print(f"  d={d} {tokens:5d} tokens: index {row['index']:.3f} ms, static "
-                  f"{row['static']:.3f} ms, dense {row['dense']:.3f} ms -> index/dense "
-                  f"{row['index_over_dense']:.2f}, static/dense {row['static_over_dense']:.2f}, "
-                  f"static/index {row['static_over_index']:.2f}, int8 index / int8 dense "
-                  f"{row['int8_index_over_int8_dense']:.2f}, int8 index / dense "
-                  f"{row['int8_index_over_dense']:.2f}, weight bytes index/dense "
-                  f"{row['weight_bytes_index_over_dense']:.2f}", flush=True)
+    rows = [row for d, dims in WIDTHS
+            for row in bench(d, dims, args.tokens, args.repeats, args.threads, not args.no_ort)]
     if args.json:
         args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads,
                                          "int8_kernel": int8_kernel(), "rows": rows},

@@ -30,21 +30,20 @@ __all__ = [
     "expert_ffn",
     "moe_ffn",
     "index_dispatch",
-    "static_dispatch",
+    "gather_dispatch",
     "route",
     "DISPATCHES",
-    "STATIC_DISPATCH_MAX_TOKENS",
+    "GATHER_DISPATCH_MAX_TOKENS",
     "reference_moe_ffn",
 ]
 
 
-# Calls of at most this many tokens take the static path in ``dispatch="auto"``. 0 (never)
-# until scripts/bench_moe_dispatch.py has measured the crossover on a quiet machine: the
-# static path computes every expert on every token, (n - k) / k extra expert FLOPs, so it
-# can only pay for calls too small to amortise the index path's sort, host sync and
-# scatter, and choosing it changes measured latency and measured FLOPs.
-STATIC_DISPATCH_MAX_TOKENS = 0
-DISPATCHES = ("auto", "index", "static")
+# Calls of at most this many tokens take the gather path in ``dispatch="auto"``, set from
+# scripts/bench_moe_dispatch.py on a quiet machine (docs/benchmarks.md, SuperNet section 3).
+# Both paths run the same matmuls; they differ in per-call overhead (one host sync and a
+# sort, or one ``nonzero`` per expert).
+GATHER_DISPATCH_MAX_TOKENS = 0
+DISPATCHES = ("auto", "index", "gather")
 
 
 class AttnWeights(NamedTuple):
@@ -195,9 +194,9 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
     """Dropless top-k MoE FFN of x [N, d] -> ([N, d], stats); one expert = dense FFN.
 
     ``dispatch`` picks how tokens reach their experts (the same function either way):
-    "index" (`index_dispatch`, the fast path for many tokens), "static" (`static_dispatch`,
-    static shapes: what ONNX export traces) or "auto" (static for calls of at most
-    `STATIC_DISPATCH_MAX_TOKENS` tokens, index otherwise). Padding tokens are computed like
+    "index" (`index_dispatch`: sizes on the host), "gather" (`gather_dispatch`: no host
+    sync, what ONNX export traces) or "auto" (gather for calls of at most
+    `GATHER_DISPATCH_MAX_TOKENS` tokens, index otherwise). Padding tokens are computed like
     the others (their outputs are never read) but excluded from the statistics.
     """
     if dispatch not in DISPATCHES:
@@ -210,9 +209,9 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
         return y, LayerStats(count.reshape(1).long(), None, None)
     gates, experts, stats = route(x, w, token_mask=token_mask, jitter=jitter,
                                   training=training, normalize_gates=normalize_gates)
-    static = dispatch == "static" or (dispatch == "auto"
-                                      and x.shape[0] <= STATIC_DISPATCH_MAX_TOKENS)
-    run = static_dispatch if static else index_dispatch
+    gather = dispatch == "gather" or (dispatch == "auto"
+                                      and x.shape[0] <= GATHER_DISPATCH_MAX_TOKENS)
+    run = gather_dispatch if gather else index_dispatch
     return run(x, w, gates, experts, activation_dropout=activation_dropout,
                training=training), stats
 
@@ -243,24 +242,24 @@ def index_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts:
     return out.index_add_(0, token, ys)
 
 
-def static_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts: torch.Tensor,
+def gather_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts: torch.Tensor,
                     *, activation_dropout: float, training: bool) -> torch.Tensor:
-    """What `index_dispatch` computes, with shapes that do not depend on the routing: every
-    expert runs on all N tokens and its output is scaled by the token's gate for it (0 where
-    the token did not pick it). No host sync and no data-dependent size, so it traces
-    into a fixed graph (ONNX export); n / k times the expert FLOPs, so it is the fast path
-    only for few tokens. x [N, d], gates / experts [N, k] -> [N, d]."""
-    # [N, n]: each token's gate per expert (a token picks an expert at most once)
-    per_expert = torch.zeros(x.shape[0], len(w.experts), dtype=gates.dtype, device=x.device)
-    per_expert = per_expert.scatter_add(1, experts, gates).to(x.dtype)
+    """What `index_dispatch` computes, without a host sync: each expert gathers the tokens
+    that picked it (``nonzero``), runs on them alone and adds its gated outputs back. The
+    operations do not depend on the routing, only the gathered sizes do, so it traces into
+    one graph with data-dependent shapes (ONNX export: ``NonZero``, ``Gather``,
+    ``ScatterND``) that computes the routed tokens only. x [N, d], gates / experts [N, k]
+    -> [N, d]."""
+    k = w.top_k
+    flat_gates = gates.reshape(-1)  # [N·k]
     out = torch.zeros_like(x)
     for e, ew in enumerate(w.experts):
-        if isinstance(ew, QuantizedExpert):  # quantizes per call: only its own rows count
-            rows = (experts == e).any(dim=1, keepdim=True).to(x.dtype)  # [N, 1]
-            y = quantized_expert_ffn(x, ew, rows)
-        else:
-            y = expert_ffn(x, ew, activation_dropout=activation_dropout, training=training)
-        out = out + y * per_expert[:, e:e + 1]
+        slot = (experts.reshape(-1) == e).nonzero().squeeze(1)  # [n_e]: (token, slot) ids
+        token = slot // k  # a token picks an expert at most once, so tokens are distinct
+        y = expert_ffn(x.index_select(0, token), ew, activation_dropout=activation_dropout,
+                       training=training)
+        out = out.index_add(0, token, y * flat_gates.index_select(0, slot).unsqueeze(1)
+                            .to(y.dtype))
     return out
 
 

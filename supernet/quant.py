@@ -207,17 +207,12 @@ def quantize_expert(w: ExpertWeights, bits: int) -> QuantizedExpert:
                            quantize_weight(w.w2, bits), w.b2.detach().float())
 
 
-def quantized_expert_ffn(x: torch.Tensor, w: QuantizedExpert,
-                         rows: torch.Tensor | None = None) -> torch.Tensor:
+def quantized_expert_ffn(x: torch.Tensor, w: QuantizedExpert) -> torch.Tensor:
     """`supernet.functional.expert_ffn` in eval mode on a quantized expert:
-    ``fc2(relu(fc1(x)))``, x [N, d] -> [N, d]. ``rows`` [N, 1] (0/1): only these rows are
-    the expert's; the others are zeroed before each product, so that a kernel quantizing
-    activations per call (``"dynamic"``, ``"onnx"``) sees the range it sees when it runs
-    on those rows alone (the static dispatch runs every expert on every token)."""
-    if rows is not None:
-        x = x * rows
-    h = F.relu(quantized_linear(x, w.w1, w.b1))
-    return quantized_linear(h if rows is None else h * rows, w.w2, w.b2)
+    ``fc2(relu(fc1(x)))``, x [N, d] -> [N, d]. Kernels that quantize activations per call
+    (``"dynamic"``, ``"onnx"``) take their range from x, so both MoE dispatches run each
+    expert on its own tokens alone."""
+    return quantized_linear(F.relu(quantized_linear(x, w.w1, w.b1)), w.w2, w.b2)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:

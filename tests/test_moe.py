@@ -186,26 +186,26 @@ def test_router_runs_in_fp32_under_autocast():
 
 
 def zeros_for_none(gs: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Unused experts get no gradient in the index path and zeros in the static one."""
+    """Unused experts get no gradient in the index path and zeros in the gather one."""
     return [torch.zeros_like(t) if g is None else g for g, t in zip(gs, like, strict=True)]
 
 
 @pytest.mark.parametrize("dims,top_k", [((8, 16), 1), ((8, 16, 4), 2), ((12, 12, 12, 12), 2),
                                         ((16, 4, 8, 12), 1), ((5, 9, 7), 3)])
 @pytest.mark.parametrize("n_tok", [1, 5, 37])
-def test_static_dispatch_equals_index_dispatch_and_naive_loop(dims, top_k, n_tok):
+def test_gather_dispatch_equals_index_dispatch_and_naive_loop(dims, top_k, n_tok):
     d = 6
     w = make_moe(d, dims, top_k, seed=len(dims) * 10 + top_k, dtype=torch.float32)
     x = torch.randn(n_tok, d, generator=torch.Generator().manual_seed(3)).requires_grad_()
     mask = torch.arange(n_tok) < max(1, n_tok - 2)  # the last tokens are padding
-    static, s_stats = moe_ffn(x, w, token_mask=mask, dispatch="static")
+    gather, s_stats = moe_ffn(x, w, token_mask=mask, dispatch="gather")
     index, i_stats = moe_ffn(x, w, token_mask=mask, dispatch="index")
-    torch.testing.assert_close(static, index, rtol=0, atol=1e-5)
-    torch.testing.assert_close(static, reference_moe_ffn(x, w), rtol=0, atol=1e-5)
+    torch.testing.assert_close(gather, index, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gather, reference_moe_ffn(x, w), rtol=0, atol=1e-5)
     assert torch.equal(s_stats.counts, i_stats.counts)
     torch.testing.assert_close(s_stats.load_balance, i_stats.load_balance, rtol=0, atol=0)
     inputs = [x, *leaves(w)]
-    gs = zeros_for_none(grads(static, inputs), inputs)
+    gs = zeros_for_none(grads(gather, inputs), inputs)
     gi = zeros_for_none(grads(index, inputs), inputs)
     for a, b in zip(gs, gi, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
@@ -213,21 +213,21 @@ def test_static_dispatch_equals_index_dispatch_and_naive_loop(dims, top_k, n_tok
 
 def test_auto_dispatch_switches_on_the_token_count(monkeypatch):
     calls: list[str] = []
-    for name in ("static_dispatch", "index_dispatch"):
+    for name in ("gather_dispatch", "index_dispatch"):
         real = getattr(functional, name)
         monkeypatch.setattr(functional, name,
                             lambda *a, _n=name, _f=real, **kw: calls.append(_n) or _f(*a, **kw))
     w = make_moe(4, (6, 3, 5), 2, seed=2, dtype=torch.float32)
     limit = 8
-    monkeypatch.setattr(functional, "STATIC_DISPATCH_MAX_TOKENS", limit)
+    monkeypatch.setattr(functional, "GATHER_DISPATCH_MAX_TOKENS", limit)
     for n in (1, limit, limit + 1):
         moe_ffn(torch.randn(n, 4), w)
-    assert calls == ["static_dispatch", "static_dispatch", "index_dispatch"]
+    assert calls == ["gather_dispatch", "gather_dispatch", "index_dispatch"]
     with pytest.raises(ValueError, match="dispatch"):
         moe_ffn(torch.randn(3, 4), w, dispatch="fast")
 
 
-def test_model_with_static_dispatch_equals_index_dispatch():
+def test_model_with_gather_dispatch_equals_index_dispatch():
     space = load_space("tiny")
     rng = random.Random(4)
     configs = [c for c in (space.sample(rng) for _ in range(30)) if not c.is_dense][:3]
@@ -239,9 +239,9 @@ def test_model_with_static_dispatch_equals_index_dispatch():
     for config in configs:
         model = Transformer(config, 50, seed=1).eval()
         out = {}
-        for dispatch in ("index", "static"):
+        for dispatch in ("index", "gather"):
             weights = model.weights()
             enc = core.encode(src, weights, model._run(0)._replace(dispatch=dispatch))
             out[dispatch] = core.decode(prev, enc, weights,
                                         model._run(1)._replace(dispatch=dispatch))[0]
-        torch.testing.assert_close(out["static"], out["index"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(out["gather"], out["index"], rtol=0, atol=1e-5)

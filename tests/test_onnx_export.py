@@ -19,6 +19,8 @@ from supernet.transformer import Transformer
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+import onnx  # noqa: E402
+
 from automoe.onnx_export import check_onnx_dir, export_onnx, read_onnx_meta  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each export traces the model twice (tens of seconds)
@@ -147,6 +149,18 @@ def test_onnx_json_describes_the_graphs(exported):
     spans = [min(a, 3, len(model.config.encoder_heads)) for a in model.config.decoder_ende_attn]
     assert [c["span"] for c in meta["cache"]] == spans
     assert [c["cross_heads"] for c in meta["cache"]] == list(model.config.decoder_cross_heads)
+    assert meta["moe_dispatch"] == "gather"
+
+
+def test_moe_layers_gather_each_experts_tokens(exported):
+    """The graphs run each expert on the tokens that picked it: one ``NonZero`` per expert
+    of every MoE layer (a dense layer has none), none elsewhere."""
+    model, directory = exported
+    cfg = model.config
+    for graph, dims in (("encoder.onnx", cfg.encoder_expert_dims),
+                        ("decoder_step.onnx", cfg.decoder_expert_dims)):
+        ops = [n.op_type for n in onnx.load(str(directory / graph)).graph.node]
+        assert ops.count("NonZero") == sum(len(d) for d in dims if len(d) > 1), graph
 
 
 def test_missing_or_corrupted_graph_names_the_file(exported, tmp_path):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from supernet import quant
-from supernet.functional import ExpertWeights, expert_ffn
+from supernet.functional import ExpertWeights, MoEWeights, expert_ffn, moe_ffn
 from supernet.quant import (
     dequantize,
     quantize_expert,
@@ -150,23 +151,28 @@ def test_onnx_kernel_computes_what_onnxruntime_computes(bits, monkeypatch):
 
 
 @pytest.mark.parametrize("kernel", ["onnx", "dynamic"])
-def test_an_expert_on_its_rows_of_a_batch_equals_it_on_those_rows_alone(kernel, monkeypatch):
-    """`quantized_expert_ffn` with ``rows`` (the static dispatch) quantizes activations over
-    the expert's own rows only, as the index dispatch, which runs it on them alone."""
+def test_both_dispatches_quantize_each_experts_activations_over_its_own_tokens(kernel,
+                                                                                monkeypatch):
+    """Kernels quantizing activations per call take their range from the rows they get:
+    the gather dispatch (the export's) and the index one give each expert its own tokens,
+    so they agree, and a token far outside the others' range coarsens its experts only."""
     if kernel == "dynamic" and not hasattr(torch.ops.quantized, "linear_dynamic"):
         pytest.skip("this torch has no fbgemm dynamic int8 linear")
     monkeypatch.setattr(quant, "INT8_KERNEL", kernel)
     g = torch.Generator().manual_seed(3)
-    expert = quantize_expert(_expert(16, 24, seed=4), 8)
+    experts = tuple(quantize_expert(_expert(16, h, seed=4 + h), 8) for h in (24, 8, 16))
+    w = MoEWeights(torch.randn(3, 16, generator=g), torch.zeros(3), experts, 1)
     x = torch.randn(9, 16, generator=g)
-    x[[1, 4]] *= 50  # rows the expert does not serve, far outside its rows' range
-    rows = torch.ones(9, 1)
-    rows[[1, 4]] = 0
-    alone = quantized_expert_ffn(x[rows[:, 0] > 0], expert)
-    got = quantized_expert_ffn(x, expert, rows)
-    torch.testing.assert_close(got[rows[:, 0] > 0], alone, rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(quantized_expert_ffn(x, expert)[rows[:, 0] > 0], alone,
-                              rtol=1e-3, atol=1e-3)  # unmasked, the wide rows coarsen it
+    x[4] *= 50
+    gather, _ = moe_ffn(x, w, dispatch="gather")
+    index, _ = moe_ffn(x, w, dispatch="index")
+    torch.testing.assert_close(gather, index, rtol=1e-6, atol=1e-6)
+    picked = torch.softmax(F.linear(x, w.router_w, w.router_b), dim=-1).argmax(dim=1)
+    others = picked != picked[4]  # tokens of the experts the wide token does not use
+    alone = moe_ffn(x[torch.arange(9) != 4], w, dispatch="gather")[0]
+    keep = torch.arange(9) != 4
+    torch.testing.assert_close(gather[keep][others[keep]], alone[others[keep]], rtol=1e-6,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (8, "onnx"),

@@ -319,8 +319,8 @@ def test_quantized_experts_in_onnxruntime_equal_torch_on_the_onnx_kernel(superne
     """The exported graph holds the experts' integers (uint8, one per weight, no fp32 copy)
     and ONNX Runtime computes what the torch model computes on kernel "onnx": logits
     through the cache within 1e-4, greedy and beam translations token for token. "moe" has
-    int8, int4 and fp32 experts behind one router (the export's static dispatch runs every
-    expert on every token, and must quantize as if each ran on its own tokens)."""
+    int8, int4 and fp32 experts behind one router (the export's gather dispatch and torch's
+    index dispatch must each quantize an expert's activations over its own tokens)."""
     pytest.importorskip("onnxruntime")
     import numpy as np
     import onnx

@@ -195,7 +195,8 @@ def _cpu_model() -> str:
 def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int | None = None,
                        runtime: str = "torch") -> dict[str, Any]:
     """What makes two latencies comparable: device model, torch version, threads, dtype and,
-    for a runtime other than torch, the runtime and its version.
+    for a runtime other than torch, the runtime, its version and how the export runs MoE
+    layers.
 
     Measurements with different fingerprints are never mixed (cache, datasets, predictors).
     """
@@ -216,13 +217,14 @@ def device_fingerprint(device: str = "cpu", dtype: str = "float32", threads: int
     else:
         fp["device_name"] = _cpu_model()
     if runtime == "onnxruntime":
-        from automoe.onnx_export import require_onnx
+        from automoe.onnx_export import MOE_DISPATCH, require_onnx
 
         require_onnx()
         import onnxruntime
 
         fp["runtime"] = runtime
         fp["onnxruntime"] = onnxruntime.__version__
+        fp["onnx_moe_dispatch"] = MOE_DISPATCH
     elif runtime != "torch":
         raise ValueError(f"device_fingerprint: runtime {runtime!r} not in {list(RUNTIMES)}")
     return fp
