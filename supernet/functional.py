@@ -250,12 +250,14 @@ def gather_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts
     one graph with data-dependent shapes (ONNX export: ``NonZero``, ``Gather``,
     ``ScatterND``) that computes the routed tokens only. x [N, d], gates / experts [N, k]
     -> [N, d]."""
-    k = w.top_k
+    n, k = x.shape[0], w.top_k
     flat_gates = gates.reshape(-1)  # [N·k]
+    # [N·k]: each slot's token, as a lookup (slot // k exports as ~8 ONNX ops per expert)
+    slot_token = torch.arange(n, device=x.device).unsqueeze(1).expand(n, k).reshape(-1)
     out = torch.zeros_like(x)
     for e, ew in enumerate(w.experts):
         slot = (experts.reshape(-1) == e).nonzero().squeeze(1)  # [n_e]: (token, slot) ids
-        token = slot // k  # a token picks an expert at most once, so tokens are distinct
+        token = slot_token.index_select(0, slot)  # distinct: a token picks an expert once
         y = expert_ffn(x.index_select(0, token), ew, activation_dropout=activation_dropout,
                        training=training)
         out = out.index_add(0, token, y * flat_gates.index_select(0, slot).unsqueeze(1)
