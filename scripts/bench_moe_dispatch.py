@@ -9,8 +9,7 @@ h in 256/512/768; 8 experts, top-2, as scripts/bench_supernet.py), forward (no g
 torch: the index dispatch (`moe_ffn(dispatch="index")`), the gather dispatch
 (`dispatch="gather"`, what ONNX export traces), the index dispatch on int8 experts
 (`supernet.quant`, the default int8 kernel) and a dense FFN whose hidden size equals the
-tokens' mean active hidden size at 40 tokens (the same expert FLOPs there), in fp32 and
-in int8. In ONNX Runtime (one session each, the layer exported as `automoe.onnx_export`
+tokens' mean active hidden size (the same expert FLOPs), in fp32 and in int8. In ONNX Runtime (one session each, the layer exported as `automoe.onnx_export`
 exports models): the gather dispatch, the static dispatch that earlier exports used (every
 expert on every token, gated, defined here as the baseline) and the dense FFN.
 Prints the ratios to the dense FFN of the same runtime, and the weight bytes the
@@ -43,7 +42,6 @@ from supernet.quant import int8_kernel, quantize_expert  # noqa: E402
 
 WIDTHS = ((512, [1024, 2048, 3072, 1024, 2048, 3072, 1024, 2048]),
           (128, [256, 512, 768, 256, 512, 768, 256, 512]))
-SIZE_FOR_DENSE = 40  # the dense FFN matches the MoE's active FLOPs at this call size
 
 
 def static_moe(x: torch.Tensor, w: MoEWeights) -> torch.Tensor:
@@ -77,7 +75,7 @@ def ort_sessions(fns: dict, d: int, threads: int, workdir: Path) -> dict:
     sessions = {}
     for name, fn in fns.items():
         path = workdir / f"{name}.onnx"
-        torch.onnx.export(_Layer(fn), (torch.randn(SIZE_FOR_DENSE, d),), str(path), dynamo=True,
+        torch.onnx.export(_Layer(fn), (torch.randn(8, d),), str(path), dynamo=True,
                           opset_version=OPSET, verbose=False,
                           dynamic_shapes={"x": {0: torch.export.Dim("tokens", min=1)}})
         sessions[name] = ort.InferenceSession(str(path), options,
@@ -104,38 +102,34 @@ def bench(d: int, dims: list[int], sizes: list[int], repeats: int, threads: int,
     """Median forward ms of every path at each call size, and their ratios."""
     device = torch.device("cpu")
     w = moe_weights(d, dims, 2, device)
-    x40 = torch.randn(SIZE_FOR_DENSE, d, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        _, _, stats = route(x40, w, token_mask=None, jitter=0.0, training=False,
-                            normalize_gates=False)
-    active = sum(c * h for c, h in zip(stats.counts.tolist(), dims, strict=True)) / SIZE_FOR_DENSE
-    dense = moe_weights(d, [round(active)], 1, device).experts[0]
-    dense8 = quantize_expert(dense, 8)
     w8 = MoEWeights(w.router_w, w.router_b, tuple(quantize_expert(e, 8) for e in w.experts),
                     w.top_k)
-    sessions = {}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        if use_ort:
-            sessions = ort_sessions({
-                "ort_gather": lambda x: moe_ffn(x, w, dispatch="gather")[0],
-                "ort_static": lambda x: static_moe(x, w),
-                "ort_dense": lambda x: expert_ffn(x, dense, activation_dropout=0.0,
-                                                  training=False)}, d, threads, Path(tmp))
-        rows = []
+        moe_sessions = ort_sessions({
+            "ort_gather": lambda x: moe_ffn(x, w, dispatch="gather")[0],
+            "ort_static": lambda x: static_moe(x, w)}, d, threads, Path(tmp)) if use_ort else {}
         for tokens in sizes:
             x = torch.randn(tokens, d, generator=torch.Generator().manual_seed(tokens))
             _, _, stats = route(x, w, token_mask=None, jitter=0.0, training=False,
                                 normalize_gates=False)
-            times = time_paths(x, w, w8, dense, dense8, sessions, repeats)
-            read = sum(h for c, h in zip(stats.counts.tolist(), dims, strict=True) if c > 0)
+            counts = stats.counts.tolist()
+            active = round(sum(c * h for c, h in zip(counts, dims, strict=True)) / tokens)
+            dense = moe_weights(d, [active], 1, device).experts[0]
+            sessions = dict(moe_sessions)
+            if use_ort:
+                sessions |= ort_sessions({"ort_dense": lambda x, e=dense: expert_ffn(
+                    x, e, activation_dropout=0.0, training=False)}, d, threads, Path(tmp))
+            times = time_paths(x, w, w8, dense, quantize_expert(dense, 8), sessions, repeats)
+            read = sum(h for c, h in zip(counts, dims, strict=True) if c > 0)
             row = {"d": d, "tokens": tokens, **{k: round(v * 1e3, 3) for k, v in times.items()},
                    "index_over_dense": times["index"] / times["dense"],
                    "gather_over_dense": times["gather"] / times["dense"],
                    "gather_over_index": times["gather"] / times["index"],
                    "int8_index_over_int8_dense": times["int8_index"] / times["int8_dense"],
                    "int8_index_over_dense": times["int8_index"] / times["dense"],
-                   "weight_bytes_moe_over_dense": read / round(active)}
-            if sessions:
+                   "weight_bytes_moe_over_dense": read / active}
+            if use_ort:
                 row |= {"ort_gather_over_ort_dense": times["ort_gather"] / times["ort_dense"],
                         "ort_static_over_ort_dense": times["ort_static"] / times["ort_dense"]}
             rows.append(row)
