@@ -46,7 +46,7 @@ def test_protocol_names_its_runtime():
 
     fp = device_fingerprint("cpu", "float32", 1, "onnxruntime")
     assert fp == {**device_fingerprint("cpu", "float32", 1), "runtime": "onnxruntime",
-                  "onnxruntime": onnxruntime.__version__}
+                  "onnxruntime": onnxruntime.__version__, "onnx_moe_dispatch": "gather"}
 
 
 def test_onnxruntime_runs_every_step_and_the_result_round_trips(monkeypatch, tmp_path):

@@ -198,12 +198,12 @@ def test_gather_dispatch_equals_index_dispatch_and_naive_loop(dims, top_k, n_tok
     w = make_moe(d, dims, top_k, seed=len(dims) * 10 + top_k, dtype=torch.float32)
     x = torch.randn(n_tok, d, generator=torch.Generator().manual_seed(3)).requires_grad_()
     mask = torch.arange(n_tok) < max(1, n_tok - 2)  # the last tokens are padding
-    gather, s_stats = moe_ffn(x, w, token_mask=mask, dispatch="gather")
+    gather, g_stats = moe_ffn(x, w, token_mask=mask, dispatch="gather")
     index, i_stats = moe_ffn(x, w, token_mask=mask, dispatch="index")
     torch.testing.assert_close(gather, index, rtol=0, atol=1e-5)
     torch.testing.assert_close(gather, reference_moe_ffn(x, w), rtol=0, atol=1e-5)
-    assert torch.equal(s_stats.counts, i_stats.counts)
-    torch.testing.assert_close(s_stats.load_balance, i_stats.load_balance, rtol=0, atol=0)
+    assert torch.equal(g_stats.counts, i_stats.counts)
+    torch.testing.assert_close(g_stats.load_balance, i_stats.load_balance, rtol=0, atol=0)
     inputs = [x, *leaves(w)]
     gs = zeros_for_none(grads(gather, inputs), inputs)
     gi = zeros_for_none(grads(index, inputs), inputs)
