@@ -163,7 +163,7 @@ def quantized_linear(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | N
             y = torch.ops.quantized.linear_dynamic(flat, _packed(w), True)
         else:
             y = torch._weight_int8pack_mm(flat, w.q, w.scale)
-        y = y.reshape(*x.shape[:-1], -1)
+        y = y.reshape(*x.shape[:-1], w.q.shape[0])  # (-1 is ambiguous for 0 rows)
         return y if bias is None else y + bias
     if w.bits == 4:
         # simulated: dequantize once per weight, not per call, so int4 costs what fp32 does

@@ -177,6 +177,27 @@ def test_both_dispatches_quantize_each_experts_activations_over_its_own_tokens(k
 
 @pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (8, "onnx"),
                                              (4, None)])
+def test_an_expert_no_token_picks_runs_on_no_rows(bits, kernel, monkeypatch):
+    """The gather dispatch runs every expert, an unpicked one on 0 rows: each kernel
+    returns [0, d] for it and the layer equals the index dispatch, which skips it."""
+    if kernel == "dynamic" and not hasattr(torch.ops.quantized, "linear_dynamic"):
+        pytest.skip("this torch has no fbgemm dynamic int8 linear")
+    if kernel is not None:
+        monkeypatch.setattr(quant, "INT8_KERNEL", kernel)
+    g = torch.Generator().manual_seed(5)
+    experts = tuple(quantize_expert(_expert(16, h, seed=h), bits) for h in (24, 8, 16))
+    never = torch.tensor([0.0, 0.0, -1e4])  # the third expert is never in the top 2
+    w = MoEWeights(torch.randn(3, 16, generator=g), never, experts, 2)
+    x = torch.randn(6, 16, generator=g)
+    assert quantized_expert_ffn(x[:0], experts[2]).shape == (0, 16)
+    gather, stats = moe_ffn(x, w, dispatch="gather")
+    assert stats.counts.tolist()[2] == 0
+    torch.testing.assert_close(gather, moe_ffn(x, w, dispatch="index")[0], rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize(("bits", "kernel"), [(8, "dynamic"), (8, "weight_only"), (8, "onnx"),
+                                             (4, None)])
 def test_cached_kernels_follow_weights_changed_in_place(bits, kernel, monkeypatch):
     # loading weights copies into the same tensors: the cached packed or dequantized
     # matrix must not outlive the values it was made from
