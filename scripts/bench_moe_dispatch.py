@@ -23,7 +23,6 @@ all numbers ratios within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_supernet import medians, moe_weights  # noqa: E402
 
 from automoe.onnx_export import OPSET  # noqa: E402
+from search_spaces.files import atomic_write_json  # noqa: E402
 from supernet.functional import MoEWeights, expert_ffn, moe_ffn, route  # noqa: E402
 from supernet.quant import int8_kernel, quantize_expert  # noqa: E402
 
@@ -152,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for d, dims in WIDTHS
             for row in bench(d, dims, args.tokens, args.repeats, args.threads, not args.no_ort)]
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads,
-                                         "int8_kernel": int8_kernel(), "rows": rows},
-                                        indent=2) + "\n")
+        atomic_write_json(args.json, {"torch": torch.__version__, "threads": args.threads,
+                                      "int8_kernel": int8_kernel(), "rows": rows})
     return 0
 
 

@@ -251,12 +251,12 @@ def gather_dispatch(x: torch.Tensor, w: MoEWeights, gates: torch.Tensor, experts
     ``ScatterND``) that computes the routed tokens only. x [N, d], gates / experts [N, k]
     -> [N, d]."""
     n, k = x.shape[0], w.top_k
-    flat_gates = gates.reshape(-1)  # [N·k]
+    flat_experts, flat_gates = experts.reshape(-1), gates.reshape(-1)  # [N·k]
     # [N·k]: each slot's token, as a lookup (slot // k exports as ~8 ONNX ops per expert)
     slot_token = torch.arange(n, device=x.device).unsqueeze(1).expand(n, k).reshape(-1)
     out = torch.zeros_like(x)
     for e, ew in enumerate(w.experts):
-        slot = (experts.reshape(-1) == e).nonzero().squeeze(1)  # [n_e]: (token, slot) ids
+        slot = (flat_experts == e).nonzero().squeeze(1)  # [n_e]: (token, slot) ids
         token = slot_token.index_select(0, slot)  # distinct: a token picks an expert once
         y = expert_ffn(x.index_select(0, token), ew, activation_dropout=activation_dropout,
                        training=training)
