@@ -12,7 +12,7 @@ like `automoe.pipeline`, so its log is the recipe):
 5. for each retrained front subnet, the dense front subnet of nearest FLOPs
    (`matched_dense`), retrained with the same budget (``retrain dense_search --keys``);
 6. ``moe_vs_dense.csv``: each pair's FLOPs, test BLEU/chrF with 95% intervals, test NLL
-   per token with its standard error, and the paired bootstrap tests of the differences on
+   per token with its standard error, and the paired tests of the differences on
    the same test sentences; ``plots/``.
 
 Layout of OUT: ``data/``, ``supernet/``, ``search/``, ``dense_search/``, ``fidelity/``,
@@ -124,8 +124,8 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
                  nll: Callable[[Path, int], tuple[np.ndarray, np.ndarray]] | None = None
                  ) -> pd.DataFrame:
     """One row per (MoE, matched dense) pair of retrained models: FLOPs, test BLEU/chrF with
-    95% intervals, and the paired bootstrap test of MoE - dense on the same test sentences
-    (each model's ``test.hyp.txt`` against the first `refs`). With `nll` (model dir,
+    95% intervals, and the paired tests of MoE - dense on the same test sentences
+    (`automoe.stats`: bootstrap interval, permutation p-value, Holm over the pairs; each model's ``test.hyp.txt`` against the first `refs`). With `nll` (model dir,
     sentences -> per-sentence NLL sums and token counts, e.g. `test_nll`), also each model's
     test NLL per token and the paired test of its difference: at low BLEU the likelihood
     separates models that BLEU cannot."""
@@ -177,7 +177,9 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
         row["flops_ratio"] = float(row["moe_flops"]) / float(row["dense_flops"])
         row["test_sentences"] = len(hyps["moe"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    from automoe.search.compare import with_holm
+
+    return with_holm(pd.DataFrame(rows), ("bleu", "chrf", "nll"))
 
 
 def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,

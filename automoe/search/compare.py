@@ -9,8 +9,9 @@ paired bootstrap of sentences, BLEU and chrF by sacreBLEU's paired bootstrap
 
 ``RUN_DIR/comparisons.csv``: one row per (front subnet, baseline) with the subnet's own
 scores and intervals, the baseline's (suffix ``_baseline``), and per metric ``<m>_delta`` (subnet - baseline),
-``<m>_delta_lo``/``<m>_delta_hi`` (95% paired bootstrap interval) and ``<m>_p``
-(two-sided p-value).
+``<m>_delta_lo``/``<m>_delta_hi`` (95% paired bootstrap interval), ``<m>_p`` (two-sided
+p-value of a permutation test, `automoe.stats`) and ``<m>_p_holm`` (Holm-adjusted over the
+family of every row of the table for that metric).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 
 from automoe.io_utils import atomic_write_csv
 
-__all__ = ["COMPARISONS", "compare_rows", "write_comparisons"]
+__all__ = ["COMPARISONS", "compare_rows", "with_holm", "write_comparisons"]
 
 COMPARISONS = "comparisons.csv"
 _METRICS = ("loss", "bleu", "chrf")
@@ -70,7 +71,20 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
             for suffix, scores in (("", metrics[key]), ("_baseline", metrics[base.key()])):
                 row.update({k + suffix: scores[k] for k in _INTERVALS if k in scores})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return with_holm(pd.DataFrame(rows), _METRICS)
+
+
+def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """`table` with ``<m>_p_holm`` after each ``<m>_p`` column: Holm's adjustment over all
+    its rows (one family per metric)."""
+    from automoe.stats import holm
+
+    out = table.copy()
+    for m in metrics:
+        if f"{m}_p" in out:
+            out.insert(out.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm",
+                       holm(out[f"{m}_p"].tolist()) if len(out) else [])
+    return out
 
 
 def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],

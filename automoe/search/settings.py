@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
 
 __all__ = ["SearchSettings", "ALGORITHM_NAMES", "EXECUTION_FIELDS", "LATENCY_CACHE_FILE",
-           "build_algorithm", "resume_settings", "check_resume"]
+           "NOT_FROM_RUN_DIR", "build_algorithm", "resume_settings", "check_resume"]
 
 ALGORITHM_NAMES = {"nsga2": "nsga2", "hat": "hat-ga", "hat-ga": "hat-ga", "random": "random"}
 # Settings that only say *how* the search runs: they may change on --resume. Threads and
@@ -24,6 +24,10 @@ ALGORITHM_NAMES = {"nsga2": "nsga2", "hat": "hat-ga", "hat-ga": "hat-ga", "rando
 EXECUTION_FIELDS = ("out", "workers", "ray_address", "generations", "progress", "resume",
                     "latency_cache")
 LATENCY_CACHE_FILE = "latency_cache.jsonl"  # default: in the supernet's run dir
+# What a run directory must never choose on resume (docs/protocols.md, "Trust"): where we
+# connect (Ray exchanges pickles with its cluster) and where we write outside the run. They
+# come from the command line of the resuming user, or take their defaults.
+NOT_FROM_RUN_DIR = ("ray_address", "latency_cache")
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,10 @@ def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:
     """The settings RUN_DIR was started with, for ``--resume``.
 
     ``overrides`` may change the execution fields (workers, Ray address, threads, more
-    generations, progress); any other field must equal the stored value (ValueError).
+    generations, progress); any other field must equal the stored value (ValueError). The
+    stored `NOT_FROM_RUN_DIR` fields are ignored: only ``overrides`` set them.
     """
-    stored = _stored_settings(run_dir)
+    stored = {k: v for k, v in _stored_settings(run_dir).items() if k not in NOT_FROM_RUN_DIR}
     for name, value in overrides.items():
         if name in EXECUTION_FIELDS:
             continue

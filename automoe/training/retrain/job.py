@@ -179,7 +179,8 @@ def plan_keys(settings: RetrainSettings) -> pd.DataFrame:
 def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
                     ) -> RetrainSettings:
     """The stored settings of RUN_DIR's retrain job; `given` values (None = not given) must
-    equal them, except `EXECUTION_FIELDS`, which replace them."""
+    equal them, except `EXECUTION_FIELDS`, which replace them. The Ray address comes from
+    `given` only, never from the run directory."""
     path = Path(run_dir) / RETRAIN_DIR / SETTINGS_FILE
     if not path.is_file():
         raise ValueError(f"{path}: no retrain job to resume in {run_dir}")
@@ -198,6 +199,9 @@ def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
     if diffs:
         raise ValueError(f"{path}: a resumed retrain keeps its settings (only "
                          f"{', '.join(EXECUTION_FIELDS)} may change): {'; '.join(diffs)}")
+    # The stored Ray address is never used: a run directory must not choose where we
+    # connect (docs/protocols.md, "Trust"); only the resuming user's --ray-address does.
+    stored = {k: v for k, v in stored.items() if k != "ray_address"}
     return RetrainSettings(**{**stored, **{k: v for k, v in given.items()
                                            if k in EXECUTION_FIELDS}, "run_dir": str(run_dir)})
 
