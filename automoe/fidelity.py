@@ -1,40 +1,47 @@
-"""Supernet fidelity: does the supernet rank subnets as training them alone would?
+"""Supernet fidelity: does the supernet tell apart subnets of the *same* cost as training
+them alone would, and better than counting parameters?
 
-`run_fidelity(FidelitySettings)` answers it for one trained supernet, in four resumable
-steps, all in one directory DIR:
+Spreading subnets over a wide FLOPs range makes any study pass: FLOPs alone then ranks
+them. `run_fidelity(FidelitySettings)` compares subnets inside FLOPs *bands* instead, in
+five resumable steps, all in one directory DIR:
 
-1. **choose** N subnets (`choose_subnets`): the space's reference subnets (largest,
-   largest-dense, ...), `dense` random dense subnets and the rest random MoE subnets, each
-   group stratified over FLOPs (equal-width FLOPs bins over a large random pool, one
-   subnet per bin). Written to ``DIR/search.json`` (settings, supernet identity) and
-   ``DIR/candidates.csv`` (one row per subnet, as a search writes them, so `automoe
-   retrain` and `automoe plot` read the directory as they read a search run).
+1. **choose** (`choose_banded`): ``bands`` FLOPs bands, centred at quantiles of a large
+   random pool's log FLOPs, each holding the pool members within ``band_width`` (±5%) of
+   its centre; from each band ``dense_per_band`` dense and the rest MoE subnets, picked
+   greedily to differ in as many architecture traits as possible (depths, widths, expert
+   counts and sizes, top-k). Written to ``DIR/search.json`` and ``DIR/candidates.csv``.
 2. **inherited**: each subnet scored with the supernet's weights by the search's own
-   `DevScorer` (dev loss with its SE and BLEU/chrF with 95% intervals, whole dev split by
-   default), timing the loss pass and the decoding separately (CPU seconds per subnet of
-   each objective). One JSON per subnet in ``DIR/inherited/``.
-3. **standalone**: every subnet trained from scratch, same data and budget for all, as Ray
-   Tune trials of `automoe retrain` (``DIR/retrain/``, ``DIR/retrained.csv`` with test
-   BLEU); each trained model is then scored exactly as in step 2 (``DIR/standalone/``).
-4. **report**: ``DIR/fidelity.csv`` (one row per subnet, inherited and standalone scores
-   side by side), ``DIR/fidelity.json`` (Kendall tau and Spearman rho with 95% bootstrap
-   intervals of inherited vs standalone, the same for the trivial proxies FLOPs, active
-   and total params, and a paired bootstrap of tau(inherited) - tau(best proxy)), and
-   ``DIR/fidelity.png`` (scatter plots with error bars).
+   `DevScorer` (dev loss with its SE, BLEU/chrF with 95% intervals), timing the loss pass
+   and the decoding (CPU seconds per subnet of each objective), and the routing the
+   supernet's routers choose on the dev set (observed FLOPs). ``DIR/inherited/``.
+3. **standalone**: every subnet trained from scratch with ``seeds`` training seeds, and
+   ``double`` of them (whole bands, from the middle one out) once more with twice the
+   updates, as Ray Tune trials of `automoe retrain`: one job per (seed, budget) in
+   ``DIR/jobs/<job>/``. Each trained model is scored exactly as in step 2
+   (``DIR/standalone/<job>/``).
+4. per-sentence scores of every scored model in ``DIR/sentences/`` (`automoe.sentences`),
+   so that every number of the report can be recomputed.
+5. **report** (`agreement_report`): ``DIR/fidelity.csv`` (one row per subnet, standalone
+   scores averaged over seeds), ``DIR/standalone.csv`` (one row per key, seed and budget),
+   ``DIR/fidelity.json`` and ``DIR/fidelity.png``.
 
 Every predictor is oriented so that a higher value predicts a better subnet (lower loss,
 higher BLEU): -inherited loss, inherited BLEU, and FLOPs / params (more compute, better
-model); a positive tau then means "ranks the right way". A resumed study (`resume=True`)
-checks that the supernet and data are the ones recorded and redoes nothing finished.
+model); a positive tau means "ranks the right way". Within-band figures pool the subnet
+pairs inside each band (FLOPs is then nearly constant and cannot rank them); the seed
+ceiling is the within-band tau between two training seeds of the same subnets, the best
+any predictor can expect to reach. A resumed study (`resume=True`) checks that the supernet
+(its sha256), the data and every setting are the recorded ones and redoes nothing finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json
+from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json, read_json
 from search_spaces.checks import check_ints
 
 if TYPE_CHECKING:
@@ -50,19 +57,24 @@ if TYPE_CHECKING:
     from search_spaces.config import SubnetConfig
     from search_spaces.space import SearchSpace
 
-__all__ = ["FidelitySettings", "FidelityOutcome", "choose_subnets", "run_fidelity",
-           "agreement_report", "FIDELITY_COLUMNS"]
+__all__ = ["FidelitySettings", "FidelityOutcome", "Chosen", "choose_banded", "run_fidelity",
+           "agreement_report", "scored", "FIDELITY_COLUMNS", "STANDALONE_COLUMNS", "PROXIES"]
 
-FORMAT = "automoe.fidelity/1"
-FIDELITY_COLUMNS = ("key", "role", "is_dense", "flops", "params_active", "params_total",
-                    "inherited_loss", "inherited_loss_se", "standalone_loss",
-                    "standalone_loss_se", "inherited_bleu", "inherited_bleu_lo",
-                    "inherited_bleu_hi", "standalone_bleu", "standalone_bleu_lo",
-                    "standalone_bleu_hi", "inherited_chrf", "standalone_chrf", "test_bleu",
-                    "test_chrf", "loss_seconds", "bleu_seconds", "experts", "config")
+FORMAT = "automoe.fidelity/2"
+FIDELITY_COLUMNS = ("key", "band", "role", "is_dense", "flops", "flops_min", "flops_max",
+                    "flops_observed", "params_active", "params_total",
+                    "inherited_loss", "inherited_loss_se", "inherited_bleu",
+                    "inherited_bleu_lo", "inherited_bleu_hi", "inherited_chrf",
+                    "standalone_loss", "standalone_loss_sd", "standalone_bleu",
+                    "standalone_bleu_sd", "standalone_chrf", "standalone_seeds",
+                    "loss_seconds", "bleu_seconds", "experts", "config")
+STANDALONE_COLUMNS = ("key", "band", "is_dense", "job", "seed", "budget", "updates", "standalone_loss",
+                      "standalone_loss_se", "standalone_bleu", "standalone_bleu_lo",
+                      "standalone_bleu_hi", "standalone_chrf", "test_bleu", "test_chrf")
 # predictor name -> (column, sign): sign * column grows with predicted quality
 PROXIES = {"flops": ("flops", 1.0), "params_active": ("params_active", 1.0),
            "params_total": ("params_total", 1.0)}
+# target -> (standalone column, sign, inherited column)
 TARGETS = {"loss": ("standalone_loss", -1.0, "inherited_loss"),
            "bleu": ("standalone_bleu", 1.0, "inherited_bleu")}
 
@@ -75,10 +87,14 @@ class FidelitySettings:
         supernet: supernet run dir (or checkpoint file).
         data: prepared data dir (its valid split scores, its train split trains).
         out: the study's directory.
-        subnets: subnets in all, the space's reference subnets included.
-        dense: random dense subnets among them (besides the dense references).
+        bands: FLOPs bands.
+        per_band: subnets per band.
+        dense_per_band: dense subnets per band (the rest are MoE).
+        band_width: a band holds the subnets within this relative distance of its centre.
+        seeds: standalone training seeds per subnet.
+        double: subnets also trained with twice the updates (the budget check).
         seed: the choice of subnets.
-        pool: random subnets drawn per group to stratify over FLOPs.
+        pool: random subnets drawn to find the bands' members.
         dev_sentences: dev sentences scored (the first N of the valid split; 0 = all).
         beam: beam for dev BLEU (1 = greedy, the search's default).
         n_bootstrap: bootstrap resamples of the BLEU/chrF intervals.
@@ -91,10 +107,14 @@ class FidelitySettings:
     supernet: str
     data: str
     out: str
-    subnets: int = 16
-    dense: int = 4
+    bands: int = 3
+    per_band: int = 6
+    dense_per_band: int = 2
+    band_width: float = 0.05
+    seeds: int = 2
+    double: int = 6
     seed: int = 0
-    pool: int = 2000
+    pool: int = 4000
     dev_sentences: int = 0
     beam: int = 1
     n_bootstrap: int = 1000
@@ -105,11 +125,22 @@ class FidelitySettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "retrain", dict(self.retrain))
         check_ints("fidelity settings", self, {
-            "subnets": 3, "dense": 0, "pool": 10, "dev_sentences": 0, "beam": 1,
-            "n_bootstrap": 0, "threads": 1})
+            "bands": 1, "per_band": 2, "dense_per_band": 1, "seeds": 1, "double": 0,
+            "pool": 10, "dev_sentences": 0, "beam": 1, "n_bootstrap": 0, "threads": 1})
+        if self.dense_per_band >= self.per_band:
+            raise ValueError(f"fidelity: --dense-per-band {self.dense_per_band} leaves no MoE "
+                             f"subnet in a band of {self.per_band}")
+        if self.double > self.bands * self.per_band:
+            raise ValueError(f"fidelity: --double {self.double} exceeds the "
+                             f"{self.bands * self.per_band} subnets of the study")
+        if not 0 < self.band_width < 0.5:
+            raise ValueError(f"fidelity: --band-width {self.band_width!r}: expected a "
+                             "relative width in (0, 0.5)")
         bad = sorted(set(self.retrain) & {"run_dir", "keys", "top", "progress"})
         if bad:
             raise ValueError(f"fidelity: retrain settings {bad} are set by the study itself")
+        if "seed" in dict(self.retrain.get("overrides") or {}):
+            raise ValueError("fidelity: the training seed is set by the study (--seeds)")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "retrain": dict(self.retrain)}
@@ -120,6 +151,7 @@ class FidelityOutcome:
     """The study's tables and where they are."""
 
     table: pd.DataFrame
+    standalone: pd.DataFrame
     report: dict[str, Any]
     out: Path
 
@@ -127,68 +159,91 @@ class FidelityOutcome:
 # ---- 1. choosing the subnets ---------------------------------------------------------------
 
 
-def _stratified(pool: list[Any], flops: list[float], k: int, rng: random.Random) -> list[Any]:
-    """k members of `pool`, one per equal-width FLOPs bin between the pool's extremes (a
-    random member of each bin; an empty bin takes the unchosen member nearest its centre)."""
-    if k <= 0:
-        return []
-    lo, hi = min(flops), max(flops)
-    width = (hi - lo) / k or 1.0
-    bins: list[list[int]] = [[] for _ in range(k)]
-    for i, f in enumerate(flops):
-        bins[min(k - 1, int((f - lo) / width))].append(i)
-    chosen: list[int] = []
-    for b, members in enumerate(bins):
-        free = [i for i in members if i not in chosen]
-        if free:
-            chosen.append(rng.choice(free))
-            continue
-        centre = lo + (b + 0.5) * width
-        rest = sorted((abs(flops[i] - centre), i) for i in range(len(pool)) if i not in chosen)
-        if rest:
-            chosen.append(rest[0][1])
-    return [pool[i] for i in chosen]
+@dataclass(frozen=True)
+class Chosen:
+    """One subnet of the study: its FLOPs band (0 = cheapest), role ("dense", "moe")."""
+
+    band: int
+    role: str
+    config: SubnetConfig
 
 
-def choose_subnets(space: SearchSpace, *, subnets: int, dense: int, seed: int,
-                   pool: int = 2000) -> list[tuple[str, SubnetConfig]]:
-    """(role, config) pairs: the space's references (role = their name), then `dense`
-    random dense subnets ("dense") and the rest random MoE subnets ("moe"), each group
-    stratified over analytic FLOPs; all distinct. ValueError when `subnets` cannot hold the
-    references plus the dense ones plus at least one MoE subnet."""
+def traits(config: SubnetConfig) -> tuple[Any, ...]:
+    """What makes two subnets of equal FLOPs different architectures: depths, widths,
+    hidden sizes, expert counts and sizes, top-k, per side."""
+    out: list[Any] = [config.encoder_embed_dim, config.decoder_embed_dim]
+    for side in ("encoder", "decoder"):
+        dims = getattr(config, f"{side}_expert_dims")
+        out += [len(dims), tuple(len(d) for d in dims), tuple(sorted({h for d in dims for h in d})),
+                max(getattr(config, f"{side}_top_k")), sum(max(d) for d in dims)]
+    return tuple(out)
+
+
+def _diverse(members: list[SubnetConfig], k: int, rng: random.Random) -> list[SubnetConfig]:
+    """k members picked greedily to maximise the smallest number of `traits` in which a new
+    pick differs from those already picked (ties at random; the first pick at random)."""
+    order = list(members)
+    rng.shuffle(order)
+    picked = [order.pop()]
+    while len(picked) < k and order:
+        def distance(c: SubnetConfig) -> int:
+            t = traits(c)
+            return min(sum(a != b for a, b in zip(t, traits(p), strict=True)) for p in picked)
+
+        best = max(range(len(order)), key=lambda i: distance(order[i]))  # first max: random
+        picked.append(order.pop(best))
+    return picked
+
+
+def choose_banded(space: SearchSpace, *, bands: int, per_band: int, dense_per_band: int,
+                  band_width: float, seed: int, pool: int) -> list[Chosen]:
+    """`bands` x `per_band` distinct subnets, band by band (cheapest first), dense ones first
+    in each band. Band centres: the quantiles (i + 1) / (bands + 1) of the log FLOPs of
+    `pool` random subnets (half drawn dense); a band's members lie within ``band_width`` of
+    its centre (relative FLOPs under uniform routing). ValueError when bands overlap or one
+    holds too few dense or MoE subnets."""
     from automoe.costs.flops import flops as count_flops
 
-    refs = list(space.dense_baselines().items())
-    moe = subnets - len(refs) - dense
-    if moe < 1:
-        raise ValueError(f"--subnets {subnets} leaves no room for an MoE subnet beside the "
-                         f"{len(refs)} reference subnets ({', '.join(n for n, _ in refs)}) "
-                         f"and --dense {dense}")
     rng = random.Random(seed)
-    seen = {c.key() for _, c in refs}
-    out: list[tuple[str, Any]] = list(refs)
-    for role, k, draw in (("dense", dense, space.sample_dense), ("moe", moe, space.sample)):
-        members: dict[str, Any] = {}
-        for _ in range(pool):
-            c = draw(rng)
-            if (role == "moe") == c.is_dense:  # "moe": at least one layer with experts
-                continue
-            if c.key() not in seen:
-                members.setdefault(c.key(), c)
-        configs = list(members.values())
-        if len(configs) < k:
-            raise ValueError(f"space {space.name!r}: only {len(configs)} distinct {role} "
-                             f"subnets in a pool of {pool}, {k} asked")
-        picked = _stratified(configs, [count_flops(c).flops for c in configs], k, rng)
-        seen.update(c.key() for c in picked)
-        out += [(role, c) for c in picked]
+    draws: dict[str, SubnetConfig] = {}
+    for i in range(pool):
+        c = space.sample_dense(rng) if i % 2 else space.sample(rng)
+        draws.setdefault(c.key(), c)
+    configs = list(draws.values())
+    flops = np.array([count_flops(c).flops for c in configs])
+    centres = np.exp(np.quantile(np.log(flops), [(i + 1) / (bands + 1) for i in range(bands)]))
+    if bands > 1 and np.min(centres[1:] / centres[:-1]) <= (1 + band_width) / (1 - band_width):
+        raise ValueError(f"space {space.name!r}: {bands} bands of ±{band_width:.0%} overlap "
+                         "(too narrow a FLOPs range); use fewer bands or narrower ones")
+    out: list[Chosen] = []
+    for band, centre in enumerate(centres):
+        inside = [c for c, f in zip(configs, flops, strict=True)
+                  if abs(f / centre - 1) <= band_width]
+        for role, want in (("dense", dense_per_band), ("moe", per_band - dense_per_band)):
+            members = [c for c in inside if c.is_dense == (role == "dense")]
+            if len(members) < want:
+                raise ValueError(f"space {space.name!r}: band {band} ({centre / 1e9:.4g} "
+                                 f"GFLOPs ±{band_width:.0%}) holds {len(members)} {role} "
+                                 f"subnets in a pool of {pool}, {want} asked; raise --pool")
+            out += [Chosen(band, role, c) for c in _diverse(members, want, rng)]
     return out
 
 
-# ---- 2./3. scoring --------------------------------------------------------------------------
+def double_budget_keys(chosen: Sequence[Chosen], count: int) -> list[str]:
+    """The `count` subnets also trained with twice the budget: whole bands from the middle
+    one outwards (so the within-band tau across budgets counts as many pairs as possible),
+    in choice order."""
+    bands = sorted({c.band for c in chosen})
+    middle = (len(bands) - 1) / 2
+    order = sorted(bands, key=lambda b: (abs(b - middle), b))
+    keys = [c.config.key() for b in order for c in chosen if c.band == b]
+    return keys[:count]
 
 
-def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> Any:
+# ---- 2.-4. scoring ---------------------------------------------------------------------------
+
+
+def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> DevScorer:
     from automoe.search.scoring import DevScorer, ScoringSettings
 
     return DevScorer(settings.data, ScoringSettings(
@@ -197,10 +252,41 @@ def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> Any:
         label_smoothing=label_smoothing)
 
 
-def timed_scores(dev: DevScorer, model: Any, subnet: SubnetConfig | None
-                 ) -> dict[str, float]:
-    """`DevScorer` metrics plus the CPU seconds of the loss pass and of the decoding."""
+def observed_routing(model: Any, dev: DevScorer, subnet: SubnetConfig | None) -> Any:
+    """The routing counts (`automoe.costs.flops.RoutingCounts`) of `model` (with `subnet`)
+    summed over the dev batches' target-side and source-side tokens (padding included)."""
+    import torch
+
+    from automoe.costs.flops import RoutingCounts
+    from supernet.training.evaluate import forward
+
+    enc: list[np.ndarray] = []
+    dec: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for src, prev, _, _ in dev.batches:
+                _, aux = forward(model, src, prev, subnet)
+                e, d = aux.routing_counts()
+                enc = [a + np.asarray(b) for a, b in zip(enc, e, strict=True)] if enc else \
+                    [np.asarray(b) for b in e]
+                dec = [a + np.asarray(b) for a, b in zip(dec, d, strict=True)] if dec else \
+                    [np.asarray(b) for b in d]
+    finally:
+        model.train(was_training)
+    return RoutingCounts(tuple(tuple(int(v) for v in c) for c in enc),
+                         tuple(tuple(int(v) for v in c) for c in dec))
+
+
+def scored(dev: DevScorer, model: Any, subnet: SubnetConfig | None,
+           sentences: Path | None = None) -> dict[str, float]:
+    """`DevScorer` metrics, the CPU seconds of the loss pass and of the decoding, and the
+    FLOPs under the routing observed on the dev set; the per-sentence scores go to
+    `sentences` (`automoe.sentences`) when given."""
+    from automoe.costs.flops import flops as count_flops
     from automoe.search.scoring import SentenceScores
+    from automoe.sentences import save_sentence_scores
 
     start = time.process_time()
     loss, nll, tokens = dev.losses(model, subnet)
@@ -208,55 +294,164 @@ def timed_scores(dev: DevScorer, model: Any, subnet: SubnetConfig | None
     start = time.process_time()
     hyps = dev.translations(model, subnet)
     bleu_seconds = time.process_time() - start
-    return {**dev.metrics(SentenceScores(loss, nll, tokens, hyps)), "loss_seconds": loss_seconds,
-            "bleu_seconds": bleu_seconds}
+    sent = SentenceScores(loss, nll, tokens, hyps)
+    if sentences is not None:
+        save_sentence_scores(sentences, sent, dev.refs)
+    config = subnet if subnet is not None else model.config
+    observed = count_flops(config, routing=observed_routing(model, dev, subnet)).flops
+    return {**dev.metrics(sent), "loss_seconds": loss_seconds, "bleu_seconds": bleu_seconds,
+            "flops_observed": observed}
 
 
-def _each(items: list[tuple[str, Any]], folder: Path, score, *, desc: str, progress: bool
-          ) -> dict[str, dict[str, float]]:
+def _each(items: Sequence[tuple[str, Any]], folder: Path,
+          score: Callable[[str, Any], dict[str, Any]], *, desc: str, progress: bool
+          ) -> dict[str, dict[str, Any]]:
     """``score(key, item)`` for every item without a ``folder/<key>.json`` yet (written
     atomically, so an interrupted study resumes where it stopped); all results by key."""
     from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for key, item in tqdm(items, desc=desc, unit="subnet", disable=not progress):
+    for key, item in tqdm(items, desc=desc, unit="model", disable=not progress):
         path = folder / f"{key}.json"
         if not path.is_file():
             atomic_write_json(path, score(key, item))
-        out[key] = json.loads(path.read_text(encoding="utf-8"))
+        out[key] = read_json(path)
     return out
 
 
-# ---- 4. the report ----------------------------------------------------------------------
+# ---- 5. the report ---------------------------------------------------------------------------
 
 
-def agreement_report(table: pd.DataFrame, *, resamples: int = 2000) -> dict[str, Any]:
-    """Rank agreement with the standalone scores, per target ("loss", "bleu"): of the
-    inherited scores and of each trivial proxy, each with intervals, plus the paired
-    bootstrap of tau(inherited) - tau(best proxy). Columns as `FIDELITY_COLUMNS`."""
-    from automoe.stats import rank_agreement, tau_difference
+def _oriented(table: pd.DataFrame, target: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(truth, predictors) of a target, each oriented so that higher means better."""
+    column, sign, inherited = TARGETS[target]
+    truth = sign * table[column].to_numpy(float)
+    predictors = {"inherited": sign * table[inherited].to_numpy(float)}
+    predictors.update({name: s * table[col].to_numpy(float)
+                       for name, (col, s) in PROXIES.items()})
+    return truth, predictors
 
-    out: dict[str, Any] = {"n": int(len(table)), "orientation":
-                           "every predictor oriented so that higher predicts better (lower "
-                           "standalone loss, higher standalone BLEU)"}
-    for target, (column, sign, inherited) in TARGETS.items():
-        truth = sign * table[column].to_numpy(float)
-        predictors = {"inherited": sign * table[inherited].to_numpy(float)}
-        predictors.update({name: s * table[col].to_numpy(float)
-                           for name, (col, s) in PROXIES.items()})
-        entry: dict[str, Any] = {name: rank_agreement(x, truth, resamples=resamples).to_dict()
-                 for name, x in predictors.items()}
-        best = max(PROXIES, key=lambda n: np.nan_to_num(entry[n]["tau"], nan=-np.inf))
-        entry["best_proxy"] = best
-        entry["inherited_minus_best_proxy"] = tau_difference(
-            predictors["inherited"], predictors[best], truth, resamples=resamples)
-        diff = table[inherited].to_numpy(float) - table[column].to_numpy(float)
-        entry["inherited_minus_standalone"] = {"mean": float(diff.mean()),
-                                               "mean_abs": float(np.abs(diff).mean())}
+
+def _agreement(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, resamples: int
+               ) -> dict[str, Any] | None:
+    """`rank_agreement` as a dict; None where it is undefined (too few items or pairs)."""
+    from automoe.stats import rank_agreement
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    try:
+        return rank_agreement(x[ok], y[ok], groups=None if groups is None else groups[ok],
+                              resamples=resamples).to_dict()
+    except ValueError:
+        return None
+
+
+def _tau_key(entry: dict[str, Any] | None) -> float:
+    if entry is None or entry["tau"] is None or not math.isfinite(entry["tau"]):
+        return -math.inf
+    return float(entry["tau"])
+
+
+def _pair_of_runs(standalone: pd.DataFrame, metric: str, first: tuple[int, int],
+                  second: tuple[int, int]) -> pd.DataFrame:
+    """Rows (key, band, a, b): `metric` of each key under (seed, budget) `first` and
+    `second`, for the keys scored under both."""
+    def pick(seed: int, budget: int) -> pd.Series:
+        rows = standalone[(standalone["seed"] == seed) & (standalone["budget"] == budget)]
+        return rows.set_index("key")[metric]
+
+    a, b = pick(*first), pick(*second)
+    both = [k for k in a.index if k in b.index]
+    band = standalone.drop_duplicates("key").set_index("key")["band"]
+    return pd.DataFrame({"key": both, "band": band.loc[both].to_numpy(),
+                         "a": a.loc[both].to_numpy(float), "b": b.loc[both].to_numpy(float)})
+
+
+def agreement_report(table: pd.DataFrame, standalone: pd.DataFrame, *, resamples: int = 2000
+                     ) -> dict[str, Any]:
+    """Rank agreement with the standalone scores, per target ("loss", "bleu").
+
+    `table` has `FIDELITY_COLUMNS` (standalone scores: the mean over seeds at the base
+    budget), `standalone` has `STANDALONE_COLUMNS`. Per target: ``within_band`` (tau pooled
+    over the pairs inside each band, with stratified bootstrap intervals) of the inherited
+    scores and of each proxy, and the paired test of tau(inherited) - tau(best parameter
+    proxy); ``overall`` (every pair) with the test of tau(inherited) - tau(FLOPs);
+    ``seed_ceiling`` (within-band tau between training seeds 0 and 1); ``budget_check``
+    (within-band tau between the base and the doubled budget, and whether it reaches 0.7).
+    """
+    from automoe.stats import tau_difference
+
+    bands = table["band"].to_numpy()
+    out: dict[str, Any] = {
+        "n": int(len(table)), "bands": int(len(set(bands))),
+        "orientation": "every predictor oriented so that higher predicts better (lower "
+                       "standalone loss, higher standalone BLEU)"}
+    for target, (column, sign, _) in TARGETS.items():
+        truth, predictors = _oriented(table, target)
+        within = {name: _agreement(x, truth, bands, resamples) for name, x in predictors.items()}
+        overall = {name: _agreement(x, truth, None, resamples) for name, x in predictors.items()}
+        best = max(("params_active", "params_total"), key=lambda n: _tau_key(within[n]))
+        entry: dict[str, Any] = {"within_band": within, "overall": overall,
+                                 "best_param_proxy": best}
+        entry["within_band"]["inherited_minus_best_param_proxy"] = tau_difference(
+            predictors["inherited"], predictors[best], truth, groups=bands, resamples=resamples)
+        entry["overall"]["inherited_minus_flops"] = tau_difference(
+            predictors["inherited"], predictors["flops"], truth, resamples=resamples)
+        seeds = _pair_of_runs(standalone, column, (0, 1), (1, 1))
+        entry["seed_ceiling"] = (None if len(seeds) < 3 else _agreement(
+            sign * seeds["a"].to_numpy(), sign * seeds["b"].to_numpy(),
+            seeds["band"].to_numpy(), resamples))
+        budgets = _pair_of_runs(standalone, column, (0, 1), (0, 2))
+        check = (None if len(budgets) < 3 else _agreement(
+            sign * budgets["a"].to_numpy(), sign * budgets["b"].to_numpy(),
+            budgets["band"].to_numpy(), resamples))
+        entry["budget_check"] = {"subnets": int(len(budgets)), "within_band": check,
+                                 "passes": None if check is None else bool(check["tau"] >= 0.7)}
+        diff = table[TARGETS[target][2]].to_numpy(float) - table[column].to_numpy(float)
+        entry["inherited_minus_standalone"] = {"mean": float(np.nanmean(diff)),
+                                               "mean_abs": float(np.nanmean(np.abs(diff)))}
         out[target] = entry
-    seconds = {c: float(table[c].mean()) for c in ("loss_seconds", "bleu_seconds")}
-    out["cpu_seconds_per_subnet"] = seconds
+    out["moe_minus_dense"] = moe_minus_dense(standalone, resamples=resamples)
+    out["cpu_seconds_per_subnet"] = {c: float(table[c].mean())
+                                     for c in ("loss_seconds", "bleu_seconds")}
+    return out
+
+
+def moe_minus_dense(standalone: pd.DataFrame, *, resamples: int = 2000, seed: int | None = None
+                    ) -> dict[str, Any]:
+    """Inside each band, mean standalone score of its MoE subnets minus that of its dense
+    ones (base budget, every seed), with a 95% interval from a bootstrap over subnets inside
+    each band (a subnet keeps all its seeds); per band and pooled (the mean of the bands'
+    differences). Keys: "loss", "bleu"."""
+    from automoe.stats import bootstrap_seed
+
+    base = standalone[standalone["budget"] == 1]
+    rng = np.random.default_rng(bootstrap_seed() if seed is None else seed)
+    out: dict[str, Any] = {}
+    for metric in ("loss", "bleu"):
+        col = f"standalone_{metric}"
+        per_key = base.groupby("key").agg(band=("band", "first"), dense=("is_dense", "first"),
+                                          value=(col, "mean"))
+        bands: dict[str, Any] = {}
+        draws = []
+        for band, rows in per_key.groupby("band"):
+            moe = rows.loc[~rows["dense"].astype(bool), "value"].to_numpy(float)
+            dense = rows.loc[rows["dense"].astype(bool), "value"].to_numpy(float)
+            if len(moe) == 0 or len(dense) == 0:
+                continue
+            boot = (moe[rng.integers(0, len(moe), size=(resamples, len(moe)))].mean(1)
+                    - dense[rng.integers(0, len(dense), size=(resamples, len(dense)))].mean(1))
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            bands[str(band)] = {"delta": float(moe.mean() - dense.mean()), "lo": float(lo),
+                                "hi": float(hi), "moe": int(len(moe)), "dense": int(len(dense))}
+            draws.append(boot)
+        pooled = None
+        if draws:
+            mean = np.mean(draws, axis=0)
+            lo, hi = np.percentile(mean, [2.5, 97.5])
+            pooled = {"delta": float(np.mean([b["delta"] for b in bands.values()])),
+                      "lo": float(lo), "hi": float(hi)}
+        out[metric] = {"per_band": bands, "pooled": pooled}
     return out
 
 
@@ -269,53 +464,76 @@ def _plot(table: pd.DataFrame, report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     panels = (("loss", "inherited_loss", "standalone_loss", "dev loss (nats/token)"),
               ("bleu", "inherited_bleu", "standalone_bleu", "dev BLEU (greedy)"))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(1, table["band"].nunique())))
     for ax, (target, x, y, label) in zip(axes, panels, strict=True):
-        if target == "loss":
-            xerr = table["inherited_loss_se"] * 1.96
-            yerr = table["standalone_loss_se"] * 1.96
-        else:
-            xerr = np.vstack([table[x] - table[f"{x}_lo"], table[f"{x}_hi"] - table[x]]).clip(0)
-            yerr = np.vstack([table[y] - table[f"{y}_lo"], table[f"{y}_hi"] - table[y]]).clip(0)
-        for dense, marker, name in ((False, "o", "MoE"), (True, "s", "dense")):
-            rows = table["is_dense"].astype(bool) == dense
-            ax.errorbar(table.loc[rows, x], table.loc[rows, y],
-                        xerr=xerr[:, rows.to_numpy()] if np.ndim(xerr) == 2 else xerr[rows],
-                        yerr=yerr[:, rows.to_numpy()] if np.ndim(yerr) == 2 else yerr[rows],
-                        fmt=marker, ms=5, capsize=2, alpha=0.8, label=name)
-        for _, row in table[~table["role"].isin(("dense", "moe"))].iterrows():
-            ax.annotate(row["role"], (row[x], row[y]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        r = report[target]["inherited"]
-        best = report[target]["best_proxy"]
-        p = report[target][best]
-        ax.set_title(f"{label}\nKendall tau {r['tau']:.2f} [{r['tau_lo']:.2f}, "
-                     f"{r['tau_hi']:.2f}]; {best}: {p['tau']:.2f} [{p['tau_lo']:.2f}, "
-                     f"{p['tau_hi']:.2f}]", fontsize=9)
+        for band, rows in table.groupby("band"):
+            for dense, marker in ((False, "o"), (True, "s")):
+                part = rows[rows["is_dense"].astype(bool) == dense]
+                ax.errorbar(part[x], part[y], yerr=part[f"{y}_sd"].fillna(0), fmt=marker, ms=5,
+                            capsize=2, color=colours[int(band)], alpha=0.85,
+                            label=f"band {band} {'dense' if dense else 'MoE'}")
+        w = report[target]["within_band"]["inherited"]
+        o = report[target]["overall"]["inherited"]
+        ceiling = report[target]["seed_ceiling"]
+        text = (f"{label}\nwithin-band tau {_fmt(w)}; overall {_fmt(o)}"
+                + (f"; seed ceiling {_fmt(ceiling)}" if ceiling else ""))
+        ax.set_title(text, fontsize=8)
         ax.set_xlabel(f"inherited from the supernet ({label})", fontsize=9)
-        ax.set_ylabel(f"trained alone ({label})", fontsize=9)
-        ax.legend(fontsize=8)
+        ax.set_ylabel(f"trained alone, mean over seeds ± sd ({label})", fontsize=9)
+        ax.legend(fontsize=6, ncol=2)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Supernet fidelity, {len(table)} subnets (95% intervals)", fontsize=10)
+    fig.suptitle(f"Supernet fidelity by FLOPs band: {len(table)} subnets, "
+                 f"{table['band'].nunique()} bands", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
-# ---- the study ------------------------------------------------------------------------------
+def _fmt(entry: dict[str, Any] | None) -> str:
+    if entry is None or entry["tau"] is None or not math.isfinite(entry["tau"]):
+        return "undefined"
+    return f"{entry['tau']:.2f} [{entry['tau_lo']:.2f}, {entry['tau_hi']:.2f}]"
 
 
-def _candidates_table(chosen: list[tuple[str, Any]], scores: Mapping[str, Mapping[str, float]],
+# ---- the study -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One retrain job of the study: training `seed` index, `budget` (1 or 2 x the base
+    updates) and the subnets it trains."""
+
+    name: str
+    seed: int
+    budget: int
+    keys: tuple[str, ...]
+
+
+def plan_jobs(settings: FidelitySettings, chosen: Sequence[Chosen]) -> list[Job]:
+    """One job per training seed at the base budget, then the double-budget job."""
+    keys = tuple(c.config.key() for c in chosen)
+    jobs = [Job(f"seed{s}", s, 1, keys) for s in range(settings.seeds)]
+    if settings.double:
+        jobs.append(Job("budget2x", 0, 2, tuple(double_budget_keys(chosen, settings.double))))
+    return jobs
+
+
+def _candidates_table(chosen: Sequence[Chosen], scores: Mapping[str, Mapping[str, float]],
                       vocab_size: int, normalize_before: bool) -> pd.DataFrame:
     from automoe.costs.flops import flops as count_flops
     from automoe.search.results import experts_summary
     from supernet.params import count_params
 
     rows = []
-    for role, config in chosen:
+    for c in chosen:
+        config = c.config
         counts = count_params(config, vocab_size, normalize_before=normalize_before)
-        rows.append({"key": config.key(), "role": role, **scores[config.key()],
-                     "flops": count_flops(config).flops, "params": float(counts.hat),
+        report = count_flops(config)
+        rows.append({"key": config.key(), "band": c.band, "role": c.role,
+                     **scores[config.key()], "flops": report.flops,
+                     "flops_min": 2.0 * report.macs_min, "flops_max": 2.0 * report.macs_max,
+                     "params": float(counts.hat),
                      "params_active": float(counts.active - counts.embedding),
                      "params_total": float(counts.hat), "is_dense": bool(config.is_dense),
                      "experts": experts_summary(config),
@@ -324,10 +542,9 @@ def _candidates_table(chosen: list[tuple[str, Any]], scores: Mapping[str, Mappin
     return pd.DataFrame(rows)
 
 
-def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]
-           ) -> list[tuple[str, Any]]:
-    """The chosen subnets: new (written to search.json) or, resuming, the recorded ones
-    after checking that supernet, data and settings are the recorded ones."""
+def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -> list[Chosen]:
+    """The chosen subnets: none yet (a new study) or, resuming, the recorded ones after
+    checking that supernet (path and sha256), data and settings are the recorded ones."""
     from search_spaces import SubnetConfig
 
     out = Path(settings.out)
@@ -335,24 +552,62 @@ def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]
     if resume:
         if not meta.is_file():
             raise ValueError(f"{out}: no fidelity study to resume (no search.json)")
-        stored = json.loads(meta.read_text(encoding="utf-8"))
-        if stored.get("format") != FORMAT:
-            raise ValueError(f"{meta}: format {stored.get('format')!r}, expected {FORMAT!r}")
-        changed = [f"{k}: recorded {stored['supernet'].get(k)!r}, now {v!r}"
-                   for k, v in identity.items() if stored["supernet"].get(k) != v]
+        stored = read_json(meta)
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+            raise ValueError(f"{meta}: format {stored.get('format') if isinstance(stored, dict) else None!r}, "
+                             f"expected {FORMAT!r}")
+        recorded = stored.get("supernet") or {}
+        changed = [f"{k}: recorded {recorded.get(k)!r}, now {v!r}"
+                   for k, v in identity.items() if recorded.get(k) != v]
         now = {**settings.to_dict(), "progress": None}
-        was = {**stored["fidelity"], "progress": None}
+        was = {**(stored.get("fidelity") or {}), "progress": None}
         changed += [f"{k}: recorded {was.get(k)!r}, now {v!r}" for k, v in now.items()
                     if was.get(k) != v]
         if changed:
             raise ValueError(f"{meta}: the study was started with another supernet, data or "
                              f"settings; resume refuses to mix them ({'; '.join(changed)})")
-        return [(role, SubnetConfig.from_dict(c, source=f"{meta} ({role})"))
-                for role, c in stored["subnets"]]
+        return [Chosen(int(band), role, SubnetConfig.from_dict(c, source=f"{meta} ({role})"))
+                for band, role, c in stored["subnets"]]
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; pass --resume to continue a study "
                          "there or choose another --out")
     return []
+
+
+def _job_dir(out: Path, job: Job, meta: dict[str, Any]) -> Path:
+    """DIR/jobs/<job>: a run dir `automoe retrain` reads (search.json, candidates.csv)."""
+    run = out / "jobs" / job.name
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "search.json").is_file():
+        atomic_write_json(run / "search.json", meta)
+    if not (run / "candidates.csv").is_file():
+        atomic_write_csv(pd.read_csv(out / "candidates.csv", dtype={"key": str}),
+                         run / "candidates.csv")
+    return run
+
+
+def _train(settings: FidelitySettings, job: Job, run: Path, base: Any) -> pd.DataFrame:
+    """Runs (or resumes) one retrain job; its table, every trial finished."""
+    from automoe.training.retrain import RetrainSettings, retrain
+    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
+
+    overrides = {**dict(settings.retrain.get("overrides") or {}), "seed": base.seed + job.seed}
+    if job.budget != 1:
+        overrides["max_updates"] = base.max_updates * job.budget
+    fields = {**settings.retrain, "overrides": overrides}
+    table = run / TABLE
+    done = table.is_file() and (pd.read_csv(table)["status"] == "finished").all()
+    if not done:
+        retrain(RetrainSettings(run_dir=str(run), keys=job.keys, progress=settings.progress,
+                                **fields),
+                resume=(run / RETRAIN_DIR / SETTINGS_FILE).is_file())
+    trained = pd.read_csv(table, dtype={"key": str}).set_index("key")
+    unfinished = [k for k in job.keys if trained.at[k, "status"] != "finished"]
+    if unfinished:
+        raise ValueError(f"{table}: trials {unfinished} did not finish "
+                         f"({', '.join(str(trained.at[k, 'status']) for k in unfinished)}); "
+                         "resume the study with --resume")
+    return trained
 
 
 def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> FidelityOutcome:
@@ -360,9 +615,9 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     import torch
 
     from automoe.data import read_meta
-    from automoe.search.scoring import read_supernet
-    from automoe.training.retrain import RetrainSettings, retrain
-    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
+    from automoe.search.scoring import build_supernet, read_supernet
+    from automoe.training.retrain import RetrainSettings
+    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE
     from supernet import Transformer
 
     out = Path(settings.out)
@@ -372,96 +627,126 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     if int(meta["vocab_size"]) != checkpoint.vocab_size:
         raise ValueError(f"{data}: vocabulary {meta['vocab_size']} differs from the supernet's "
                          f"{checkpoint.vocab_size} (trained on other data?)")
-    retrain_probe = RetrainSettings(run_dir=str(out), keys=("probe",), progress=False,
-                                    **settings.retrain)
-    retrain_probe.options()  # bad training options fail now
+    base = RetrainSettings(run_dir=str(out), keys=("probe",), progress=False,
+                           **settings.retrain).options()  # bad training options fail now
     identity = {"checkpoint": str(checkpoint.file.resolve()), "sha256": checkpoint.sha256,
                 "data": str(data), "data_hash": meta.get("input_hash")}
+    run_meta = {  # what `automoe retrain` and `automoe plot` read from a run dir
+        "settings": {"data": str(data), "supernet": identity["checkpoint"],
+                     "objectives": ["loss", "flops"], "dev_sentences": settings.dev_sentences,
+                     "beam": settings.beam}}
     chosen = _start(settings, resume, identity)
     if not chosen:
-        chosen = choose_subnets(checkpoint.space, subnets=settings.subnets,
-                                dense=settings.dense, seed=settings.seed, pool=settings.pool)
+        chosen = choose_banded(checkpoint.space, bands=settings.bands,
+                               per_band=settings.per_band,
+                               dense_per_band=settings.dense_per_band,
+                               band_width=settings.band_width, seed=settings.seed,
+                               pool=settings.pool)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "search.json", {
-            "format": FORMAT, "fidelity": settings.to_dict(), "supernet": identity,
-            # what `automoe retrain` and `automoe plot` read from a run dir
-            "settings": {"data": str(data), "supernet": identity["checkpoint"],
-                         "objectives": ["loss", "flops"], "dev_sentences":
-                         settings.dev_sentences, "beam": settings.beam},
-            "subnets": [[role, c.to_dict()] for role, c in chosen]})
-    keys = [c.key() for _, c in chosen]
-    configs = {c.key(): c for _, c in chosen}
+            "format": FORMAT, "fidelity": settings.to_dict(), "supernet": identity, **run_meta,
+            "subnets": [[c.band, c.role, c.config.to_dict()] for c in chosen]})
+    keys = [c.config.key() for c in chosen]
+    configs = {c.config.key(): c.config for c in chosen}
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
-    try:
-        # 2. inherited scores
+    try:  # 2. inherited scores
         model = None
         if not all((out / "inherited" / f"{k}.json").is_file() for k in keys):
-            from automoe.search.scoring import build_supernet
-
             model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
                                    source=str(checkpoint.file))
             model.load_state_dict({k: torch.from_numpy(v) for k, v in checkpoint.state.items()})
         dev = _dev_scorer(settings, checkpoint.label_smoothing)
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",
-                          lambda key, config: timed_scores(dev, model, config),
+                          lambda key, config: scored(dev, model, config,
+                                                     out / "sentences" / "inherited" / key),
                           desc="inherited", progress=settings.progress)
         model = None  # the supernet is not needed past this point
         normalize_before = bool(checkpoint.options.get("normalize_before", False))
-        atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
-                                     normalize_before), out / "candidates.csv")
+        if not (out / "candidates.csv").is_file():
+            atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
+                                               normalize_before), out / "candidates.csv")
     finally:
         torch.set_num_threads(threads)
 
-    # 3. standalone training (Ray Tune) and scoring
-    job = RetrainSettings(run_dir=str(out), keys=tuple(keys), progress=settings.progress,
-                          **settings.retrain)
-    table = out / TABLE
-    done = table.is_file() and (pd.read_csv(table)["status"] == "finished").all()
-    if not done:
-        retrain(job, resume=(out / RETRAIN_DIR / SETTINGS_FILE).is_file())
-    trained = pd.read_csv(table, dtype={"key": str}).set_index("key")
-    unfinished = [k for k in keys if trained.at[k, "status"] != "finished"]
-    if unfinished:
-        raise ValueError(f"{table}: trials {unfinished} did not finish "
-                         f"({', '.join(str(trained.at[k, 'status']) for k in unfinished)}); "
-                         "resume the study with --resume")
-    torch.set_num_threads(settings.threads)
-    try:
-        standalone = _each(
-            [(k, trained.at[k, "model_dir"]) for k in keys], out / "standalone",
-            lambda key, model_dir: dev.score(Transformer.load(model_dir).eval()),
-            desc="standalone", progress=settings.progress)
-    finally:
-        torch.set_num_threads(threads)
+    # 3. standalone training (Ray Tune), one job per seed and budget, then scoring
+    rows = []
+    band_of = {c.config.key(): c.band for c in chosen}
+    dense_of = {c.config.key(): bool(c.config.is_dense) for c in chosen}
+    for job in plan_jobs(settings, chosen):
+        run = _job_dir(out, job, run_meta)
+        trained = _train(settings, job, run, base)
+        torch.set_num_threads(settings.threads)
+        try:
+            scores = _each(
+                [(k, trained.at[k, "model_dir"]) for k in job.keys], out / "standalone" / job.name,
+                lambda key, model_dir, job=job: scored(
+                    dev, Transformer.load(model_dir).eval(), None,
+                    out / "sentences" / job.name / key),
+                desc=f"standalone {job.name}", progress=settings.progress)
+        finally:
+            torch.set_num_threads(threads)
+        for k in job.keys:
+            s = scores[k]
+            rows.append({"key": k, "band": band_of[k], "is_dense": dense_of[k], "job": job.name,
+                         "seed": job.seed, "budget": job.budget,
+                         "updates": int(trained.at[k, "updates"]),
+                         "standalone_loss": s["loss"], "standalone_loss_se": s["loss_se"],
+                         "standalone_bleu": s.get("bleu", math.nan),
+                         "standalone_bleu_lo": s.get("bleu_lo", math.nan),
+                         "standalone_bleu_hi": s.get("bleu_hi", math.nan),
+                         "standalone_chrf": s.get("chrf", math.nan),
+                         "test_bleu": trained.at[k, "bleu_retrained"],
+                         "test_chrf": trained.at[k, "chrf_retrained"]})
+    standalone = pd.DataFrame(rows)
 
-    # 4. report
+    # 5. report
+    frame = _fidelity_table(keys, out, inherited, standalone)
+    report = {"format": FORMAT, **agreement_report(frame, standalone)}
+    dev_text = f"first {settings.dev_sentences}" if settings.dev_sentences else "all"
+    report["protocol"] = {
+        "dev": f"{dev_text} sentences of the valid split of {data}, beam {settings.beam}, "
+               f"sacreBLEU 95% bootstrap ({settings.n_bootstrap} resamples); loss: "
+               "label-smoothed CE per token, SE over sentences",
+        "bands": f"{settings.bands} bands of ±{settings.band_width:.0%} around quantiles of "
+                 f"the log FLOPs of {settings.pool} random subnets; {settings.per_band} per band "
+                 f"({settings.dense_per_band} dense)",
+        "standalone": read_json(out / "jobs" / "seed0" / RETRAIN_DIR / SETTINGS_FILE)["settings"],
+        "seeds": settings.seeds, "base_updates": base.max_updates,
+        "seconds": f"process CPU seconds per subnet, {settings.threads} torch thread(s)",
+        "flops_observed": "FLOPs under the routing of the supernet's routers on the dev "
+                          "batches (padding tokens included)"}
+    report["supernet"] = identity
+    atomic_write_csv(frame, out / "fidelity.csv")
+    atomic_write_csv(standalone[[c for c in STANDALONE_COLUMNS]], out / "standalone.csv")
+    atomic_write_json(out / "fidelity.json", report, strict=True)
+    _plot(frame, report, out / "fidelity.png")
+    return FidelityOutcome(frame, standalone, report, out)
+
+
+def _fidelity_table(keys: Sequence[str], out: Path, inherited: Mapping[str, Mapping[str, Any]],
+                    standalone: pd.DataFrame) -> pd.DataFrame:
+    """One row per subnet: its choice and costs (candidates.csv), inherited scores, and the
+    standalone scores at the base budget averaged over seeds (with their sd)."""
     cands = pd.read_csv(out / "candidates.csv", dtype={"key": str}).set_index("key")
+    base = standalone[standalone["budget"] == 1].groupby("key")
     rows = []
     for key in keys:
-        inh, sta = inherited[key], standalone[key]
+        inh = inherited[key]
+        mine = base.get_group(key)
         row = {"key": key, **{c: cands.at[key, c] for c in
-                              ("role", "is_dense", "flops", "params_active", "params_total",
-                               "experts", "config")},
-               "test_bleu": trained.at[key, "bleu_retrained"],
-               "test_chrf": trained.at[key, "chrf_retrained"],
-               "loss_seconds": inh["loss_seconds"], "bleu_seconds": inh["bleu_seconds"]}
-        for prefix, scores in (("inherited", inh), ("standalone", sta)):
-            for m in ("loss", "loss_se", "bleu", "bleu_lo", "bleu_hi", "chrf"):
-                row[f"{prefix}_{m}"] = scores.get(m, float("nan"))
+                              ("band", "role", "is_dense", "flops", "flops_min", "flops_max",
+                               "params_active", "params_total", "experts", "config")},
+               "flops_observed": inh["flops_observed"],
+               "loss_seconds": inh["loss_seconds"], "bleu_seconds": inh["bleu_seconds"],
+               "standalone_seeds": int(len(mine))}
+        for m in ("loss", "loss_se", "bleu", "bleu_lo", "bleu_hi", "chrf"):
+            row[f"inherited_{m}"] = inh.get(m, math.nan)
+        for m in ("loss", "bleu", "chrf"):
+            values = mine[f"standalone_{m}"].to_numpy(float)
+            row[f"standalone_{m}"] = float(values.mean())
+            if m != "chrf":
+                row[f"standalone_{m}_sd"] = float(values.std(ddof=1)) if len(values) > 1 \
+                    else math.nan
         rows.append(row)
-    frame = pd.DataFrame(rows)[list(FIDELITY_COLUMNS)]
-    dev = f"first {settings.dev_sentences}" if settings.dev_sentences else "all"
-    report = {"format": FORMAT, **agreement_report(frame),
-              "protocol": {"dev": f"{dev} sentences of the valid split of {data}, beam "
-                                  f"{settings.beam}, sacreBLEU 95% bootstrap ({settings.n_bootstrap} resamples); loss: "
-                                  "label-smoothed CE per token, SE over sentences",
-                           "standalone": json.loads((out / RETRAIN_DIR / SETTINGS_FILE)
-                                                    .read_text(encoding="utf-8"))["settings"],
-                           "seconds": f"process CPU seconds per subnet, {settings.threads} "
-                                      "torch thread(s)"},
-              "supernet": identity}
-    atomic_write_csv(frame, out / "fidelity.csv")
-    atomic_write_json(out / "fidelity.json", report)
-    _plot(frame, report, out / "fidelity.png")
-    return FidelityOutcome(frame, report, out)
+    return pd.DataFrame(rows)[list(FIDELITY_COLUMNS)]

@@ -7,7 +7,7 @@ like `automoe.pipeline`, so its log is the recipe):
 1. ``data prepare`` and ``supernet train`` (the pipeline's own steps);
 2. two searches on the same supernet and objectives: ``search/`` over the whole space and
    ``dense_search/`` with ``--constraint experts<=1`` (dense subnets only);
-3. ``fidelity``: inherited vs standalone scores of N subnets (`automoe.fidelity`);
+3. ``fidelity``: inherited vs standalone scores of subnets in FLOPs bands (`automoe.fidelity`);
 4. ``retrain search --top K``: the MoE front, spread along FLOPs, trained from scratch;
 5. for each retrained front subnet, the dense front subnet of nearest FLOPs
    (`matched_dense`), retrained with the same budget (``retrain dense_search --keys``);
@@ -54,8 +54,11 @@ class StudyPlan:
         budget_args: training flags of every standalone model (fidelity and retraining:
             the same data and budget for all).
         trial_args: how trials run (``--concurrent``, ``--cpus-per-trial``, test decoding).
-        fidelity_args: ``fidelity`` flags (subnets, dense, seeds).
+        fidelity_args: ``fidelity`` flags (bands, subnets per band, seeds, double budget).
         top: front subnets retrained.
+        searches: also search the space twice (whole, dense only), retrain the MoE front
+            and matched dense subnets, and compare them (steps 2, 4-6); False: data,
+            supernet and the fidelity study only.
     """
 
     corpus: str
@@ -67,6 +70,7 @@ class StudyPlan:
     trial_args: tuple[str, ...]
     fidelity_args: tuple[str, ...]
     top: int = 4
+    searches: bool = True
 
 
 STUDY_PLANS: dict[str, StudyPlan] = {
@@ -90,7 +94,8 @@ STUDY_PLANS: dict[str, StudyPlan] = {
                      "--shared-positions"),
         trial_args=("--concurrent", "2", "--cpus-per-trial", "1", "--beam", "4",
                     "--lenpen", "0.6"),
-        fidelity_args=("--subnets", "16", "--dense", "4", "--subnet-seed", "0"),
+        fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
+                       "2", "--double", "6", "--subnet-seed", "0"),
         top=4),
 }
 
@@ -184,7 +189,8 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
 
 def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
               echo: Callable[[str], None] | None = None) -> Path:
-    """Runs (or resumes) the study into `out`; returns the path of ``moe_vs_dense.csv``."""
+    """Runs (or resumes) the study into `out`; returns the path of ``moe_vs_dense.csv`` (of
+    ``fidelity/fidelity.json`` for a plan without searches)."""
     say = echo or (lambda line: print(line, flush=True))
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -210,6 +216,16 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     else:
         step("supernet", ["supernet", "train", "--space", plan.space, "--data", str(data),
                           "--out", str(supernet), *plan.train_args, *q])
+    fidelity = root / "fidelity"
+    if not (fidelity / "fidelity.json").is_file():
+        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+        step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
+                          *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
+                          *q])
+    if not plan.searches:
+        say(f"study finished: {fidelity / 'fidelity.json'}; "
+            f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
+        return fidelity / "fidelity.json"
     for name, extra in (("search", ()), ("dense_search", ("--constraint", "experts<=1"))):
         run = root / name
         if search_finished(run):
@@ -219,12 +235,6 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         else:
             step(name, ["search", "--supernet", str(supernet), "--data", str(data), "--out",
                         str(run), *plan.search_args, *extra, *(("--quiet",) if quiet else ())])
-    fidelity = root / "fidelity"
-    if not (fidelity / "fidelity.json").is_file():
-        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
-        step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
-                          *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
-                          *q])
     moe_run, dense_run = root / "search", root / "dense_search"
     _retrain(step, moe_run, ["--top", str(plan.top)], plan, q)
     moe = pd.read_csv(moe_run / "retrained.csv", dtype={"key": str})

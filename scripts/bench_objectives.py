@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from automoe.fidelity import timed_scores  # noqa: E402
+from automoe.fidelity import scored  # noqa: E402
 from automoe.search.scoring import (  # noqa: E402
     DevScorer,
     ScoringSettings,
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i in range(args.subnets):
         config = ckpt.space.sample(rng)
-        rows.append(timed_scores(dev, model, config))
+        rows.append(scored(dev, model, config))
         print(f"{i + 1}/{args.subnets} {config.key()} loss {rows[-1]['loss']:.3f} "
               f"bleu {rows[-1]['bleu']:.2f} ({rows[-1]['loss_seconds']:.1f} s + "
               f"{rows[-1]['bleu_seconds']:.1f} s)", flush=True)

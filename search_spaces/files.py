@@ -11,6 +11,7 @@ neither torch nor pandas (`atomic_write_csv` only calls the frame's ``to_csv``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+__all__ = ["strict_json", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "atomic_dir", "sweep_stale_dirs"]
 
 
@@ -63,8 +64,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> None:
-    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=False) + "\n")
+def strict_json(data: Any) -> Any:
+    """`data` with every non-finite float (NaN, inf: an undefined statistic) as None, so
+    that it serialises to strict JSON (``null``) that every JSON reader accepts."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2,
+                      strict: bool = False) -> None:
+    """Writes `data` as JSON; with `strict`, non-finite floats become ``null``
+    (`strict_json`), for reports that other tools read."""
+    text = json.dumps(strict_json(data) if strict else data, indent=indent, sort_keys=False,
+                      allow_nan=not strict)
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_write_csv(frame: Any, path: str | os.PathLike, *,

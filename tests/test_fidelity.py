@@ -1,10 +1,13 @@
-"""`automoe fidelity`: inherited vs standalone scores, stratified choice, resumable study.
+"""`automoe fidelity`: subnets of equal FLOPs in bands, trained alone with two seeds and
+(some) twice the budget, against the supernet's inherited scores.
 
-The choice of subnets is checked against a brute-force binning of the pool; the study runs
-end to end on the `tiny` space (few updates) through the CLI, with its second standalone
-trial SIGKILLed after its first report: the study stops with a one-line error, ``--resume``
-finishes it without retraining the finished trial, and the correlations in fidelity.json
-are recomputed from fidelity.csv with a brute-force Kendall tau.
+The banded choice is checked against the pool recomputed outside the function; the study
+runs end to end on the `tiny` space (few updates) through the CLI, with the second trial of
+its first job SIGKILLed after its first report: the study stops with a one-line error,
+``--resume`` finishes it without retraining the finished trial. Every figure of
+fidelity.json is recomputed from fidelity.csv / standalone.csv with brute-force pair
+counting, the standalone scores from the per-sentence archives, and the report's proxies
+against synthetic tables whose answer is known.
 """
 
 from __future__ import annotations
@@ -21,51 +24,133 @@ from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
 from automoe.costs.flops import flops as count_flops
-from automoe.fidelity import FIDELITY_COLUMNS, choose_subnets
+from automoe.fidelity import (
+    FIDELITY_COLUMNS,
+    STANDALONE_COLUMNS,
+    Chosen,
+    agreement_report,
+    choose_banded,
+    double_budget_keys,
+    traits,
+)
 from search_spaces import load_space
 
 pytestmark = pytest.mark.slow
 
 TRAIN = ["--max-updates", "6", "--warmup-updates", "1", "--max-tokens", "256",
          "--valid-sentences", "8", "--report-every", "2", "--beam", "2", "--test-sentences", "4"]
+STUDY = ["--bands", "2", "--per-band", "2", "--dense-per-band", "1", "--seeds", "2",
+         "--double", "2", "--pool", "600", "--dev-sentences", "12"]
 
 
-def test_choice_has_references_dense_and_moe_stratified_over_flops():
+def test_bands_hold_equal_flops_dense_and_moe_subnets_that_differ():
     space = load_space("demo")
-    chosen = choose_subnets(space, subnets=16, dense=4, seed=3, pool=400)
-    roles = [r for r, _ in chosen]
-    refs = space.dense_baselines()
-    assert roles[:len(refs)] == list(refs)
-    assert roles.count("dense") == 4 and roles.count("moe") == 16 - 4 - len(refs)
-    keys = [c.key() for _, c in chosen]
-    assert len(set(keys)) == 16
-    assert all(c.is_dense for r, c in chosen if r == "dense")
-    assert not any(c.is_dense for r, c in chosen if r == "moe")
-    # brute force: redraw the MoE pool as the function does and bin it by FLOPs
+    chosen = choose_banded(space, bands=3, per_band=6, dense_per_band=2, band_width=0.05,
+                           seed=3, pool=3000)
+    assert [c.band for c in chosen] == [b for b in range(3) for _ in range(6)]
+    assert len({c.config.key() for c in chosen}) == 18
+    # the pool and its quantile centres, recomputed outside the function
     rng = random.Random(3)
-    for _ in range(400):
-        space.sample_dense(rng)
     pool = {}
-    for _ in range(400):
-        c = space.sample(rng)
-        if not c.is_dense and c.key() not in refs:
-            pool.setdefault(c.key(), c)
-    flops = [count_flops(c).flops for c in pool.values()]
-    lo, hi = min(flops), max(flops)
-    k = roles.count("moe")
-    bins = {min(k - 1, int((f - lo) / ((hi - lo) / k))) for f in flops}
-    picked = [min(k - 1, int((count_flops(c).flops - lo) / ((hi - lo) / k)))
-              for r, c in chosen if r == "moe"]
-    if len(bins) == k:  # every bin populated: exactly one subnet per bin
-        assert sorted(picked) == list(range(k))
-    with pytest.raises(ValueError, match="no room for an MoE subnet"):
-        choose_subnets(space, subnets=5, dense=4, seed=0)
+    for i in range(3000):
+        c = space.sample_dense(rng) if i % 2 else space.sample(rng)
+        pool.setdefault(c.key(), c)
+    logf = np.log([count_flops(c).flops for c in pool.values()])
+    centres = np.exp(np.quantile(logf, [0.25, 0.5, 0.75]))
+    for band in range(3):
+        members = [c.config for c in chosen if c.band == band]
+        ratio = np.array([count_flops(c).flops for c in members]) / centres[band]
+        assert (np.abs(ratio - 1) <= 0.05).all()
+        assert sum(c.is_dense for c in members) == 2
+        moe = [c for c in members if not c.is_dense]
+        assert len(moe) == 4
+        # greedy diversity: no two subnets of a band share every trait; the MoE ones differ
+        # in expert counts, sizes or top-k, and depths vary across the band
+        assert len({traits(c) for c in members}) == 6
+        assert len({traits(c)[2:] for c in moe}) == 4
+        assert len({(c.encoder_layers, c.decoder_layers) for c in members}) > 1
+    again = choose_banded(space, bands=3, per_band=6, dense_per_band=2, band_width=0.05,
+                          seed=3, pool=3000)
+    assert [c.config.key() for c in again] == [c.config.key() for c in chosen]
+    with pytest.raises(ValueError, match="overlap"):
+        choose_banded(load_space("tiny"), bands=30, per_band=2, dense_per_band=1,
+                      band_width=0.05, seed=0, pool=400)
+    with pytest.raises(ValueError, match="raise --pool"):
+        choose_banded(space, bands=3, per_band=60, dense_per_band=30, band_width=0.01,
+                      seed=0, pool=200)
 
 
-def _brute_tau(x, y) -> float:
-    s = [np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
-         for i, j in itertools.combinations(range(len(x)), 2)]
-    return float(sum(s)) / len(s)
+def test_double_budget_subnets_are_whole_bands_from_the_middle_out():
+    space = load_space("demo")
+    configs = [space.sample(random.Random(i)) for i in range(12)]
+    chosen = [Chosen(i // 4, "moe", c) for i, c in enumerate(configs)]  # 3 bands of 4
+    keys = [c.key() for c in configs]
+    assert double_budget_keys(chosen, 6) == keys[4:8] + keys[0:2]
+    assert double_budget_keys(chosen, 0) == []
+
+
+def _brute_tau(x, y, pairs) -> float:
+    num = tx = ty = 0
+    for i, j in pairs:
+        sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        num, tx, ty = num + sx * sy, tx + (sx != 0), ty + (sy != 0)
+    return float(num / np.sqrt(tx * ty))
+
+
+def _within(bands) -> list[tuple[int, int]]:
+    return [(i, j) for i, j in itertools.combinations(range(len(bands)), 2)
+            if bands[i] == bands[j]]
+
+
+def _synthetic(n_bands: int = 3, per_band: int = 6, seed: int = 0
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A study whose answers are known: standalone loss falls with params_total, inherited
+    loss is the standalone loss plus noise, FLOPs equal inside each band."""
+    rng = np.random.default_rng(seed)
+    rows, sa = [], []
+    for b in range(n_bands):
+        for i in range(per_band):
+            key = f"{b * per_band + i:016x}"
+            params = rng.uniform(1e5, 1e6)
+            loss = 6.0 - 0.5 * b - params / 1e6
+            rows.append({"key": key, "band": b, "role": "dense" if i < 2 else "moe",
+                         "is_dense": i < 2, "flops": 1e8 * (b + 1),
+                         "params_active": rng.uniform(1e5, 1e6), "params_total": params,
+                         "inherited_loss": loss + rng.normal(0, 0.01),
+                         "inherited_bleu": 10 - loss, "standalone_loss": loss,
+                         "standalone_bleu": 10 - loss, "loss_seconds": 1.0, "bleu_seconds": 5.0})
+            for seed_index in (0, 1):
+                sa.append({"key": key, "band": b, "is_dense": i < 2, "seed": seed_index,
+                           "budget": 1, "standalone_loss": loss + rng.normal(0, 1e-3),
+                           "standalone_bleu": 10 - loss})
+    return pd.DataFrame(rows), pd.DataFrame(sa)
+
+
+def test_report_orients_every_proxy_and_pools_pairs_inside_bands():
+    table, standalone = _synthetic()
+    report = agreement_report(table, standalone, resamples=200)
+    loss = report["loss"]
+    # more parameters = lower loss here: the oriented proxy ranks perfectly
+    assert loss["within_band"]["params_total"]["tau"] == pytest.approx(1.0)
+    assert loss["overall"]["params_total"]["tau"] > 0.3
+    # FLOPs is constant inside a band: it ranks nothing there, and everything across bands
+    assert loss["within_band"]["flops"] is None or loss["within_band"]["flops"]["tau"] is None \
+        or np.isnan(loss["within_band"]["flops"]["tau"])
+    bands = table["band"].to_numpy()
+    truth = -table["standalone_loss"].to_numpy()
+    assert loss["within_band"]["inherited"]["tau"] == pytest.approx(
+        _brute_tau(-table["inherited_loss"].to_numpy(), truth, _within(bands)))
+    assert loss["best_param_proxy"] == "params_total"
+    assert report["bleu"]["within_band"]["params_total"]["tau"] == pytest.approx(1.0)
+    # MoE - dense: the synthetic MoE subnets are neither better nor worse by design; the
+    # interval must hold the true per-band difference
+    diff = report["moe_minus_dense"]["loss"]
+    for band, entry in diff["per_band"].items():
+        rows = table[table["band"] == int(band)]
+        want = rows.loc[~rows["is_dense"], "standalone_loss"].mean() - \
+            rows.loc[rows["is_dense"], "standalone_loss"].mean()
+        assert entry["delta"] == pytest.approx(want, abs=2e-3)
+        assert entry["lo"] <= entry["delta"] <= entry["hi"]
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +158,24 @@ def study(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("fidelity")
     supernet, data = make_world(root)
     out = root / "study"
-    chosen = choose_subnets(load_space("tiny"), subnets=5, dense=1, seed=0)
-    keys = [c.key() for _, c in chosen]
+    chosen = choose_banded(load_space("tiny"), bands=2, per_band=2, dense_per_band=1,
+                           band_width=0.05, seed=0, pool=600)
+    keys = [c.config.key() for c in chosen]
     kill: dict = {}
     killer = threading.Thread(target=kill_after_first_report, args=(
-        out / "retrain" / "tune" / f"trial_{keys[1]}" / "result.json", kill), daemon=True)
+        out / "jobs" / "seed0" / "retrain" / "tune" / f"trial_{keys[1]}" / "result.json",
+        kill), daemon=True)
     killer.start()
-    argv = ["fidelity", str(supernet), "--data", str(data), "--out", str(out), "--subnets", "5",
-            "--dense", "1", "--concurrent", "1", "--max-failures", "0", "--bootstrap", "200",
-            "-q", *TRAIN]
+    argv = ["fidelity", str(supernet), "--data", str(data), "--out", str(out), *STUDY,
+            "--concurrent", "1", "--max-failures", "0", "--bootstrap", "200", "-q", *TRAIN]
     rc1 = main(argv)
     killer.join(timeout=5)
-    first_model = out / "retrain" / "models" / keys[0] / "model" / "model.safetensors"
+    first_model = (out / "jobs" / "seed0" / "retrain" / "models" / keys[0] / "model"
+                   / "model.safetensors")
     stamp = first_model.stat().st_mtime_ns
-    partial = sorted(p.name for p in (out / "retrain" / "models").iterdir())
     rc2 = main([*argv, "--resume"])
     return {"out": out, "keys": keys, "rc": (rc1, rc2), "kill": kill, "stamp": stamp,
-            "first_model": first_model, "partial": partial}
+            "first_model": first_model, "argv": argv, "supernet": supernet}
 
 
 def test_interrupted_study_resumes_without_redoing_finished_trials(study):
@@ -97,36 +183,65 @@ def test_interrupted_study_resumes_without_redoing_finished_trials(study):
     assert study["rc"] == (2, 0)
     assert study["first_model"].stat().st_mtime_ns == study["stamp"]  # not retrained
     out = study["out"]
-    trained = pd.read_csv(out / "retrained.csv", dtype={"key": str})
-    assert (trained["status"] == "finished").all() and (trained["updates"] == 6).all()
-    assert set(trained["key"]) == set(study["keys"])
+    for job, n, updates in (("seed0", 4, 6), ("seed1", 4, 6), ("budget2x", 2, 12)):
+        trained = pd.read_csv(out / "jobs" / job / "retrained.csv", dtype={"key": str})
+        assert (trained["status"] == "finished").all() and len(trained) == n, job
+        assert (trained["updates"] == updates).all(), job
 
 
-def test_fidelity_files_hold_the_columns_and_taus_recomputed_from_the_csv(study):
+def test_fidelity_files_hold_the_columns_and_every_tau_recomputes(study):
     out = study["out"]
     table = pd.read_csv(out / "fidelity.csv", dtype={"key": str})
-    report = json.loads((out / "fidelity.json").read_text())
+    standalone = pd.read_csv(out / "standalone.csv", dtype={"key": str})
+    report = json.loads((out / "fidelity.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
     assert list(table.columns) == list(FIDELITY_COLUMNS)
-    assert list(table["key"]) == study["keys"] and table["is_dense"].sum() >= 2
-    assert table[["inherited_loss", "standalone_loss", "inherited_loss_se",
-                  "standalone_loss_se", "flops"]].notna().all().all()
+    assert list(standalone.columns) == list(STANDALONE_COLUMNS)
+    assert list(table["key"]) == study["keys"] and list(table["band"]) == [0, 0, 1, 1]
+    assert len(standalone) == 10 and set(standalone["budget"]) == {1, 2}
+    assert (table["flops_min"] <= table["flops"] + 1e-6).all()
+    assert (table["flops"] <= table["flops_max"] + 1e-6).all()
+    assert (table["flops_min"] <= table["flops_observed"] + 1e-6).all()
+    assert (table["flops_observed"] <= table["flops_max"] + 1e-6).all()
+    # fidelity.csv's standalone loss is the mean over the seeds of standalone.csv
+    base = standalone[standalone["budget"] == 1].groupby("key")["standalone_loss"].mean()
+    assert table.set_index("key")["standalone_loss"].to_dict() == pytest.approx(base.to_dict())
+    bands = table["band"].to_numpy()
     truth = -table["standalone_loss"].to_numpy()
-    for name, column, sign in (("inherited", "inherited_loss", -1), ("flops", "flops", 1),
+    for name, column, sign in (("inherited", "inherited_loss", -1),
                                ("params_active", "params_active", 1)):
         x = sign * table[column].to_numpy()
-        if np.ptp(x) > 0:
-            assert report["loss"][name]["tau"] == pytest.approx(_brute_tau(x, truth))
-    inh = report["loss"]["inherited"]
-    assert inh["tau_lo"] <= inh["tau"] <= inh["tau_hi"] and report["n"] == 5
-    # standalone scores are the trained models' own: a re-score of one matches the table
+        got = report["loss"]["within_band"][name]
+        if got is not None and got["tau"] is not None:
+            assert got["tau"] == pytest.approx(_brute_tau(x, truth, _within(bands)))
+        assert report["loss"]["overall"][name]["tau"] == pytest.approx(
+            _brute_tau(x, truth, itertools.combinations(range(4), 2)))
+    seeds = standalone[standalone["budget"] == 1].pivot(index="key", columns="seed",
+                                                         values="standalone_loss")
+    seeds = seeds.loc[table["key"]]  # in the table's order (its bands)
+    ceiling = report["loss"]["seed_ceiling"]
+    want = _brute_tau(-seeds[0].to_numpy(), -seeds[1].to_numpy(), _within(bands))
+    assert ceiling["tau"] == pytest.approx(want, nan_ok=True)
+    assert report["loss"]["budget_check"]["subnets"] == 2  # too few for a tau: undefined
+    assert report["loss"]["budget_check"]["within_band"] is None
+    # the standalone scores are the trained models' own: recomputed from the archive and
+    # from a fresh forward pass of one model
+    from automoe.sentences import load_sentence_scores
+    from automoe.stats import loss_with_se
+
+    key = study["keys"][0]
+    arrays = load_sentence_scores(out / "sentences" / "seed0" / f"{key}.npz")
+    row = standalone[(standalone["key"] == key) & (standalone["job"] == "seed0")].iloc[0]
+    assert loss_with_se(arrays["loss"], arrays["tokens"])[0] == pytest.approx(
+        row["standalone_loss"], rel=1e-9)
+    assert arrays["bleu_stats"].shape == (12, 10) and arrays["chrf_stats"].shape == (12, 18)
     from automoe.search.scoring import DevScorer, ScoringSettings
     from supernet import Transformer
 
-    key = study["keys"][0]
-    model = Transformer.load(out / "retrain" / "models" / key / "model").eval()
+    model = Transformer.load(out / "jobs" / "seed0" / "retrain" / "models" / key / "model")
     dev = DevScorer(json.loads((out / "search.json").read_text())["settings"]["data"],
-                    ScoringSettings(bleu=False), label_smoothing=0.1)
-    assert dev.score(model)["loss"] == pytest.approx(table.loc[0, "standalone_loss"], rel=1e-6)
+                    ScoringSettings(bleu=False, dev_sentences=12), label_smoothing=0.1)
+    assert dev.score(model.eval())["loss"] == pytest.approx(row["standalone_loss"], rel=1e-6)
     assert (out / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -142,7 +257,7 @@ def test_test_nll_is_the_models_likelihood_of_each_test_sentence_alone(study):
 
     out = study["out"]
     data = json.loads((out / "search.json").read_text())["settings"]["data"]
-    model_dir = out / "retrain" / "models" / study["keys"][0] / "model"
+    model_dir = out / "jobs" / "seed0" / "retrain" / "models" / study["keys"][0] / "model"
     nll, tokens = test_nll(model_dir, 7, data=data)
     model = Transformer.load(model_dir).eval()
     test = load_split(data, "test")
@@ -157,16 +272,53 @@ def test_test_nll_is_the_models_likelihood_of_each_test_sentence_alone(study):
         assert nll[i] == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_every_number_of_the_study_recomputes_from_its_files(study, tmp_path):
+    import shutil
+
+    from automoe.recompute import recompute_fidelity
+
+    assert recompute_fidelity(study["out"]) == []
+    copy = tmp_path / "copy"
+    shutil.copytree(study["out"], copy, ignore=shutil.ignore_patterns("jobs"))
+    report = json.loads((copy / "fidelity.json").read_text())
+    report["loss"]["overall"]["inherited"]["tau"] += 0.1
+    (copy / "fidelity.json").write_text(json.dumps(report))
+    table = pd.read_csv(copy / "standalone.csv", dtype={"key": str})
+    table.loc[0, "standalone_loss"] += 0.01
+    table.to_csv(copy / "standalone.csv", index=False)
+    mismatches = recompute_fidelity(copy)
+    assert any("loss.overall.inherited.tau" in m for m in mismatches)
+    assert any("standalone.csv" in m and "standalone_loss" in m for m in mismatches)
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     supernet, data = make_world(tmp_path)
     out = tmp_path / "study"
     assert main(["fidelity", str(supernet), "--data", str(data), "--out", str(out),
-                 "--subnets", "3", "--dense", "1"]) == 2
-    assert "no room for an MoE subnet" in capsys.readouterr().err
+                 "--per-band", "2", "--dense-per-band", "2"]) == 2
+    assert "leaves no MoE subnet" in capsys.readouterr().err
     assert not out.exists()
     assert main(["fidelity", str(supernet), "--data", str(data), "--out", str(out),
                  "--resume"]) == 2
     assert "no fidelity study to resume" in capsys.readouterr().err
     assert main(["fidelity", str(supernet), "--data", str(tmp_path / "nope"), "--out",
                  str(out)]) == 2
+    assert main(["fidelity", str(supernet), "--data", str(data), "--out", str(out),
+                 "--seed", "3"]) == 2
+    assert "training seed is set by the study" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_resume_refuses_a_supernet_changed_in_place(study, capsys):
+    """Same checkpoint path, other weights: the recorded sha256 tells them apart (run last:
+    it changes the module's supernet)."""
+    ckpt = study["supernet"] / "checkpoint_last.pt"
+    from supernet.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 1.0
+    save_checkpoint(ckpt, {k: v for k, v in state.items() if k != "format"})
+    assert main([*study["argv"], "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "sha256" in err and "resume refuses to mix them" in err

@@ -89,11 +89,17 @@ def test_moe_vs_dense_adds_the_paired_test_nll_when_given_the_likelihoods(tmp_pa
 
 
 def test_the_shipped_plan_trains_every_standalone_model_with_one_budget():
+    """The plan's fidelity flags, parsed by the real command line, ask for a study that
+    can fail: >= 3 bands of >= 6 subnets (>= 2 dense, >= 2 MoE), 2 seeds, 6 doubled."""
+    from automoe.cli import build_parser
+
     plan = STUDY_PLANS["bible-demo"]
     assert "--max-updates" in plan.budget_args and plan.top >= 4
-    assert "--dense" in plan.fidelity_args
-    n = int(plan.fidelity_args[plan.fidelity_args.index("--subnets") + 1])
-    assert n >= 16 and np.isfinite(n)
+    args = build_parser().parse_args(["fidelity", "SUPERNET", "--data", "D", "--out", "O",
+                                      *plan.fidelity_args, *plan.budget_args,
+                                      *plan.trial_args])
+    assert args.bands >= 3 and args.per_band >= 6 and args.seeds >= 2 and args.double >= 6
+    assert 2 <= args.dense_per_band <= args.per_band - 2 and args.band_width <= 0.05
 
 
 def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):

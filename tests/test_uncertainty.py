@@ -137,6 +137,25 @@ def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     assert (same["loss_delta"] == 0).all() and (same["loss_p"] == 1).all()
 
 
+def test_comparisons_recompute_from_their_per_sentence_scores(searched, tmp_path):
+    import shutil
+
+    from automoe.recompute import recompute_all, recompute_comparisons
+
+    out, _, _ = searched
+    assert recompute_comparisons(out) == []
+    checked, mismatches = recompute_all(out)
+    assert checked == [out / "comparisons.csv"] and mismatches == []
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    table = pd.read_csv(copy / "comparisons.csv", dtype={"key": str, "baseline_key": str})
+    table["bleu_p"] = table["bleu_p"].astype(float)
+    table.loc[0, "bleu_p"] = table.loc[0, "bleu_p"] / 3 + 0.001
+    table.to_csv(copy / "comparisons.csv", index=False)
+    mismatches = recompute_comparisons(copy)
+    assert len(mismatches) == 1 and "row 0 bleu_p" in mismatches[0]
+
+
 def test_export_carries_the_picks_paired_tests_against_the_baselines(searched, tmp_path):
     import json
 

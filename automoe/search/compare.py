@@ -11,7 +11,9 @@ paired bootstrap of sentences, BLEU and chrF by sacreBLEU's paired bootstrap
 scores and intervals, the baseline's (suffix ``_baseline``), and per metric ``<m>_delta`` (subnet - baseline),
 ``<m>_delta_lo``/``<m>_delta_hi`` (95% paired bootstrap interval), ``<m>_p`` (two-sided
 p-value of a permutation test, `automoe.stats`) and ``<m>_p_holm`` (Holm-adjusted over the
-family of every row of the table for that metric).
+family of every row of the table for that metric). Each compared system's per-sentence
+scores are kept in ``RUN_DIR/sentences/comparisons/KEY.npz``, from which
+``scripts/recompute_stats.py`` recomputes every row.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ import pandas as pd
 
 from automoe.io_utils import atomic_write_csv
 
-__all__ = ["COMPARISONS", "compare_rows", "with_holm", "write_comparisons"]
+__all__ = ["COMPARISONS", "SENTENCES", "compare_rows", "paired_row", "with_holm",
+           "write_comparisons"]
 
 COMPARISONS = "comparisons.csv"
+SENTENCES = "sentences/comparisons"  # per-sentence scores of every compared system
 _METRICS = ("loss", "bleu", "chrf")
 _INTERVALS = ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
 
 
-def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer: Any
-                 ) -> pd.DataFrame:
+def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer: Any, *,
+                 sentences: Path | None = None) -> pd.DataFrame:
     """Paired tests of every front subnet against every baseline.
 
     Args:
@@ -41,37 +45,57 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
         baselines: name -> `SubnetConfig` of the references.
         scorer: a `CandidateScorer` (``.model`` the supernet, ``.dev`` a `DevScorer` that
             translates).
+        sentences: where each system's per-sentence scores go (``KEY.npz``,
+            `automoe.sentences`), so that the table can be recomputed; None: not kept.
     """
     from tqdm.auto import tqdm
 
-    from automoe.stats import paired_bleu_test, paired_loss_test
+    from automoe.sentences import save_arrays, sentence_arrays
 
     dev = scorer.dev
-    outputs: dict[str, Any] = {}
+    arrays: dict[str, dict[str, Any]] = {}
     metrics: dict[str, dict[str, float]] = {}
     # Decoding the whole dev split per subnet is the slow part: show it.
     for config in tqdm([*front.values(), *baselines.values()], desc="comparisons",
                        unit="subnet", leave=False):
         key = config.key()
-        if key not in outputs:
-            outputs[key] = dev.sentences(scorer.model, config)
-            metrics[key] = dev.metrics(outputs[key])
+        if key not in arrays:
+            outputs = dev.sentences(scorer.model, config)
+            metrics[key] = dev.metrics(outputs)
+            arrays[key] = sentence_arrays(outputs, dev.refs)
+            if sentences is not None:
+                save_arrays(sentences / key, arrays[key])
     rows = []
     for key in front:
         for name, base in baselines.items():
-            a, b = outputs[key], outputs[base.key()]
-            tests = {"loss": paired_loss_test(a.loss, b.loss, a.tokens),
-                     **paired_bleu_test(a.hyps, b.hyps, dev.refs)}
             row: dict[str, Any] = {"key": key, "baseline": name, "baseline_key": base.key(),
                                    "sentences": dev.n}
+            tests = paired_row(arrays[key], arrays[base.key()])
             for m in _METRICS:
-                t = tests[m]
-                row.update({m: t.a, f"{m}_baseline": t.b, f"{m}_delta": t.delta,
-                            f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi, f"{m}_p": t.p_value})
+                row.update({m: metrics[key][m], f"{m}_baseline": metrics[base.key()][m]})
+                row.update({k: tests[k] for k in (f"{m}_delta", f"{m}_delta_lo",
+                                                  f"{m}_delta_hi", f"{m}_p")})
             for suffix, scores in (("", metrics[key]), ("_baseline", metrics[base.key()])):
                 row.update({k + suffix: scores[k] for k in _INTERVALS if k in scores})
             rows.append(row)
     return with_holm(pd.DataFrame(rows), _METRICS)
+
+
+def paired_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
+    """The paired-test columns of one comparison row (``<m>_delta``, ``_delta_lo``,
+    ``_delta_hi``, ``_p`` for loss, BLEU, chrF) from two systems' per-sentence archives
+    (`automoe.sentences.load_sentence_scores`): what `compare_rows` computes from their
+    outputs, for recomputing a table."""
+    from automoe.stats import paired_loss_test, paired_stats_test
+
+    tests = {"loss": paired_loss_test(a["loss"], b["loss"], a["tokens"]),
+             **{m: paired_stats_test(m, a[f"{m}_stats"], b[f"{m}_stats"])
+                for m in ("bleu", "chrf")}}
+    row: dict[str, float] = {}
+    for m, t in tests.items():
+        row.update({f"{m}_delta": t.delta, f"{m}_delta_lo": t.lo, f"{m}_delta_hi": t.hi,
+                    f"{m}_p": t.p_value})
+    return row
 
 
 def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -93,5 +117,5 @@ def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],
     supernet state, runs `compare_rows` and writes ``RUN_DIR/comparisons.csv`` atomically."""
     settings = dataclasses.replace(factory.settings, bleu=True)
     scorer = dataclasses.replace(factory, settings=settings)(state)
-    table = compare_rows(front, baselines, scorer)
+    table = compare_rows(front, baselines, scorer, sentences=Path(run_dir) / SENTENCES)
     return atomic_write_csv(table, Path(run_dir) / COMPARISONS)

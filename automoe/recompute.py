@@ -1,0 +1,143 @@
+"""Recompute every committed p-value and interval from the stored per-sentence scores.
+
+A reader who doubts a table runs ``python scripts/recompute_stats.py results/``: each
+comparison table (a search's ``comparisons.csv`` beside ``sentences/comparisons/``) is
+recomputed row by row from the two systems' archives (`automoe.search.compare.paired_row`,
+Holm over the table), and each fidelity study (``fidelity.json`` beside ``fidelity.csv``,
+``standalone.csv`` and ``sentences/``) has its per-model losses recomputed from the archives
+and its whole report from the two tables (`automoe.fidelity.agreement_report`). Every
+resampling is seeded, so a match is exact up to the tables' printed precision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automoe.io_utils import read_json
+
+__all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_all"]
+
+_RTOL = 1e-6  # the tables print 10 significant digits
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None or _nan(a) and _nan(b)
+    if isinstance(a, (bool, str)) or isinstance(b, (bool, str)):
+        return a == b
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=_RTOL, abs_tol=1e-9)
+
+
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def recompute_comparisons(run_dir: str | Path) -> list[str]:
+    """Mismatches between ``run_dir/comparisons.csv`` and the same rows recomputed from
+    ``run_dir/sentences/comparisons/KEY.npz`` ([] when every number is reproduced)."""
+    from automoe.search.compare import COMPARISONS, SENTENCES, paired_row, with_holm
+    from automoe.sentences import load_sentence_scores
+
+    run = Path(run_dir)
+    table = pd.read_csv(run / COMPARISONS, dtype={"key": str, "baseline_key": str})
+    archives: dict[str, dict[str, np.ndarray]] = {}
+
+    def archive(key: str) -> dict[str, np.ndarray]:
+        if key not in archives:
+            archives[key] = load_sentence_scores(run / SENTENCES / f"{key}.npz")
+        return archives[key]
+
+    rows = [{"key": r["key"], "baseline_key": r["baseline_key"],
+             **paired_row(archive(r["key"]), archive(r["baseline_key"]))}
+            for _, r in table.iterrows()]
+    again = with_holm(pd.DataFrame(rows), ("loss", "bleu", "chrf"))
+    out = []
+    for col in again.columns:
+        if col in ("key", "baseline_key"):
+            continue
+        for i, (got, want) in enumerate(zip(again[col], table[col], strict=True)):
+            if not _close(got, want):
+                out.append(f"{run / COMPARISONS} row {i} {col}: table {want!r}, "
+                           f"recomputed {got!r}")
+    return out
+
+
+def _walk(a: Any, b: Any, where: str) -> Iterator[str]:
+    """Where two JSON-like values differ (numbers within the tables' precision)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            yield from _walk(a.get(k), b.get(k), f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from _walk(x, y, f"{where}[{i}]")
+    elif not _close(a, b):
+        yield f"{where}: recorded {a!r}, recomputed {b!r}"
+
+
+def recompute_fidelity(study_dir: str | Path) -> list[str]:
+    """Mismatches between a fidelity study's files and what its per-sentence archives and
+    tables give again ([] when every number is reproduced)."""
+    from automoe.fidelity import agreement_report
+    from automoe.sentences import load_sentence_scores
+    from automoe.stats import loss_with_se
+
+    study = Path(study_dir)
+    table = pd.read_csv(study / "fidelity.csv", dtype={"key": str})
+    standalone = pd.read_csv(study / "standalone.csv", dtype={"key": str})
+    out = []
+    for _, row in table.iterrows():
+        arrays = load_sentence_scores(study / "sentences" / "inherited" / f"{row['key']}.npz")
+        loss, se = loss_with_se(arrays["loss"], arrays["tokens"])
+        for name, got in (("inherited_loss", loss), ("inherited_loss_se", se)):
+            if not _close(got, row[name]):
+                out.append(f"{study / 'fidelity.csv'} {row['key']} {name}: table "
+                           f"{row[name]!r}, recomputed {got!r}")
+    for _, row in standalone.iterrows():
+        arrays = load_sentence_scores(study / "sentences" / row["job"] / f"{row['key']}.npz")
+        loss, se = loss_with_se(arrays["loss"], arrays["tokens"])
+        for name, got in (("standalone_loss", loss), ("standalone_loss_se", se)):
+            if not _close(got, row[name]):
+                out.append(f"{study / 'standalone.csv'} {row['key']} {row['job']} {name}: "
+                           f"table {row[name]!r}, recomputed {got!r}")
+    recorded = read_json(study / "fidelity.json")
+    again = agreement_report(table, standalone)
+    for key, value in again.items():
+        out += list(_walk(recorded.get(key), _json(value), f"{study / 'fidelity.json'}:{key}"))
+    return out
+
+
+def _json(value: Any) -> Any:
+    """`value` as strict JSON reads it back (NaN as None, tuples as lists)."""
+    import json
+
+    from search_spaces.files import strict_json
+
+    return json.loads(json.dumps(strict_json(value)))
+
+
+def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
+    """(the tables checked, every mismatch) under `root`: each run dir with comparisons and
+    their archives, each fidelity study with its archives."""
+    from automoe.search.compare import COMPARISONS, SENTENCES
+
+    root = Path(root)
+    checked: list[Path] = []
+    out: list[str] = []
+    for path in sorted(root.rglob(COMPARISONS)):
+        if (path.parent / SENTENCES).is_dir():
+            checked.append(path)
+            out += recompute_comparisons(path.parent)
+    for path in sorted(root.rglob("fidelity.json")):
+        if (path.parent / "sentences").is_dir() and (path.parent / "standalone.csv").is_file():
+            checked.append(path)
+            out += recompute_fidelity(path.parent)
+    return checked, out
