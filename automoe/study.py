@@ -97,6 +97,27 @@ STUDY_PLANS: dict[str, StudyPlan] = {
         fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
                        "2", "--double", "6", "--subnet-seed", "0"),
         top=4),
+    # The banded fidelity study (docs/fidelity.md): 3 FLOPs bands x 6 subnets of the
+    # half-width `demo_small` space, each trained alone with 2 seeds, 6 also with twice the
+    # updates: 48 x 600 updates of 2,048 tokens. Vocabulary 2k and max length 96 (keeps the
+    # pairs an 8k vocabulary keeps at 64): with the output projection the largest matmul of
+    # a 128-wide model, an update costs 0.55 s with 2 trials of 1 CPU at once (8k: 1.2 s).
+    # Planned: supernet ~30 min, standalone ~2.5 h, scoring ~30 min.
+    "bible-bands": StudyPlan(
+        corpus="bible-en-de", space="demo_small",
+        prepare_args=("--max-len", "96", "--vocab-size", "2000"),
+        train_args=("--preset", "demo", "--max-updates", "4000", "--warmup-updates", "200",
+                    "--valid-sentences", "300", "--validate-every", "500", "--save-every",
+                    "100", "--shared-positions", "--device", "cpu"),
+        search_args=(),
+        budget_args=("--preset", "demo", "--lr", "0.002", "--max-updates", "600",
+                     "--warmup-updates", "60", "--valid-sentences", "200",
+                     "--report-every", "200", "--shared-positions"),
+        trial_args=("--concurrent", "2", "--cpus-per-trial", "1", "--beam", "4",
+                    "--lenpen", "0.6", "--test-sentences", "200"),
+        fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
+                       "2", "--double", "6", "--subnet-seed", "0"),
+        searches=False),
 }
 
 

@@ -1,12 +1,14 @@
-"""The reference study of results/README.md: supernet fidelity and MoE vs dense at equal FLOPs.
+"""The reference studies of results/README.md.
 
-    python scripts/reference_study.py [--out runs/study] [--plan bible-demo] [--quiet]
+    python scripts/reference_study.py [--out runs/study] [--plan bible-demo|bible-bands] [--quiet]
 
-Trains the `demo` supernet on bible-en-de, searches it twice (whole space; dense only),
-runs `automoe fidelity` on 16 subnets, retrains the MoE front and the dense subnets of
-matched FLOPs with one budget, and writes moe_vs_dense.csv (see automoe/study.py). On 2 CPU
-cores the `bible-demo` plan takes about 6.5 hours (see automoe/study.py), so it is meant to be
-run in parts: re-running the same command resumes where it stopped.
+`bible-bands`: the banded fidelity study (docs/fidelity.md): prepares bible-en-de, trains a
+`demo_small` supernet and runs `automoe fidelity` on 3 FLOPs bands of 6 subnets, each
+trained alone with 2 seeds (about 3-4 hours on 2 CPU cores). `bible-demo`: the earlier
+study: trains the `demo` supernet, searches it twice (whole space; dense only), runs
+`automoe fidelity`, retrains the MoE front and the dense subnets of matched FLOPs with one
+budget, and writes moe_vs_dense.csv (see automoe/study.py). Both are meant to be run in
+parts: re-running the same command resumes where it stopped.
 """
 
 from __future__ import annotations

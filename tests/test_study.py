@@ -88,18 +88,26 @@ def test_moe_vs_dense_adds_the_paired_test_nll_when_given_the_likelihoods(tmp_pa
     assert "nll_delta" not in moe_vs_dense({"m1": "d1"}, moe, dense, refs, resamples=300)
 
 
-def test_the_shipped_plan_trains_every_standalone_model_with_one_budget():
-    """The plan's fidelity flags, parsed by the real command line, ask for a study that
-    can fail: >= 3 bands of >= 6 subnets (>= 2 dense, >= 2 MoE), 2 seeds, 6 doubled."""
+@pytest.mark.parametrize("name", sorted(STUDY_PLANS))
+def test_the_shipped_plans_ask_for_a_fidelity_study_that_can_fail(name):
+    """Each plan's flags, parsed by the real command line, ask for one budget for every
+    standalone model and a banded study: >= 3 bands of >= 6 subnets (>= 2 dense, >= 2
+    MoE), 2 seeds, 6 doubled; and its space has the bands."""
     from automoe.cli import build_parser
+    from automoe.fidelity import choose_banded
+    from search_spaces import load_space
 
-    plan = STUDY_PLANS["bible-demo"]
+    plan = STUDY_PLANS[name]
     assert "--max-updates" in plan.budget_args and plan.top >= 4
     args = build_parser().parse_args(["fidelity", "SUPERNET", "--data", "D", "--out", "O",
                                       *plan.fidelity_args, *plan.budget_args,
                                       *plan.trial_args])
     assert args.bands >= 3 and args.per_band >= 6 and args.seeds >= 2 and args.double >= 6
     assert 2 <= args.dense_per_band <= args.per_band - 2 and args.band_width <= 0.05
+    chosen = choose_banded(load_space(plan.space), bands=args.bands, per_band=args.per_band,
+                           dense_per_band=args.dense_per_band, band_width=args.band_width,
+                           seed=args.subnet_seed, pool=args.pool)
+    assert len(chosen) == args.bands * args.per_band
 
 
 def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):
