@@ -101,6 +101,9 @@ class FidelitySettings:
         threads: torch threads while scoring (the search scores with 1 per worker).
         retrain: `automoe.training.retrain.RetrainSettings` fields for the standalone training
             (preset, overrides, test_sentences, cpus_per_trial, concurrent, ...).
+        standalone_from: a finished study of the same subnets, data and standalone
+            settings whose standalone results (and per-sentence scores) are reused instead
+            of training: how supernet variants are compared on one set of trained models.
         progress: progress bars.
     """
 
@@ -120,6 +123,7 @@ class FidelitySettings:
     n_bootstrap: int = 1000
     threads: int = 1
     retrain: Mapping[str, Any] = field(default_factory=dict)
+    standalone_from: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -411,9 +415,34 @@ def agreement_report(table: pd.DataFrame, standalone: pd.DataFrame, *, resamples
         entry["inherited_minus_standalone"] = {"mean": float(np.nanmean(diff)),
                                                "mean_abs": float(np.nanmean(np.abs(diff)))}
         out[target] = entry
+    out["objectives"] = objective_report(table, resamples=resamples)
     out["moe_minus_dense"] = moe_minus_dense(standalone, resamples=resamples)
     out["cpu_seconds_per_subnet"] = {c: float(table[c].mean())
                                      for c in ("loss_seconds", "bleu_seconds")}
+    return out
+
+
+# inherited objective -> (column, sign, what its CPU time is): BLEU and chrF share one decoding
+OBJECTIVES = {"loss": ("inherited_loss", -1.0, "loss_seconds"),
+              "bleu": ("inherited_bleu", 1.0, "bleu_seconds"),
+              "chrf": ("inherited_chrf", 1.0, "bleu_seconds")}
+
+
+def objective_report(table: pd.DataFrame, *, resamples: int = 2000) -> dict[str, Any]:
+    """Which inherited objective predicts the standalone scores best, and at what cost:
+    per target (standalone loss, standalone BLEU) the within-band and overall tau of each
+    inherited objective (loss, BLEU, chrF), and the mean CPU seconds per subnet of each
+    (the loss pass; the decoding for BLEU and chrF)."""
+    bands = table["band"].to_numpy()
+    out: dict[str, Any] = {"cpu_seconds": {name: float(table[sec].mean())
+                                           for name, (_, _, sec) in OBJECTIVES.items()}}
+    for target, (column, sign, _) in TARGETS.items():
+        truth = sign * table[column].to_numpy(float)
+        out[target] = {name: {"within_band": _agreement(s * table[col].to_numpy(float), truth,
+                                                        bands, resamples),
+                              "overall": _agreement(s * table[col].to_numpy(float), truth,
+                                                    None, resamples)}
+                       for name, (col, s, _) in OBJECTIVES.items()}
     return out
 
 
@@ -559,8 +588,9 @@ def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -
         recorded = stored.get("supernet") or {}
         changed = [f"{k}: recorded {recorded.get(k)!r}, now {v!r}"
                    for k, v in identity.items() if recorded.get(k) != v]
-        now = {**settings.to_dict(), "progress": None}
-        was = {**(stored.get("fidelity") or {}), "progress": None}
+        # where the study lives may change (a copy on another machine resumes)
+        now = {**settings.to_dict(), "progress": None, "out": None}
+        was = {**(stored.get("fidelity") or {}), "progress": None, "out": None}
         changed += [f"{k}: recorded {was.get(k)!r}, now {v!r}" for k, v in now.items()
                     if was.get(k) != v]
         if changed:
@@ -602,12 +632,85 @@ def _train(settings: FidelitySettings, job: Job, run: Path, base: Any) -> pd.Dat
                                 **fields),
                 resume=(run / RETRAIN_DIR / SETTINGS_FILE).is_file())
     trained = pd.read_csv(table, dtype={"key": str}).set_index("key")
-    unfinished = [k for k in job.keys if trained.at[k, "status"] != "finished"]
+    unfinished = [k for k in job.keys if k not in trained.index
+                  or trained.at[k, "status"] != "finished"]
     if unfinished:
         raise ValueError(f"{table}: trials {unfinished} did not finish "
-                         f"({', '.join(str(trained.at[k, 'status']) for k in unfinished)}); "
+                         f"({', '.join(str(trained.at[k, 'status']) if k in trained.index else 'absent' for k in unfinished)}); "
                          "resume the study with --resume")
     return trained
+
+
+def _borrowed(settings: FidelitySettings, keys: Sequence[str], identity: Mapping[str, Any],
+              out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The standalone table and training protocol of the finished study
+    ``settings.standalone_from``, after checking that it trained the same subnets on the
+    same data with the same settings; its per-sentence scores are copied into ``out``."""
+    import shutil
+
+    other = Path(str(settings.standalone_from))
+    meta = other / "search.json"
+    for name in ("search.json", "standalone.csv", "fidelity.json"):
+        if not (other / name).is_file():
+            raise ValueError(f"--standalone-from {other}: not a finished fidelity study (no "
+                             f"{name})")
+    stored = read_json(meta)
+    theirs = [c[2] for c in stored.get("subnets", [])] if isinstance(stored, dict) else []
+    from search_spaces import SubnetConfig
+
+    their_keys = [SubnetConfig.from_dict(c, source=str(meta)).key() for c in theirs]
+    problems = []
+    if their_keys != list(keys):
+        problems.append("other subnets")
+    for k in ("data", "data_hash"):
+        if (stored.get("supernet") or {}).get(k) != identity[k]:
+            problems.append(f"{k} {(stored.get('supernet') or {}).get(k)!r}")
+    was = stored.get("fidelity") or {}
+    for k in ("seeds", "double", "retrain"):
+        if was.get(k) != settings.to_dict()[k]:
+            problems.append(f"{k} {was.get(k)!r} (here {settings.to_dict()[k]!r})")
+    if problems:
+        raise ValueError(f"--standalone-from {other}: that study differs from this one "
+                         f"({'; '.join(problems)}); its trained models cannot stand in")
+    table = pd.read_csv(other / "standalone.csv", dtype={"key": str})
+    for job in sorted(set(table["job"])):
+        source, target = other / "sentences" / job, out / "sentences" / job
+        if not target.is_dir():
+            shutil.copytree(source, target)
+    protocol = read_json(other / "fidelity.json").get("protocol", {})
+    return table, {"standalone": protocol.get("standalone"),
+                   "standalone_from": str(other.resolve())}
+
+
+def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], Any]
+              ) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint or None, its identity). The supernet is needed until every chosen subnet
+    has its inherited scores and ``candidates.csv`` is written; a resumed study past that
+    point runs without it (on another machine, say, with only the study's small files) and
+    takes the recorded identity. A supernet that is there is always checked."""
+    out = Path(settings.out)
+    stored = read_json(out / "search.json") if resume and (out / "search.json").is_file() \
+        else None
+    try:
+        checkpoint = read(settings.supernet)
+    except (FileNotFoundError, ValueError):
+        done = isinstance(stored, dict) and (out / "candidates.csv").is_file() and all(
+            (out / "inherited" / f"{_key(c[2])}.json").is_file()
+            for c in stored.get("subnets", []))
+        if not done:
+            raise
+        recorded = dict(stored.get("supernet") or {})
+        return None, {k: recorded.get(k) for k in
+                      ("checkpoint", "sha256", "vocab_size", "label_smoothing")}
+    return checkpoint, {"checkpoint": str(checkpoint.file.resolve()),
+                        "sha256": checkpoint.sha256, "vocab_size": checkpoint.vocab_size,
+                        "label_smoothing": checkpoint.label_smoothing}
+
+
+def _key(config: Mapping[str, Any]) -> str:
+    from search_spaces import SubnetConfig
+
+    return SubnetConfig.from_dict(dict(config), source="search.json").key()
 
 
 def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> FidelityOutcome:
@@ -617,20 +720,17 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     from automoe.data import read_meta
     from automoe.search.scoring import build_supernet, read_supernet
     from automoe.training.retrain import RetrainSettings
-    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE
-    from supernet import Transformer
 
     out = Path(settings.out)
-    checkpoint = read_supernet(settings.supernet)
     data = Path(settings.data).resolve()
     meta = read_meta(data)  # a bad data dir fails before anything is written
-    if int(meta["vocab_size"]) != checkpoint.vocab_size:
-        raise ValueError(f"{data}: vocabulary {meta['vocab_size']} differs from the supernet's "
-                         f"{checkpoint.vocab_size} (trained on other data?)")
     base = RetrainSettings(run_dir=str(out), keys=("probe",), progress=False,
                            **settings.retrain).options()  # bad training options fail now
-    identity = {"checkpoint": str(checkpoint.file.resolve()), "sha256": checkpoint.sha256,
-                "data": str(data), "data_hash": meta.get("input_hash")}
+    checkpoint, identity = _supernet(settings, resume, read_supernet)
+    identity = {**identity, "data": str(data), "data_hash": meta.get("input_hash")}
+    if int(meta["vocab_size"]) != identity["vocab_size"]:
+        raise ValueError(f"{data}: vocabulary {meta['vocab_size']} differs from the supernet's "
+                         f"{identity['vocab_size']} (trained on other data?)")
     run_meta = {  # what `automoe retrain` and `automoe plot` read from a run dir
         "settings": {"data": str(data), "supernet": identity["checkpoint"],
                      "objectives": ["loss", "flops"], "dev_sentences": settings.dev_sentences,
@@ -656,49 +756,25 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
                                    source=str(checkpoint.file))
             model.load_state_dict({k: torch.from_numpy(v) for k, v in checkpoint.state.items()})
-        dev = _dev_scorer(settings, checkpoint.label_smoothing)
+        dev = _dev_scorer(settings, identity["label_smoothing"])
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",
                           lambda key, config: scored(dev, model, config,
                                                      out / "sentences" / "inherited" / key),
                           desc="inherited", progress=settings.progress)
         model = None  # the supernet is not needed past this point
-        normalize_before = bool(checkpoint.options.get("normalize_before", False))
         if not (out / "candidates.csv").is_file():
+            normalize_before = bool(checkpoint.options.get("normalize_before", False))
             atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
                                                normalize_before), out / "candidates.csv")
     finally:
         torch.set_num_threads(threads)
 
-    # 3. standalone training (Ray Tune), one job per seed and budget, then scoring
-    rows = []
-    band_of = {c.config.key(): c.band for c in chosen}
-    dense_of = {c.config.key(): bool(c.config.is_dense) for c in chosen}
-    for job in plan_jobs(settings, chosen):
-        run = _job_dir(out, job, run_meta)
-        trained = _train(settings, job, run, base)
-        torch.set_num_threads(settings.threads)
-        try:
-            scores = _each(
-                [(k, trained.at[k, "model_dir"]) for k in job.keys], out / "standalone" / job.name,
-                lambda key, model_dir, job=job: scored(
-                    dev, Transformer.load(model_dir).eval(), None,
-                    out / "sentences" / job.name / key),
-                desc=f"standalone {job.name}", progress=settings.progress)
-        finally:
-            torch.set_num_threads(threads)
-        for k in job.keys:
-            s = scores[k]
-            rows.append({"key": k, "band": band_of[k], "is_dense": dense_of[k], "job": job.name,
-                         "seed": job.seed, "budget": job.budget,
-                         "updates": int(trained.at[k, "updates"]),
-                         "standalone_loss": s["loss"], "standalone_loss_se": s["loss_se"],
-                         "standalone_bleu": s.get("bleu", math.nan),
-                         "standalone_bleu_lo": s.get("bleu_lo", math.nan),
-                         "standalone_bleu_hi": s.get("bleu_hi", math.nan),
-                         "standalone_chrf": s.get("chrf", math.nan),
-                         "test_bleu": trained.at[k, "bleu_retrained"],
-                         "test_chrf": trained.at[k, "chrf_retrained"]})
-    standalone = pd.DataFrame(rows)
+    # 3. standalone training (Ray Tune), one job per seed and budget, then scoring; or the
+    # results of a study that trained the same subnets
+    if settings.standalone_from:
+        standalone, borrowed = _borrowed(settings, keys, identity, out)
+    else:
+        standalone, borrowed = _standalone(settings, chosen, out, run_meta, base, dev), {}
 
     # 5. report
     frame = _fidelity_table(keys, out, inherited, standalone)
@@ -711,7 +787,9 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
         "bands": f"{settings.bands} bands of ±{settings.band_width:.0%} around quantiles of "
                  f"the log FLOPs of {settings.pool} random subnets; {settings.per_band} per band "
                  f"({settings.dense_per_band} dense)",
-        "standalone": read_json(out / "jobs" / "seed0" / RETRAIN_DIR / SETTINGS_FILE)["settings"],
+        "standalone": borrowed.get("standalone") or {**settings.retrain,
+                                                      "options": base.to_dict()},
+        **({"standalone_from": borrowed["standalone_from"]} if borrowed else {}),
         "seeds": settings.seeds, "base_updates": base.max_updates,
         "seconds": f"process CPU seconds per subnet, {settings.threads} torch thread(s)",
         "flops_observed": "FLOPs under the routing of the supernet's routers on the dev "
@@ -722,6 +800,52 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     atomic_write_json(out / "fidelity.json", report, strict=True)
     _plot(frame, report, out / "fidelity.png")
     return FidelityOutcome(frame, standalone, report, out)
+
+
+def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
+                run_meta: dict[str, Any], base: Any, dev: DevScorer) -> pd.DataFrame:
+    """Trains (or resumes) every job of `plan_jobs` and scores its models: the rows of
+    ``standalone.csv``."""
+    import torch
+
+    from supernet import Transformer
+
+    threads = torch.get_num_threads()
+    rows = []
+    band_of = {c.config.key(): c.band for c in chosen}
+    dense_of = {c.config.key(): bool(c.config.is_dense) for c in chosen}
+    for job in plan_jobs(settings, chosen):
+        folder = out / "standalone" / job.name
+        missing = [k for k in job.keys if not (folder / f"{k}.json").is_file()]
+        trained = None
+        if missing:  # a job whose models are all scored needs neither training nor weights
+            job_to_run = dataclasses.replace(job, keys=tuple(missing))
+            trained = _train(settings, job_to_run, _job_dir(out, job, run_meta), base)
+        torch.set_num_threads(settings.threads)
+        try:
+            def score(key: str, row: Any, job: Job = job) -> dict[str, Any]:
+                return {**scored(dev, Transformer.load(row["model_dir"]).eval(), None,
+                                 out / "sentences" / job.name / key),
+                        "updates": int(row["updates"]), "test_bleu": row["bleu_retrained"],
+                        "test_chrf": row["chrf_retrained"]}
+
+            scores = _each([(k, None if trained is None or k not in trained.index
+                             else trained.loc[k]) for k in job.keys], folder, score,
+                           desc=f"standalone {job.name}", progress=settings.progress)
+        finally:
+            torch.set_num_threads(threads)
+        for k in job.keys:
+            s = scores[k]
+            rows.append({"key": k, "band": band_of[k], "is_dense": dense_of[k], "job": job.name,
+                         "seed": job.seed, "budget": job.budget,
+                         "updates": int(s["updates"]),
+                         "standalone_loss": s["loss"], "standalone_loss_se": s["loss_se"],
+                         "standalone_bleu": s.get("bleu", math.nan),
+                         "standalone_bleu_lo": s.get("bleu_lo", math.nan),
+                         "standalone_bleu_hi": s.get("bleu_hi", math.nan),
+                         "standalone_chrf": s.get("chrf", math.nan),
+                         "test_bleu": s["test_bleu"], "test_chrf": s["test_chrf"]})
+    return pd.DataFrame(rows)
 
 
 def _fidelity_table(keys: Sequence[str], out: Path, inherited: Mapping[str, Mapping[str, Any]],

@@ -232,12 +232,14 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     if not (data / "meta.json").is_file():
         step("data", ["data", "prepare", "--corpus", plan.corpus, "--out", str(data),
                       *plan.prepare_args, *q])
-    if (supernet / "run.json").is_file():
+    fidelity = root / "fidelity"
+    if (fidelity / "candidates.csv").is_file() and not plan.searches:
+        pass  # every inherited score is in: the fidelity study no longer needs the supernet
+    elif (supernet / "run.json").is_file():
         step("supernet", ["supernet", "train", "--out", str(supernet), "--resume", *q])
     else:
         step("supernet", ["supernet", "train", "--space", plan.space, "--data", str(data),
                           "--out", str(supernet), *plan.train_args, *q])
-    fidelity = root / "fidelity"
     if not (fidelity / "fidelity.json").is_file():
         resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
         step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),

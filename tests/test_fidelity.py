@@ -117,7 +117,8 @@ def _synthetic(n_bands: int = 3, per_band: int = 6, seed: int = 0
                          "is_dense": i < 2, "flops": 1e8 * (b + 1),
                          "params_active": rng.uniform(1e5, 1e6), "params_total": params,
                          "inherited_loss": loss + rng.normal(0, 0.01),
-                         "inherited_bleu": 10 - loss, "standalone_loss": loss,
+                         "inherited_bleu": 10 - loss, "inherited_chrf": 30 - loss,
+                         "standalone_loss": loss,
                          "standalone_bleu": 10 - loss, "loss_seconds": 1.0, "bleu_seconds": 5.0})
             for seed_index in (0, 1):
                 sa.append({"key": key, "band": b, "is_dense": i < 2, "seed": seed_index,
@@ -142,6 +143,11 @@ def test_report_orients_every_proxy_and_pools_pairs_inside_bands():
         _brute_tau(-table["inherited_loss"].to_numpy(), truth, _within(bands)))
     assert loss["best_param_proxy"] == "params_total"
     assert report["bleu"]["within_band"]["params_total"]["tau"] == pytest.approx(1.0)
+    # every inherited objective against both targets, with its CPU cost
+    objectives = report["objectives"]
+    assert objectives["cpu_seconds"] == {"loss": 1.0, "bleu": 5.0, "chrf": 5.0}
+    assert objectives["loss"]["loss"]["within_band"] == loss["within_band"]["inherited"]
+    assert objectives["bleu"]["bleu"]["overall"] == report["bleu"]["overall"]["inherited"]
     # MoE - dense: the synthetic MoE subnets are neither better nor worse by design; the
     # interval must hold the true per-band difference
     diff = report["moe_minus_dense"]["loss"]
@@ -289,6 +295,61 @@ def test_every_number_of_the_study_recomputes_from_its_files(study, tmp_path):
     mismatches = recompute_fidelity(copy)
     assert any("loss.overall.inherited.tau" in m for m in mismatches)
     assert any("standalone.csv" in m and "standalone_loss" in m for m in mismatches)
+
+
+def _swap_out(argv: list[str], out) -> list[str]:
+    i = argv.index("--out")
+    return [*argv[:i + 1], str(out), *argv[i + 2:]]
+
+
+def test_a_copied_study_resumes_from_its_small_files_alone(study, tmp_path):
+    """On another machine only the small files exist: no supernet, no trained weights.
+    Whatever is scored is kept; one missing standalone score retrains that model alone,
+    with its seed, to the same numbers."""
+    import shutil
+
+    out, key = study["out"], study["keys"][0]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("jobs"))
+    (copy / "standalone" / "seed1" / f"{key}.json").unlink()
+    (copy / "sentences" / "seed1" / f"{key}.npz").unlink()
+    (copy / "fidelity.json").unlink()
+    hidden = study["supernet"].with_name("elsewhere")
+    study["supernet"].rename(hidden)
+    try:
+        rc = main([*_swap_out(study["argv"], copy), "--resume"])
+    finally:
+        hidden.rename(study["supernet"])
+    assert rc == 0
+    retrained = pd.read_csv(copy / "jobs" / "seed1" / "retrained.csv", dtype={"key": str})
+    assert list(retrained["key"]) == [key] and not (copy / "jobs" / "seed0").exists()
+    was = pd.read_csv(out / "standalone.csv", dtype={"key": str})
+    now = pd.read_csv(copy / "standalone.csv", dtype={"key": str})
+    pd.testing.assert_frame_equal(now, was, rtol=1e-6)
+
+
+def test_a_supernet_variant_reuses_the_trained_models_of_a_study(study, tmp_path, capsys):
+    out = study["out"]
+    variant = tmp_path / "variant"
+    argv = [*_swap_out(study["argv"], variant), "--standalone-from", str(out)]
+    assert main(argv) == 0
+    assert not (variant / "jobs").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(variant / "standalone.csv"),
+                                  pd.read_csv(out / "standalone.csv"))
+    same = json.loads((out / "fidelity.json").read_text())
+    got = json.loads((variant / "fidelity.json").read_text())
+    # the same supernet scored again: the same ranking, the same losses to rounding
+    assert got["loss"]["within_band"] == same["loss"]["within_band"]
+    assert got["loss"]["inherited_minus_standalone"]["mean"] == pytest.approx(
+        same["loss"]["inherited_minus_standalone"]["mean"], rel=1e-6)
+    assert got["protocol"]["standalone_from"] == str(out.resolve())
+    from automoe.recompute import recompute_fidelity
+
+    assert recompute_fidelity(variant) == []
+    other = [*_swap_out(study["argv"], tmp_path / "bad"), "--standalone-from", str(out)]
+    other[other.index("--seeds") + 1] = "1"
+    assert main(other) == 2
+    assert "cannot stand in" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -65,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        metavar="N" if kind is int else "X")
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="join this Ray cluster (DIR on a shared filesystem)")
+    p.add_argument("--standalone-from", default=None, metavar="STUDY",
+                   help="reuse the trained models' scores of this finished study (same "
+                        "subnets, data and training settings) instead of training: compares "
+                        "supernet variants on one set of standalone models")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in DIR (same supernet, data and settings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -88,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
         band_width=args.band_width, seeds=args.seeds, double=args.double,
         seed=args.subnet_seed, pool=args.pool, dev_sentences=args.dev_sentences,
         beam=args.dev_beam, n_bootstrap=args.bootstrap, threads=args.threads,
-        retrain=_retrain_fields(args), progress=not args.quiet)
+        retrain=_retrain_fields(args), standalone_from=args.standalone_from,
+        progress=not args.quiet)
     outcome = run_fidelity(settings, resume=args.resume)
     for target in ("loss", "bleu"):
         entry = outcome.report[target]
