@@ -586,8 +586,10 @@ def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -
             raise ValueError(f"{meta}: format {stored.get('format') if isinstance(stored, dict) else None!r}, "
                              f"expected {FORMAT!r}")
         recorded = stored.get("supernet") or {}
+        # contents, not paths: a study (or its data) may move; the hashes may not change
         changed = [f"{k}: recorded {recorded.get(k)!r}, now {v!r}"
-                   for k, v in identity.items() if recorded.get(k) != v]
+                   for k, v in identity.items()
+                   if k not in ("checkpoint", "data") and recorded.get(k) != v]
         # where the study lives may change (a copy on another machine resumes)
         now = {**settings.to_dict(), "progress": None, "out": None}
         was = {**(stored.get("fidelity") or {}), "progress": None, "out": None}
@@ -662,7 +664,7 @@ def _borrowed(settings: FidelitySettings, keys: Sequence[str], identity: Mapping
     problems = []
     if their_keys != list(keys):
         problems.append("other subnets")
-    for k in ("data", "data_hash"):
+    for k in ("data_hash",):
         if (stored.get("supernet") or {}).get(k) != identity[k]:
             problems.append(f"{k} {(stored.get('supernet') or {}).get(k)!r}")
     was = stored.get("fidelity") or {}

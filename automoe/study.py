@@ -229,7 +229,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
             run_cli(list(argv), say)
 
     data, supernet = root / "data", root / "supernet"
-    if not (data / "meta.json").is_file():
+    if not (data / "spm.model").is_file():  # (results/ keeps meta.json alone)
         step("data", ["data", "prepare", "--corpus", plan.corpus, "--out", str(data),
                       *plan.prepare_args, *q])
     fidelity = root / "fidelity"

@@ -9,7 +9,9 @@ training logs and settings, the exported subnet's config/scores (not model.safet
 the retraining table when there is one, the translations and the plots. A study
 (``automoe.study``, recognised by its ``study.json``): the same for the supernet, both
 searches (tables, comparisons, retrained tables, trial results), the fidelity tables and
-plots, ``moe_vs_dense.csv`` and ``study.json``. With ``--log``, also a copy of the run's
+plots, every per-model score and per-sentence archive of the fidelity study (enough to
+resume it elsewhere: copy the folder back and rerun the study), ``moe_vs_dense.csv`` and
+``study.json``. With ``--log``, also a copy of the run's
 console log with progress-bar redraws removed (only the final state of each bar is kept).
 Absolute paths of this machine in the copied text (runs record resolved paths) are made
 relative to the directory the command runs in.
@@ -36,7 +38,11 @@ STUDY_FILES = (
     "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
     *(f"{run}/{name}" for run in ("search", "dense_search") for name in _SEARCH),
     "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/search.json",
-    "fidelity/candidates.csv", "fidelity/retrained.csv",
+    "fidelity/candidates.csv", "fidelity/retrained.csv", "fidelity/standalone.csv",
+    # what a banded study resumes from on another machine (automoe.fidelity): every score
+    # and per-sentence archive, never the weights
+    "fidelity/inherited/*.json", "fidelity/standalone/*/*.json",
+    "fidelity/sentences/*/*.npz",
 )
 PLOT_DIRS = ("plots", "fidelity", "fidelity/plots")
 
@@ -86,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
               "(study.json)", file=sys.stderr)
         return 2
     copied = []
-    for rel in STUDY_FILES if study else FILES:
-        src = args.run / rel
-        if src.is_file():
-            dst = args.dest / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _copy(src, dst, Path.cwd())
-            copied.append(dst)
+    for pattern in STUDY_FILES if study else FILES:
+        for src in sorted(args.run.glob(pattern)):
+            if src.is_file():
+                dst = args.dest / src.relative_to(args.run)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _copy(src, dst, Path.cwd())
+                copied.append(dst)
     plots = [p for d in PLOT_DIRS for p in sorted((args.run / d).glob("*.*"))
              if p.suffix in (".png", ".svg")]
     for plot in plots:

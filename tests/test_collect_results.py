@@ -27,7 +27,9 @@ def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> Non
            "supernet/run.json", "supernet/train_log.csv", "supernet/checkpoint_last.pt",
            "search/candidates.csv", "search/comparisons.csv", "dense_search/pareto.csv",
            "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
-           "plots/loss_vs_flops.svg", "search/retrain/trial/model.safetensors")
+           "plots/loss_vs_flops.svg", "search/retrain/trial/model.safetensors",
+           "fidelity/inherited/a.json", "fidelity/standalone/seed0/a.json",
+           "fidelity/sentences/seed0/a.npz", "fidelity/jobs/seed0/retrain/models/a/m.pt")
     (tmp_path / "log.txt").write_text("a:  10%|#   | 1/10\ra: 100%|####| 10/10\ndone\n")
     assert _collect().main([str(run), str(dest), "--log", str(tmp_path / "log.txt")]) == 0
     got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
@@ -35,7 +37,8 @@ def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> Non
                    "supernet/train_log.csv", "search/candidates.csv",
                    "search/comparisons.csv", "dense_search/pareto.csv",
                    "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
-                   "plots/loss_vs_flops.svg", "study.log"}
+                   "plots/loss_vs_flops.svg", "study.log", "fidelity/inherited/a.json",
+                   "fidelity/standalone/seed0/a.json", "fidelity/sentences/seed0/a.npz"}
     assert (dest / "study.log").read_text() == "a: 100%|####| 10/10\ndone\n"
 
 
