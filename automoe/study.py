@@ -59,6 +59,10 @@ class StudyPlan:
         searches: also search the space twice (whole, dense only), retrain the MoE front
             and matched dense subnets, and compare them (steps 2, 4-6); False: data,
             supernet and the fidelity study only.
+        variants: supernet training variants (name, ``supernet train`` flags added to
+            `train_args`): each trains its own supernet and runs the fidelity study on the
+            same subnets with the reference study's standalone models; ``variants.json``
+            compares them (`automoe.supernet_variants`).
     """
 
     corpus: str
@@ -71,6 +75,7 @@ class StudyPlan:
     fidelity_args: tuple[str, ...]
     top: int = 4
     searches: bool = True
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 STUDY_PLANS: dict[str, StudyPlan] = {
@@ -117,7 +122,15 @@ STUDY_PLANS: dict[str, StudyPlan] = {
                     "--lenpen", "0.6", "--test-sentences", "200"),
         fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
                        "2", "--double", "6", "--subnet-seed", "0"),
-        searches=False),
+        searches=False,
+        # What is known to improve rank fidelity (docs/fidelity.md), each at the same number
+        # of updates but the long schedule: sandwich sampling (largest + smallest + 1 random
+        # subnet per update, so 3x the compute), the same with in-place distillation at half
+        # BigNAS's weight, and twice the updates of uniform sampling.
+        variants=(("sandwich", ("--sampling", "sandwich", "--sandwich-random", "1")),
+                  ("distill", ("--sampling", "sandwich", "--sandwich-random", "1",
+                               "--distill-weight", "0.5")),
+                  ("long", ("--max-updates", "8000")))),
 }
 
 
@@ -218,7 +231,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     q = ("-q",) if quiet else ()
     state_path = root / "study.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state and state.get("plan") != _plan_json(plan):
+    if state and _core(state.get("plan")) != _core(_plan_json(plan)):
         raise ValueError(f"{state_path}: the study was started with another plan; choose "
                          "another --out")
     clock = StepClock(state_path, _plan_json(plan), state.get("seconds", {}))
@@ -245,6 +258,8 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
                           *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
                           *q])
+    if plan.variants:
+        _variants(step, plan, root, data, q)
     if not plan.searches:
         say(f"study finished: {fidelity / 'fidelity.json'}; "
             f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
@@ -320,6 +335,36 @@ class StepClock:
             self.flush()
 
 
+def _variants(step: Callable, plan: StudyPlan, root: Path, data: Path,
+              q: tuple[str, ...]) -> None:
+    """Each variant's supernet and fidelity study (reusing ``fidelity/``'s standalone
+    models), then ``variants.json``."""
+    from automoe.supernet_variants import compare_variants
+
+    studies = {"plain": root / "fidelity"}
+    for name, flags in plan.variants:
+        supernet, fidelity = root / f"supernet-{name}", root / f"fidelity-{name}"
+        studies[name] = fidelity
+        if (fidelity / "fidelity.json").is_file():
+            continue
+        if (fidelity / "candidates.csv").is_file():
+            pass  # every inherited score is in: the variant's supernet is no longer needed
+        elif (supernet / "run.json").is_file():
+            step(f"supernet-{name}", ["supernet", "train", "--out", str(supernet), "--resume",
+                                      *q])
+        else:
+            step(f"supernet-{name}", ["supernet", "train", "--space", plan.space, "--data",
+                                      str(data), "--out", str(supernet), *plan.train_args,
+                                      *flags, *q])
+        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+        step(f"fidelity-{name}", ["fidelity", str(supernet), "--data", str(data), "--out",
+                                  str(fidelity), *plan.fidelity_args, *plan.budget_args,
+                                  *plan.trial_args, "--standalone-from",
+                                  str(root / "fidelity"), *resume, *q])
+    atomic_write_json(root / "variants.json", compare_variants(studies, reference="plain"),
+                      strict=True)
+
+
 def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
              q: tuple[str, ...]) -> None:
     table = run / "retrained.csv"
@@ -330,6 +375,12 @@ def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
     else:
         step(f"retrain {run.name}", ["retrain", str(run), *choose, *plan.budget_args,
                                      *plan.trial_args, *q])
+
+
+def _core(plan: dict | None) -> dict | None:
+    """What a study's results depend on: the plan without its variants (each variant only
+    adds its own steps, so variants may be added to a running study)."""
+    return None if plan is None else {k: v for k, v in plan.items() if k != "variants"}
 
 
 def _plan_json(plan: StudyPlan) -> dict:
