@@ -4,6 +4,7 @@ steps themselves are the commands tested in their own modules."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -148,3 +149,27 @@ def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):
         pass
     again = json.loads(state.read_text())["seconds"]
     assert again["fidelity"] > kept["seconds"]["fidelity"] and set(again) == {"fidelity", "plot"}
+
+
+def test_a_running_study_accepts_new_variants_and_refuses_another_plan(tmp_path, monkeypatch):
+    import dataclasses
+
+    from automoe import study as study_module
+
+    plan = STUDY_PLANS["bible-bands"]
+    bare = dataclasses.replace(plan, variants=())
+    (tmp_path / "study.json").write_text(json.dumps(
+        {"plan": study_module._plan_json(bare), "seconds": {"data": 1.0}}))
+
+    class Started(Exception):
+        pass
+
+    def first_step(argv, say):
+        raise Started(argv[0])
+
+    monkeypatch.setattr(study_module, "run_cli", first_step)
+    with pytest.raises(Started):  # the plan check passed: the first step was reached
+        study_module.run_study(plan, tmp_path, quiet=True)
+    other = dataclasses.replace(plan, train_args=(*plan.train_args, "--lr", "0.01"))
+    with pytest.raises(ValueError, match="another plan"):
+        study_module.run_study(other, tmp_path, quiet=True)
