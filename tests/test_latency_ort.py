@@ -105,3 +105,23 @@ def test_latency_measure_cli_with_onnxruntime(tmp_path, capsys):
     assert mine["cached"] is False and "runtime" not in mine["protocol"]
     assert mine["fingerprint_id"] != ort["fingerprint_id"]
     assert len(LatencyCache(cache)) == 2
+
+
+def test_sessions_run_on_the_intra_op_threads_asked_for(monkeypatch, tmp_path):
+    """`threads` is the operator-level parallelism a latency is measured at: intra-op
+    threads (inter-op ones only run independent graph branches side by side)."""
+    import onnxruntime as ort
+
+    from automoe import onnx_runtime
+
+    seen = []
+
+    def session(path, options, providers):
+        seen.append((options.intra_op_num_threads, options.inter_op_num_threads))
+        return None
+
+    monkeypatch.setattr(onnx_runtime, "check_onnx_dir", lambda path: {
+        "vocab_size": 10, "decoder_step": {"inputs": []}})
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    onnx_runtime.OrtTransformer(tmp_path, threads=3, providers=["CPUExecutionProvider"])
+    assert seen == [(3, 0), (3, 0)]

@@ -136,13 +136,15 @@ def _ort_dynamic_linear(x: torch.Tensor, w: quant.QuantizedWeight) -> torch.Tens
 @pytest.mark.parametrize("bits", [8, 4])
 def test_onnx_kernel_computes_what_onnxruntime_computes(bits, monkeypatch):
     """Kernel "onnx" against ONNX Runtime on a hand-built graph: exact up to fp32 rounding,
-    for 2-d and 3-d inputs, all-positive ones (zero point 0) and all-zero ones (scale 1);
+    for 2-d and 3-d inputs, all-positive ones (zero point 0), all-zero ones (scale 1) and
+    activations exactly halfway between two steps (ORT rounds half to even);
     and within one activation step of the exact product (8-bit, asymmetric)."""
     monkeypatch.setattr(quant, "INT8_KERNEL", "onnx")
     g = torch.Generator().manual_seed(bits)
     qw = quantize_weight(torch.randn(32, 48, generator=g) * 0.2, bits)
+    ties = torch.cat([torch.tensor([0.0, 255.0]), torch.arange(46) + 0.5])[None]  # s = 1
     for x in (torch.randn(2, 7, 48, generator=g) * 3 + 1, torch.rand(5, 48, generator=g),
-              torch.zeros(3, 48), torch.randn(1, 48, generator=g)):
+              torch.zeros(3, 48), torch.randn(1, 48, generator=g), ties):
         got = quantized_linear(x, qw)
         torch.testing.assert_close(got, _ort_dynamic_linear(x, qw), rtol=1e-6, atol=1e-6)
         exact = x @ dequantize(qw).T

@@ -129,3 +129,20 @@ def test_bytes_is_an_objective():
     objectives = parse_objectives("loss,latency,bytes")
     assert [(o.name, o.direction) for o in objectives] == [
         ("loss", "min"), ("latency_ms", "min"), ("weight_bytes", "min")]
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_the_searchs_cheap_byte_count_follows_the_supernets_layer_norm(normalize_before):
+    """`CheapCosts` (the search's bytes metric) counts what the supernet's subnets hold:
+    pre-LN adds a final layer norm per side."""
+    from types import SimpleNamespace
+
+    from automoe.search.scoring import CheapCosts
+
+    space = load_space("demo_q")
+    checkpoint = SimpleNamespace(space=space, vocab_size=VOCAB,
+                                 options={"normalize_before": normalize_before})
+    costs = CheapCosts(checkpoint)
+    for config in _configs()[:-1]:
+        assert costs(config)["weight_bytes"] == _independent_bytes(
+            config, normalize_before=normalize_before)[0]
