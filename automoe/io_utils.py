@@ -1,11 +1,10 @@
-"""File input for the application: JSON and CSV readers whose errors name the file, and the
-file hash that identifies a checkpoint. The atomic writers are `search_spaces.files` (the
-one implementation, used by every package), re-exported here for the application."""
+"""File input for the application: the CSV reader whose errors name the file, and the file
+hash that identifies a checkpoint. The atomic writers and the JSON reader are
+`search_spaces.files` (the one implementation, used by every package), re-exported here."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,12 @@ from search_spaces.files import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
+    read_json,
     sweep_stale_dirs,
 )
 
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_path", "atomic_dir",
            "sweep_stale_dirs", "atomic_write_csv", "read_json", "read_csv", "file_sha256"]
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file's content; ValueError naming the file when it is not UTF-8 JSON."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text (a binary file?)") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
 def read_csv(path: str | os.PathLike, **kwargs: Any) -> Any:

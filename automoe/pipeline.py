@@ -19,7 +19,6 @@ Layout of OUT (``runs/demo`` by default)::
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from automoe.io_utils import atomic_write_text
+from automoe.io_utils import atomic_write_text, read_json
 
 __all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs", "run_pipeline", "preset_with",
            "run_cli", "search_finished"]
@@ -125,7 +124,7 @@ def run_cli(argv: Sequence[str], echo: Callable[[str], None],
 
 def search_finished(run: Path) -> bool:
     meta = run / "search.json"
-    return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get(
+    return meta.is_file() and read_json(meta).get(
         "status") == "finished"
 
 
@@ -236,7 +235,7 @@ def _quality_note(subnet: Path) -> str:
     """What the translations above can be expected to be worth: the exported subnet's own
     dev scores with their uncertainty (scores.json; BLEU from the front's paired comparisons
     when the search did not score BLEU), said next to them."""
-    scores = json.loads((subnet / "scores.json").read_text(encoding="utf-8"))
+    scores = read_json(subnet / "scores.json")
     compared = scores.get("comparisons") or [{}]
     bleu_from = scores if scores.get("bleu") is not None else compared[0]
     parts = []

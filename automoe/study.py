@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv, atomic_write_json
+from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from automoe.pipeline import run_cli, search_finished
 
 __all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense", "run_study",
@@ -230,7 +229,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     root.mkdir(parents=True, exist_ok=True)
     q = ("-q",) if quiet else ()
     state_path = root / "study.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state = read_json(state_path) if state_path.is_file() else {}
     if state and _core(state.get("plan")) != _core(_plan_json(plan)):
         raise ValueError(f"{state_path}: the study was started with another plan; choose "
                          "another --out")

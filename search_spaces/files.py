@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["strict_json", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+__all__ = ["read_json", "MAX_JSON_BYTES", "strict_json", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "atomic_dir", "sweep_stale_dirs"]
 
 
@@ -62,6 +62,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` as UTF-8, exactly as given (no newline translation)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
+
+
+MAX_JSON_BYTES = 256 * 2**20  # no file the tool writes comes near this
+
+
+def read_json(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The one reader of every JSON file the tool reads back (settings, manifests, run
+    records). ValueError naming the file, in one line, when it is missing, larger than
+    `max_bytes`, not UTF-8, not JSON, or nested too deep for the parser (a hostile
+    ``[[[[...`` would otherwise exhaust the stack)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a JSON "
+                             "file of this tool may hold")
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a binary file?)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
 
 
 def strict_json(data: Any) -> Any:

@@ -24,7 +24,6 @@ has a single qkv choice. AutoMoE's unused switches (``-drop-mha-sublayer``,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from search_spaces.config import SubnetConfig
+from search_spaces.files import read_json
 from search_spaces.space import SearchSpace
 
 __all__ = ["import_hat_yaml", "import_hat_dict", "to_hat_dict", "to_hat_yaml", "HAT_ENDE_TO_LAYERS",
@@ -93,10 +93,7 @@ def read_subnet(path: str | Path, space: SearchSpace | None = None) -> SubnetFil
             raise ValueError(f"{p}: a HAT/AutoMoE subnet YAML is read against a search space; "
                              f"convert it with `automoe subnet import {p} --space SPACE`")
         return SubnetFile(import_hat_yaml(p, space), p)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{p}: not valid JSON ({err})") from None
+    data = read_json(p)  # ValueError naming the file
     options = vocab_size = None
     source = str(p)
     if isinstance(data, dict) and "architecture" in data:  # an exported model's config.json

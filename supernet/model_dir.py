@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from search_spaces.config import SubnetConfig
-from search_spaces.files import atomic_dir
+from search_spaces.files import atomic_dir, read_json
 from supernet import tokens
 from supernet.options import ModelOptions
 
@@ -69,10 +69,7 @@ def read_model_config(directory: str | Path) -> tuple[SubnetConfig, int, ModelOp
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a directory written by "
                                 "Transformer.save")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    meta = read_json(path)  # ValueError naming the file
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: expected 'format': {FORMAT!r}, got "
                          f"{meta.get('format') if isinstance(meta, dict) else meta!r}")

@@ -32,3 +32,35 @@ def test_the_next_writer_sweeps_a_killed_writers_folder_but_not_a_live_ones(tmp_
     assert (target / "ok.txt").read_text() == "done"
     assert not stale.exists() and live.is_dir()
     assert sweep_stale_dirs(target) == []
+
+
+def test_the_json_reader_names_the_file_for_every_kind_of_bad_input(tmp_path):
+    import pytest
+
+    from automoe.io_utils import read_json
+
+    cases = {"deep.json": b"[" * 100_000, "binary.json": b"\xff\xfe\x00",
+             "broken.json": b'{"a": 1,', "big.json": b" " * 2048 + b"{}"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=r"deep\.json: JSON nested too deeply"):
+        read_json(tmp_path / "deep.json")
+    with pytest.raises(ValueError, match=r"binary\.json: not UTF-8"):
+        read_json(tmp_path / "binary.json")
+    with pytest.raises(ValueError, match=r"broken\.json: not valid JSON .*line 1"):
+        read_json(tmp_path / "broken.json")
+    with pytest.raises(ValueError, match=r"big\.json: 2,050 bytes, more than the 1,024"):
+        read_json(tmp_path / "big.json", max_bytes=1024)
+    with pytest.raises(FileNotFoundError, match=r"missing\.json: no such file"):
+        read_json(tmp_path / "missing.json")
+    assert read_json(tmp_path / "big.json") == {}
+
+
+def test_a_deeply_nested_config_is_one_line_and_exit_2(tmp_path, capsys):
+    from automoe.cli import main
+
+    (tmp_path / "config.json").write_text("[" * 100_000)
+    assert main(["cost", str(tmp_path / "config.json"), "--space", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: JSON nested too deeply" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

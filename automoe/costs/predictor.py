@@ -30,7 +30,7 @@ from torch import nn
 
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
-from automoe.io_utils import atomic_dir
+from automoe.io_utils import atomic_dir, read_json
 
 if TYPE_CHECKING:
     from search_spaces.config import SubnetConfig
@@ -193,7 +193,7 @@ class LatencyPredictor:
         meta_path = folder / "predictor.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: no predictor here (expected predictor.json)")
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+        doc = read_json(meta_path)
         if doc.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{meta_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"

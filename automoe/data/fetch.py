@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from automoe.io_utils import atomic_dir, atomic_write_json
+from automoe.io_utils import atomic_dir, atomic_write_json, read_json
 
 __all__ = ["CACHE_ENV", "FetchError", "PackageFile", "CachedFile", "cache_root", "fetch",
            "sha256_file"]
@@ -127,7 +126,7 @@ def _read_entry(entry: Path) -> CachedFile | None:
     if not meta.is_file():
         return None
     try:
-        source = json.loads(meta.read_text(encoding="utf-8"))
+        source = read_json(meta)
         path = entry / source["file"]
         if not path.is_file() or path.stat().st_size != source["size"]:
             return None

@@ -14,7 +14,6 @@ falls back to the cleaned targets with a warning to re-run ``automoe data prepar
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from automoe.io_utils import read_json
 
 __all__ = ["META_FILE", "FORMAT", "Ragged", "RaggedWriter", "SplitData", "load_split",
            "read_meta", "ragged_paths", "reference_path"]
@@ -177,7 +178,7 @@ def read_meta(root: str | os.PathLike) -> dict:
     path = Path(root) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `automoe data prepare` first")
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = read_json(path)
     if meta.get("format") not in _READABLE:
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected one of "
                          f"{', '.join(map(repr, _READABLE))}")

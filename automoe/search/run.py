@@ -25,7 +25,6 @@ exactly where an uninterrupted run ends (scores are deterministic; latency is me
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import socket
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from automoe.io_utils import atomic_write_json
+from automoe.io_utils import atomic_write_json, read_json
 from automoe.search.compare import COMPARISONS, write_comparisons
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
@@ -119,7 +118,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "checkpoint.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (was this search ever started?)")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     if data.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: format {data.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     return data
@@ -242,7 +241,7 @@ def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
     ValueError naming what changed (a run recorded before data identities were stored is
     checked on supernet and space only)."""
     path = run / "search.json"
-    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored = read_json(path)
     changed = []
     was = stored.get("supernet", {}).get("sha256")
     if was != checkpoint.sha256:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from automoe.io_utils import read_json
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
 from search_spaces.checks import check_ints, check_known_fields
 
@@ -166,7 +167,7 @@ def _stored_settings(run_dir: str | Path) -> dict[str, Any]:
     meta_path = Path(run_dir) / "search.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: not a search run directory (nothing to resume)")
-    return json.loads(meta_path.read_text(encoding="utf-8"))["settings"]
+    return read_json(meta_path)["settings"]
 
 
 def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:

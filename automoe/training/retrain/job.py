@@ -20,7 +20,6 @@ rename both). On a multi-node cluster RUN_DIR must be on a filesystem every node
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv, atomic_write_json
+from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from automoe.search.results import read_run
 from automoe.training.presets import TrainOptions
 from automoe.training.retrain.select import choose_keys, cost_column
@@ -184,7 +183,7 @@ def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
     path = Path(run_dir) / RETRAIN_DIR / SETTINGS_FILE
     if not path.is_file():
         raise ValueError(f"{path}: no retrain job to resume in {run_dir}")
-    stored = json.loads(path.read_text(encoding="utf-8"))["settings"]
+    stored = read_json(path)["settings"]
     given = {k: v for k, v in (given or {}).items() if v is not None}
     names = {f.name for f in dataclasses.fields(RetrainSettings)}
     unknown = sorted(set(given) - names)
@@ -330,7 +329,7 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
 def _stored_keys(path: Path) -> list[str]:
     """The keys of a stored job, each checked to be a candidate key (16 hex digits): they
     become folder names."""
-    keys = json.loads(path.read_text(encoding="utf-8")).get("keys")
+    keys = read_json(path).get("keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) and _KEY.fullmatch(k)
                                              for k in keys):
         raise ValueError(f"{path}: 'keys' must be a list of 16-hex-digit subnet keys")
@@ -359,7 +358,7 @@ def _kept_results(plan: _Plan, base: Path) -> dict[str, tuple[str, str, dict, An
     for key in plan.keys:
         results = Path(plan.job.models_dir) / key / "results.json"
         if results.is_file() and (results.parent / "model").is_dir():
-            summary = json.loads(results.read_text(encoding="utf-8"))
+            summary = read_json(results)
             test = summary["test"]
             out[key] = (key, "TERMINATED", {
                 "updates": summary["updates"], "best_dev_loss": summary["best_dev_loss"],
