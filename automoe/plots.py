@@ -4,7 +4,12 @@ Input is one or more search runs, each a `candidates.csv` (one row per evaluated
 its `search.json` (settings and protocols). For every requested (x, y) pair the figure
 shows all candidates faintly, each run's non-dominated front as a highlighted step line, dense
 and MoE subnets with different markers, reference baselines as stars and, when the run was
-retrained, the retrained scores of the front as a second series.
+retrained, the retrained scores of the front as a second series. A run with paired tests
+(``comparisons.csv``) also gets, per reference subnet, the figure of what the tests compare:
+each front subnet's difference to that reference (dev loss, BLEU, chrF) with its 95% paired
+interval against the subnet's cost, filled where Holm's adjustment keeps it significant.
+The unpaired error bars of the front plots are far wider than these: two subnets scored on
+the same sentences share most of their noise.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from automoe.search.results import read_run
 from evolution.pareto import non_dominated_mask
 
 __all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
-           "AXES"]
+           "paired_points", "plot_paired", "AXES"]
 
 _QUALITY = ("bleu", "loss")  # the y axes; every other objective is a cost (x axis)
 
@@ -50,6 +55,7 @@ class RunTable:
     label: str
     candidates: pd.DataFrame
     settings: dict
+    comparisons: pd.DataFrame | None = None
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
@@ -69,10 +75,11 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
         base = read_csv(baselines).assign(origin="baseline")
         table = pd.concat([table, base], ignore_index=True)
     comparisons = run.path / "comparisons.csv"
+    paired = None
     if comparisons.is_file():
-        table = _with_front_bleu(table, read_csv(comparisons, dtype={"key": str,
-                                                                     "baseline_key": str}))
-    return RunTable(label or settings.get("label") or run.path.name, table, settings)
+        paired = read_csv(comparisons, dtype={"key": str, "baseline_key": str})
+        table = _with_front_bleu(table, paired)
+    return RunTable(label or settings.get("label") or run.path.name, table, settings, paired)
 
 
 _FRONT_SCORES = ("bleu", "bleu_lo", "bleu_hi", "chrf", "chrf_lo", "chrf_hi")
@@ -241,6 +248,56 @@ def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
     return drawn
 
 
+PAIRED_METRICS = (("loss", "dev loss difference (nats/token)"),
+                  ("bleu", "BLEU difference"), ("chrf", "chrF difference"))
+
+
+def paired_points(run: RunTable, baseline: str, metric: str, cost: str) -> pd.DataFrame:
+    """What the paired tests of `run` against `baseline` compare, for one metric: one row
+    per front subnet with ``x`` (its `cost` on the axis's scale), ``delta``, ``lo``, ``hi``
+    (subnet - baseline and its 95% paired interval) and ``significant`` (Holm-adjusted
+    p < 0.05; the raw p when the table has no Holm column)."""
+    assert run.comparisons is not None
+    rows = run.comparisons[run.comparisons["baseline"] == baseline]
+    axis = AXES[cost]
+    costs = run.candidates.drop_duplicates("key").set_index("key")[axis.column]
+    p = rows[f"{metric}_p_holm"] if f"{metric}_p_holm" in rows else rows[f"{metric}_p"]
+    return pd.DataFrame({"key": rows["key"].to_numpy(),
+                         "x": costs.loc[rows["key"]].to_numpy(float) * axis.scale,
+                         "delta": rows[f"{metric}_delta"].to_numpy(float),
+                         "lo": rows[f"{metric}_delta_lo"].to_numpy(float),
+                         "hi": rows[f"{metric}_delta_hi"].to_numpy(float),
+                         "significant": (p < 0.05).to_numpy()})
+
+
+def plot_paired(run: RunTable, baseline: str, cost: str) -> Any:
+    """The figure of `paired_points` for every metric the comparisons hold (one panel each)."""
+    plt = _pyplot()
+    metrics = [(m, text) for m, text in PAIRED_METRICS
+               if run.comparisons is not None and f"{m}_delta" in run.comparisons]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120,
+                             squeeze=False)
+    for ax, (metric, text) in zip(axes[0], metrics, strict=True):
+        pts = paired_points(run, baseline, metric, cost)
+        err = np.vstack([pts["delta"] - pts["lo"], pts["hi"] - pts["delta"]]).clip(0)
+        ax.errorbar(pts["x"], pts["delta"], yerr=err, fmt="none", ecolor="C0", capsize=2,
+                    elinewidth=0.8)
+        sig = pts["significant"].to_numpy(bool)
+        ax.scatter(pts["x"][sig], pts["delta"][sig], color="C0", s=22, zorder=3,
+                   label="Holm p < 0.05")
+        ax.scatter(pts["x"][~sig], pts["delta"][~sig], facecolor="white", edgecolor="C0",
+                   s=22, zorder=3, label="not significant")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xlabel(_axis_label(AXES[cost], run.settings, width=45), fontsize=8)
+        ax.set_ylabel(text, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run.label}: front subnets minus '{baseline}' on the same dev sentences "
+                 "(95% paired intervals)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_runs(
     runs: Sequence[RunTable],
     out_dir: str | Path,
@@ -280,4 +337,18 @@ def plot_runs(
                 fig.savefig(tmp, format=fmt)
             written.append(path)
         plt.close(fig)
+    for run in runs:  # what each run's paired tests compare
+        if run.comparisons is None or run.comparisons.empty or not any(
+                f"{m}_delta" in run.comparisons for m, _ in PAIRED_METRICS):
+            continue
+        cost = next((x for x, _ in pairs), "flops")
+        prefix = f"{run.label}_" if len(runs) > 1 else ""
+        for baseline in dict.fromkeys(run.comparisons["baseline"]):
+            fig = plot_paired(run, str(baseline), cost)
+            for fmt in formats:
+                path = out / f"{prefix}paired_vs_{baseline}.{fmt}"
+                with atomic_path(path, suffix=f".{fmt}") as tmp:
+                    fig.savefig(tmp, format=fmt)
+                written.append(path)
+            plt.close(fig)
     return written

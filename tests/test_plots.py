@@ -120,6 +120,29 @@ def test_a_loss_search_plots_its_fronts_bleu_from_the_comparisons(tmp_path):
     assert {p.name for p in out.glob("*.png")} == {"loss_vs_flops.png", "bleu_vs_flops.png"}
 
 
+def test_a_run_with_paired_tests_plots_the_differences_they_compare(tmp_path):
+    from automoe.plots import AXES, paired_points
+
+    run, table = _fake_run(tmp_path, "paired", 12, 4)
+    front = table["key"].iloc[1:4].tolist()
+    comp = pd.DataFrame({"key": front, "baseline": "largest",
+                         "baseline_key": table["key"].iloc[0],
+                         "loss_delta": [0.02, -0.01, 0.005], "loss_delta_lo": [0.01, -0.02, -0.001],
+                         "loss_delta_hi": [0.03, 0.0, 0.011], "loss_p": [0.001, 0.04, 0.2],
+                         "loss_p_holm": [0.003, 0.08, 0.2]})
+    comp.to_csv(run / "comparisons.csv", index=False)
+    loaded = load_run(run)
+    pts = paired_points(loaded, "largest", "loss", "flops")
+    flops = table.set_index("key").loc[front, "flops"].to_numpy() * AXES["flops"].scale
+    assert np.allclose(pts["x"], flops)
+    assert pts[["delta", "lo", "hi"]].to_numpy().tolist() == comp[
+        ["loss_delta", "loss_delta_lo", "loss_delta_hi"]].to_numpy().tolist()
+    assert pts["significant"].tolist() == [True, False, False]  # Holm, not the raw p
+    out = tmp_path / "plots"
+    assert main(["plot", str(run), "-o", str(out)]) == 0
+    assert (out / "paired_vs_largest.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_front_and_baselines_carry_their_error_bars(tmp_path):
     run_dir, table = _fake_run(tmp_path, "ci", 30, 3)
     table["bleu_lo"], table["bleu_hi"] = table["bleu"] - 0.5, table["bleu"] + 1.5
