@@ -80,3 +80,4 @@ def test_malformed_files_are_named_in_one_line(setup, argv, needle, tmp_path, mo
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "p").exists()
+

@@ -359,9 +359,22 @@ def test_translate_cli_files_and_stdin(exported, tmp_path, capsys, monkeypatch):
     want = translate_texts(model, Tokenizer.load(data), ["The big cat.", "Small dog sees the house."],
                            beam=2, lenpen=0.6, max_len_a=1.5, max_len_b=10)
     assert lines == [want[0], "", want[1], ""]  # empty input line stays empty
-    monkeypatch.setattr("sys.stdin", io.StringIO("The big cat.\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"The big cat.\n")))
     assert main(["translate", str(model_dir), "--beam", "2", "--device", "cpu"]) == 0
     assert capsys.readouterr().out == want[0] + "\n"
+
+
+def test_invalid_utf8_on_stdin_is_named_like_a_files(exported, monkeypatch, capsys):
+    import io
+
+    from automoe.cli import main
+
+    _, model_dir = exported
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"fine\nab\xffc\n")))
+    assert main(["translate", str(model_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "<stdin> line 2: not valid UTF-8 (byte 0xff at column 3)" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_cli_scores_with_sacrebleu_on_the_raw_references(exported, tmp_path, capsys):

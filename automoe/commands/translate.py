@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from automoe.data.sources import read_lines
+    from automoe.data.sources import decode_lines, read_lines
     from automoe.decoding import translate_texts
     from automoe.export import load_subnet
     from automoe.io_utils import atomic_write_text
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.input:
         lines = list(read_lines(Path(args.input)))
     else:
-        lines = [ln.rstrip("\r\n") for ln in sys.stdin]
+        lines = list(decode_lines(sys.stdin.buffer, "<stdin>"))
     nonempty = [i for i, ln in enumerate(lines) if ln.strip()]
     out = [""] * len(lines)
     for i, text in zip(nonempty, translate_texts(subnet.model, subnet.tokenizer,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
+from typing import BinaryIO
 
 from automoe.data.corpora import (
     BUILTIN_CORPORA,
@@ -24,7 +25,8 @@ from automoe.data.corpora import (
 )
 from automoe.data.fetch import fetch, sha256_file
 
-__all__ = ["SPLITS", "Source", "CorpusSource", "FilesSource", "TsvSource", "read_lines"]
+__all__ = ["SPLITS", "Source", "CorpusSource", "FilesSource", "TsvSource", "read_lines",
+           "decode_lines"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -51,13 +53,19 @@ def read_lines(path: Path) -> Iterator[str]:
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: expected one sentence per line")
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path} line {lineno}: not valid UTF-8 (byte "
-                                 f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
-            yield line.rstrip("\r\n")
+        yield from decode_lines(fh, str(path))
+
+
+def decode_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    """UTF-8 lines of a byte stream (a file, ``sys.stdin.buffer``) without their newline;
+    invalid UTF-8 is a ValueError naming `name` (``<stdin>``), the line and the column."""
+    for lineno, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{name} line {lineno}: not valid UTF-8 (byte "
+                             f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
+        yield line.rstrip("\r\n")
 
 
 def _check_split(split: str) -> None:
