@@ -35,9 +35,13 @@ if TYPE_CHECKING:
     from automoe.data.store import Ragged
     from automoe.data.tokenizer import Tokenizer
 
-__all__ = ["Hypothesis", "greedy_decode", "beam_search", "length_limits", "check_decoding",
-           "translate_ids",
-           "translate_texts", "evaluate_split"]
+__all__ = ["Hypothesis", "NonFiniteScores", "greedy_decode", "beam_search", "length_limits",
+           "check_decoding", "translate_ids", "translate_texts", "evaluate_split"]
+
+
+class NonFiniteScores(ValueError):
+    """The model gave NaN or infinite scores: its weights are damaged (decoding on would
+    print garbage, or fail where no hypothesis has a finite score)."""
 
 
 class Hypothesis(NamedTuple):
@@ -77,6 +81,11 @@ def _step_logprobs(model: Seq2SeqModel[EncT, CacheT], prev: torch.Tensor, enc: E
     """[b, V] float32 log-probs of the next token; PAD/BOS banned, EOS forced where asked."""
     logits, _ = model.decode(prev, enc, cache=cache)
     lp = F.log_softmax(logits[:, -1].float(), dim=-1)
+    # -inf marks an impossible token; NaN comes from NaN or +inf logits or a row with no
+    # possible token at all
+    if torch.isnan(lp).any():
+        raise NonFiniteScores(f"the model's scores at decoding step {prev.shape[1]} are not "
+                              "finite (NaN or infinite logits): its weights are damaged")
     lp[:, PAD_ID] = -math.inf
     lp[:, BOS_ID] = -math.inf
     if force_eos.any():

@@ -364,6 +364,39 @@ def test_translate_cli_files_and_stdin(exported, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == want[0] + "\n"
 
 
+def test_non_finite_scores_stop_decoding_naming_the_model(exported, monkeypatch, capsys,
+                                                          tmp_path):
+    """Damaged weights (a scale times -1e30, say) give NaN or infinite logits: greedy
+    decoding printed garbage with exit 0 and beam search failed on an empty max()."""
+    import io
+
+    import torch
+
+    from automoe.cli import main
+    from automoe.decoding import NonFiniteScores, beam_search, greedy_decode
+    from supernet import Transformer
+
+    _, model_dir = exported
+    model = Transformer.load(model_dir).eval()
+    decode = Transformer.decode
+
+    def damaged(self, *args, **kwargs):
+        logits, aux = decode(self, *args, **kwargs)
+        return logits * float("inf"), aux  # +-inf, and NaN where a logit was 0
+
+    monkeypatch.setattr(Transformer, "decode", damaged)
+    src = torch.tensor([[5, 6, 7, 2]])
+    with pytest.raises(NonFiniteScores, match="not finite"):
+        greedy_decode(model, src, max_len=5)
+    with pytest.raises(NonFiniteScores, match="not finite"):
+        beam_search(model, src, beam=2, max_len=5)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"The big cat.\n")))
+    assert main(["translate", str(model_dir), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert f"{model_dir}: the model's scores at decoding step 1 are not finite" in captured.err
+    assert captured.out == ""
+
+
 def test_invalid_utf8_on_stdin_is_named_like_a_files(exported, monkeypatch, capsys):
     import io
 

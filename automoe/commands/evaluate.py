@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ValueError("--data DIR is required: the prepared data dir holding the split")
+    from automoe.commands.translate import named_model
     from automoe.decoding import evaluate_split
     from automoe.export import load_subnet
     from automoe.io_utils import atomic_write_json, atomic_write_text
@@ -34,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
                          runtime=args.runtime)
     kwargs["device"] = subnet.device  # ONNX Runtime takes CPU tensors
     model = subnet.model
-    result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
+    with named_model(args.model_dir):
+        result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
     hyps = result.pop("hypotheses")
     result = {"model_dir": args.model_dir, "data": args.data, "device": kwargs["device"],
               "runtime": args.runtime, **result}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["register", "add_decoding_args", "decoding_kwargs"]
@@ -50,6 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+@contextlib.contextmanager
+def named_model(model_dir: str) -> Iterator[None]:
+    """Decoding errors that come from the model's weights name its directory."""
+    from automoe.decoding import NonFiniteScores
+
+    try:
+        yield
+    except NonFiniteScores as err:
+        raise ValueError(f"{model_dir}: {err}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from automoe.data.sources import decode_lines, read_lines
     from automoe.decoding import translate_texts
@@ -66,10 +79,11 @@ def _run(args: argparse.Namespace) -> int:
         lines = list(decode_lines(sys.stdin.buffer, "<stdin>"))
     nonempty = [i for i, ln in enumerate(lines) if ln.strip()]
     out = [""] * len(lines)
-    for i, text in zip(nonempty, translate_texts(subnet.model, subnet.tokenizer,
-                                                 [lines[i] for i in nonempty], **kwargs),
-                       strict=True):
-        out[i] = text
+    with named_model(args.model_dir):
+        for i, text in zip(nonempty, translate_texts(subnet.model, subnet.tokenizer,
+                                                     [lines[i] for i in nonempty], **kwargs),
+                           strict=True):
+            out[i] = text
     text = "".join(t + "\n" for t in out)
     if args.output:
         atomic_write_text(args.output, text)
