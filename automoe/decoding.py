@@ -35,8 +35,27 @@ if TYPE_CHECKING:
     from automoe.data.store import Ragged
     from automoe.data.tokenizer import Tokenizer
 
-__all__ = ["Hypothesis", "NonFiniteScores", "greedy_decode", "beam_search", "length_limits",
+__all__ = ["Hypothesis", "NonFiniteScores", "InputTooLong", "max_positions", "greedy_decode", "beam_search", "length_limits",
            "check_decoding", "translate_ids", "translate_texts", "evaluate_split"]
+
+
+class InputTooLong(ValueError):
+    """A source sentence longer than the model's positions (``max_positions``)."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(f"sentence {index + 1}: {tokens} tokens with EOS, more than the "
+                         f"model's max_positions ({limit})")
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence `model` accepts: a torch model's ``options.max_positions``, an
+    ONNX Runtime model's ``max_positions`` (None: unknown)."""
+    options = getattr(model, "options", None)
+    if options is not None and hasattr(options, "max_positions"):
+        return int(options.max_positions)
+    limit = getattr(model, "max_positions", None)
+    return None if limit is None else int(limit)
 
 
 class NonFiniteScores(ValueError):
@@ -219,6 +238,12 @@ def translate_ids(model: Seq2SeqModel[Any, Any],
     if len(data) == 0:
         return out
     sizes = data.lengths + 1
+    limit = max_positions(model)
+    if limit is not None:  # every runtime refuses the same inputs, before any work
+        too_long = np.flatnonzero(sizes > limit)
+        if len(too_long):
+            raise InputTooLong(int(too_long[0]), int(sizes[too_long[0]]), limit)
+        max_len = limit if max_len is None else min(int(max_len), limit)
     order = np.argsort(sizes, kind="stable")[::-1]  # longest first: memory peaks early
     batches, start = [], 0
     while start < len(order):

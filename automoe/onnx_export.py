@@ -206,7 +206,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
         atomic_write_json(tmp / "onnx.json", {
             "format": _FORMAT, "format_version": FORMAT_VERSION, "opset": OPSET,
             "moe_dispatch": MOE_DISPATCH, "architecture_key": cfg.key(),
-            "vocab_size": model.vocab_size,
+            "vocab_size": model.vocab_size, "max_positions": model.options.max_positions,
             "decoder_layers": len(cache), "cache": cache,
             "encoder": encoder_io, "decoder_step": step_io})
     return Path(out)
@@ -236,7 +236,49 @@ def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this version "
                          f"reads {FORMAT_VERSION}; re-export with automoe onnx MODEL_DIR "
                          "--overwrite")
+    _check_meta(meta, path)
     return meta
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Field by field: every key the runtime reads, its type and range, and the graph
+    inputs and outputs the cache description implies; ValueError naming file and key."""
+    def fail(key: str, want: str) -> None:
+        got = meta.get(key, "<missing>") if "." not in key else "<as found>"
+        raise ValueError(f"{path}: {key!r} must be {want}, got {got!r}")
+
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    key = meta.get("architecture_key")
+    if not (isinstance(key, str) and len(key) == 16
+            and all(c in "0123456789abcdef" for c in key)):
+        fail("architecture_key", "16 hex digits")
+    if not positive_int(meta.get("vocab_size")) or meta["vocab_size"] < 5:
+        fail("vocab_size", "an integer >= 5")
+    if "max_positions" in meta and not positive_int(meta["max_positions"]):
+        fail("max_positions", "an integer >= 1")
+    cache = meta.get("cache")
+    if not isinstance(cache, list) or not cache:
+        fail("cache", "a non-empty list (one entry per decoder layer)")
+    for i, c in enumerate(cache):
+        fields = ("heads", "head_dim", "cross_heads", "cross_head_dim", "span")
+        if not isinstance(c, dict) or not all(positive_int(c.get(k)) for k in fields):
+            raise ValueError(f"{path}: 'cache[{i}]' must hold integers >= 1 for "
+                             f"{', '.join(fields)}, got {c!r}")
+    if meta.get("decoder_layers") != len(cache):
+        fail("decoder_layers", f"the number of cache entries ({len(cache)})")
+    layers = range(len(cache))
+    cross = [f"cross_{kv}_{i}" for i in layers for kv in ("key", "value")]
+    past = [f"past_{kv}_{i}" for i in layers for kv in ("key", "value")]
+    want = {"encoder": {"inputs": ["src_tokens"], "outputs": ["padding_mask", *cross]},
+            "decoder_step": {"inputs": ["tokens", "padding_mask", *cross, *past],
+                             "outputs": ["logits",
+                                         *(n.replace("past_", "present_") for n in past)]}}
+    for graph, io in want.items():
+        if meta.get(graph) != io:
+            raise ValueError(f"{path}: {graph!r} must name the graph's inputs and outputs "
+                             f"{io}, got {meta.get(graph)!r}")
 
 
 def check_onnx_dir(directory: str | Path) -> dict[str, Any]:

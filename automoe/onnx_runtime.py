@@ -69,6 +69,8 @@ class OrtTransformer:
         self.path = Path(directory)
         self.meta = check_onnx_dir(self.path)
         self.vocab_size = int(self.meta["vocab_size"])
+        # longest source or target the graphs were exported for (None: an older export)
+        self.max_positions: int | None = self.meta.get("max_positions")
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if p in ort.get_available_providers()]

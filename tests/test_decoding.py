@@ -397,6 +397,21 @@ def test_non_finite_scores_stop_decoding_naming_the_model(exported, monkeypatch,
     assert captured.out == ""
 
 
+def test_a_line_longer_than_the_models_positions_is_named(exported, monkeypatch, capsys):
+    import io
+
+    from automoe.cli import main
+    from supernet import Transformer
+
+    _, model_dir = exported
+    limit = Transformer.load(model_dir).options.max_positions
+    text = "fine\n" + " ".join(["cat"] * (limit + 10)) + "\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert main(["translate", str(model_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "<stdin> line 2: " in err and f"more than the model's max_positions ({limit})" in err
+
+
 def test_invalid_utf8_on_stdin_is_named_like_a_files(exported, monkeypatch, capsys):
     import io
 

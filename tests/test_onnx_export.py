@@ -4,7 +4,9 @@ runtime's own choices), and bad graph files fail with their name."""
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -150,6 +152,62 @@ def test_onnx_json_describes_the_graphs(exported):
     assert [c["span"] for c in meta["cache"]] == spans
     assert [c["cross_heads"] for c in meta["cache"]] == list(model.config.decoder_cross_heads)
     assert meta["moe_dispatch"] == "gather"
+    assert meta["max_positions"] == model.options.max_positions
+
+
+def _tampered(meta: dict, path: str, value) -> dict:
+    """A deep copy of `meta` with the dotted `path` set to `value` (or removed: ...)."""
+    import copy
+
+    out = copy.deepcopy(meta)
+    *head, last = path.split(".")
+    node = out
+    for part in head:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is ...:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return out
+
+
+@pytest.mark.parametrize("path, value, needle", [
+    ("architecture_key", ..., "'architecture_key' must be 16 hex digits"),
+    ("vocab_size", "x", "'vocab_size' must be an integer >= 5"),
+    ("vocab_size", ..., "'vocab_size' must be an integer >= 5"),
+    ("max_positions", 0, "'max_positions' must be an integer >= 1"),
+    ("cache.0.heads", "4", "'cache[0]' must hold integers >= 1"),
+    ("cache.0.head_dim", -1, "'cache[0]' must hold integers >= 1"),
+    ("cache", ..., "'cache' must be a non-empty list"),
+    ("decoder_layers", 7, "'decoder_layers' must be the number of cache entries"),
+    ("decoder_step", ..., "'decoder_step' must name the graph's inputs and outputs"),
+    ("encoder.outputs", ["padding_mask"], "'encoder' must name the graph's inputs"),
+])
+def test_every_onnx_json_field_is_checked_in_one_line(exported, tmp_path, path, value, needle):
+    from automoe.onnx_export import read_onnx_meta
+
+    _, directory = exported
+    copy = tmp_path / "onnx"
+    shutil.copytree(directory, copy)
+    meta = json.loads((copy / "onnx.json").read_text())
+    (copy / "onnx.json").write_text(json.dumps(_tampered(meta, path, value)))
+    with pytest.raises(ValueError, match=re.escape(needle)) as err:
+        read_onnx_meta(copy)
+    assert str(copy / "onnx.json") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_onnxruntime_refuses_what_torch_refuses_before_decoding(exported):
+    from automoe.decoding import InputTooLong, translate_ids
+    from automoe.onnx_runtime import OrtTransformer
+
+    model, directory = exported
+    runtime = OrtTransformer(directory, providers=["CPUExecutionProvider"])
+    limit = model.options.max_positions
+    assert runtime.max_positions == limit
+    long = [[5] * limit]  # + EOS: one more than the positions
+    for m in (model, runtime):
+        with pytest.raises(InputTooLong, match=f"sentence 2: {limit + 1} tokens with EOS"):
+            translate_ids(m, [[6, 7], *long], beam=1)
 
 
 def test_moe_layers_gather_each_experts_tokens(exported):

@@ -65,7 +65,7 @@ def named_model(model_dir: str) -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     from automoe.data.sources import decode_lines, read_lines
-    from automoe.decoding import translate_texts
+    from automoe.decoding import InputTooLong, translate_texts
     from automoe.export import load_subnet
     from automoe.io_utils import atomic_write_text
 
@@ -80,9 +80,15 @@ def _run(args: argparse.Namespace) -> int:
     nonempty = [i for i, ln in enumerate(lines) if ln.strip()]
     out = [""] * len(lines)
     with named_model(args.model_dir):
-        for i, text in zip(nonempty, translate_texts(subnet.model, subnet.tokenizer,
-                                                     [lines[i] for i in nonempty], **kwargs),
-                           strict=True):
+        try:
+            texts = translate_texts(subnet.model, subnet.tokenizer,
+                                    [lines[i] for i in nonempty], **kwargs)
+        except InputTooLong as err:
+            name = args.input or "<stdin>"
+            raise ValueError(f"{name} line {nonempty[err.index] + 1}: {err.tokens} tokens "
+                             f"with EOS, more than the model's max_positions ({err.limit})"
+                             ) from None
+        for i, text in zip(nonempty, texts, strict=True):
             out[i] = text
     text = "".join(t + "\n" for t in out)
     if args.output:
