@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from automoe.io_utils import atomic_dir, atomic_write_json, read_json
+from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
 from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
@@ -52,7 +52,9 @@ ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
 OPSET = 18
 ONNX_DIR = "onnx"  # the graphs' folder inside a model dir
 _FORMAT = "automoe-onnx"
-FORMAT_VERSION = 2  # 2: cross-attention keys/values from the encoder graph (1: recomputed per step)
+# 3: onnx.json holds each graph's sha256 and max_positions; 2: cross-attention keys/values
+# from the encoder graph (1: recomputed per step)
+FORMAT_VERSION = 3
 # How the graphs run MoE layers (`supernet.functional.moe_ffn`): part of ``onnx.json`` and of
 # ONNX Runtime latency fingerprints, since it sets the graphs' speed (earlier exports ran
 # every expert on every token, "static").
@@ -128,7 +130,8 @@ def _check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ValueError(f"{path}: the exported graph fails onnx.checker ({err})") from None
+        raise ValueError(f"{path}: the exported graph fails onnx.checker "
+                         f"({' '.join(str(err).split())})") from None
 
 
 def _onnx_int8_linear(x: Any, q: Any, scale: Any, bias: Any) -> Any:
@@ -204,6 +207,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
         for name in ONNX_FILES[:2]:
             _check(tmp / name)
         atomic_write_json(tmp / "onnx.json", {
+            "sha256": {name: file_sha256(tmp / name) for name in ONNX_FILES[:2]},
             "format": _FORMAT, "format_version": FORMAT_VERSION, "opset": OPSET,
             "moe_dispatch": MOE_DISPATCH, "architecture_key": cfg.key(),
             "vocab_size": model.vocab_size, "max_positions": model.options.max_positions,
@@ -279,21 +283,44 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         if meta.get(graph) != io:
             raise ValueError(f"{path}: {graph!r} must name the graph's inputs and outputs "
                              f"{io}, got {meta.get(graph)!r}")
+    hashes = meta.get("sha256")
+    if not (isinstance(hashes, dict) and set(hashes) == set(ONNX_FILES[:2]) and all(
+            isinstance(h, str) and len(h) == 64 for h in hashes.values())):
+        fail("sha256", f"the sha256 of each graph ({', '.join(ONNX_FILES[:2])})")
 
 
 def check_onnx_dir(directory: str | Path) -> dict[str, Any]:
     """Checks that ``directory`` holds both graphs, readable and valid (``onnx.checker``);
     returns ``onnx.json``. FileNotFoundError / ValueError naming the bad file."""
     meta = read_onnx_meta(directory)
-    for name in ONNX_FILES[:2]:
+    root = Path(directory).resolve()
+    for name, graph in zip(ONNX_FILES[:2], ("encoder", "decoder_step"), strict=True):
         path = Path(directory) / name
+        if path.is_symlink() or (path.exists() and path.resolve().parent != root):
+            raise ValueError(f"{path}: a link; the graphs must be regular files inside "
+                             f"{directory}")
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: export it with automoe onnx")
+        if file_sha256(path) != meta["sha256"][name]:
+            raise ValueError(f"{path}: not the graph onnx.json describes (sha256 differs): "
+                             "graphs of another export? re-export with automoe onnx "
+                             "--overwrite")
         try:
             _check(path)
+            _check_io(path, meta[graph])
         except ValueError:
             raise
         except Exception as err:  # a truncated or foreign file fails while parsing
             raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: "
                              f"{err})") from None
     return meta
+
+
+def _check_io(path: Path, io: dict[str, list[str]]) -> None:
+    """The graph's own input and output names are the ones onnx.json lists, in order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    got = {"inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
+    if got != io:
+        raise ValueError(f"{path}: the graph's inputs/outputs {got} are not onnx.json's {io}")

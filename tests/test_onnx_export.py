@@ -196,6 +196,52 @@ def test_every_onnx_json_field_is_checked_in_one_line(exported, tmp_path, path, 
     assert str(copy / "onnx.json") in str(err.value) and "\n" not in str(err.value)
 
 
+def test_graphs_are_checked_against_their_manifest_and_the_models_config(exported, tmp_path,
+                                                                         capsys):
+    """Another export's graphs copied in, a link out of the directory, renamed graph
+    inputs, and a whole ONNX dir of another architecture are each refused in one line."""
+    import onnx
+
+    from automoe.cli import main
+    from automoe.io_utils import file_sha256
+
+    model, directory = exported
+    other = export_onnx(Transformer(pick("dense" if model.config.is_dense is False else "moe"),
+                                    VOCAB, seed=4).eval(), tmp_path / "other")
+    copy = tmp_path / "onnx"
+    shutil.copytree(directory, copy)
+    shutil.copyfile(other / "decoder_step.onnx", copy / "decoder_step.onnx")
+    with pytest.raises(ValueError, match="decoder_step.onnx: not the graph onnx.json describes"):
+        check_onnx_dir(copy)
+    (copy / "decoder_step.onnx").unlink()
+    (copy / "decoder_step.onnx").symlink_to(directory / "decoder_step.onnx")
+    with pytest.raises(ValueError, match="decoder_step.onnx: a link"):
+        check_onnx_dir(copy)
+    (copy / "decoder_step.onnx").unlink()
+    graph = onnx.load(str(directory / "encoder.onnx"))
+    graph.graph.output[0].name = "mask"  # (the graph itself stays valid)
+    for node in graph.graph.node:
+        node.output[:] = ["mask" if o == "padding_mask" else o for o in node.output]
+        node.input[:] = ["mask" if o == "padding_mask" else o for o in node.input]
+    onnx.save(graph, str(copy / "encoder.onnx"))
+    shutil.copyfile(directory / "decoder_step.onnx", copy / "decoder_step.onnx")
+    meta = json.loads((copy / "onnx.json").read_text())
+    meta["sha256"]["encoder.onnx"] = file_sha256(copy / "encoder.onnx")
+    (copy / "onnx.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="encoder.onnx: the graph's inputs/outputs"):
+        check_onnx_dir(copy)
+    # a model dir whose onnx/ holds another architecture's (consistent) export
+    model_dir = tmp_path / "model"
+    model.save(model_dir)
+    shutil.copytree(other, model_dir / "onnx")
+    assert main(["onnx", str(model_dir), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "graphs of architecture" in err and "config.json" in err
+    shutil.rmtree(model_dir / "onnx")
+    shutil.copytree(directory, model_dir / "onnx")
+    assert main(["onnx", str(model_dir), "--check"]) == 0
+
+
 def test_onnxruntime_refuses_what_torch_refuses_before_decoding(exported):
     from automoe.decoding import InputTooLong, translate_ids
     from automoe.onnx_runtime import OrtTransformer
