@@ -52,6 +52,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync(tmp_path)
+        os.chmod(tmp_path, _mode(0o666))  # mkstemp's 0600 would make the file private
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -137,6 +138,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     try:
         yield tmp
         _fsync_tree(tmp)
+        _share_tree(tmp)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -148,6 +150,33 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mode(base: int) -> int:
+    """`base` (0o666 for files, 0o777 for folders) under this process's umask: what
+    ``open``/``mkdir`` would have created."""
+    return base & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux says it (setting it, even
+    for an instant, would race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _share_tree(root: Path) -> None:
+    """mkdtemp's folder is 0700 and files written by `atomic_path` inside it are already
+    shared; give the folder (and subfolders) the mode ``mkdir`` would have given it."""
+    for folder in (root, *(p for p in root.rglob("*") if p.is_dir())):
+        os.chmod(folder, _mode(0o777))
 
 
 def _alive(pid: int) -> bool:

@@ -64,3 +64,24 @@ def test_a_deeply_nested_config_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "config.json: JSON nested too deeply" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_written_files_and_folders_get_the_modes_open_and_mkdir_would_give(tmp_path):
+    """mkstemp/mkdtemp create 0600 files and 0700 folders; a published file or model dir
+    must be as shareable as the umask allows."""
+    from automoe.io_utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "sub").mkdir()
+            atomic_write_text(tmp / "sub" / "w.json", "{}")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "a.txt") == 0o644 and mode(tmp_path / "b.txt") == 0o640
+    assert mode(tmp_path / "model") == 0o755 and mode(tmp_path / "model" / "sub") == 0o755
+    assert mode(tmp_path / "model" / "sub" / "w.json") == 0o644
