@@ -317,3 +317,10 @@ def test_resume_works_from_anywhere_and_refuses_a_changed_supernet(world, tmp_pa
     assert main(["search", "--resume", str(home / "run"), "--generations", "3",
                  "--quiet"]) == 2
     assert "data dir" in capsys.readouterr().err
+
+
+def test_a_quiet_search_draws_no_progress_bar(world, tmp_path, capsys):
+    assert main(_args(world, "--out", str(tmp_path / "q"), "--generations", "1")) == 0
+    assert (tmp_path / "q" / "comparisons.csv").is_file()  # the comparisons did run
+    err = capsys.readouterr().err
+    assert "comparisons" not in err and "it/s" not in err and "%|" not in err

@@ -95,3 +95,59 @@ def test_resumed_retrain_ignores_the_run_dirs_ray_address(tmp_path, listener, fa
     assert fake_ray[0]["address"] == "local"
     assert not connected()
     assert resume_settings(tmp_path, {"ray_address": "auto"}).ray_address == "auto"
+
+
+def _fake_run(root: Path, meta) -> Path:
+    """A run dir with one candidate and the given search.json content."""
+    import pandas as pd
+
+    from search_spaces import load_space
+
+    config = load_space("tiny").largest()
+    root.mkdir(parents=True)
+    table = pd.DataFrame({"key": [config.key()], "loss": [5.0], "flops": [1e6],
+                          "config": [config.to_json()]})
+    table.to_csv(root / "candidates.csv", index=False)
+    table.to_csv(root / "pareto.csv", index=False)
+    (root / "search.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    return root
+
+
+GOOD = {"settings": {"data": "d", "supernet": "s", "objectives": ["loss", "flops"]}}
+
+
+@pytest.mark.parametrize("meta, needle", [
+    ({**GOOD, "supernet": "x"}, "'supernet' must be an object"),
+    ({"settings": {"supernet": "s"}}, "missing settings.'data'"),
+    ({}, "missing 'settings'"),
+    ({"settings": ["d"]}, "'settings' must be an object"),
+    ({**GOOD, "supernet": {"checkpoint": 3}}, "'supernet.checkpoint' must be a path string"),
+    ({"settings": {**GOOD["settings"], "objectives": "loss"}}, "settings.'objectives' must be a list"),
+    ("[" * 100_000, "JSON nested too deeply"),
+])
+def test_a_bad_search_json_is_one_line_and_exit_2(tmp_path, capsys, meta, needle):
+    from automoe.cli import main
+
+    run = _fake_run(tmp_path / "run", meta)
+    assert main(["export", str(run), "--pick", "knee", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(run / "search.json") in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({}, "expected an object with a 'settings' object"),
+    ({"settings": ["x"]}, "expected an object with a 'settings' object"),
+    ({"settings": {"keys": ["0" * 16], "colour": "red"}}, "unknown setting(s) ['colour']"),
+    ({"settings": {"keys": ["0" * 16], "top": "x"}}, "top"),
+])
+def test_a_bad_retrain_json_is_one_line_and_exit_2(tmp_path, capsys, doc, needle):
+    from automoe.cli import main
+    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE
+
+    path = tmp_path / RETRAIN_DIR / SETTINGS_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    assert main(["retrain", str(tmp_path), "--resume", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

@@ -37,7 +37,7 @@ _INTERVALS = ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
 
 
 def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer: Any, *,
-                 sentences: Path | None = None) -> pd.DataFrame:
+                 sentences: Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Paired tests of every front subnet against every baseline.
 
     Args:
@@ -47,6 +47,7 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
             translates).
         sentences: where each system's per-sentence scores go (``KEY.npz``,
             `automoe.sentences`), so that the table can be recomputed; None: not kept.
+        progress: a progress bar over the systems scored (stderr).
     """
     from tqdm.auto import tqdm
 
@@ -57,7 +58,7 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
     metrics: dict[str, dict[str, float]] = {}
     # Decoding the whole dev split per subnet is the slow part: show it.
     for config in tqdm([*front.values(), *baselines.values()], desc="comparisons",
-                       unit="subnet", leave=False):
+                       unit="subnet", leave=False, disable=not progress):
         key = config.key()
         if key not in arrays:
             outputs = dev.sentences(scorer.model, config)
@@ -112,10 +113,12 @@ def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
 
 
 def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],
-                      baselines: Mapping[str, Any], factory: Any, state: Any) -> Path:
+                      baselines: Mapping[str, Any], factory: Any, state: Any, *,
+                      progress: bool = True) -> Path:
     """Builds a translating scorer from the search's `CandidateScorerFactory` and the
     supernet state, runs `compare_rows` and writes ``RUN_DIR/comparisons.csv`` atomically."""
     settings = dataclasses.replace(factory.settings, bleu=True)
     scorer = dataclasses.replace(factory, settings=settings)(state)
-    table = compare_rows(front, baselines, scorer, sentences=Path(run_dir) / SENTENCES)
+    table = compare_rows(front, baselines, scorer, sentences=Path(run_dir) / SENTENCES,
+                         progress=progress)
     return atomic_write_csv(table, Path(run_dir) / COMPARISONS)

@@ -213,4 +213,40 @@ def read_run(run_dir: str | Path, *, need_front: bool = False, need_meta: bool =
     meta = read_json(meta_path) if meta_path.is_file() else {}
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    if meta_path.is_file():
+        check_run_meta(meta, meta_path)
     return SearchRun(run, candidates, front, meta)
+
+
+# what the readers of a run dir take from its search.json: key -> (type, required)
+_META = {"settings": (dict, True), "supernet": (dict, False), "data": (str, False),
+         "protocols": (dict, False)}
+_SETTINGS = {"data": (str, True), "supernet": (str, False), "objectives": (list, False),
+             "space": ((str, type(None)), False), "dev_sentences": (int, False),
+             "beam": (int, False)}
+
+
+def check_run_meta(meta: dict, path: Path) -> None:
+    """ValueError, one line naming `path` and the key, when a field that commands read from
+    ``search.json`` is missing or of the wrong type (a hand-edited or foreign file would
+    otherwise fail deep inside a command with a traceback)."""
+    def check(data: dict, schema: dict, prefix: str) -> None:
+        for key, (kind, required) in schema.items():
+            if key not in data:
+                if required:
+                    raise ValueError(f"{path}: missing {prefix}{key!r}")
+                continue
+            if not isinstance(data[key], kind) or isinstance(data[key], bool) and kind is int:
+                want = kind.__name__ if isinstance(kind, type) else "a string or null"
+                raise ValueError(f"{path}: {prefix}{key!r} must be {_ARTICLE.get(want, want)}, "
+                                 f"got {data[key]!r}")
+
+    check(meta, _META, "")
+    check(meta["settings"], _SETTINGS, "settings.")
+    checkpoint = meta.get("supernet", {}).get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise ValueError(f"{path}: 'supernet.checkpoint' must be a path string, got "
+                         f"{checkpoint!r}")
+
+
+_ARTICLE = {"dict": "an object", "str": "a string", "list": "a list", "int": "an integer"}

@@ -442,7 +442,8 @@ def _compare_front(settings: SearchSettings, run: Path, algo: Any, state: Any, c
     factory = scoring.CandidateScorerFactory.of(checkpoint, settings.data,
                                                 _scoring_settings(settings, bleu=True))
     front = {key: state.archive[key].genome for key in algo.front_keys(state)}
-    write_comparisons(run, front, costs.space.dense_baselines(), factory, checkpoint.state)
+    write_comparisons(run, front, costs.space.dense_baselines(), factory, checkpoint.state,
+                      progress=settings.progress)
 
 
 def _header(settings: SearchSettings, identity: dict[str, Any], evaluator: Any

@@ -183,13 +183,18 @@ def resume_settings(run_dir: str | Path, given: Mapping[str, Any] | None = None
     path = Path(run_dir) / RETRAIN_DIR / SETTINGS_FILE
     if not path.is_file():
         raise ValueError(f"{path}: no retrain job to resume in {run_dir}")
-    stored = read_json(path)["settings"]
+    doc = read_json(path)
+    stored = doc.get("settings") if isinstance(doc, dict) else None
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: expected an object with a 'settings' object, got "
+                         f"{type(stored if isinstance(doc, dict) else doc).__name__}")
+    check_known_fields(RetrainSettings, stored, source=str(path), what="setting(s)")
     given = {k: v for k, v in (given or {}).items() if v is not None}
     names = {f.name for f in dataclasses.fields(RetrainSettings)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise ValueError(f"unknown retrain setting(s) {unknown}")
-    resolved = RetrainSettings(**stored).options().to_dict()
+    resolved = RetrainSettings(**{**stored, "run_dir": str(run_dir)}).options().to_dict()
     diffs = [f"{k}: stored {resolved.get(k)!r}, given {v!r}"
              for k, v in dict(given.pop("overrides", {})).items() if resolved.get(k) != v]
     norm = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
