@@ -210,3 +210,11 @@ def test_the_next_put_cuts_off_a_killed_writers_partial_line(tmp_path):
     assert path.read_text().startswith(good)
     assert [json.loads(s)["subnet_key"] for s in path.read_text().splitlines()] == ["k1", "k3"]
     assert len(LatencyCache(path)) == 2  # loads without a warning or an error
+
+
+def test_a_cache_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    good = json.dumps(_result(device_fingerprint(), protocol=LatencyProtocol(runs=3)).to_dict())
+    path = tmp_path / "lat.jsonl"
+    path.write_bytes(good.encode() + b"\n\xff\xfe binary\n")
+    with pytest.raises(ValueError, match=r"lat.jsonl:2: not UTF-8 text"):
+        LatencyCache(path)

@@ -69,7 +69,12 @@ class LatencyCache:
             return
         data = os.pread(fd, size - self._offset, self._offset)
         end = data.rfind(b"\n") + 1
-        lines = data[:end].decode("utf-8").splitlines()
+        try:
+            lines = data[:end].decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            line = self._lines + data[:err.start].count(b"\n") + 1
+            raise ValueError(f"{self.path}:{line}: not UTF-8 text (a latency cache is JSON "
+                             "lines; another file at this path?)") from None
         partial = data[end:].strip()
         for n, line in enumerate(lines, self._lines + 1):
             if not line.strip():
