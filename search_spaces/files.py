@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json", "MAX_JSON_BYTES", "strict_json", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+__all__ = ["read_json", "naming", "MAX_JSON_BYTES", "strict_json", "atomic_path", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "atomic_dir", "sweep_stale_dirs"]
 
 
@@ -50,10 +50,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        _fsync(tmp_path)
-        os.chmod(tmp_path, _mode(0o666))  # mkstemp's 0600 would make the file private
-        os.replace(tmp_path, target)
+        with naming(target):
+            yield tmp_path
+            _fsync(tmp_path)
+            os.chmod(tmp_path, _mode(0o666))  # mkstemp's 0600 would make the file private
+            os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -136,20 +137,33 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     sweep_stale_dirs(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        _share_tree(tmp)
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with naming(target):
+            yield tmp
+            _fsync_tree(tmp)
+            _share_tree(tmp)
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                os.replace(target, backup)
+                os.replace(tmp, target)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def naming(target: Path) -> Iterator[None]:
+    """An OSError that names no file (a write() on a full disk: "[Errno 28] No space left on
+    device") is raised again naming `target`, the file being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or str(target) in str(err):
+            raise
+        raise OSError(err.errno, f"writing {target}: {err.strerror or err}") from None
 
 
 def _mode(base: int) -> int:

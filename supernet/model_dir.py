@@ -24,7 +24,8 @@ from search_spaces.files import atomic_dir, read_json
 from supernet import tokens
 from supernet.options import ModelOptions
 
-__all__ = ["write_model_dir", "read_model_config", "read_model_weights", "FORMAT",
+__all__ = ["write_model_dir", "read_model_config", "read_model_weights", "save_safetensors",
+           "FORMAT",
            "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 FORMAT = "automoe-transformer"
@@ -58,9 +59,20 @@ def write_model_dir(directory: str | Path, *, config: SubnetConfig, vocab_size: 
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_dir(directory, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        save_safetensors(tensors, tmp / WEIGHTS_FILE, metadata={"format": FORMAT},
+                         name=Path(directory) / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return Path(directory)
+
+
+def save_safetensors(tensors: dict[str, Any], path: Path, *, name: Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with its errors (a full disk, say) as one OSError
+    naming the file being written (`name`: where it will live, not the temporary path)."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        raise OSError(f"writing {name}: {' '.join(str(err).split())}") from None
 
 
 def read_model_config(directory: str | Path) -> tuple[SubnetConfig, int, ModelOptions]:

@@ -85,3 +85,46 @@ def test_written_files_and_folders_get_the_modes_open_and_mkdir_would_give(tmp_p
     assert mode(tmp_path / "a.txt") == 0o644 and mode(tmp_path / "b.txt") == 0o640
     assert mode(tmp_path / "model") == 0o755 and mode(tmp_path / "model" / "sub") == 0o755
     assert mode(tmp_path / "model" / "sub" / "w.json") == 0o644
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """ENOSPC while writing: one OSError naming the file (the CLI prints it as one line with
+    exit 2), and no half-written file, model dir or empty latency cache."""
+    import errno
+
+    import pytest
+    import safetensors.torch
+
+    from automoe.costs import latency_cache
+    from automoe.io_utils import atomic_write_text
+    from search_spaces import load_space
+    from supernet import Transformer
+    from supernet import model_dir as model_dir_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"writing .*a\.txt: No space left on device"):
+        atomic_write_text(tmp_path / "a.txt", "x")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+    def full_safetensors(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(No space left)")
+
+    monkeypatch.setattr(model_dir_module, "save_file", full_safetensors)
+    model = Transformer(load_space("tiny").smallest(), 16)
+    with pytest.raises(OSError, match=r"writing .*model\.safetensors: Error while serializing"):
+        model.save(tmp_path / "model")
+    assert os.listdir(tmp_path) == []
+
+    monkeypatch.setattr(latency_cache.os, "write", full)
+    from test_latency_cache import _result
+
+    from automoe.costs.latency import LatencyProtocol, device_fingerprint
+
+    cache = latency_cache.LatencyCache(tmp_path / "lat.jsonl")
+    with pytest.raises(OSError, match=r"lat\.jsonl: No space left on device"):
+        cache.put(_result(device_fingerprint(), protocol=LatencyProtocol(runs=3)))
+    assert os.listdir(tmp_path) == []

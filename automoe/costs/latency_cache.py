@@ -132,10 +132,16 @@ class LatencyCache:
             size = os.fstat(fd).st_size
             if size > self._offset:  # a writer killed mid-append left a partial line
                 os.ftruncate(fd, self._offset)
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as err:  # a full disk: no partial line, no empty file left
+                os.ftruncate(fd, self._offset)
+                if self._offset == 0:
+                    self.path.unlink(missing_ok=True)
+                raise OSError(err.errno, f"{self.path}: {err.strerror}") from None
             self._offset += len(line)
             self._lines += 1
         finally:

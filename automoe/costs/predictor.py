@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
 from automoe.io_utils import atomic_dir, read_json
+from supernet.model_dir import save_safetensors
 
 if TYPE_CHECKING:
     from search_spaces.config import SubnetConfig
@@ -175,8 +176,9 @@ class LatencyPredictor:
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
         """Writes ``predictor.json`` + ``predictor.safetensors`` into folder ``path``."""
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            save_file({k: v.contiguous() for k, v in self.tensors.items()},
-                      str(tmp / "predictor.safetensors"))
+            save_safetensors({k: v.contiguous() for k, v in self.tensors.items()},
+                             tmp / "predictor.safetensors",
+                             name=Path(path) / "predictor.safetensors")
             doc = {
                 "format_version": FORMAT_VERSION,
                 "kind": self.kind,
