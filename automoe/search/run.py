@@ -278,8 +278,10 @@ def _init_ray(settings: SearchSettings) -> bool:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=False)
         else:
-            ray.init(address="local", num_cpus=settings.workers * settings.threads_per_worker,
-                     include_dashboard=False, log_to_driver=False)
+            from automoe.ray_local import start_local_ray
+
+            start_local_ray(num_cpus=settings.workers * settings.threads_per_worker,
+                            include_dashboard=False, log_to_driver=False)
     except ConnectionError as err:
         raise ValueError(f"--ray-address {settings.ray_address!r}: {err}") from None
     return True

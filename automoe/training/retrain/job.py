@@ -227,7 +227,9 @@ def _init_ray(settings: RetrainSettings) -> bool:
     else:
         cpus = (settings.cpus_per_trial * settings.concurrent if settings.concurrent
                 else os.cpu_count() or 1)
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        from automoe.ray_local import start_local_ray
+
+        start_local_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     return True
 
 
