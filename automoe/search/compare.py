@@ -1,9 +1,9 @@
 """Paired significance tests of the front against the space's reference subnets.
 
 A search reports that a front subnet is better or worse than a baseline (``largest``,
-``largest-dense``, ...) only through a paired test on the same dev sentences: dev loss by
-paired bootstrap of sentences, BLEU and chrF by sacreBLEU's paired bootstrap
-(`automoe.stats`). Both systems are scored in this process with the search's own
+``largest-dense``, ...) only through a paired test on the same dev sentences: p-values by
+permutation tests (sign flips for dev loss, approximate randomization for BLEU and chrF),
+intervals by the paired bootstrap of sentences (`automoe.stats`). Both systems are scored in this process with the search's own
 `DevScorer` on the supernet's inherited weights, always with translations (so a search on
 ``loss`` still reports the front's BLEU with its interval).
 
