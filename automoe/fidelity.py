@@ -417,6 +417,8 @@ def agreement_report(table: pd.DataFrame, standalone: pd.DataFrame, *, resamples
         out[target] = entry
     out["objectives"] = objective_report(table, resamples=resamples)
     out["moe_minus_dense"] = moe_minus_dense(standalone, resamples=resamples)
+    out["moe_minus_param_matched_dense"] = moe_minus_param_matched_dense(
+        table, resamples=resamples)
     out["cpu_seconds_per_subnet"] = {c: float(table[c].mean())
                                      for c in ("loss_seconds", "bleu_seconds")}
     return out
@@ -481,6 +483,38 @@ def moe_minus_dense(standalone: pd.DataFrame, *, resamples: int = 2000, seed: in
             pooled = {"delta": float(np.mean([b["delta"] for b in bands.values()])),
                       "lo": float(lo), "hi": float(hi)}
         out[metric] = {"per_band": bands, "pooled": pooled}
+    return out
+
+
+def moe_minus_param_matched_dense(table: pd.DataFrame, *, resamples: int = 2000,
+                                  seed: int | None = None) -> dict[str, Any]:
+    """Each MoE subnet against the dense subnet of the study (any band) nearest to it in
+    total parameters (log scale): the mean standalone score difference (MoE - dense, means
+    over seeds) with a 95% bootstrap interval over the MoE subnets, and the pairs with their
+    parameter and FLOPs ratios. An MoE subnet holds more parameters than a dense one of
+    equal FLOPs; this asks whether it beats a dense model of its size."""
+    from automoe.stats import bootstrap_seed
+
+    moe, dense = table[~table["is_dense"].astype(bool)], table[table["is_dense"].astype(bool)]
+    if moe.empty or dense.empty:
+        return {"pairs": [], "loss": None, "bleu": None}
+    logp = np.log(dense["params_total"].to_numpy(float))
+    pairs = []
+    for _, row in moe.iterrows():
+        d = dense.iloc[int(np.argmin(np.abs(logp - np.log(float(row["params_total"])))))]
+        pairs.append({"moe": row["key"], "dense": d["key"],
+                      "params_ratio": float(row["params_total"] / d["params_total"]),
+                      "flops_ratio": float(row["flops"] / d["flops"]),
+                      "loss": float(row["standalone_loss"] - d["standalone_loss"]),
+                      "bleu": float(row["standalone_bleu"] - d["standalone_bleu"])})
+    rng = np.random.default_rng(bootstrap_seed() if seed is None else seed)
+    idx = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+    out: dict[str, Any] = {"pairs": pairs}
+    for metric in ("loss", "bleu"):
+        diffs = np.array([p[metric] for p in pairs])
+        lo, hi = np.percentile(diffs[idx].mean(1), [2.5, 97.5])
+        out[metric] = {"delta": float(diffs.mean()), "lo": float(lo), "hi": float(hi),
+                       "n": len(pairs)}
     return out
 
 

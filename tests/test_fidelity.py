@@ -148,6 +148,17 @@ def test_report_orients_every_proxy_and_pools_pairs_inside_bands():
     assert objectives["cpu_seconds"] == {"loss": 1.0, "bleu": 5.0, "chrf": 5.0}
     assert objectives["loss"]["loss"]["within_band"] == loss["within_band"]["inherited"]
     assert objectives["bleu"]["bleu"]["overall"] == report["bleu"]["overall"]["inherited"]
+    # each MoE subnet against the dense subnet nearest in total parameters (brute force)
+    matched = report["moe_minus_param_matched_dense"]
+    dense = table[table["is_dense"]]
+    for pair in matched["pairs"]:
+        row = table.set_index("key").loc[pair["moe"]]
+        gaps = np.abs(np.log(dense["params_total"] / row["params_total"]))
+        assert pair["dense"] == dense["key"].iloc[int(np.argmin(gaps.to_numpy()))]
+    want = np.mean([p["loss"] for p in matched["pairs"]])
+    assert matched["loss"]["delta"] == pytest.approx(want)
+    assert matched["loss"]["lo"] <= want <= matched["loss"]["hi"]
+    assert len(matched["pairs"]) == int((~table["is_dense"]).sum())
     # MoE - dense: the synthetic MoE subnets are neither better nor worse by design; the
     # interval must hold the true per-band difference
     diff = report["moe_minus_dense"]["loss"]
