@@ -125,11 +125,13 @@ STUDY_PLANS: dict[str, StudyPlan] = {
         # What is known to improve rank fidelity (docs/fidelity.md), each at the same number
         # of updates but the long schedule: sandwich sampling (largest + smallest + 1 random
         # subnet per update, so 3x the compute), the same with in-place distillation at half
-        # BigNAS's weight, and twice the updates of uniform sampling.
+        # BigNAS's weight, twice the updates of uniform sampling, and a router warm-up
+        # (uniformly random routing for the first 500 updates).
         variants=(("sandwich", ("--sampling", "sandwich", "--sandwich-random", "1")),
                   ("distill", ("--sampling", "sandwich", "--sandwich-random", "1",
                                "--distill-weight", "0.5")),
-                  ("long", ("--max-updates", "8000")))),
+                  ("long", ("--max-updates", "8000")),
+                  ("router", ("--router-warmup", "500")))),
 }
 
 

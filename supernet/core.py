@@ -96,16 +96,19 @@ class Run(NamedTuple):
     max_positions: int
     positions_dim: int | None = None  # the shared sinusoid's width (None: the stack's own)
     dispatch: str = "auto"  # the MoE dispatch, `supernet.functional.moe_ffn`
+    random_routing: bool = False  # router warm-up: tokens to uniformly random experts
 
 
-def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool) -> Run:
-    """Run settings of a stack of width ``dim``; ``side`` 0 = encoder, 1 = decoder."""
+def run_settings(options: ModelOptions, *, dim: int, side: int, training: bool,
+                 random_routing: bool = False) -> Run:
+    """Run settings of a stack of width ``dim``; ``side`` 0 = encoder, 1 = decoder;
+    `random_routing` (training only): the router warm-up's uniformly random routing."""
     ref = dim if options.dropout_reference_dims is None else options.dropout_reference_dims[side]
     return Run(scaled_rate(options.dropout, dim, ref),
                scaled_rate(options.activation_dropout, dim, ref),
                options.attention_dropout, options.normalize_before, options.router_jitter,
                options.normalize_gates, training, options.max_positions,
-               options.positions_dim)
+               options.positions_dim, random_routing=training and random_routing)
 
 
 def _embed(tokens: torch.Tensor, table: torch.Tensor, *, offset: int, run: Run) -> torch.Tensor:
@@ -174,7 +177,7 @@ def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run
     y, stats = moe_ffn(h.reshape(b * t, d), moe, token_mask=token_mask.reshape(-1),
                        activation_dropout=run.activation_dropout, training=run.training,
                        jitter=run.jitter, normalize_gates=run.normalize_gates,
-                       dispatch=run.dispatch)
+                       dispatch=run.dispatch, random_routing=run.random_routing)
     return y.view(b, t, d), stats
 
 

@@ -155,12 +155,16 @@ def expert_ffn(x: torch.Tensor, w: ExpertWeights | QuantizedExpert, *, activatio
 
 
 def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, jitter: float,
-          training: bool, normalize_gates: bool
+          training: bool, normalize_gates: bool, random_routing: bool = False
           ) -> tuple[torch.Tensor, torch.Tensor, LayerStats]:
     """Top-k routing of x [N, d] in fp32 (autocast off).
 
     Returns gates [N, k] (the selected probabilities, renormalised if asked), experts
     [N, k] long, and the layer's statistics over the tokens where token_mask [N] is True.
+    With `random_routing` (the router warm-up of supernet training) each token goes to k
+    distinct experts drawn uniformly at random (torch's global RNG) with gates 1/k, and the
+    router gets no gradient: every expert trains on an even share of tokens before the
+    router starts choosing.
     """
     assert w.router_w is not None and w.router_b is not None
     n, k = len(w.experts), w.top_k
@@ -168,11 +172,17 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
         xr = x.float()
         if training and jitter > 0:  # multiplicative input jitter (Switch / DeepSpeed)
             xr = xr * torch.empty_like(xr).uniform_(1.0 - jitter, 1.0 + jitter)
-        logits = F.linear(xr, w.router_w.float(), w.router_b.float())  # [N, n]
-        probs = torch.softmax(logits, dim=-1)
-        gates, experts = probs.topk(k, dim=-1)  # [N, k]
-        if normalize_gates and k > 1:
-            gates = gates / gates.sum(dim=-1, keepdim=True)
+        if random_routing:
+            logits = torch.rand(x.shape[0], n, device=x.device)  # no path to the router
+            probs = torch.full_like(logits, 1.0 / n)
+            experts = logits.topk(k, dim=-1).indices
+            gates = torch.full((x.shape[0], k), 1.0 / k, device=x.device)
+        else:
+            logits = F.linear(xr, w.router_w.float(), w.router_b.float())  # [N, n]
+            probs = torch.softmax(logits, dim=-1)
+            gates, experts = probs.topk(k, dim=-1)  # [N, k]
+            if normalize_gates and k > 1:
+                gates = gates / gates.sum(dim=-1, keepdim=True)
         m = (torch.ones(x.shape[0], device=x.device) if token_mask is None
              else token_mask.float())
         ntok = m.sum().clamp(min=1.0)
@@ -189,8 +199,8 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
 
 def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None = None,
             activation_dropout: float = 0.0, training: bool = False, jitter: float = 0.0,
-            normalize_gates: bool = False, dispatch: str = "auto"
-            ) -> tuple[torch.Tensor, LayerStats]:
+            normalize_gates: bool = False, dispatch: str = "auto",
+            random_routing: bool = False) -> tuple[torch.Tensor, LayerStats]:
     """Dropless top-k MoE FFN of x [N, d] -> ([N, d], stats); one expert = dense FFN.
 
     ``dispatch`` picks how tokens reach their experts (the same function either way):
@@ -208,7 +218,8 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
                  else token_mask.sum())
         return y, LayerStats(count.reshape(1).long(), None, None)
     gates, experts, stats = route(x, w, token_mask=token_mask, jitter=jitter,
-                                  training=training, normalize_gates=normalize_gates)
+                                  training=training, normalize_gates=normalize_gates,
+                                  random_routing=random_routing)
     gather = dispatch == "gather" or (dispatch == "auto"
                                       and x.shape[0] <= GATHER_DISPATCH_MAX_TOKENS)
     run = gather_dispatch if gather else index_dispatch

@@ -58,6 +58,8 @@ class SuperTransformer(nn.Module):
         seed: weight initialisation seed (an explicit generator; the global RNG is untouched).
 
     Call as ``model(src [B, S], prev [B, T], subnet) -> (logits [B, T, V], MoEAux)``.
+    ``random_routing = True`` makes every MoE layer route uniformly at random in training
+    mode (the router warm-up).
     """
 
     def __init__(self, space: SearchSpace | SupernetDims, vocab_size: int, *,
@@ -77,6 +79,9 @@ class SuperTransformer(nn.Module):
         self.dims: SupernetDims = dims
         self.vocab_size = vocab_size
         self.options = options.with_reference_dims(dims.encoder_embed_dim, dims.decoder_embed_dim)
+        # the router warm-up of training (`TrainConfig.router_warmup`): in training mode,
+        # every MoE layer routes tokens to uniformly random experts
+        self.random_routing = False
         de, dd, q = dims.encoder_embed_dim, dims.decoder_embed_dim, dims.qkv_dim
         self.options.check_positions(max(de, dd), source="SuperTransformer")
         self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd)))
@@ -177,7 +182,8 @@ class SuperTransformer(nn.Module):
 
     def run_settings(self, config: SubnetConfig, side: int) -> core.Run:
         dim = config.encoder_embed_dim if side == 0 else config.decoder_embed_dim
-        return core.run_settings(self.options, dim=dim, side=side, training=self.training)
+        return core.run_settings(self.options, dim=dim, side=side, training=self.training,
+                                 random_routing=self.random_routing)
 
     def forward(self, src_tokens: torch.Tensor, prev_tokens: torch.Tensor,
                 subnet: SubnetConfig) -> tuple[torch.Tensor, MoEAux]:

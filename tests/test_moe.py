@@ -245,3 +245,38 @@ def test_model_with_gather_dispatch_equals_index_dispatch():
             out[dispatch] = core.decode(prev, enc, weights,
                                         model._run(1)._replace(dispatch=dispatch))[0]
         torch.testing.assert_close(out["gather"], out["index"], rtol=0, atol=1e-5)
+
+
+def test_random_routing_spreads_tokens_evenly_and_leaves_the_router_untrained():
+    """The router warm-up: each token to k distinct uniformly random experts with gates
+    1/k; the router gets no gradient; off, routing is the router's own."""
+    w = make_moe(8, (16, 8, 4, 12), 2, seed=3)
+    x = torch.randn(6000, 8, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    gates, experts, stats = functional.route(x, w, token_mask=None, jitter=0.0, training=True,
+                                             normalize_gates=False, random_routing=True)
+    assert (experts[:, 0] != experts[:, 1]).all()
+    assert torch.equal(gates, torch.full_like(gates, 0.5))
+    share = stats.counts.double() / stats.counts.sum()
+    assert (share - 0.25).abs().max() < 0.02  # 12,000 slots over 4 experts
+    y, _ = functional.moe_ffn(x, w, training=True, random_routing=True)
+    y.sum().backward()
+    assert w.router_w.grad is None and w.router_b.grad is None
+    assert x.grad is not None and all(e.w1.grad is not None for e in w.experts)
+    routed = functional.route(x, w, token_mask=None, jitter=0.0, training=True,
+                              normalize_gates=False)[1]
+    want = torch.softmax((x @ w.router_w.T + w.router_b).float(), dim=-1).topk(2).indices
+    assert torch.equal(routed, want)
+
+
+def test_the_supernet_routes_randomly_only_when_training_with_the_flag():
+    from supernet import SuperTransformer
+
+    space = load_space("tiny")
+    model = SuperTransformer(space, 40)
+    config = space.largest()
+    model.random_routing = True
+    assert model.train().run_settings(config, 0).random_routing
+    assert not model.eval().run_settings(config, 0).random_routing
+    model.random_routing = False
+    assert not model.train().run_settings(config, 1).random_routing

@@ -297,3 +297,26 @@ def test_standalone_model_trains_with_a_fixed_architecture(tmp_path):
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
     assert result.best_loss == pytest.approx(float(rows[1]["loss"]))
     assert len(synthetic_pairs(3, 0)) == 3
+
+
+class _RoutingSpy(FakeSupernet):
+    """Records the router warm-up flag at each training forward."""
+
+    def __init__(self) -> None:
+        super().__init__(0.1)
+        self.random_routing = False
+        self.seen: list[bool] = []
+
+    def forward(self, src, prev, subnet):
+        if self.training:
+            self.seen.append(self.random_routing)
+        return super().forward(src, prev, subnet)
+
+
+def test_the_router_warmup_routes_randomly_for_its_first_updates_only(tmp_path):
+    model = _RoutingSpy()
+    _run(tmp_path, _config(max_updates=5, router_warmup=2, validate_every=0, save_every=0),
+         model=model)
+    assert model.seen == [True, True, False, False, False]  # one subnet per update
+    with pytest.raises(ValueError, match="router_warmup"):
+        _config(router_warmup=-1)

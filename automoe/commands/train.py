@@ -45,6 +45,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("distill-weight", float, "in-place distillation weight under --sampling sandwich: the "
                               "smaller subnets also learn the largest one's soft targets "
                               "(0 = off)"),
+    ("router-warmup", int, "supernet: route tokens to uniformly random experts (routers "
+                           "frozen) for the first N updates (0 = off)"),
 ]
 
 

@@ -89,6 +89,8 @@ class TrainOptions:
             width (HAT), instead of one sinusoid per width (`ModelOptions.positions_dim`).
         distill_weight: in-place distillation weight under the sandwich rule (0 = off;
             `TrainConfig.distill_weight`).
+        router_warmup: updates of uniformly random routing first (supernet only;
+            `TrainConfig.router_warmup`).
     """
 
     max_updates: int
@@ -122,6 +124,7 @@ class TrainOptions:
     cpu_bf16: bool = _default(TrainConfig, "cpu_bf16")
     shared_positions: bool = False
     distill_weight: float = _default(TrainConfig, "distill_weight")
+    router_warmup: int = _default(TrainConfig, "router_warmup")
 
     def resolve(self, world_size: int) -> TrainOptions:
         """Fills update_freq (from global_batches) and schedule_updates (from max_updates),
@@ -155,7 +158,8 @@ class TrainOptions:
             clip_norm=self.clip_norm, weight_decay=self.weight_decay,
             validate_every=self.validate_every, save_every=self.save_every,
             keep_last=self.keep_last, bf16=self.bf16, cpu_bf16=self.cpu_bf16,
-            distill_weight=self.distill_weight if supernet else 0.0)
+            distill_weight=self.distill_weight if supernet else 0.0,
+            router_warmup=self.router_warmup if supernet else 0)
 
     def model_options(self, *, positions_dim: int | None = None) -> ModelOptions:
         """The model's options; `positions_dim` (the model's largest embedding width) is

@@ -43,6 +43,10 @@ class TrainConfig:
             KL(largest || subnet)``, the KL against the largest subnet's detached
             predictions on the same batch (the largest is trained first, from labels only).
             0 = plain sandwich; 1 = soft targets only (BigNAS).
+        router_warmup: for the first this many updates every MoE layer routes each token
+            to uniformly random experts and the routers do not train, so that every expert
+            (of every size) has learnt from an even share of tokens before the routers
+            start choosing (0 = off; supernets only).
     """
 
     max_updates: int
@@ -63,10 +67,11 @@ class TrainConfig:
     bf16: bool = True
     cpu_bf16: bool = False
     distill_weight: float = 0.0
+    router_warmup: int = 0
 
     def __post_init__(self) -> None:
         check_ints("TrainConfig", self, {"max_updates": 1, "update_freq": 1, "validate_every": 0,
-                                         "save_every": 0, "keep_last": 0})
+                                         "save_every": 0, "keep_last": 0, "router_warmup": 0})
         for name in ("load_balance_coef", "z_loss_coef", "weight_decay", "clip_norm", "adam_eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
