@@ -91,8 +91,10 @@ def test_plots_are_images_with_every_candidate_and_the_front(pipeline):
 
     out, _ = pipeline
     names = sorted(p.name for p in out.plots)
-    assert names == ["bleu_vs_flops.png", "bleu_vs_flops.svg", "bleu_vs_latency_ms.png",
-                     "bleu_vs_latency_ms.svg"]
+    baselines = pd.read_csv(out.search / "comparisons.csv")["baseline"].unique()
+    paired = [f"paired_vs_{b}.{fmt}" for b in baselines for fmt in ("png", "svg")]
+    assert names == sorted(["bleu_vs_flops.png", "bleu_vs_flops.svg", "bleu_vs_latency_ms.png",
+                            "bleu_vs_latency_ms.svg", *paired])
     for png in (p for p in out.plots if p.suffix == ".png"):
         image = imread(png)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 400

@@ -24,7 +24,7 @@ def _run(tmp_path, *, front=True, meta=True):
         (run / "pareto.csv").write_text("key,bleu,flops\n" + rows.splitlines(True)[1])
     if meta:
         (run / "search.json").write_text(json.dumps({"label": "L", "settings": {
-            "objectives": ["bleu", "flops"]}}))
+            "objectives": ["bleu", "flops"], "data": "data"}}))
     return run
 
 

@@ -214,7 +214,7 @@ def read_run(run_dir: str | Path, *, need_front: bool = False, need_meta: bool =
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta_path.is_file():
-        check_run_meta(meta, meta_path)
+        check_run_meta(meta, meta_path, complete=need_meta)
     return SearchRun(run, candidates, front, meta)
 
 
@@ -226,14 +226,15 @@ _SETTINGS = {"data": (str, True), "supernet": (str, False), "objectives": (list,
              "beam": (int, False)}
 
 
-def check_run_meta(meta: dict, path: Path) -> None:
+def check_run_meta(meta: dict, path: Path, *, complete: bool = True) -> None:
     """ValueError, one line naming `path` and the key, when a field that commands read from
-    ``search.json`` is missing or of the wrong type (a hand-edited or foreign file would
-    otherwise fail deep inside a command with a traceback)."""
+    ``search.json`` is of the wrong type or, with `complete` (commands that need the run's
+    settings: export, retrain), missing (a hand-edited or foreign file would otherwise fail
+    deep inside a command with a traceback)."""
     def check(data: dict, schema: dict, prefix: str) -> None:
         for key, (kind, required) in schema.items():
             if key not in data:
-                if required:
+                if required and complete:
                     raise ValueError(f"{path}: missing {prefix}{key!r}")
                 continue
             if not isinstance(data[key], kind) or isinstance(data[key], bool) and kind is int:
@@ -242,7 +243,8 @@ def check_run_meta(meta: dict, path: Path) -> None:
                                  f"got {data[key]!r}")
 
     check(meta, _META, "")
-    check(meta["settings"], _SETTINGS, "settings.")
+    if "settings" in meta:
+        check(meta["settings"], _SETTINGS, "settings.")
     checkpoint = meta.get("supernet", {}).get("checkpoint")
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise ValueError(f"{path}: 'supernet.checkpoint' must be a path string, got "
