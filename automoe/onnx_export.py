@@ -33,7 +33,10 @@ graph has no 4-bit type at opset 18), so in ONNX they cost the bytes and time of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +193,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
 
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         torch.ops.automoe.onnx_int8_linear.default: _onnx_int8_linear}
-    with atomic_dir(out, overwrite=overwrite) as tmp, torch.no_grad():
+    with atomic_dir(out, overwrite=overwrite) as tmp, torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             encoder, (src,), dynamo=True, opset_version=OPSET, custom_translation_table=table,
             input_names=encoder_io["inputs"], output_names=encoder_io["outputs"],
@@ -214,6 +217,20 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
             "decoder_layers": len(cache), "cache": cache,
             "encoder": encoder_io, "decoder_step": step_io})
     return Path(out)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.onnx's exporter narrates its steps on stdout ("[torch.onnx] Obtain model
+    graph...") and warns about what is expected here (axis names merged because several
+    inputs share a dynamic dimension, a deprecated pytree call inside torch): a successful
+    export says nothing; a failing one still raises its error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
+                                category=FutureWarning)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
 
 
 def export_subnet_onnx(model_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -279,10 +296,10 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
             "decoder_step": {"inputs": ["tokens", "padding_mask", *cross, *past],
                              "outputs": ["logits",
                                          *(n.replace("past_", "present_") for n in past)]}}
-    for graph, io in want.items():
-        if meta.get(graph) != io:
+    for graph, names in want.items():
+        if meta.get(graph) != names:
             raise ValueError(f"{path}: {graph!r} must name the graph's inputs and outputs "
-                             f"{io}, got {meta.get(graph)!r}")
+                             f"{names}, got {meta.get(graph)!r}")
     hashes = meta.get("sha256")
     if not (isinstance(hashes, dict) and set(hashes) == set(ONNX_FILES[:2]) and all(
             isinstance(h, str) and len(h) == 64 for h in hashes.values())):
@@ -316,11 +333,12 @@ def check_onnx_dir(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _check_io(path: Path, io: dict[str, list[str]]) -> None:
+def _check_io(path: Path, names: dict[str, list[str]]) -> None:
     """The graph's own input and output names are the ones onnx.json lists, in order."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     got = {"inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
-    if got != io:
-        raise ValueError(f"{path}: the graph's inputs/outputs {got} are not onnx.json's {io}")
+    if got != names:
+        raise ValueError(f"{path}: the graph's inputs/outputs {got} are not onnx.json's "
+                         f"{names}")

@@ -302,3 +302,15 @@ def test_greedy_and_beam_translations_on_onnxruntime_are_token_identical(exporte
     want = beam_search(model, src, beam=3, lenpen=0.6, max_len_b=5)
     got = beam_search(runtime, src, beam=3, lenpen=0.6, max_len_b=5)
     assert [h.tokens for h in got] == [h.tokens for h in want]
+
+
+def test_a_successful_export_prints_and_warns_nothing(tmp_path, capfd):
+    import warnings
+
+    model = Transformer(pick("moe"), VOCAB, seed=6).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(model, tmp_path / "onnx")
+    assert [str(w.message) for w in caught] == []
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
