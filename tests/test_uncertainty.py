@@ -133,6 +133,7 @@ def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     for m in ("loss", "bleu", "chrf"):  # one family per metric: the whole table
         assert comp[f"{m}_p_holm"].tolist() == pytest.approx(holm(comp[f"{m}_p"].tolist()))
         assert (comp[f"{m}_p_holm"] >= comp[f"{m}_p"]).all()
+    assert comp["holm_family"].str.startswith(f"per metric, the {len(comp)} rows").all()
     same = comp[comp["key"] == comp["baseline_key"]]
     assert (same["loss_delta"] == 0).all() and (same["loss_p"] == 1).all()
 

@@ -101,7 +101,7 @@ def paired_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
 
 def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """`table` with ``<m>_p_holm`` after each ``<m>_p`` column: Holm's adjustment over all
-    its rows (one family per metric)."""
+    its rows (one family per metric), and a ``holm_family`` column that says so."""
     from automoe.stats import holm
 
     out = table.copy()
@@ -109,6 +109,8 @@ def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
         if f"{m}_p" in out:
             out.insert(out.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm",
                        holm(out[f"{m}_p"].tolist()) if len(out) else [])
+    out["holm_family"] = (f"per metric, the {len(out)} rows of this table "
+                          f"({', '.join(m for m in metrics if f'{m}_p' in out)})")
     return out
 
 
