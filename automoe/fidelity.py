@@ -101,6 +101,9 @@ class FidelitySettings:
         threads: torch threads while scoring (the search scores with 1 per worker).
         retrain: `automoe.training.retrain.RetrainSettings` fields for the standalone training
             (preset, overrides, test_sentences, cpus_per_trial, concurrent, ...).
+        supernet_moe: few-shot: MoE subnets take their inherited scores from this supernet
+            (trained on MoE subnets only), dense ones from `supernet` (trained on dense
+            ones); None: one supernet for all.
         standalone_from: a finished study of the same subnets, data and standalone
             settings whose standalone results (and per-sentence scores) are reused instead
             of training: how supernet variants are compared on one set of trained models.
@@ -124,6 +127,7 @@ class FidelitySettings:
     threads: int = 1
     retrain: Mapping[str, Any] = field(default_factory=dict)
     standalone_from: str | None = None
+    supernet_moe: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -727,8 +731,12 @@ def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], An
     out = Path(settings.out)
     stored = read_json(out / "search.json") if resume and (out / "search.json").is_file() \
         else None
+    keys = ["checkpoint", "sha256", "vocab_size", "label_smoothing"]
+    if settings.supernet_moe:
+        keys += ["checkpoint_moe", "sha256_moe"]
     try:
         checkpoint = read(settings.supernet)
+        moe = read(settings.supernet_moe) if settings.supernet_moe else None
     except (FileNotFoundError, ValueError):
         done = isinstance(stored, dict) and (out / "candidates.csv").is_file() and all(
             (out / "inherited" / f"{_key(c[2])}.json").is_file()
@@ -736,11 +744,30 @@ def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], An
         if not done:
             raise
         recorded = dict(stored.get("supernet") or {})
-        return None, {k: recorded.get(k) for k in
-                      ("checkpoint", "sha256", "vocab_size", "label_smoothing")}
-    return checkpoint, {"checkpoint": str(checkpoint.file.resolve()),
-                        "sha256": checkpoint.sha256, "vocab_size": checkpoint.vocab_size,
-                        "label_smoothing": checkpoint.label_smoothing}
+        return None, {k: recorded.get(k) for k in keys}
+    identity = {"checkpoint": str(checkpoint.file.resolve()), "sha256": checkpoint.sha256,
+                "vocab_size": checkpoint.vocab_size,
+                "label_smoothing": checkpoint.label_smoothing}
+    if moe is not None:
+        if moe.space.to_dict() != checkpoint.space.to_dict() or \
+                moe.vocab_size != checkpoint.vocab_size:
+            raise ValueError(f"{moe.file}: --supernet-moe must be a supernet of the same space "
+                             f"and vocabulary as {checkpoint.file}")
+        identity.update(checkpoint_moe=str(moe.file.resolve()), sha256_moe=moe.sha256)
+        checkpoint = _FewShot(checkpoint, moe)
+    return checkpoint, identity
+
+
+@dataclass(frozen=True)
+class _FewShot:
+    """Two sub-supernets of one space (few-shot NAS): dense subnets score with `dense`, MoE
+    subnets with `moe`. Reads like a `SupernetCheckpoint` where the study needs one."""
+
+    dense: Any
+    moe: Any
+
+    def __getattr__(self, name: str) -> Any:  # space, vocab_size, options, file, ...
+        return getattr(self.dense, name)
 
 
 def _key(config: Mapping[str, Any]) -> str:
@@ -787,17 +814,25 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:  # 2. inherited scores
-        model = None
+        models: dict[bool, Any] = {}  # is_dense -> the supernet that scores it
         if not all((out / "inherited" / f"{k}.json").is_file() for k in keys):
-            model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
-                                   source=str(checkpoint.file))
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in checkpoint.state.items()})
+            parts = ((True, checkpoint.dense), (False, checkpoint.moe)) \
+                if isinstance(checkpoint, _FewShot) else ((True, checkpoint), (False, checkpoint))
+            built: dict[int, Any] = {}
+            for dense, part in parts:
+                if id(part) not in built:
+                    model = build_supernet(part.space, part.vocab_size, part.options,
+                                           source=str(part.file))
+                    model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                                           part.state.items()})
+                    built[id(part)] = model
+                models[dense] = built[id(part)]
         dev = _dev_scorer(settings, identity["label_smoothing"])
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",
-                          lambda key, config: scored(dev, model, config,
+                          lambda key, config: scored(dev, models[bool(config.is_dense)], config,
                                                      out / "sentences" / "inherited" / key),
                           desc="inherited", progress=settings.progress)
-        model = None  # the supernet is not needed past this point
+        models.clear()  # the supernets are not needed past this point
         if not (out / "candidates.csv").is_file():
             normalize_before = bool(checkpoint.options.get("normalize_before", False))
             atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,

@@ -62,6 +62,10 @@ class StudyPlan:
             `train_args`): each trains its own supernet and runs the fidelity study on the
             same subnets with the reference study's standalone models; ``variants.json``
             compares them (`automoe.supernet_variants`).
+        few_shot: ``supernet train`` flags for two few-shot sub-supernets (Zhao et al.
+            2021), each started from the plain supernet and trained on dense or on MoE
+            subnets only; the variant "few-shot" scores each subnet with its own (empty:
+            no few-shot variant).
     """
 
     corpus: str
@@ -75,6 +79,7 @@ class StudyPlan:
     top: int = 4
     searches: bool = True
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    few_shot: tuple[str, ...] = ()
 
 
 STUDY_PLANS: dict[str, StudyPlan] = {
@@ -131,7 +136,10 @@ STUDY_PLANS: dict[str, StudyPlan] = {
                   ("distill", ("--sampling", "sandwich", "--sandwich-random", "1",
                                "--distill-weight", "0.5")),
                   ("long", ("--max-updates", "8000")),
-                  ("router", ("--router-warmup", "500")))),
+                  ("router", ("--router-warmup", "500"))),
+        # few-shot: two sub-supernets (dense only, MoE only), each 1,000 more updates from
+        # the plain supernet (half its compute together)
+        few_shot=("--max-updates", "1000", "--warmup-updates", "100")),
 }
 
 
@@ -259,7 +267,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
                           *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
                           *q])
-    if plan.variants:
+    if plan.variants or plan.few_shot:
         _variants(step, plan, root, data, q)
     if not plan.searches:
         say(f"study finished: {fidelity / 'fidelity.json'}; "
@@ -348,22 +356,54 @@ def _variants(step: Callable, plan: StudyPlan, root: Path, data: Path,
         studies[name] = fidelity
         if (fidelity / "fidelity.json").is_file():
             continue
-        if (fidelity / "candidates.csv").is_file():
-            pass  # every inherited score is in: the variant's supernet is no longer needed
-        elif (supernet / "run.json").is_file():
-            step(f"supernet-{name}", ["supernet", "train", "--out", str(supernet), "--resume",
-                                      *q])
-        else:
-            step(f"supernet-{name}", ["supernet", "train", "--space", plan.space, "--data",
-                                      str(data), "--out", str(supernet), *plan.train_args,
-                                      *flags, *q])
+        if not (fidelity / "candidates.csv").is_file():  # else: no supernet needed
+            _supernet_step(step, f"supernet-{name}", supernet,
+                           ["--space", plan.space, "--data", str(data), *plan.train_args,
+                            *flags], q)
         resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
         step(f"fidelity-{name}", ["fidelity", str(supernet), "--data", str(data), "--out",
                                   str(fidelity), *plan.fidelity_args, *plan.budget_args,
                                   *plan.trial_args, "--standalone-from",
                                   str(root / "fidelity"), *resume, *q])
+    if plan.few_shot:
+        studies["few-shot"] = _few_shot(step, plan, root, data, q)
     atomic_write_json(root / "variants.json", compare_variants(studies, reference="plain"),
                       strict=True)
+
+
+def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,
+              q: tuple[str, ...]) -> Path:
+    """Two sub-supernets from the plain one (dense only, MoE only) and the fidelity study
+    that scores each subnet with its own; returns that study's directory."""
+    fidelity = root / "fidelity-few-shot"
+    if (fidelity / "fidelity.json").is_file():
+        return fidelity
+    parts = {kind: root / f"supernet-few-shot-{kind}" for kind in ("dense", "moe")}
+    if not (fidelity / "candidates.csv").is_file():
+        base = root / "supernet"
+        if not (base / "checkpoint_last.pt").is_file():  # a study resumed elsewhere
+            base = root / "supernet-base"
+            _supernet_step(step, "supernet-base", base,
+                           ["--space", plan.space, "--data", str(data), *plan.train_args], q)
+        for kind, run in parts.items():
+            _supernet_step(step, f"supernet-few-shot-{kind}", run,
+                           ["--space", plan.space, "--data", str(data), *plan.train_args,
+                            *plan.few_shot, "--init-from", str(base), "--sample-only", kind], q)
+    resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+    step("fidelity-few-shot", ["fidelity", str(parts["dense"]), "--supernet-moe",
+                               str(parts["moe"]), "--data", str(data), "--out", str(fidelity),
+                               *plan.fidelity_args, *plan.budget_args, *plan.trial_args,
+                               "--standalone-from", str(root / "fidelity"), *resume, *q])
+    return fidelity
+
+
+def _supernet_step(step: Callable, name: str, run: Path, args: list[str],
+                   q: tuple[str, ...]) -> None:
+    """Trains (or resumes) the supernet in `run`, unless it is finished."""
+    if (run / "run.json").is_file() and (run / "checkpoint_last.pt").is_file():
+        step(name, ["supernet", "train", "--out", str(run), "--resume", *q])
+    else:
+        step(name, ["supernet", "train", "--out", str(run), *args, *q])
 
 
 def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
@@ -381,7 +421,8 @@ def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
 def _core(plan: dict | None) -> dict | None:
     """What a study's results depend on: the plan without its variants (each variant only
     adds its own steps, so variants may be added to a running study)."""
-    return None if plan is None else {k: v for k, v in plan.items() if k != "variants"}
+    return None if plan is None else {k: v for k, v in plan.items()
+                                      if k not in ("variants", "few_shot")}
 
 
 def _plan_json(plan: StudyPlan) -> dict:

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
@@ -361,6 +362,40 @@ def test_a_supernet_variant_reuses_the_trained_models_of_a_study(study, tmp_path
     other[other.index("--seeds") + 1] = "1"
     assert main(other) == 2
     assert "cannot stand in" in capsys.readouterr().err
+
+
+def test_few_shot_sub_supernets_start_from_the_one_shot_and_score_their_own_kind(
+        study, tmp_path):
+    """`supernet train --init-from --sample-only` starts from the given supernet's weights;
+    `fidelity --supernet-moe` scores the MoE subnets with it and the dense ones with the
+    other supernet."""
+    from supernet.training.checkpoint import load_checkpoint
+
+    data = json.loads((study["out"] / "search.json").read_text())["settings"]["data"]
+    train = ["--space", "tiny", "--data", data, "--preset", "demo", "--max-updates", "2",
+             "--warmup-updates", "1", "--max-tokens", "256", "--valid-sentences", "8",
+             "--validate-every", "2", "--device", "cpu", "-q"]
+    base, moe = tmp_path / "base", tmp_path / "moe"
+    assert main(["supernet", "train", "--out", str(base), *train]) == 0
+    assert main(["supernet", "train", "--out", str(moe), *train, "--init-from", str(base),
+                 "--sample-only", "moe", "--lr", "1e-12", "--min-lr", "1e-13"]) == 0
+    before = load_checkpoint(base / "checkpoint_last.pt")["model"]
+    after = load_checkpoint(moe / "checkpoint_last.pt")["model"]
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert json.loads((moe / "run.json").read_text())["init_from"] == str(base.resolve())
+
+    out = tmp_path / "few-shot"
+    argv = [*_swap_out(study["argv"], out), "--standalone-from", str(study["out"]),
+            "--supernet-moe", str(base)]
+    assert main(argv) == 0
+    plain = pd.read_csv(study["out"] / "fidelity.csv", dtype={"key": str}).set_index("key")
+    few = pd.read_csv(out / "fidelity.csv", dtype={"key": str}).set_index("key")
+    dense = plain["is_dense"].astype(bool)
+    assert np.allclose(few.loc[dense, "inherited_loss"], plain.loc[dense, "inherited_loss"])
+    assert not np.allclose(few.loc[~dense, "inherited_loss"],
+                           plain.loc[~dense, "inherited_loss"])
+    identity = json.loads((out / "search.json").read_text())["supernet"]
+    assert identity["checkpoint_moe"].endswith("base/checkpoint_last.pt")
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):

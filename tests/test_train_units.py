@@ -370,3 +370,23 @@ def test_every_settings_reader_names_unknown_keys_and_the_known_ones():
             read({"typo": 1}, source="f.json")
     with pytest.raises(ValueError, match=r"s\.json: unknown setting\(s\) \['typo'\]"):
         SearchSettings.from_json({"typo": 1}, source="s.json")
+
+
+def test_a_few_shot_rule_draws_only_its_kind_of_subnet():
+    from search_spaces import load_space
+
+    space = load_space("demo")
+    for only, dense in (("dense", True), ("moe", False)):
+        rule = SamplingRule("uniform", only=only)
+        drawn = [subnets_for_update(space, rule, seed=3, update=u)[0] for u in range(1, 101)]
+        assert all(c.is_dense == dense for c in drawn)
+        assert len({c.key() for c in drawn}) > 50  # still random within the kind
+        assert SamplingRule.from_dict(rule.to_dict()) == rule
+    whole = [subnets_for_update(space, SamplingRule("uniform"), seed=3, update=u)[0]
+             for u in range(1, 101)]
+    assert any(c.is_dense for c in whole) and not all(c.is_dense for c in whole)
+    assert SamplingRule.from_dict({"kind": "uniform", "num_random": 2}).only is None
+    with pytest.raises(ValueError, match="needs uniform sampling"):
+        SamplingRule("sandwich", only="moe")
+    with pytest.raises(ValueError, match="'dense', 'moe' or None"):
+        SamplingRule("uniform", only="big")

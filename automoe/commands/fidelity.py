@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        metavar="N" if kind is int else "X")
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="join this Ray cluster (DIR on a shared filesystem)")
+    p.add_argument("--supernet-moe", default=None, metavar="SUPERNET_RUN",
+                   help="few-shot: score the MoE subnets with this supernet (trained on MoE "
+                        "subnets only) and the dense ones with SUPERNET_RUN (dense only)")
     p.add_argument("--standalone-from", default=None, metavar="STUDY",
                    help="reuse the trained models' scores of this finished study (same "
                         "subnets, data and training settings) instead of training: compares "
@@ -93,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.subnet_seed, pool=args.pool, dev_sentences=args.dev_sentences,
         beam=args.dev_beam, n_bootstrap=args.bootstrap, threads=args.threads,
         retrain=_retrain_fields(args), standalone_from=args.standalone_from,
+        supernet_moe=args.supernet_moe,
         progress=not args.quiet)
     outcome = run_fidelity(settings, resume=args.resume)
     for target in ("loss", "bleu"):

@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--sandwich-random random ones (sandwich)")
     p.add_argument("--sandwich-random", type=int, default=None, metavar="K",
                    help="random subnets per update under the sandwich rule")
+    p.add_argument("--sample-only", choices=("dense", "moe"), default=None,
+                   help="train only dense or only MoE subnets: a few-shot sub-supernet, "
+                        "usually started --init-from the one-shot supernet")
+    p.add_argument("--init-from", metavar="SUPERNET_RUN", default=None,
+                   help="start from this trained supernet's weights (same space and data)")
     p.set_defaults(func=_supernet)
 
     t = subparsers.add_parser(
@@ -139,7 +144,7 @@ def add_training_options(g: argparse._ArgumentGroup, *, skip: tuple[str, ...] = 
 
 def _overrides(args: argparse.Namespace) -> dict:
     names = [n.replace("-", "_") for n, _, _ in _OPTIONS] + [
-        "bf16", "normalize_before", "sampling", "sandwich_random", "cpu_bf16",
+        "bf16", "normalize_before", "sampling", "sandwich_random", "sample_only", "cpu_bf16",
         "shared_positions"]
     fields = set(TrainOptions.__dataclass_fields__)
     return {n: getattr(args, n) for n in names if n in fields and getattr(args, n, None)
@@ -161,7 +166,7 @@ def _supernet(args: argparse.Namespace) -> int:
 
     settings = resolve_run(args.out, kind="supernet", resume=args.resume, preset=args.preset,
                            overrides=_overrides(args), world_size=_world_size(),
-                           data_dir=args.data, space=args.space)
+                           data_dir=args.data, space=args.space, init_from=args.init_from)
     try:
         result = train_supernet(settings, args.out, resume=args.resume, device=args.device,
                                 progress=not args.quiet)

@@ -70,6 +70,7 @@ class TrainOptions:
         update_freq: batches per rank per update; 0 = ceil(global_batches / world_size).
         sampling: "uniform" or "sandwich" (supernet only).
         sandwich_random: random subnets per update besides largest and smallest.
+        sample_only: train only "dense" or "moe" subnets (a few-shot sub-supernet).
         seed: data order, subnet sampling, dropout, initialisation, probes.
         schedule, lr, min_lr, warmup_updates, warmup_init_lr: the LR schedule (lr = peak).
         schedule_updates: the schedule's length (cosine end); 0 = max_updates at the start.
@@ -99,6 +100,7 @@ class TrainOptions:
     update_freq: int = 0
     sampling: str = _default(SamplingRule, "kind")
     sandwich_random: int = _default(SamplingRule, "num_random")
+    sample_only: str | None = None
     seed: int = _default(TrainConfig, "seed")
     schedule: str = _default(LRSchedule, "kind")
     lr: float = _default(LRSchedule, "max_lr")
@@ -150,7 +152,8 @@ class TrainOptions:
         schedule = LRSchedule(self.schedule, max_lr=self.lr, warmup_updates=self.warmup_updates,
                               warmup_init_lr=self.warmup_init_lr, min_lr=self.min_lr,
                               total_updates=self.schedule_updates or self.max_updates)
-        sampling = SamplingRule(self.sampling, self.sandwich_random) if supernet else None
+        sampling = (SamplingRule(self.sampling, self.sandwich_random, self.sample_only)
+                    if supernet else None)
         return TrainConfig(
             max_updates=self.max_updates, schedule=schedule, sampling=sampling, seed=self.seed,
             update_freq=self.update_freq or 1, label_smoothing=self.label_smoothing,

@@ -180,6 +180,8 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     options = opts.model_options(positions_dim=max(dims.encoder_embed_dim,
                                                    dims.decoder_embed_dim))
     model = SuperTransformer(space, vocab, options=options, seed=derive_seed("init", opts.seed))
+    if settings.init_from and not (resume and (out / LAST_CHECKPOINT).exists()):
+        _inherit_supernet(model, settings.init_from, space, vocab)
     train_b, valid_b = _batchers(settings.data_dir, opts, info)
     identity = {"kind": "supernet", "space": space.to_dict(), "vocab_size": vocab,
                 "model_options": model.options.to_dict()}
@@ -188,6 +190,22 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     return train(model, opts.train_config(supernet=True), run_dir=out, train_batches=train_b,
                  valid_batches=valid_b, identity=identity, probes=probes, space=space,
                  resume=resume, device=dev, info=info, progress=progress)
+
+
+def _inherit_supernet(model: SuperTransformer, path: str, space: SearchSpace, vocab: int
+                      ) -> None:
+    """Loads the weights of the trained supernet at `path` (same space and vocabulary) into
+    `model`: a few-shot sub-supernet starts from the one-shot one."""
+    file, source, their_space, _ = read_supernet_checkpoint(path)
+    if their_space.to_dict() != space.to_dict() or source.vocab_size != vocab:
+        raise ValueError(f"{file}: --init-from needs a supernet of the same space and "
+                         f"vocabulary (space {their_space.name!r}, vocabulary "
+                         f"{source.vocab_size}; here {space.name!r}, {vocab})")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as err:  # other model options (layer-norm placement, positions)
+        raise ValueError(f"{file}: --init-from: its weights do not fit this supernet's "
+                         f"options ({' '.join(str(err).split())[:300]})") from None
 
 
 def read_supernet_checkpoint(path: str | Path, *, which: str = "last"

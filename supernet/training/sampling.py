@@ -55,27 +55,38 @@ class SamplingRule:
     Attributes:
         kind: "uniform" (one random subnet) or "sandwich" (largest + smallest + random).
         num_random: random subnets per update under the sandwich rule.
+        only: uniform sampling restricted to "dense" or "moe" subnets (a few-shot
+            sub-supernet, Zhao et al. 2021); None: the whole space.
     """
 
     kind: str = "uniform"
     num_random: int = 2
+    only: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLING_KINDS:
             raise ValueError(f"sampling kind {self.kind!r} is not one of {SAMPLING_KINDS}")
         if self.num_random < 0:
             raise ValueError(f"sampling num_random must be >= 0, got {self.num_random}")
+        if self.only not in (None, "dense", "moe"):
+            raise ValueError(f"sampling only must be 'dense', 'moe' or None, got {self.only!r}")
+        if self.only is not None and self.kind != "uniform":
+            raise ValueError("sampling only (a few-shot sub-supernet) needs uniform sampling")
 
     @property
     def subnets_per_update(self) -> int:
         return 1 if self.kind == "uniform" else 2 + self.num_random
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "num_random": self.num_random}
+        out: dict[str, Any] = {"kind": self.kind, "num_random": self.num_random}
+        if self.only is not None:  # (absent in runs from before the option)
+            out["only"] = self.only
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingRule:
-        return cls(kind=str(data["kind"]), num_random=int(data["num_random"]))
+        return cls(kind=str(data["kind"]), num_random=int(data["num_random"]),
+                   only=data.get("only"))
 
 
 def subnets_for_update(space: Space, rule: SamplingRule, *, seed: int,
@@ -83,9 +94,24 @@ def subnets_for_update(space: Space, rule: SamplingRule, *, seed: int,
     """The subnets trained at `update` (1-based), a pure function of (space, rule, seed,
     update)."""
     rng = random.Random(derive_seed("subnet", seed, update))
+    if rule.kind == "uniform" and rule.only is not None:
+        return (_sample_kind(space, rng, rule.only),)
     if rule.kind == "uniform":
         return (space.sample(rng),)
     return (space.largest(), space.smallest(), *(space.sample(rng) for _ in range(rule.num_random)))
+
+
+def _sample_kind(space: Space, rng: random.Random, only: str, tries: int = 1000
+                 ) -> SubnetConfig:
+    """A random dense subnet (``space.sample_dense``) or a random MoE subnet (uniform draws
+    until one has experts in some layer)."""
+    if only == "dense":
+        return space.sample_dense(rng)  # type: ignore[attr-defined]
+    for _ in range(tries):
+        config = space.sample(rng)
+        if not config.is_dense:
+            return config
+    raise ValueError(f"no MoE subnet in {tries} draws: the space has no experts to train")
 
 
 def probe_subnets(space: Space, *, seed: int, num_random: int = 2,
