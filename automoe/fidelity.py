@@ -743,6 +743,7 @@ def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], An
             for c in stored.get("subnets", []))
         if not done:
             raise
+        assert isinstance(stored, dict)  # (done implies it)
         recorded = dict(stored.get("supernet") or {})
         return None, {k: recorded.get(k) for k in keys}
     identity = {"checkpoint": str(checkpoint.file.resolve()), "sha256": checkpoint.sha256,

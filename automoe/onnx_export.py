@@ -38,7 +38,7 @@ import io
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -264,7 +264,7 @@ def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
 def _check_meta(meta: dict[str, Any], path: Path) -> None:
     """Field by field: every key the runtime reads, its type and range, and the graph
     inputs and outputs the cache description implies; ValueError naming file and key."""
-    def fail(key: str, want: str) -> None:
+    def fail(key: str, want: str) -> NoReturn:
         got = meta.get(key, "<missing>") if "." not in key else "<as found>"
         raise ValueError(f"{path}: {key!r} must be {want}, got {got!r}")
 

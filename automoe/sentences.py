@@ -57,7 +57,7 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     target = Path(os.fspath(path) + SUFFIX)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, suffix=SUFFIX) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # (numpy stubs: **kwds)
     return target
 
 

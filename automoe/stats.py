@@ -326,7 +326,7 @@ def _resample_rows(rng: np.random.Generator, n: int, groups: np.ndarray | None,
     return idx
 
 
-def kendall_tau_b(x: Sequence[float], y: Sequence[float], *,
+def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
                   groups: Sequence[Any] | None = None) -> float:
     """Kendall tau-b of `x` against `y` ([n] each); with `groups`, pooled over the pairs
     inside each group only (e.g. subnets of one FLOPs band), so that what separates the
@@ -371,7 +371,8 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _check_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _check_pairs(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xa.shape != ya.shape or xa.ndim != 1:
         raise ValueError(f"rank agreement needs two equal-length 1-D series, got {xa.shape} "
@@ -382,7 +383,7 @@ def _check_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np
     return xa, ya
 
 
-def rank_agreement(x: Sequence[float], y: Sequence[float], *,
+def rank_agreement(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
                    groups: Sequence[Any] | None = None, resamples: int = 2000,
                    seed: int | None = None) -> RankAgreement:
     """Kendall tau-b and Spearman rho of `x` against `y` ([n] each), with percentile
@@ -405,7 +406,8 @@ def rank_agreement(x: Sequence[float], y: Sequence[float], *,
     return RankAgreement(len(xa), tau, tlo, thi, rho, rlo, rhi, int(np.isfinite(taus).sum()))
 
 
-def tau_difference(x1: Sequence[float], x2: Sequence[float], y: Sequence[float], *,
+def tau_difference(x1: Sequence[float] | np.ndarray, x2: Sequence[float] | np.ndarray,
+                   y: Sequence[float] | np.ndarray, *,
                    groups: Sequence[Any] | None = None, resamples: int = 2000,
                    seed: int | None = None) -> dict[str, float]:
     """Does predictor `x1` rank `y` better than predictor `x2`? Paired bootstrap over items

@@ -72,8 +72,8 @@ class LatencyCache:
         try:
             lines = data[:end].decode("utf-8").splitlines()
         except UnicodeDecodeError as err:
-            line = self._lines + data[:err.start].count(b"\n") + 1
-            raise ValueError(f"{self.path}:{line}: not UTF-8 text (a latency cache is JSON "
+            bad = self._lines + data[:err.start].count(b"\n") + 1
+            raise ValueError(f"{self.path}:{bad}: not UTF-8 text (a latency cache is JSON "
                              "lines; another file at this path?)") from None
         partial = data[end:].strip()
         for n, line in enumerate(lines, self._lines + 1):

@@ -216,7 +216,7 @@ class _Trainer:
             group["lr"] = lr
         self.model.train()
         if hasattr(self.model, "random_routing"):  # a supernet: the router warm-up
-            self.model.random_routing = update <= cfg.router_warmup
+            setattr(self.model, "random_routing", update <= cfg.router_warmup)  # noqa: B010
         self.optimizer.zero_grad(set_to_none=True)
         sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # tokens, loss, nll, load-balance, z-loss
         for micro in range(cfg.update_freq):
