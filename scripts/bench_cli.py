@@ -14,7 +14,6 @@ Run it on a quiet machine: start-up time is mostly file reads and imports.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 from search_spaces import load_space
+from search_spaces.files import atomic_write_json
 from search_spaces.importers import to_hat_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def main() -> int:
         "runs": args.runs,
         "commands": results,
     }
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(args.out, out, indent=1)
     return 0
 
 

@@ -26,7 +26,6 @@ real latency). Ratios within one run are what to compare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -48,6 +47,7 @@ from automoe.costs.latency import LatencyProtocol, device_fingerprint, measure_l
 from automoe.costs.measured_flops import count_flops_fvcore, count_flops_torch  # noqa: E402
 from automoe.costs.metrics import kendall_tau  # noqa: E402
 from automoe.costs.predictor import PredictorConfig, fit_predictor  # noqa: E402
+from automoe.io_utils import atomic_write_json  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 
 
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {key[:-2]:24s} {cost[key] * 1e3:10.2f} ms  ({cost[key] / cost['analytic_s']:.0f}x analytic)")
     print(f"   MACs analytic {cost['macs_analytic']:.0f} vs fvcore {cost['macs_fvcore']:.0f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"fingerprint": fp, "repeatability": rep,
-                                               "predictor": pred, "count_cost": cost}, indent=2))
+        atomic_write_json(args.json, {"fingerprint": fp, "repeatability": rep,
+                                      "predictor": pred, "count_cost": cost})
     return 0
 
 

@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from automoe.io_utils import atomic_write_json, read_json  # noqa: E402
 from automoe.training.runs import resolve_run, train_supernet  # noqa: E402
 
 
@@ -152,10 +153,10 @@ def part_speed(args: argparse.Namespace, variants: list[Variant]) -> dict[str, A
            "samples": samples, "updates_timed": counts, "load_avg_per_repeat": loads,
            "threads": torch.get_num_threads(), **machine()}
     path = Path(args.out) / "speed.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = read_json(path) if path.exists() else {}
     for key in ("seconds_per_update", "samples", "updates_timed"):  # keep other variants
         out[key] = {**old.get(key, {}), **out[key]}
-    path.write_text(json.dumps(out, indent=1))
+    atomic_write_json(path, out, indent=1)
     return out
 
 
@@ -205,7 +206,7 @@ def first_reach(curve: list[tuple[float, float]], target: float) -> float | None
 
 def part_report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]:
     out = Path(args.out)
-    speed = json.loads((out / "speed.json").read_text())
+    speed = read_json(out / "speed.json")
     spu = dict(speed["seconds_per_update"])
     groups: dict[str, list[str]] = {}
     for v in variants:
@@ -242,7 +243,7 @@ def part_report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, 
                      "probes_final_nll": read_probes(out / "runs" / name)})
     summary = {"target_nll": round(target, 4), "rows": rows, "speed": speed,
                "seconds_per_update_used": spu, "pooled": list(groups.values())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "summary.json", summary, indent=1)
     print("| variant | s/update | updates | minutes | final mean probe NLL (ppl) | "
           "minutes to baseline's final NLL | x baseline |")
     print("|---|---|---|---|---|---|---|")

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not stale installs
 
+from automoe.io_utils import atomic_write_json
 from automoe.search.evaluators import RayEvaluator, SerialEvaluator
 from automoe.search.objectives import parse_objectives
 from automoe.search.run import SearchSettings, build_algorithm
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(args.json, report)
     return 0
 
 

@@ -24,7 +24,6 @@ each, wall clock (CUDA: synchronised). All numbers are ratios within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces import load_space  # noqa: E402
+from search_spaces.files import atomic_write_json  # noqa: E402
 from supernet import BOS_ID, EOS_ID, PAD_ID, SuperTransformer  # noqa: E402
 from supernet.functional import (  # noqa: E402
     ExpertWeights,
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         results["moe_decode"] = [bench_moe(d, dims, args.decode_tokens, 3 * args.repeats, device)
                                  for d, dims in (wide, narrow)]
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
     return 0
 
 

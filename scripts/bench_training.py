@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from automoe.data import TokenBatcher  # noqa: E402
 from automoe.data.store import Ragged  # noqa: E402
+from automoe.io_utils import atomic_write_json, read_json  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 from supernet import SuperTransformer  # noqa: E402
 from supernet.training.config import TrainConfig  # noqa: E402
@@ -164,7 +165,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, threads: int, update_freq
                 times.append(time.perf_counter() - start)
             sync_ms = 1000 * statistics.median(times)
         if rank == 0:
-            Path(out).write_text(json.dumps({"tps": tps, "sync_ms": sync_ms}))
+            atomic_write_json(out, {"tps": tps, "sync_ms": sync_ms})
     finally:
         if world_size > 1:
             dist.destroy_process_group()
@@ -178,7 +179,7 @@ def _spawn(world_size: int, threads: int, update_freq: int, args) -> float:
             port = s.getsockname()[1]
         mp.start_processes(_ddp_worker, args=(world_size, port, threads, update_freq, args, out),
                            nprocs=world_size, start_method="spawn")
-        return json.loads(Path(out).read_text())
+        return read_json(out)
 
 
 def scaling(args) -> dict:

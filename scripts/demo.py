@@ -3,7 +3,8 @@
     python scripts/demo.py [--out runs/demo] [--preset demo|wmt] [--data DIR] [--quiet]
 
 Prepares the default corpus (bible-en-de), trains the `demo` supernet, runs an NSGA-II
-search for BLEU vs FLOPs vs latency on a local Ray cluster, exports the knee subnet of the
+search for dev loss vs FLOPs vs latency on a local Ray cluster (then the front's paired
+tests of loss, BLEU and chrF against the reference subnets), exports the knee subnet of the
 front, translates a few test sentences with it and draws the Pareto plots. Re-running the
 same command resumes an interrupted run. Every step is printed as the `automoe` command it
 runs (see automoe/pipeline.py), so the log doubles as the recipe.
