@@ -1,9 +1,27 @@
-"""The one check of a ``--device`` value, shared by every command that takes one, and the
-default device."""
+"""The one check of a ``--device`` value, shared by every command that takes one, the
+default device, and the one way to run a block on a given number of torch threads."""
 
 from __future__ import annotations
 
-__all__ = ["check_device", "default_device"]
+import contextlib
+from collections.abc import Iterator
+
+__all__ = ["check_device", "default_device", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Runs the block with torch's intra-op threads set to `threads` (None: unchanged) and
+    restores the previous count however the block ends."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_device(name: str | None, *, flag: str = "--device") -> str | None:

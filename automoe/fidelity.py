@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from automoe.devices import torch_threads
 from automoe.io_utils import atomic_path, atomic_write_csv, atomic_write_json, read_json
 from search_spaces.checks import check_ints
 
@@ -812,9 +813,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             "subnets": [[c.band, c.role, c.config.to_dict()] for c in chosen]})
     keys = [c.config.key() for c in chosen]
     configs = {c.config.key(): c.config for c in chosen}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:  # 2. inherited scores
+    with torch_threads(settings.threads):  # 2. inherited scores
         models: dict[bool, Any] = {}  # is_dense -> the supernet that scores it
         if not all((out / "inherited" / f"{k}.json").is_file() for k in keys):
             parts = ((True, checkpoint.dense), (False, checkpoint.moe)) \
@@ -838,8 +837,6 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             normalize_before = bool(checkpoint.options.get("normalize_before", False))
             atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
                                                normalize_before), out / "candidates.csv")
-    finally:
-        torch.set_num_threads(threads)
 
     # 3. standalone training (Ray Tune), one job per seed and budget, then scoring; or the
     # results of a study that trained the same subnets
@@ -878,11 +875,9 @@ def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
                 run_meta: dict[str, Any], base: Any, dev: DevScorer) -> pd.DataFrame:
     """Trains (or resumes) every job of `plan_jobs` and scores its models: the rows of
     ``standalone.csv``."""
-    import torch
 
     from supernet import Transformer
 
-    threads = torch.get_num_threads()
     rows = []
     band_of = {c.config.key(): c.band for c in chosen}
     dense_of = {c.config.key(): bool(c.config.is_dense) for c in chosen}
@@ -893,8 +888,7 @@ def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
         if missing:  # a job whose models are all scored needs neither training nor weights
             job_to_run = dataclasses.replace(job, keys=tuple(missing))
             trained = _train(settings, job_to_run, _job_dir(out, job, run_meta), base)
-        torch.set_num_threads(settings.threads)
-        try:
+        with torch_threads(settings.threads):
             def score(key: str, row: Any, job: Job = job) -> dict[str, Any]:
                 return {**scored(dev, Transformer.load(row["model_dir"]).eval(), None,
                                  out / "sentences" / job.name / key),
@@ -904,8 +898,6 @@ def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
             scores = _each([(k, None if trained is None or k not in trained.index
                              else trained.loc[k]) for k in job.keys], folder, score,
                            desc=f"standalone {job.name}", progress=settings.progress)
-        finally:
-            torch.set_num_threads(threads)
         for k in job.keys:
             s = scores[k]
             rows.append({"key": k, "band": band_of[k], "is_dense": dense_of[k], "job": job.name,

@@ -128,3 +128,20 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypa
     with pytest.raises(OSError, match=r"lat\.jsonl: No space left on device"):
         cache.put(_result(device_fingerprint(), protocol=LatencyProtocol(runs=3)))
     assert os.listdir(tmp_path) == []
+
+
+def test_torch_threads_restores_the_count_however_the_block_ends():
+    import pytest
+    import torch
+
+    from automoe.devices import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

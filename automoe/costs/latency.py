@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from automoe.costs.metrics import summarize, trimmed_mean
+from automoe.devices import torch_threads
 from search_spaces.checks import check_ints
 from supernet.contracts import SubnetModel, missing_members
 from supernet.tokens import BOS_ID, DEFAULT_VOCAB_SIZE, EOS_ID, PAD_ID
@@ -438,11 +439,8 @@ def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None,
     p = protocol or LatencyProtocol()
     _check_model(model, p)
     cuda = p.device.startswith("cuda")
-    threads_before = torch.get_num_threads()
-    if p.threads is not None and not cuda:
-        torch.set_num_threads(p.threads)
     began = time.perf_counter()
-    try:
+    with torch_threads(None if cuda else p.threads):
         fingerprint = protocol_fingerprint(p)
         inputs = [(s.to(p.device), v.to(p.device)) for s, v in make_inputs(p)]
         if p.runtime == "onnxruntime":
@@ -455,8 +453,6 @@ def measure_latency(model: SubnetModel, protocol: LatencyProtocol | None = None,
             enc_ms, dec_ms, dev_ms = _samples(model, inputs, p, cuda)
             if was_training:
                 model.train()
-    finally:
-        torch.set_num_threads(threads_before)
     return LatencyResult(
         encoder_ms=tuple(enc_ms),
         decoder_ms=tuple(dec_ms),

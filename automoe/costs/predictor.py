@@ -30,6 +30,7 @@ from torch import nn
 
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
+from automoe.devices import torch_threads
 from automoe.io_utils import atomic_dir, read_json
 from supernet.model_dir import save_safetensors
 
@@ -288,13 +289,8 @@ def fit_predictor(
         "n_train"/"n_val"/"n_test": ...}``; metrics are MAPE (%), RMSE (ms), Kendall tau.
     """
     cfg = config or PredictorConfig()
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _fit(features, latency_ms, feature_names, cfg, meta)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[str],
