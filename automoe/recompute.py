@@ -86,7 +86,7 @@ def _walk(a: Any, b: Any, where: str) -> Iterator[str]:
 def recompute_fidelity(study_dir: str | Path) -> list[str]:
     """Mismatches between a fidelity study's files and what its per-sentence archives and
     tables give again ([] when every number is reproduced)."""
-    from automoe.fidelity import agreement_report
+    from automoe.fidelity_report import agreement_report
     from automoe.sentences import load_sentence_scores
     from automoe.stats import loss_with_se
 

@@ -37,7 +37,7 @@ def compare_variants(studies: Mapping[str, str | Path], *, reference: str,
     `studies` maps a variant name to its fidelity study; all must hold the same subnets in
     the same bands with the same standalone scores (ValueError naming the one that does
     not)."""
-    from automoe.fidelity import TARGETS, _agreement
+    from automoe.fidelity_report import TARGETS, agreement
     from automoe.stats import holm, tau_difference
 
     if reference not in studies:
@@ -61,8 +61,8 @@ def compare_variants(studies: Mapping[str, str | Path], *, reference: str,
         entry: dict[str, Any] = {}
         for name, table in tables.items():
             x = sign * table[inherited].to_numpy(float)
-            entry[name] = {"within_band": _agreement(x, truth, bands, resamples),
-                           "overall": _agreement(x, truth, None, resamples)}
+            entry[name] = {"within_band": agreement(x, truth, bands, resamples),
+                           "overall": agreement(x, truth, None, resamples)}
         others = [n for n in tables if n != reference]
         ref_x = sign * tables[reference][inherited].to_numpy(float)
         tests = [tau_difference(sign * tables[n][inherited].to_numpy(float), ref_x, truth,

@@ -25,15 +25,8 @@ from search_helpers import kill_after_first_report, make_world
 
 from automoe.cli import main
 from automoe.costs.flops import flops as count_flops
-from automoe.fidelity import (
-    FIDELITY_COLUMNS,
-    STANDALONE_COLUMNS,
-    Chosen,
-    agreement_report,
-    choose_banded,
-    double_budget_keys,
-    traits,
-)
+from automoe.fidelity import Chosen, choose_banded, double_budget_keys, traits
+from automoe.fidelity_report import FIDELITY_COLUMNS, STANDALONE_COLUMNS, agreement_report
 from search_spaces import load_space
 
 pytestmark = pytest.mark.slow
