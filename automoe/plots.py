@@ -331,12 +331,7 @@ def plot_runs(
         ax.set_title(_title(runs, x, y), fontsize=10)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        for fmt in formats:
-            path = out / f"{y}_vs_{x}.{fmt}"
-            with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt)
-            written.append(path)
-        plt.close(fig)
+        written += _save(fig, out / f"{y}_vs_{x}", formats)
     for run in runs:  # what each run's paired tests compare
         if run.comparisons is None or run.comparisons.empty or not any(
                 f"{m}_delta" in run.comparisons for m, _ in PAIRED_METRICS):
@@ -344,11 +339,18 @@ def plot_runs(
         cost = next((x for x, _ in pairs), "flops")
         prefix = f"{run.label}_" if len(runs) > 1 else ""
         for baseline in dict.fromkeys(run.comparisons["baseline"]):
-            fig = plot_paired(run, str(baseline), cost)
-            for fmt in formats:
-                path = out / f"{prefix}paired_vs_{baseline}.{fmt}"
-                with atomic_path(path, suffix=f".{fmt}") as tmp:
-                    fig.savefig(tmp, format=fmt)
-                written.append(path)
-            plt.close(fig)
+            written += _save(plot_paired(run, str(baseline), cost),
+                             out / f"{prefix}paired_vs_{baseline}", formats)
     return written
+
+
+def _save(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
+    """Writes `fig` as ``stem.<fmt>`` for each format, atomically, and closes it."""
+    paths = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt)
+        paths.append(path)
+    _pyplot().close(fig)
+    return paths
