@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SubnetConfig", "FORMAT_VERSION", "FULL_PRECISION", "SUPPORTED_EXPERT_BITS"]
+__all__ = ["SubnetConfig", "FORMAT_VERSION", "FULL_PRECISION", "SUPPORTED_EXPERT_BITS",
+           "ROUTINGS", "TOKEN"]
 
 FORMAT_VERSION = 1
 FULL_PRECISION = 32
@@ -35,6 +36,11 @@ _INT_TUPLE_FIELDS = (
 )
 _NESTED_FIELDS = ("encoder_expert_dims", "decoder_expert_dims")
 _BITS_FIELDS = ("encoder_expert_bits", "decoder_expert_bits")
+_ROUTING_FIELDS = ("encoder_routing", "decoder_routing")
+# What an MoE layer's router reads (Kudugunta et al. 2021): each token's own state, its
+# sentence (mean-pooled source states), or its task (the source's target-language tag).
+TOKEN = "token"
+ROUTINGS = (TOKEN, "sentence", "task")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,14 @@ class SubnetConfig:
             ``()`` means every expert at 32 bits; so does any all-32 value whatever its
             shape (it is re-shaped to the dims), which keeps `dataclasses.replace` of
             the dims working on full-precision configs.
+        encoder_routing, decoder_routing: what the routers of a side's MoE layers read
+            (`ROUTINGS`): "token" (each token's hidden state, the default), "sentence"
+            (the mean of the sentence's source states: in the encoder the layer's input,
+            in the decoder the encoder's output) or "task" (the embedding of the source's
+            first token, the target-language tag of multilingual data): then every token
+            of a sentence (of a task) goes to the same experts. A side without an MoE
+            layer has nothing to route and is "token"; "token" is not written to JSON, so
+            token-routed configs keep their JSON and key.
     """
 
     encoder_embed_dim: int
@@ -77,6 +91,8 @@ class SubnetConfig:
     decoder_top_k: tuple[int, ...]
     encoder_expert_bits: tuple[tuple[int, ...], ...] = ()
     decoder_expert_bits: tuple[tuple[int, ...], ...] = ()
+    encoder_routing: str = TOKEN
+    decoder_routing: str = TOKEN
 
     def __post_init__(self) -> None:
         # Canonical form: bits nested like the dims. All-32 values are re-shaped to the
@@ -90,6 +106,8 @@ class SubnetConfig:
             else:
                 bits = tuple(tuple(layer) for layer in bits)
             object.__setattr__(self, name, bits)
+            if all(len(d) == 1 for d in dims):  # nothing routed: one name for the architecture
+                object.__setattr__(self, f"{side}_routing", TOKEN)
 
     # ---- derived views ---------------------------------------------------------------
     @property
@@ -124,7 +142,8 @@ class SubnetConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists); the bits keys only when some expert
         is below 32 bits, so full-precision configs keep their old JSON and key."""
-        skip = _BITS_FIELDS if self.is_full_precision else ()
+        skip = (_BITS_FIELDS if self.is_full_precision else ()) + tuple(
+            name for name in _ROUTING_FIELDS if getattr(self, name) == TOKEN)
         return {
             f.name: _to_lists(getattr(self, f.name))
             for f in dataclasses.fields(self) if f.name not in skip
@@ -140,7 +159,8 @@ class SubnetConfig:
             raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(names))
-        missing = [n for n in names if n not in data and n not in _BITS_FIELDS]
+        missing = [n for n in names
+                   if n not in data and n not in _BITS_FIELDS + _ROUTING_FIELDS]
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; expected {names}")
         if missing:
@@ -159,6 +179,9 @@ class SubnetConfig:
             kwargs[name] = tuple(
                 _as_int_tuple(v, f"{source}: key '{name}'[{i}]") for i, v in enumerate(value)
             )
+        for name in _ROUTING_FIELDS:
+            if name in data:
+                kwargs[name] = _as_routing(data[name], f"{source}: key '{name}'")
         for name in _BITS_FIELDS:  # checked before construction re-shapes an all-32 value
             if name in kwargs:
                 _check_bits_shape(kwargs[name], kwargs[name.replace("bits", "dims")], name, source,
@@ -215,6 +238,8 @@ class SubnetConfig:
             name = f"{side}_expert_bits"
             _check_bits_shape(getattr(self, name), getattr(self, f"{side}_expert_dims"),
                               name, source)
+        for name in _ROUTING_FIELDS:
+            _as_routing(getattr(self, name), f"{source}: key '{name}'")
         for name in ("encoder_heads", "decoder_heads", "decoder_cross_heads"):
             for i, h in enumerate(getattr(self, name)):
                 if h < 1 or self.qkv_dim % h:
@@ -255,6 +280,12 @@ def _to_lists(value: Any) -> Any:
 def _as_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _as_routing(value: Any, where: str) -> str:
+    if value not in ROUTINGS:
+        raise ValueError(f"{where}: expected one of {list(ROUTINGS)}, got {value!r}")
     return value
 
 

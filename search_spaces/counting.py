@@ -14,6 +14,10 @@ ende_attn choices ``<=`` the encoder depth). Layers are independent given the de
 
     size = |enc embed| * |dec embed| * |qkv|
            * sum over Le of [ E**Le * sum over Ld of D(Le)**Ld ].
+
+With ``R`` routing choices on a side, every stack of that side that has at least one MoE
+layer comes in ``R`` versions (an all-dense stack routes nothing): ``E**Le`` becomes
+``R·(E**Le - Ed**Le) + Ed**Le`` with ``Ed`` the settings of a one-expert layer.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["size", "layer_settings"]
 
 
-def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = None) -> int:
-    """Distinct settings of one ``side`` layer (a decoder layer needs the encoder depth)."""
+def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = None, *,
+                   dense_only: bool = False) -> int:
+    """Distinct settings of one ``side`` layer (a decoder layer needs the encoder depth);
+    with ``dense_only`` those with one expert only."""
     per_expert = len(getattr(space, f"{side}_ffn_dim")) * len(space.expert_bits)
     ffn = sum(
         len(space.allowed_top_k(side, n))
         * (per_expert**n if space.heterogeneous_experts else per_expert)
-        for n in getattr(space, f"{side}_experts")
+        for n in getattr(space, f"{side}_experts") if n == 1 or not dense_only
     )
     total = len(getattr(space, f"{side}_heads")) * ffn
     if side == "decoder":
@@ -44,11 +50,15 @@ def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = N
 
 def size(space: SearchSpace) -> int:
     """Exact number of distinct subnets (a Python int; it can be astronomically large)."""
-    per_enc = layer_settings(space, "encoder")
+    def stacks(side: str, depth: int, encoder_layers: int | None = None) -> int:
+        every = layer_settings(space, side, encoder_layers) ** depth
+        dense = layer_settings(space, side, encoder_layers, dense_only=True) ** depth
+        return len(getattr(space, f"{side}_routing")) * (every - dense) + dense
+
     depth_sum = 0
     for le in space.encoder_layers:
-        per_dec = layer_settings(space, "decoder", le)
-        depth_sum += per_enc**le * sum(per_dec**ld for ld in space.decoder_layers)
+        depth_sum += stacks("encoder", le) * sum(stacks("decoder", ld, le)
+                                                 for ld in space.decoder_layers)
     return (
         len(space.encoder_embed_dim) * len(space.decoder_embed_dim) * len(space.qkv_dim) * depth_sum
     )

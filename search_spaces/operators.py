@@ -14,7 +14,9 @@ Gene names (tuples): ``("encoder_embed_dim",)``, ``("encoder_layers",)``, ...;
 precision (only j = 0 when experts are homogeneous: one dim and one precision per layer).
 Precision genes exist only in a space with more than one ``expert_bits`` choice: a
 full-precision space draws no random number for precision, so its seeded samples,
-mutations and crossovers do not depend on the gene's existence.
+mutations and crossovers do not depend on the gene's existence. The same holds for the
+routing genes ``("encoder_routing",)`` and ``("decoder_routing",)`` (string values), last
+in the genome, which exist only when a side has more than one routing choice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from search_spaces.config import SubnetConfig
+from search_spaces.config import TOKEN, SubnetConfig
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 Gene = tuple
-Genome = dict[Gene, int]
+Genome = dict[Gene, int | str]
 _SIDES = ("encoder", "decoder")
 _GLOBALS = ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim", "encoder_layers", "decoder_layers")
 
@@ -66,10 +68,14 @@ def gene_order(space: SearchSpace) -> list[Gene]:
     for side in _SIDES:
         for i in range(max(getattr(space, f"{side}_layers"))):
             genes += _layer_genes(space, side, i)
-    return genes
+    return genes + _routing_genes(space)
 
 
-def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple[int, ...]:
+def _routing_genes(space: SearchSpace) -> list[Gene]:
+    return [(f"{side}_routing",) for side in _SIDES if len(getattr(space, f"{side}_routing")) > 1]
+
+
+def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple:
     """Allowed values of ``gene`` given the genes before it (already set in ``genome``)."""
     if len(gene) == 1:
         return getattr(space, gene[0])
@@ -103,7 +109,7 @@ def _repair(space: SearchSpace, genome: Genome) -> Genome:
     return genome
 
 
-def _clip(allowed: tuple[int, ...], value: int) -> int:
+def _clip(allowed: tuple, value: int | str) -> int | str:
     """``value`` if allowed, else the largest allowed value below it (else the smallest)."""
     if value in allowed:
         return value
@@ -131,6 +137,9 @@ def to_genome(space: SearchSpace, config: SubnetConfig, rng: random.Random) -> G
             if side == "decoder":
                 genome[(side, i, "cross_heads")] = config.decoder_cross_heads[i]
                 genome[(side, i, "ende_attn")] = config.decoder_ende_attn[i]
+        gene = (f"{side}_routing",)
+        if gene in genome and any(len(e) > 1 for e in dims):  # else inactive: stays random
+            genome[gene] = getattr(config, f"{side}_routing")
     return genome
 
 
@@ -153,6 +162,8 @@ def from_genome(space: SearchSpace, genome: Genome) -> SubnetConfig:
         if side == "decoder":
             out["decoder_cross_heads"] = tuple(genome[(side, i, "cross_heads")] for i in layers)
             out["decoder_ende_attn"] = tuple(genome[(side, i, "ende_attn")] for i in layers)
+        out[f"{side}_routing"] = genome.get((f"{side}_routing",),
+                                            getattr(space, f"{side}_routing")[0])
     return SubnetConfig(**out)
 
 
@@ -204,8 +215,14 @@ def extreme(space: SearchSpace, *, largest: bool) -> SubnetConfig:
     pick = max if largest else min
     genome: Genome = {}
     for gene in gene_order(space):
-        genome[gene] = pick(_domain(space, genome, gene))
+        allowed = _domain(space, genome, gene)
+        genome[gene] = _routing_default(allowed) if gene in _routing_genes(space) else pick(allowed)
     return from_genome(space, genome)
+
+
+def _routing_default(allowed: tuple) -> str:
+    """Token routing where the space allows it (routing has no "largest")."""
+    return TOKEN if TOKEN in allowed else allowed[0]
 
 
 def largest_dense(space: SearchSpace) -> SubnetConfig:

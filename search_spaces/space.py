@@ -10,6 +10,7 @@ A space file (``search_spaces/<name>.yaml``) looks like::
       encoder_embed_dim: [32, 24]
       ...
       expert_bits: [32, 8, 4]          # optional: expert weight precisions (absent: [32])
+      decoder_routing: [token, task]   # optional: what routers read (absent: [token])
     supernet:                          # optional; each key defaults to its largest choice
       encoder_embed_dim: 32
 
@@ -33,7 +34,13 @@ import yaml
 
 from search_spaces import counting, operators
 from search_spaces import features as _features
-from search_spaces.config import FULL_PRECISION, SUPPORTED_EXPERT_BITS, SubnetConfig
+from search_spaces.config import (
+    FULL_PRECISION,
+    ROUTINGS,
+    SUPPORTED_EXPERT_BITS,
+    TOKEN,
+    SubnetConfig,
+)
 
 __all__ = [
     "CHOICE_KEYS",
@@ -70,7 +77,10 @@ CHOICE_KEYS = (
 # Optional choice keys, with the value an absent key means. A space that leaves them out
 # writes none of them back (`to_dict`), so its identity (the hash of `to_dict` that runs and
 # checkpoints store) does not depend on the key's existence.
-OPTIONAL_CHOICE_KEYS = {"expert_bits": (FULL_PRECISION,)}
+OPTIONAL_CHOICE_KEYS: dict[str, tuple] = {"expert_bits": (FULL_PRECISION,),
+                                          "encoder_routing": (TOKEN,),
+                                          "decoder_routing": (TOKEN,)}
+_ROUTING_KEYS = ("encoder_routing", "decoder_routing")
 _TOP_KEYS = ("name", "description", "heterogeneous_experts", "choices", "supernet")
 _HEAD_KEYS = ("encoder_heads", "decoder_heads", "decoder_cross_heads")
 
@@ -123,6 +133,8 @@ class SearchSpace:
     supernet: SupernetDims
     description: str = ""
     expert_bits: tuple[int, ...] = (FULL_PRECISION,)
+    encoder_routing: tuple[str, ...] = (TOKEN,)
+    decoder_routing: tuple[str, ...] = (TOKEN,)
 
     def __post_init__(self) -> None:
         _check_space(self)
@@ -272,8 +284,8 @@ def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchS
                               limit=_LIMITS.get(k.split("_", 1)[-1], _MAX_CHOICE))
               for k in CHOICE_KEYS}
     for k, default in OPTIONAL_CHOICE_KEYS.items():
-        parsed[k] = (default if k not in choices
-                     else _choice_list(choices[k], f"{source}: key 'choices.{k}'"))
+        read = _routing_list if k in _ROUTING_KEYS else _choice_list
+        parsed[k] = default if k not in choices else read(choices[k], f"{source}: key 'choices.{k}'")
 
     dims_keys = [f.name for f in dataclasses.fields(SupernetDims)]
     given = data.get("supernet") or {}
@@ -320,6 +332,17 @@ def _choice_list(value: Any, where: str, *, limit: int = _MAX_CHOICE) -> tuple[i
     return tuple(sorted(value))
 
 
+def _routing_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{where}: expected a non-empty list of {list(ROUTINGS)}, got {value!r}")
+    bad = [v for v in value if v not in ROUTINGS]
+    if bad:
+        raise ValueError(f"{where}: {bad[0]!r} is not a routing; expected some of {list(ROUTINGS)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{where}: duplicate choice in {list(value)}")
+    return tuple(sorted(value))
+
+
 def _check_space(s: SearchSpace) -> None:
     """Cross-field rules; raises ValueError naming the file, key and value."""
     src = s.source
@@ -327,7 +350,12 @@ def _check_space(s: SearchSpace) -> None:
         vals = getattr(s, k)
         if not isinstance(vals, tuple) or not vals or list(vals) != sorted(set(vals)):
             raise ValueError(f"{src}: key 'choices.{k}' must be a non-empty sorted tuple of "
-                             f"distinct integers, got {vals!r}")
+                             f"distinct {'routings' if k in _ROUTING_KEYS else 'integers'}, "
+                             f"got {vals!r}")
+    for k in _ROUTING_KEYS:
+        bad = [v for v in getattr(s, k) if v not in ROUTINGS]
+        if bad:
+            raise ValueError(f"{src}: key 'choices.{k}': {bad[0]!r} is not one of {list(ROUTINGS)}")
     for k in (f.name for f in dataclasses.fields(SupernetDims)):
         cap = getattr(s.supernet, k)
         too_big = [v for v in getattr(s, k) if v > cap]
@@ -404,6 +432,10 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
             need(f"{side}_top_k[{i}]", k, s.allowed_top_k(side, n), f" for a layer with {n} experts")
         for i, h in enumerate(getattr(c, f"{side}_heads")):
             need(f"{side}_heads[{i}]", h, getattr(s, f"{side}_heads"))
+        routing, allowed = getattr(c, f"{side}_routing"), getattr(s, f"{side}_routing")
+        if any(n > 1 for n in getattr(c, f"{side}_experts")) and routing not in allowed:
+            raise ValueError(f"{src}: key '{side}_routing' = {routing!r} is not in space "
+                             f"{s.name!r}: allowed {list(allowed)}")
     for i, h in enumerate(c.decoder_cross_heads):
         need(f"decoder_cross_heads[{i}]", h, s.decoder_cross_heads)
     for i, a in enumerate(c.decoder_ende_attn):

@@ -55,6 +55,9 @@ def spaces(draw, *, layers=(1, 2, 3), experts=(1, 2, 3), ffn=(4, 8, 16)) -> Sear
     }
     if draw(st.booleans()):  # optional key; absent means full precision only
         choices["expert_bits"] = draw(_subset([4, 8, 32]))
+    for side in ("encoder", "decoder"):  # optional keys; absent means token routing only
+        if draw(st.booleans()):
+            choices[f"{side}_routing"] = draw(_subset(["token", "sentence", "task"], 3))
     data = {"name": "h", "heterogeneous_experts": draw(st.booleans()), "choices": choices}
     return SearchSpace.from_dict(data, source="<hypothesis>")
 
@@ -86,7 +89,7 @@ def _layer_options(space: SearchSpace, side: str, encoder_layers: int) -> list[t
     return out
 
 
-def _build(space, emb_e, emb_d, qkv, enc, dec) -> SubnetConfig:
+def _build(space, emb_e, emb_d, qkv, enc, dec, routing=("token", "token")) -> SubnetConfig:
     return SubnetConfig(
         encoder_embed_dim=emb_e, decoder_embed_dim=emb_d, qkv_dim=qkv,
         encoder_expert_dims=tuple(g[4] for g in enc), encoder_heads=tuple(g[0] for g in enc),
@@ -95,6 +98,7 @@ def _build(space, emb_e, emb_d, qkv, enc, dec) -> SubnetConfig:
         decoder_cross_heads=tuple(g[1] for g in dec), decoder_ende_attn=tuple(g[2] for g in dec),
         decoder_top_k=tuple(g[3] for g in dec),
         encoder_expert_bits=tuple(g[5] for g in enc), decoder_expert_bits=tuple(g[5] for g in dec),
+        encoder_routing=routing[0], decoder_routing=routing[1],
     )
 
 
@@ -108,7 +112,10 @@ def brute_force(space: SearchSpace) -> set[SubnetConfig]:
         dec_ok = [g for g, ok in _layer_options(space, "decoder", le) if ok]
         for enc in itertools.product(enc_ok, repeat=le):
             for dec in itertools.product(dec_ok, repeat=ld):
-                members.add(_build(space, emb_e, emb_d, qkv, enc, dec))
+                for routing in itertools.product(space.encoder_routing, space.decoder_routing):
+                    # a dense side routes nothing: SubnetConfig names it "token" whatever
+                    # the space allows, so such configs collapse into one
+                    members.add(_build(space, emb_e, emb_d, qkv, enc, dec, routing))
     return members
 
 
@@ -138,7 +145,7 @@ def test_contains_agrees_with_the_rules_on_rule_breaking_layers(space, rng):
                            strict=True))
             (enc if side == "encoder" else dec)[0] = genes
             config = _build(space, base.encoder_embed_dim, base.decoder_embed_dim, base.qkv_dim,
-                            enc, dec)
+                            enc, dec, (space.encoder_routing[0], space.decoder_routing[0]))
             assert space.contains(config) == ok, (genes, ok)
 
 
@@ -267,6 +274,27 @@ def test_sampling_and_mutation_reach_every_subnet_of_a_micro_space():
     assert mutated == members  # mutation adds layers and experts with real genes
     crossed = {space.crossover(space.smallest(), space.largest(), rng) for _ in range(500)}
     assert crossed <= members and len(crossed) > 1
+
+
+def test_routing_genes_reach_every_routing_and_leave_token_spaces_alone():
+    space = SearchSpace.from_dict({**MICRO, "choices": {**MICRO["choices"],
+                                                         "encoder_routing": ["task", "token"]}})
+    members = brute_force(space)
+    # every stack with an MoE layer comes twice; the 6 + 36 * 2 stacks hold 2 + 32 all-dense
+    assert len(members) == space.size() == 2 * (6 + 6**2 * 2) - (2 + 2**2 * 2)
+    rng = random.Random(0)
+    assert {space.sample(rng) for _ in range(6000)} == members
+    assert {c.encoder_routing for c in members} == {"task", "token"}
+    assert space.largest().encoder_routing == "token"  # routing has no "largest"
+    # without routing choices there is no routing gene: the seeded draws (keys recorded
+    # before routing existed) are unchanged
+    plain, rng = SearchSpace.from_dict(MICRO), random.Random(3)
+    assert "encoder_routing" not in plain.to_dict()["choices"]
+    assert [plain.sample(rng).key() for _ in range(3)] == [
+        "f47b8a34992902b1", "f78b2355308f1558", "1d5eaac93b422bd1"]
+    demo, rng = load_space("demo"), random.Random(7)
+    assert [demo.mutate(demo.sample(rng), 0.3, rng).key() for _ in range(2)] == [
+        "3d2c1f154d7e6836", "da89da89782153f7"]
 
 
 def test_mutation_rate_matches_prob():

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search_spaces import SubnetConfig, available_spaces, load_space
+from search_spaces.config import ROUTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = [load_space(n) for n in available_spaces()]
@@ -48,6 +49,8 @@ def raw_configs(draw) -> SubnetConfig:
         decoder_cross_heads=per(dec, st.sampled_from([4, 16])),
         decoder_ende_attn=per(dec, st.integers(1, 3)),
         decoder_top_k=tuple(draw(st.integers(1, len(d))) for d in dec_dims),
+        encoder_routing=draw(st.sampled_from(ROUTINGS)),
+        decoder_routing=draw(st.sampled_from(ROUTINGS)),
     )
 
 
@@ -77,6 +80,11 @@ def one_field_changes(config: SubnetConfig):
         if isinstance(value, int):
             yield f.name, dataclasses.replace(config, **{f.name: value + 8})
             continue
+        if isinstance(value, str):  # a routing: every other one
+            for other in ROUTINGS:
+                if other != value:
+                    yield f"{f.name}={other}", dataclasses.replace(config, **{f.name: other})
+            continue
         for i, entry in enumerate(value):
             if isinstance(entry, int):
                 new = (*value[:i], entry + 1, *value[i + 1:])
@@ -95,13 +103,29 @@ def test_key_changes_when_any_single_value_changes():
         decoder_expert_dims=((32,), (64, 32, 64)), decoder_heads=(2, 4),
         decoder_cross_heads=(4, 2), decoder_ende_attn=(1, 2), decoder_top_k=(1, 2))
     changes = list(one_field_changes(base))
-    names = {what.split("[")[0] for what, _ in changes}
+    names = {what.split("[")[0].split("=")[0] for what, _ in changes}
     assert names == {f.name for f in dataclasses.fields(SubnetConfig)}
     keys = {base.key()}
     for what, changed in changes:
         assert changed != base and changed.key() != base.key(), what
         keys.add(changed.key())
     assert len(keys) == len(changes) + 1  # and no two of the changes collide
+
+
+def test_routing_is_canonical_and_token_routing_keeps_the_json():
+    moe = SubnetConfig(
+        encoder_embed_dim=32, decoder_embed_dim=24, qkv_dim=32,
+        encoder_expert_dims=((64, 32),), encoder_heads=(4,), encoder_top_k=(1,),
+        decoder_expert_dims=((32,),), decoder_heads=(2,), decoder_cross_heads=(4,),
+        decoder_ende_attn=(1,), decoder_top_k=(1,))
+    assert "encoder_routing" not in moe.to_dict() and "decoder_routing" not in moe.to_dict()
+    task = dataclasses.replace(moe, encoder_routing="task", decoder_routing="task")
+    # the dense decoder routes nothing: its routing is the one canonical value
+    assert task.decoder_routing == "token" and task.encoder_routing == "task"
+    assert task.to_dict()["encoder_routing"] == "task" and "decoder_routing" not in task.to_dict()
+    assert SubnetConfig.from_json(task.to_json()) == task and task.key() != moe.key()
+    with pytest.raises(ValueError, match="encoder_routing.*'expert'"):
+        SubnetConfig.from_dict({**moe.to_dict(), "encoder_routing": "expert"}, source="c.json")
 
 
 def test_key_is_stable_across_processes():
