@@ -30,7 +30,7 @@ from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.tokens import PAD_ID
 
 __all__ = ["EncoderLayerWeights", "DecoderLayerWeights", "StackWeights", "ModelWeights",
-           "Run", "run_settings", "encode", "decode", "cross_kv", "MAX_ENDE_ATTN",
+           "Run", "run_settings", "encode", "decode", "cross_kv", "task_rows", "MAX_ENDE_ATTN",
            "check_full_precision"]
 
 MAX_ENDE_ATTN = 3  # the decoder reads at most the last 3 encoder layers (HAT)
@@ -170,15 +170,37 @@ def _cross_attention(h: torch.Tensor, lw: DecoderLayerWeights, enc: EncoderOut, 
                      dropout=run.attention_dropout, training=run.training), None
 
 
-def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run
+def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """x [B, T, d] averaged over the positions where keep [B, T] is True -> [B, d]."""
+    m = keep.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def _ffn(h: torch.Tensor, moe: MoEWeights, token_mask: torch.Tensor, run: Run,
+         task: torch.Tensor | None = None, pooled: torch.Tensor | None = None
          ) -> tuple[torch.Tensor, LayerStats]:
-    """h [B, T, d] -> ([B, T, d], routing stats); token_mask [B, T] (False at PAD)."""
+    """h [B, T, d] -> ([B, T, d], routing stats); token_mask [B, T] (False at PAD).
+
+    What a routed layer's router reads (``moe.routing``): each token of h ("token"), the
+    sentence's ``task`` row [B, d] (the tag's embedding) or its ``pooled`` row [B, d_r]
+    ("sentence"; default: the mean of h over the sentence's tokens)."""
     b, t, d = h.shape
+    rows = None
+    if len(moe.experts) > 1 and moe.routing == "task":
+        rows = task
+    elif len(moe.experts) > 1 and moe.routing == "sentence":
+        rows = _masked_mean(h, token_mask) if pooled is None else pooled
     y, stats = moe_ffn(h.reshape(b * t, d), moe, token_mask=token_mask.reshape(-1),
                        activation_dropout=run.activation_dropout, training=run.training,
                        jitter=run.jitter, normalize_gates=run.normalize_gates,
-                       dispatch=run.dispatch, random_routing=run.random_routing)
+                       dispatch=run.dispatch, random_routing=run.random_routing, rows=rows)
     return y.view(b, t, d), stats
+
+
+def task_rows(tags: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """What a task-routed router reads: the embeddings [B, d] of the sentences' first source
+    tokens ``tags`` [B] (the target-language tag of multilingual data) in ``table`` [V, d]."""
+    return F.embedding(tags, table)
 
 
 def _aux(stats: list[LayerStats], like: torch.Tensor, *, encoder: bool) -> MoEAux:
@@ -199,16 +221,20 @@ def encode(src: torch.Tensor, weights: ModelWeights, run: Run) -> EncoderOut:
     x = _embed(src, weights.embed[:, : stack.dim], offset=0, run=run)
     mask = pad[:, None, None, :]  # [B, 1, 1, S]
     keep = ~pad
+    tags = src[:, 0]
+    task = (task_rows(tags, weights.embed[:, : stack.dim])
+            if any(lw.moe.routing == "task" and len(lw.moe.experts) > 1 for lw in stack.layers)
+            else None)
     states: list[torch.Tensor] = []
     stats: list[LayerStats] = []
     for lw in stack.layers:
         x, _ = _residual(x, lw.attn_norm, run, _self_attention, lw, mask, run)
-        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run)
+        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run, task)
         stats.append(st)
         states = (states + [x])[-MAX_ENDE_ATTN:]
     if stack.final_norm is not None:  # pre-LN: every state the decoder reads is normalised
         states = [layer_norm(s, stack.final_norm) for s in states]
-    return EncoderOut(tuple(states), pad, _aux(stats, x, encoder=True))
+    return EncoderOut(tuple(states), pad, _aux(stats, x, encoder=True), tags)
 
 
 def _cross_kv(enc: EncoderOut, lw: DecoderLayerWeights
@@ -250,11 +276,19 @@ def decode(prev: torch.Tensor, enc: EncoderOut, weights: ModelWeights, run: Run,
         queries = torch.arange(offset, offset + t, device=prev.device)
         causal = keys[None, :] > queries[:, None]  # [T, offset+T]
     keep = prev.ne(PAD_ID)
+    routings = {lw.moe.routing for lw in stack.layers if len(lw.moe.experts) > 1}
+    task = pooled = None
+    if "task" in routings:
+        if enc.tags is None:
+            raise ValueError("a task-routed decoder needs the source's tags (EncoderOut.tags)")
+        task = task_rows(enc.tags, table)
+    if "sentence" in routings:  # the decoder's sentence: the source, as the encoder saw it
+        pooled = _masked_mean(enc.out, ~enc.padding_mask)
     stats = []
     for i, lw in enumerate(stack.layers):
         x, _ = _residual(x, lw.attn_norm, run, _self_attention, lw, causal, run, cache, i)
         x, _ = _residual(x, lw.cross_norm, run, _cross_attention, lw, enc, run, cache, i)
-        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run)
+        x, st = _residual(x, lw.ffn_norm, run, _ffn, lw.moe, keep, run, task, pooled)
         stats.append(st)
     if cache is not None:
         cache.length = offset + t

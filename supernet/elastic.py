@@ -7,7 +7,9 @@ subnet" state. Slicing rules (HAT / AutoMoE):
 - linear ``W[:out, :in]``, bias ``b[:out]``; layer norm ``w[:d]``;
 - attention: q/k/v rows ``[:qkv]`` (heads are a reshape of the qkv dim), columns sliced to
   the input width (cross-attention keys/values: the encoder's width);
-- MoE: the first n experts and router rows ``[:n, :d]``; expert e keeps the first ``h_e``
+- MoE: the first n experts and router rows ``[:n, :d]`` (one router per routing the space
+  allows: token and task routers read width d, a sentence router the width of what it
+  pools, the decoder's the encoder's); expert e keeps the first ``h_e``
   hidden units of its own weights ``w1[e, :h_e, :d]``, ``w2[e, :d, :h_e]``. An expert below
   32 bits is handed out as a `supernet.quant.QuantizedExpert`: post-training quantization
   of its slices, cached per (expert, slice, bits) until the weights change.
@@ -68,18 +70,28 @@ class ElasticNorm(nn.Module):
         return NormWeights(self.weight[:d], self.bias[:d])
 
 
-class ElasticMoE(nn.Module):
-    """Up to ``experts`` experts of hidden size up to ``hidden`` on width up to ``d``; the
-    router exists only when more than one expert is possible."""
+# The router parameters of each routing (the token router keeps its original names).
+_ROUTER_NAMES = {"token": "router", "task": "task_router", "sentence": "sentence_router"}
 
-    def __init__(self, *, d: int, hidden: int, experts: int) -> None:
+
+class ElasticMoE(nn.Module):
+    """Up to ``experts`` experts of hidden size up to ``hidden`` on width up to ``d``, with
+    one router per routing in ``routings`` (a sentence router reads ``pooled_dim``, default
+    d); routers exist only when more than one expert is possible."""
+
+    def __init__(self, *, d: int, hidden: int, experts: int,
+                 routings: tuple[str, ...] = ("token",), pooled_dim: int | None = None) -> None:
         super().__init__()
         self.max_experts, self.max_hidden, self.max_dim = experts, hidden, d
-        if experts > 1:
-            self.router_w, self.router_b = _param(experts, d), _param(experts)
-        else:
-            self.register_parameter("router_w", None)
-            self.register_parameter("router_b", None)
+        self.routings = tuple(r for r in _ROUTER_NAMES if r in routings)
+        for routing, name in _ROUTER_NAMES.items():
+            if experts > 1 and routing in self.routings:
+                width = pooled_dim or d if routing == "sentence" else d
+                setattr(self, f"{name}_w", _param(experts, width))
+                setattr(self, f"{name}_b", _param(experts))
+            elif routing == "token":  # absent, but the attributes exist (None)
+                self.register_parameter("router_w", None)
+                self.register_parameter("router_b", None)
         self.w1, self.b1 = _param(experts, hidden, d), _param(experts, hidden)
         self.w2, self.b2 = _param(experts, d, hidden), _param(experts, d)
 
@@ -90,13 +102,21 @@ class ElasticMoE(nn.Module):
             nn.init.xavier_uniform_(self.w2[e], generator=generator)
         self.b1.zero_()
         self.b2.zero_()
-        if self.router_w is not None:
-            nn.init.xavier_uniform_(self.router_w, generator=generator)
-            self.router_b.zero_()
+        for routing in self.routings:  # the token router first, as before other routers existed
+            w, b = self._router(routing)
+            if w is not None:
+                nn.init.xavier_uniform_(w, generator=generator)
+                b.zero_()
+
+    def _router(self, routing: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        name = _ROUTER_NAMES[routing]
+        return getattr(self, f"{name}_w", None), getattr(self, f"{name}_b", None)
 
     def weights(self, d: int, dims: tuple[int, ...], top_k: int,
-                bits: tuple[int, ...] | None = None) -> MoEWeights:
-        """Expert e: hidden ``dims[e]`` at ``bits[e]`` (None: all 32, views of the weights)."""
+                bits: tuple[int, ...] | None = None, *, routing: str = "token",
+                route_dim: int | None = None) -> MoEWeights:
+        """Expert e: hidden ``dims[e]`` at ``bits[e]`` (None: all 32, views of the weights);
+        the router of ``routing`` reading width ``route_dim`` (default d)."""
         n = len(dims)
         experts = tuple(
             ExpertWeights(self.w1[e, :h, :d], self.b1[e, :h], self.w2[e, :d, :h], self.b2[e, :d])
@@ -104,7 +124,11 @@ class ElasticMoE(nn.Module):
             for e, h in enumerate(dims))
         if n == 1:
             return MoEWeights(None, None, experts, top_k)
-        return MoEWeights(self.router_w[:n, :d], self.router_b[:n], experts, top_k)
+        w, b = self._router(routing)
+        if w is None or b is None:
+            raise ValueError(f"this supernet has no {routing}-routed router (its space's "
+                             f"routings: {list(self.routings)})")
+        return MoEWeights(w[:n, : route_dim or d], b[:n], experts, top_k, routing)
 
     @torch.no_grad()
     def _quantized(self, e: int, h: int, d: int, bits: int) -> QuantizedExpert:

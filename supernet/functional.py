@@ -76,12 +76,15 @@ class ExpertWeights(NamedTuple):
 
 
 class MoEWeights(NamedTuple):
-    """An MoE FFN: router [n, d] + [n] (None when n = 1: a dense FFN), n experts, top-k."""
+    """An MoE FFN: router [n, d_r] + [n] (None when n = 1: a dense FFN), n experts, top-k,
+    and what the router reads (``routing``, `search_spaces.config.ROUTINGS`): each token's
+    own state (d_r = d) or one row per sentence (`moe_ffn`'s ``rows``)."""
 
     router_w: torch.Tensor | None
     router_b: torch.Tensor | None
     experts: tuple[ExpertWeights | QuantizedExpert, ...]
     top_k: int
+    routing: str = "token"
 
 
 class LayerStats(NamedTuple):
@@ -155,7 +158,8 @@ def expert_ffn(x: torch.Tensor, w: ExpertWeights | QuantizedExpert, *, activatio
 
 
 def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, jitter: float,
-          training: bool, normalize_gates: bool, random_routing: bool = False
+          training: bool, normalize_gates: bool, random_routing: bool = False,
+          rows: torch.Tensor | None = None
           ) -> tuple[torch.Tensor, torch.Tensor, LayerStats]:
     """Top-k routing of x [N, d] in fp32 (autocast off).
 
@@ -165,24 +169,33 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
     distinct experts drawn uniformly at random (torch's global RNG) with gates 1/k, and the
     router gets no gradient: every expert trains on an even share of tokens before the
     router starts choosing.
+
+    With ``rows`` [B, d_r] (sentence or task routing; x is then B sentences of N / B
+    tokens each, [B·T, d] flattened) the router reads one row per sentence, and every token
+    of sentence b gets row b's gates and experts (jitter and random routing per sentence
+    too). The statistics are over tokens either way, so the load-balancing loss weighs a
+    sentence (a task) by its tokens.
     """
     assert w.router_w is not None and w.router_b is not None
     n, k = len(w.experts), w.top_k
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xr = x.float()
+        xr = (x if rows is None else rows).float()
         if training and jitter > 0:  # multiplicative input jitter (Switch / DeepSpeed)
             xr = xr * torch.empty_like(xr).uniform_(1.0 - jitter, 1.0 + jitter)
         if random_routing:
-            logits = torch.rand(x.shape[0], n, device=x.device)  # no path to the router
+            logits = torch.rand(xr.shape[0], n, device=x.device)  # no path to the router
             probs = torch.full_like(logits, 1.0 / n)
             experts = logits.topk(k, dim=-1).indices
-            gates = torch.full((x.shape[0], k), 1.0 / k, device=x.device)
+            gates = torch.full((xr.shape[0], k), 1.0 / k, device=x.device)
         else:
-            logits = F.linear(xr, w.router_w.float(), w.router_b.float())  # [N, n]
+            logits = F.linear(xr, w.router_w.float(), w.router_b.float())  # [N or B, n]
             probs = torch.softmax(logits, dim=-1)
-            gates, experts = probs.topk(k, dim=-1)  # [N, k]
+            gates, experts = probs.topk(k, dim=-1)  # [N or B, k]
             if normalize_gates and k > 1:
                 gates = gates / gates.sum(dim=-1, keepdim=True)
+        if rows is not None:  # one decision per sentence, broadcast to its tokens
+            logits, probs, gates, experts = (_per_token(t, x.shape[0])
+                                             for t in (logits, probs, gates, experts))
         m = (torch.ones(x.shape[0], device=x.device) if token_mask is None
              else token_mask.float())
         ntok = m.sum().clamp(min=1.0)
@@ -197,11 +210,20 @@ def route(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None, ji
     return gates, experts, LayerStats(slots.round().long(), load_balance, z_loss)
 
 
+def _per_token(t: torch.Tensor, tokens: int) -> torch.Tensor:
+    """[B, m] per-sentence values -> [tokens, m], each row repeated tokens / B times in
+    order (an expand: it traces with the batch's shape, not a constant)."""
+    b = t.shape[0]
+    return t.unsqueeze(1).expand(b, tokens // b, t.shape[1]).reshape(tokens, t.shape[1])
+
+
 def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None = None,
             activation_dropout: float = 0.0, training: bool = False, jitter: float = 0.0,
             normalize_gates: bool = False, dispatch: str = "auto",
-            random_routing: bool = False) -> tuple[torch.Tensor, LayerStats]:
+            random_routing: bool = False, rows: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, LayerStats]:
     """Dropless top-k MoE FFN of x [N, d] -> ([N, d], stats); one expert = dense FFN.
+    ``rows`` [B, d_r]: what a sentence- or task-routed router reads (see `route`).
 
     ``dispatch`` picks how tokens reach their experts (the same function either way):
     "index" (`index_dispatch`: sizes on the host), "gather" (`gather_dispatch`: no host
@@ -219,7 +241,7 @@ def moe_ffn(x: torch.Tensor, w: MoEWeights, *, token_mask: torch.Tensor | None =
         return y, LayerStats(count.reshape(1).long(), None, None)
     gates, experts, stats = route(x, w, token_mask=token_mask, jitter=jitter,
                                   training=training, normalize_gates=normalize_gates,
-                                  random_routing=random_routing)
+                                  random_routing=random_routing, rows=rows)
     gather = dispatch == "gather" or (dispatch == "auto"
                                       and x.shape[0] <= GATHER_DISPATCH_MAX_TOKENS)
     run = gather_dispatch if gather else index_dispatch

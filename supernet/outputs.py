@@ -60,11 +60,14 @@ class EncoderOut:
             attention read the last 1-3 of them concatenated along time).
         padding_mask: [B, S] bool, True at padding positions of the source.
         aux: the encoder's MoE auxiliary outputs.
+        tags: [B] long, each source's first token (the target-language tag of multilingual
+            data), what task-routed decoder layers route by; None when unknown.
     """
 
     states: tuple[torch.Tensor, ...]
     padding_mask: torch.Tensor
     aux: MoEAux
+    tags: torch.Tensor | None = None
 
     @property
     def out(self) -> torch.Tensor:
@@ -74,7 +77,8 @@ class EncoderOut:
     def index_select(self, order: torch.Tensor) -> EncoderOut:
         """Rows ``order`` [B'] of the batch (beam expansion and reordering)."""
         return EncoderOut(tuple(s.index_select(0, order) for s in self.states),
-                          self.padding_mask.index_select(0, order), self.aux)
+                          self.padding_mask.index_select(0, order), self.aux,
+                          None if self.tags is None else self.tags.index_select(0, order))
 
 
 @dataclass

@@ -28,22 +28,26 @@ __all__ = ["SuperTransformer", "SubnetView"]
 
 
 class _EncoderLayer(nn.Module):
-    def __init__(self, *, d: int, qkv: int, hidden: int, experts: int) -> None:
+    def __init__(self, *, d: int, qkv: int, hidden: int, experts: int,
+                 routings: tuple[str, ...]) -> None:
         super().__init__()
         self.self_attn = ElasticAttention(q_in=d, kv_in=d, qkv=qkv)
         self.self_attn_norm = ElasticNorm(d)
-        self.moe = ElasticMoE(d=d, hidden=hidden, experts=experts)
+        self.moe = ElasticMoE(d=d, hidden=hidden, experts=experts, routings=routings)
         self.ffn_norm = ElasticNorm(d)
 
 
 class _DecoderLayer(nn.Module):
-    def __init__(self, *, d: int, d_enc: int, qkv: int, hidden: int, experts: int) -> None:
+    def __init__(self, *, d: int, d_enc: int, qkv: int, hidden: int, experts: int,
+                 routings: tuple[str, ...]) -> None:
         super().__init__()
         self.self_attn = ElasticAttention(q_in=d, kv_in=d, qkv=qkv)
         self.self_attn_norm = ElasticNorm(d)
         self.cross_attn = ElasticAttention(q_in=d, kv_in=d_enc, qkv=qkv)
         self.cross_attn_norm = ElasticNorm(d)
-        self.moe = ElasticMoE(d=d, hidden=hidden, experts=experts)
+        # a sentence-routed decoder layer reads the pooled encoder output
+        self.moe = ElasticMoE(d=d, hidden=hidden, experts=experts, routings=routings,
+                              pooled_dim=d_enc)
         self.ffn_norm = ElasticNorm(d)
 
 
@@ -77,6 +81,10 @@ class SuperTransformer(nn.Module):
             raise ValueError(f"vocab_size must be an integer >= 5, got {vocab_size!r}")
         self.space: SearchSpace | None = space if isinstance(space, SearchSpace) else None
         self.dims: SupernetDims = dims
+        # the routings each side's routers learn (a bare SupernetDims: token routing)
+        self.routings = ({"encoder": space.encoder_routing, "decoder": space.decoder_routing}
+                         if isinstance(space, SearchSpace)
+                         else {"encoder": ("token",), "decoder": ("token",)})
         self.vocab_size = vocab_size
         self.options = options.with_reference_dims(dims.encoder_embed_dim, dims.decoder_embed_dim)
         # the router warm-up of training (`TrainConfig.router_warmup`): in training mode,
@@ -86,11 +94,12 @@ class SuperTransformer(nn.Module):
         self.options.check_positions(max(de, dd), source="SuperTransformer")
         self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd)))
         self.encoder_layers = nn.ModuleList(
-            _EncoderLayer(d=de, qkv=q, hidden=dims.encoder_ffn_dim, experts=dims.encoder_experts)
+            _EncoderLayer(d=de, qkv=q, hidden=dims.encoder_ffn_dim, experts=dims.encoder_experts,
+                          routings=self.routings["encoder"])
             for _ in range(dims.encoder_layers))
         self.decoder_layers = nn.ModuleList(
             _DecoderLayer(d=dd, d_enc=de, qkv=q, hidden=dims.decoder_ffn_dim,
-                          experts=dims.decoder_experts)
+                          experts=dims.decoder_experts, routings=self.routings["decoder"])
             for _ in range(dims.decoder_layers))
         pre = self.options.normalize_before
         self.encoder_norm = ElasticNorm(de) if pre else None
@@ -125,6 +134,11 @@ class SuperTransformer(nn.Module):
                     "decoder_layers"):
             need(key, getattr(config, key), getattr(dims, key))
         for side in ("encoder", "decoder"):
+            routing = getattr(config, f"{side}_routing")
+            if (any(n > 1 for n in getattr(config, f"{side}_experts"))
+                    and routing not in self.routings[side]):
+                raise ValueError(f"subnet {config.key()}: '{side}_routing' = {routing!r} is not "
+                                 f"one the supernet learned ({list(self.routings[side])})")
             for i, experts in enumerate(getattr(config, f"{side}_expert_dims")):
                 need(f"{side}_expert_dims[{i}] (experts)", len(experts),
                      getattr(dims, f"{side}_experts"))
@@ -159,7 +173,8 @@ class SuperTransformer(nn.Module):
         enc_layers = tuple(
             core.EncoderLayerWeights(layer.self_attn.weights(de, de, q), heads,
                                      layer.self_attn_norm.weights(de),
-                                     layer.moe.weights(de, dims, k, bits),
+                                     layer.moe.weights(de, dims, k, bits,
+                                                       routing=config.encoder_routing),
                                      layer.ffn_norm.weights(de))
             for layer, dims, heads, k, bits in zip(
                 encoder, config.encoder_expert_dims, config.encoder_heads,
@@ -168,7 +183,9 @@ class SuperTransformer(nn.Module):
             core.DecoderLayerWeights(
                 layer.self_attn.weights(dd, dd, q), heads, layer.self_attn_norm.weights(dd),
                 layer.cross_attn.weights(dd, de, q), cross, ende,
-                layer.cross_attn_norm.weights(dd), layer.moe.weights(dd, dims, k, bits),
+                layer.cross_attn_norm.weights(dd),
+                layer.moe.weights(dd, dims, k, bits, routing=config.decoder_routing,
+                                  route_dim=de if config.decoder_routing == "sentence" else None),
                 layer.ffn_norm.weights(dd))
             for layer, dims, heads, cross, ende, k, bits in zip(
                 decoder, config.decoder_expert_dims, config.decoder_heads,

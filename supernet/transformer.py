@@ -151,13 +151,15 @@ class QuantExpert(nn.Module):
 
 class MoE(nn.Module):
     """Top-k mixture of experts of the given hidden sizes and precisions; one expert = a
-    dense FFN (no router)."""
+    dense FFN (no router). The router reads ``routing``'s input of width ``route_dim``
+    (default d; a sentence-routed decoder layer reads the encoder's width)."""
 
     def __init__(self, d: int, dims: tuple[int, ...], top_k: int,
-                 bits: tuple[int, ...] | None = None) -> None:
+                 bits: tuple[int, ...] | None = None, *, routing: str = "token",
+                 route_dim: int | None = None) -> None:
         super().__init__()
-        self.top_k = top_k
-        self.router = _linear(d, len(dims)) if len(dims) > 1 else None
+        self.top_k, self.routing = top_k, routing
+        self.router = _linear(route_dim or d, len(dims)) if len(dims) > 1 else None
         bits = (32,) * len(dims) if bits is None else bits  # None: every expert fp32
         self.experts = nn.ModuleList(Expert(d, h) if b == 32 else QuantExpert(d, h, b)
                                      for h, b in zip(dims, bits, strict=True))
@@ -166,7 +168,7 @@ class MoE(nn.Module):
         r = self.router
         experts = cast("list[Expert | QuantExpert]", self.experts)  # ModuleList: plain Modules
         return MoEWeights(None if r is None else r.weight, None if r is None else r.bias,
-                          tuple(e.weights() for e in experts), self.top_k)
+                          tuple(e.weights() for e in experts), self.top_k, self.routing)
 
 
 def _nw(norm: nn.LayerNorm) -> NormWeights:
@@ -175,11 +177,11 @@ def _nw(norm: nn.LayerNorm) -> NormWeights:
 
 class EncoderLayer(nn.Module):
     def __init__(self, *, d: int, qkv: int, heads: int, dims: tuple[int, ...], top_k: int,
-                 bits: tuple[int, ...]):
+                 bits: tuple[int, ...], routing: str = "token"):
         super().__init__()
         self.self_attn = Attention(q_in=d, kv_in=d, qkv=qkv, heads=heads)
         self.self_attn_norm = _norm(d)
-        self.moe, self.ffn_norm = MoE(d, dims, top_k, bits), _norm(d)
+        self.moe, self.ffn_norm = MoE(d, dims, top_k, bits, routing=routing), _norm(d)
 
     def weights(self) -> core.EncoderLayerWeights:
         return core.EncoderLayerWeights(self.self_attn.weights(), self.self_attn.heads,
@@ -190,14 +192,16 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, *, d: int, d_enc: int, qkv: int, heads: int, cross_heads: int,
                  ende_attn: int, dims: tuple[int, ...], top_k: int,
-                 bits: tuple[int, ...]) -> None:
+                 bits: tuple[int, ...], routing: str = "token") -> None:
         super().__init__()
         self.ende_attn = ende_attn
         self.self_attn = Attention(q_in=d, kv_in=d, qkv=qkv, heads=heads)
         self.self_attn_norm = _norm(d)
         self.cross_attn = Attention(q_in=d, kv_in=d_enc, qkv=qkv, heads=cross_heads)
         self.cross_attn_norm = _norm(d)
-        self.moe, self.ffn_norm = MoE(d, dims, top_k, bits), _norm(d)
+        self.moe = MoE(d, dims, top_k, bits, routing=routing,
+                       route_dim=d_enc if routing == "sentence" else None)
+        self.ffn_norm = _norm(d)
 
     def weights(self) -> core.DecoderLayerWeights:
         return core.DecoderLayerWeights(
@@ -237,13 +241,14 @@ class Transformer(nn.Module):
         options.check_positions(max(de, dd), source="Transformer")
         self.embed = nn.Parameter(torch.empty(vocab_size, max(de, dd), device="meta"))
         self.encoder_layers = nn.ModuleList(
-            EncoderLayer(d=de, qkv=q, heads=h, dims=dims, top_k=k, bits=bits)
+            EncoderLayer(d=de, qkv=q, heads=h, dims=dims, top_k=k, bits=bits,
+                         routing=config.encoder_routing)
             for dims, h, k, bits in zip(config.encoder_expert_dims, config.encoder_heads,
                                         config.encoder_top_k, config.encoder_expert_bits,
                                         strict=True))
         self.decoder_layers = nn.ModuleList(
             DecoderLayer(d=dd, d_enc=de, qkv=q, heads=h, cross_heads=ch, ende_attn=a, dims=dims,
-                         top_k=k, bits=bits)
+                         top_k=k, bits=bits, routing=config.decoder_routing)
             for dims, h, ch, a, k, bits in zip(
                 config.decoder_expert_dims, config.decoder_heads, config.decoder_cross_heads,
                 config.decoder_ende_attn, config.decoder_top_k, config.decoder_expert_bits,
