@@ -153,3 +153,79 @@ def test_a_routing_the_supernet_did_not_learn_is_refused():
         model.bind(config)
     with pytest.raises(ValueError, match="decoder_routing' = 'task' is not in space"):
         space.validate(config)
+
+
+# ---- per-task extraction ---------------------------------------------------------------
+def task_subnet(space: SearchSpace, top_k: int, *, encoder="task", decoder="task"):
+    """Heterogeneous experts on both sides, every layer routed with ``top_k``."""
+    base = space.largest()
+    return dataclasses.replace(
+        base, encoder_expert_dims=((64, 32, 48),) * base.encoder_layers,
+        encoder_top_k=(top_k,) * base.encoder_layers,
+        decoder_expert_dims=((32, 64, 32),) * base.decoder_layers,
+        decoder_top_k=(top_k,) * base.decoder_layers,
+        encoder_routing=encoder, decoder_routing=decoder)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("sides", [("task", "task"), ("token", "task"), ("task", "sentence")])
+def test_per_task_extraction_equals_the_supernet_on_that_task(top_k, sides):
+    from supernet.task_extract import for_task, task_choice
+
+    data = routed_space().to_dict()
+    data["choices"].update(encoder_ffn_dim=[32, 48, 64], decoder_ffn_dim=[32, 64])
+    space = SearchSpace.from_dict(data, source="<hetero>")
+    model = SuperTransformer(space, VOCAB, seed=7).eval()
+    with torch.no_grad():  # routers far from uniform, so the tasks choose differently
+        for name, p in model.named_parameters():
+            if "router" in name:
+                p.mul_(5.0)
+    config = task_subnet(space, top_k, encoder=sides[0], decoder=sides[1])
+    static = model.extract(config).eval()
+    for tag in TAGS:
+        small = for_task(static, tag)
+        src, prev = batch([tag] * 3, seed=tag)
+        with torch.no_grad():
+            want, _ = model(src, prev, config)
+            got, aux = small(src, prev)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for side, routing in zip(("encoder", "decoder"), sides, strict=True):
+            dims = getattr(small.config, f"{side}_expert_dims")
+            if routing == "task":  # one FFN of the chosen experts' summed width
+                experts, _ = task_choice(static, side, 0, tag)
+                assert len(experts) == top_k
+                assert dims[0] == (sum(getattr(config, f"{side}_expert_dims")[0][e]
+                                       for e in experts),)
+                assert getattr(small.config, f"{side}_routing") == "token"
+            else:
+                assert dims == getattr(config, f"{side}_expert_dims")
+        assert small.count_params().total < static.count_params().total
+    for side, routing in zip(("encoder", "decoder"), sides, strict=True):
+        if routing == "task":  # different tags choose different experts (the test can fail)
+            assert len({task_choice(static, side, 0, t) for t in range(8, VOCAB)}) > 1
+
+
+def test_per_task_extraction_of_a_quantized_top1_layer_and_refusals():
+    from supernet.task_extract import for_task
+
+    data = routed_space().to_dict()
+    data["choices"]["expert_bits"] = [8, 32]
+    space = SearchSpace.from_dict(data, source="<bits>")
+    model = SuperTransformer(space, VOCAB, seed=8).eval()
+    layers = space.largest().decoder_layers
+    config = dataclasses.replace(task_subnet(space, 1, encoder="token"),
+                                 decoder_expert_dims=((64, 32),) * layers,
+                                 decoder_expert_bits=((8, 8),) * layers)
+    static = model.extract(config).eval()
+    small = for_task(static, TAGS[0])
+    src, prev = batch([TAGS[0]] * 2)
+    with torch.no_grad():
+        torch.testing.assert_close(small(src, prev)[0], model(src, prev, config)[0],
+                                   rtol=1e-5, atol=1e-5)
+    assert small.config.decoder_expert_bits[0] == (8,)
+    two = dataclasses.replace(config, decoder_top_k=(2,) * len(config.decoder_top_k))
+    with pytest.raises(ValueError, match="decoder layer 0: the task uses 2 quantized experts"):
+        for_task(model.extract(two), TAGS[0], name="fr")
+    plain = dataclasses.replace(config, decoder_routing="token")
+    with pytest.raises(ValueError, match="fr: the model has no task-routed layer"):
+        for_task(model.extract(plain), TAGS[0], name="fr")
