@@ -138,6 +138,13 @@ class SubnetConfig:
         """True when every layer has a single expert (a plain dense Transformer)."""
         return all(n == 1 for n in self.encoder_experts + self.decoder_experts)
 
+    def route_dim(self, side: str) -> int:
+        """The width a ``side`` ("encoder"/"decoder") router reads: the layer's own,
+        except a sentence-routed decoder's (it pools the encoder's output)."""
+        if side == "decoder" and self.decoder_routing == "sentence":
+            return self.encoder_embed_dim
+        return self.encoder_embed_dim if side == "encoder" else self.decoder_embed_dim
+
     # ---- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists); the bits keys only when some expert

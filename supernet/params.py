@@ -53,10 +53,12 @@ def _attention(q_in: int, kv_in: int, qkv: int, out: int) -> int:
     return qkv * q_in + qkv * kv_in * 2 + 3 * qkv + out * qkv + out
 
 
-def _moe(d: int, dims: tuple[int, ...], top_k: int) -> tuple[int, float]:
-    """(all parameters, expected active parameters) of one FFN layer."""
+def _moe(d: int, dims: tuple[int, ...], top_k: int, route_dim: int | None = None
+         ) -> tuple[int, float]:
+    """(all parameters, expected active parameters) of one FFN layer whose router reads
+    width ``route_dim`` (default d)."""
     experts = sum(2 * h * d + h + d for h in dims)
-    router = d * len(dims) + len(dims) if len(dims) > 1 else 0
+    router = (route_dim or d) * len(dims) + len(dims) if len(dims) > 1 else 0
     return experts + router, router + experts * top_k / len(dims)
 
 
@@ -73,7 +75,7 @@ def count_params(config: SubnetConfig, vocab_size: int, *,
         active += dense + moe_active
     for dims, k in zip(config.decoder_expert_dims, config.decoder_top_k, strict=True):
         dense = _attention(dd, dd, q, dd) + _attention(dd, de, q, dd) + 3 * (2 * dd)
-        moe_all, moe_active = _moe(dd, dims, k)
+        moe_all, moe_active = _moe(dd, dims, k, config.route_dim("decoder"))
         total += dense + moe_all
         active += dense + moe_active
     if normalize_before:  # final layer norm of each stack

@@ -20,6 +20,8 @@ from supernet import SuperTransformer
 from supernet.functional import ExpertWeights, MoEWeights, route
 from supernet.tokens import EOS_ID, PAD_ID
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
 VOCAB = 40
 TAGS = (5, 6, 7)  # stand-ins for the <2xx> tags at the start of every source
 
@@ -229,3 +231,35 @@ def test_per_task_extraction_of_a_quantized_top1_layer_and_refusals():
     plain = dataclasses.replace(config, decoder_routing="token")
     with pytest.raises(ValueError, match="fr: the model has no task-routed layer"):
         for_task(model.extract(plain), TAGS[0], name="fr")
+
+
+# ---- costs of routed layers --------------------------------------------------------------
+@pytest.mark.parametrize("routing", [("task", "sentence"), ("sentence", "task")])
+def test_costs_of_routed_layers_match_the_model(routing):
+    from automoe.costs.flops import FlopsProtocol, RoutingCounts, flops
+    from automoe.costs.measured_flops import count_flops_fvcore, protocol_inputs
+    from supernet.params import count_params
+
+    space = routed_space()
+    model = SuperTransformer(space, VOCAB, seed=9).eval()
+    config = dataclasses.replace(space.largest(), encoder_embed_dim=24,
+                                 encoder_routing=routing[0], decoder_routing=routing[1])
+    static = model.extract(config)
+    counts = count_params(config, VOCAB)
+    assert counts.total == sum(p.numel() for p in static.parameters())
+    token = dataclasses.replace(config, encoder_routing="token", decoder_routing="token")
+    # a sentence-routed decoder router reads the encoder's width (24), not its own (32)
+    widths = {"token": 0, "task": 0, "sentence": 24 - 32}
+    assert counts.total - count_params(token, VOCAB).total == sum(
+        widths[routing[1]] * n for n in config.decoder_experts)
+    protocol = FlopsProtocol(src_len=7, tgt_len=5)
+    src, prev = protocol_inputs(protocol, VOCAB, seed=0)
+    with torch.no_grad():
+        _, aux = static(src, prev)
+    observed = flops(config, protocol, routing=RoutingCounts(*aux.routing_counts()))
+    measured = count_flops_fvcore(static, protocol, vocab_size=VOCAB, seed=0)
+    assert measured.macs == pytest.approx(observed.macs, rel=1e-12)
+    # the router runs once per sentence instead of once per token
+    saved = flops(token, protocol, routing=RoutingCounts(*aux.routing_counts())).macs - observed.macs
+    enc_n, dec_n = sum(config.encoder_experts), sum(config.decoder_experts)
+    assert saved == (7 - 1) * 24 * enc_n + 5 * 32 * dec_n - config.route_dim("decoder") * dec_n

@@ -22,7 +22,8 @@ Per layer, with ``d`` the layer's width, ``q`` the qkv dim, ``S``/``T`` source/t
   with experts of different sizes the count is an expectation: under uniform routing every
   expert is one of a token's ``k`` with probability ``k/n``; under observed routing the
   expert shares come from routing counts; the router costs ``d·n`` per token when ``n > 1``
-  (a one-expert layer is a plain dense FFN with no router).
+  (a one-expert layer is a plain dense FFN with no router), once per sentence for a
+  sentence- or task-routed layer.
 """
 
 from __future__ import annotations
@@ -205,11 +206,15 @@ def _moe(
     dims: Sequence[int],
     top_k: int,
     counts: Sequence[int] | None,
+    routing: str = "token",
+    route_dim: int | None = None,
 ) -> tuple[float, float, float, float]:
-    """(expected, min, max) expert MACs and router MACs of one layer for ``tokens``."""
+    """(expected, min, max) expert MACs and router MACs of one layer for ``tokens`` (a
+    sentence- or task-routed router runs once per sentence, on ``route_dim``)."""
     shares = None if counts is None else [c / sum(counts) for c in counts]
     exp, lo, hi = expert_macs_per_token(dims, top_k, width, shares)
-    router = tokens * width * len(dims) if len(dims) > 1 else 0
+    rows = tokens if routing == "token" else 1
+    router = rows * (route_dim or width) * len(dims) if len(dims) > 1 else 0
     return tokens * exp, tokens * lo, tokens * hi, float(router)
 
 
@@ -237,7 +242,7 @@ def flops(
     for i, dims in enumerate(config.encoder_expert_dims):
         parts["encoder_self_attention"] += _attention(S, S, de, de, q)
         counts = None if routing is None else routing.encoder[i]
-        e, a, b, r = _moe(S, de, dims, config.encoder_top_k[i], counts)
+        e, a, b, r = _moe(S, de, dims, config.encoder_top_k[i], counts, config.encoder_routing)
         parts["encoder_ffn"] += e
         parts["encoder_router"] += r
         lo, hi = lo + a - e, hi + b - e
@@ -246,7 +251,8 @@ def flops(
         span = cross_attention_span(config, i) * S
         parts["decoder_cross_attention"] += _attention(T, span, dd, de, q)
         counts = None if routing is None else routing.decoder[i]
-        e, a, b, r = _moe(T, dd, dims, config.decoder_top_k[i], counts)
+        e, a, b, r = _moe(T, dd, dims, config.decoder_top_k[i], counts, config.decoder_routing,
+                          config.route_dim("decoder"))
         parts["decoder_ffn"] += e
         parts["decoder_router"] += r
         lo, hi = lo + a - e, hi + b - e
