@@ -163,6 +163,11 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
         raise ValueError(f"ONNX export needs an fp32 model, got {model.embed.dtype}")
     model = model.eval()
     cfg = model.config
+    if cfg.decoder_routing != "token":  # the decoder-step graph sees no source but its cache
+        raise ValueError(f"ONNX export of a {cfg.decoder_routing}-routed decoder is not "
+                         "supported (the decoder-step graph reads only the cached keys and "
+                         "values); export one task's subnet instead (`automoe export --task`), "
+                         "whose decoder is dense")
     cache = _cache_shapes(model)
     b, s, past_len = 2, 5, 3  # example sizes; >= 2 so the tracer keeps them symbolic
     src = torch.full((b, s), 4, dtype=torch.long)

@@ -263,3 +263,35 @@ def test_costs_of_routed_layers_match_the_model(routing):
     saved = flops(token, protocol, routing=RoutingCounts(*aux.routing_counts())).macs - observed.macs
     enc_n, dec_n = sum(config.encoder_experts), sum(config.decoder_experts)
     assert saved == (7 - 1) * 24 * enc_n + 5 * 32 * dec_n - config.route_dim("decoder") * dec_n
+
+
+@pytest.mark.parametrize("what", ["extracted", "task-routed encoder"])
+def test_onnx_export_of_a_task_model_matches_torch(tmp_path, what):
+    pytest.importorskip("onnxruntime")
+    from automoe.onnx_export import export_onnx
+    from automoe.onnx_runtime import OrtTransformer
+    from supernet.task_extract import for_task
+
+    space = routed_space()
+    model = SuperTransformer(space, VOCAB, seed=10).eval()
+    config = task_subnet(space, 2, encoder="task", decoder="task")
+    static = model.extract(config).eval()
+    with pytest.raises(ValueError, match="task-routed decoder is not supported"):
+        export_onnx(static, tmp_path / "routed")
+    if what == "extracted":
+        small = for_task(static, TAGS[1])
+    else:  # the encoder graph routes by the tag it reads itself
+        small = model.extract(dataclasses.replace(config, decoder_routing="token")).eval()
+    export_onnx(small, tmp_path / "fr")
+    ort = OrtTransformer(tmp_path / "fr")
+    src, prev = batch([TAGS[1]] * 2 if what == "extracted" else list(TAGS), seed=4)
+    with torch.no_grad():
+        enc = small.encode(src)
+        cache = small.new_cache()
+        want = torch.cat([small.decode(prev[:, t:t + 1], enc, cache)[0]
+                          for t in range(prev.shape[1])], dim=1)
+    enc_ort = ort.encode(src)
+    cache_ort = ort.new_cache()
+    got = torch.cat([torch.as_tensor(ort.decode(prev[:, t:t + 1], enc_ort, cache_ort)[0])
+                     for t in range(prev.shape[1])], dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
