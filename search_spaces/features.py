@@ -15,6 +15,8 @@ Three blocks, in this order:
 4. Only in a space with more than one ``expert_bits`` choice (so other spaces keep their
    features): per side the mean expert precision in bits, then per layer each expert
    slot's bits (0 where the layer has fewer experts or is inactive).
+5. Per side with more than one routing choice: 1.0 when the side routes by sentence, then
+   1.0 when it routes by task (0.0 otherwise; token routing is 0, 0).
 
 Values are raw (not normalised); predictors standardise them.
 """
@@ -62,7 +64,13 @@ def feature_names(space: SearchSpace) -> list[str]:
             slots = max(getattr(space, f"{side}_experts"))
             names += [f"{_SHORT[side]}{i}_expert{j}_bits"
                       for i in range(max(getattr(space, f"{side}_layers"))) for j in range(slots)]
+    for side in _routed_sides(space):
+        names += [f"{side}_routing_sentence", f"{side}_routing_task"]
     return names
+
+
+def _routed_sides(space: SearchSpace) -> list[str]:
+    return [side for side in ("encoder", "decoder") if len(getattr(space, f"{side}_routing")) > 1]
 
 
 def _layer_values(side: str, slots: int, c: SubnetConfig, i: int) -> list[float]:
@@ -109,4 +117,7 @@ def features(space: SearchSpace, config: SubnetConfig) -> list[float]:
             for i in range(max(getattr(space, f"{side}_layers"))):
                 layer = bits[i] if i < len(bits) else ()
                 out += [*layer, *[0] * (slots - len(layer))]
+    for side in _routed_sides(space):
+        routing = getattr(c, f"{side}_routing")
+        out += [routing == "sentence", routing == "task"]
     return [float(v) for v in out]

@@ -295,3 +295,14 @@ def test_onnx_export_of_a_task_model_matches_torch(tmp_path, what):
     got = torch.cat([torch.as_tensor(ort.decode(prev[:, t:t + 1], enc_ort, cache_ort)[0])
                      for t in range(prev.shape[1])], dim=1)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_routing_features_exist_only_where_a_side_has_a_choice():
+    space = routed_space(decoder=("token",))
+    names = space.feature_names()
+    assert names[-2:] == ["encoder_routing_sentence", "encoder_routing_task"]
+    assert not any(n.startswith("decoder_routing") for n in names)
+    config = subnet(space, 1, encoder_routing="task")
+    assert space.features(config)[-2:] == [0.0, 1.0]
+    assert len(space.features(config)) == len(names)
+    assert not any("routing" in n for n in load_space("tiny").feature_names())
