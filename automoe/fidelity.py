@@ -263,8 +263,8 @@ def observed_routing(model: Any, dev: DevScorer, subnet: SubnetConfig | None) ->
     model.eval()
     try:
         with torch.no_grad():
-            for src, prev, _, _ in dev.batches:
-                _, aux = forward(model, src, prev, subnet)
+            for batch in dev.batches:
+                _, aux = forward(model, batch.src, batch.prev, subnet)
                 e, d = aux.routing_counts()
                 enc = [a + np.asarray(b) for a, b in zip(enc, e, strict=True)] if enc else \
                     [np.asarray(b) for b in e]

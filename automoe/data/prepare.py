@@ -9,6 +9,12 @@ no-op (the input hash covers the files' SHA-256, the package version and every o
 
 Streaming: training pairs go through clean-up to a temporary TSV and are encoded chunk by
 chunk, so a multi-million-pair corpus never becomes Python lists of ids.
+
+Multilingual sources (`Source.tasks`, e.g. ``bible-en-x``) give format ``automoe-data-v3``:
+the joint tokenizer holds one user symbol ``<2xx>`` per target language, every stored source
+sentence starts with its tag's id, ``{split}.task.npy`` holds the pairs' task ids and
+meta.json adds ``tasks``, ``task_tags`` and per split ``task_pairs``. Monolingual sources
+give exactly the v2 dir they always did (same files, meta.json and input hash).
 """
 
 from __future__ import annotations
@@ -19,15 +25,33 @@ import importlib.metadata
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from automoe.data.clean import FilterOptions, FilterStats, filter_pairs, normalize_text
-from automoe.data.sources import SPLITS, CorpusSource, FilesSource, Source, TsvSource
-from automoe.data.store import FORMAT, META_FILE, RaggedWriter, read_meta, reference_path
+from automoe.data.sources import (
+    SPLITS,
+    CorpusSource,
+    FilesSource,
+    Source,
+    TaskFilesSource,
+    TsvSource,
+)
+from automoe.data.store import (
+    FORMAT,
+    FORMAT_TASKS,
+    META_FILE,
+    RaggedWriter,
+    read_meta,
+    reference_path,
+    task_path,
+    task_tag,
+)
 from automoe.data.tokenizer import Tokenizer, train_tokenizer
 from automoe.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from search_spaces.checks import check_ints
@@ -76,8 +100,14 @@ class PrepareResult:
 def make_source(*, corpus: str | None = None, files: dict | None = None,
                 tsv: str | os.PathLike | None = None, src_lang: str | None = None,
                 tgt_lang: str | None = None, valid_frac: float = 0.05, test_frac: float = 0.05,
-                cache: str | os.PathLike | None = None, verbose: bool = True) -> Source:
-    """One Source from exactly one of: a built-in corpus name, per-split files, a TSV."""
+                cache: str | os.PathLike | None = None, verbose: bool = True,
+                targets: Sequence[str] | None = None) -> Source:
+    """One Source from exactly one of: a built-in corpus name, per-split files, a TSV.
+
+    `targets` (target languages) makes it multilingual: a multi-target corpus's targets
+    (``bible-en-x``, default de, fr, es); with `files`, ``{split: [(src, tgt) per target]}``;
+    with `tsv`, a third column names each line's target language.
+    """
     given = [k for k, v in (("--corpus", corpus), ("--train/--valid/--test", files),
                             ("--tsv", tsv)) if v]
     if len(given) != 1:
@@ -90,12 +120,23 @@ def make_source(*, corpus: str | None = None, files: dict | None = None,
         if src_lang or tgt_lang:
             raise ValueError("--src-lang/--tgt-lang are fixed by a built-in corpus's name")
         return CorpusSource(corpus, cache=None if cache is None else Path(cache),
-                            valid_frac=valid_frac, test_frac=test_frac, verbose=verbose)
-    langs = {"src_lang": src_lang or "src", "tgt_lang": tgt_lang or "tgt"}
+                            valid_frac=valid_frac, test_frac=test_frac, verbose=verbose,
+                            targets=None if targets is None else tuple(targets))
+    if targets is not None:
+        if tgt_lang:
+            raise ValueError("--tgt-lang names one target language; with --targets each pair's "
+                             "target language is its task")
+        if files:
+            return TaskFilesSource(files, tuple(targets), src_lang=src_lang or "src")
+        assert tsv is not None  # exactly one of corpus, files, tsv was checked above
+        return TsvSource(Path(tsv), src_lang=src_lang or "src", tgt_lang="x",
+                         valid_frac=valid_frac, test_frac=test_frac, tasks=tuple(targets))
+    src_lang, tgt_lang = src_lang or "src", tgt_lang or "tgt"
     if files:
-        return FilesSource(files, **langs)
+        return FilesSource(files, src_lang=src_lang, tgt_lang=tgt_lang)
     assert tsv is not None  # exactly one of corpus, files, tsv was checked above
-    return TsvSource(Path(tsv), valid_frac=valid_frac, test_frac=test_frac, **langs)
+    return TsvSource(Path(tsv), src_lang=src_lang, tgt_lang=tgt_lang, valid_frac=valid_frac,
+                     test_frac=test_frac)
 
 
 def _version() -> str:
@@ -105,8 +146,8 @@ def _version() -> str:
         return "unknown"
 
 
-def _input_hash(fingerprint: dict, options: PrepareOptions) -> str:
-    blob = json.dumps({"format": FORMAT, "source": fingerprint,
+def _input_hash(fingerprint: dict, options: PrepareOptions, fmt: str = FORMAT) -> str:
+    blob = json.dumps({"format": fmt, "source": fingerprint,
                        "options": dataclasses.asdict(options)}, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -135,12 +176,13 @@ def prepare(out_dir: str | os.PathLike, source: Source,
     out = Path(out_dir)
     existing = _existing_meta(out)
     fingerprint = source.fingerprint  # hashes the input files: compute once
-    input_hash = _input_hash(fingerprint, options)
+    fmt = FORMAT_TASKS if source.tasks else FORMAT
+    input_hash = _input_hash(fingerprint, options, fmt)
     if existing is not None and existing.get("input_hash") == input_hash and not force:
         return PrepareResult(out, existing, rebuilt=False)
     with atomic_dir(out, overwrite=True) as tmp:
         meta = _build(tmp, source, options, verbose=verbose)
-        meta = {"format": FORMAT, "created_by": f"automoe {_version()}",
+        meta = {"format": fmt, "created_by": f"automoe {_version()}",
                 "input_hash": input_hash, "name": source.name, "src_lang": source.src_lang,
                 "tgt_lang": source.tgt_lang, "source": fingerprint,
                 "options": dataclasses.asdict(options), **meta}
@@ -158,28 +200,38 @@ def _default_permissions(root: Path) -> None:
         os.chmod(path, 0o666 & ~umask)
 
 
-def _normalized(pairs: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    for a, b in pairs:
-        yield normalize_text(a), normalize_text(b)
+def _pairs(source: Source, split: str) -> Iterator[tuple[str, ...]]:
+    """(src, tgt) pairs of a monolingual source; (src, tgt, task) of a multilingual one."""
+    return source.task_pairs(split) if source.tasks else source.pairs(split)
+
+
+def _normalized(pairs: Iterator[tuple[str, ...]]) -> Iterator[tuple[str, ...]]:
+    for a, b, *task in pairs:
+        yield normalize_text(a), normalize_text(b), *task
 
 
 def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool) -> dict:
     say = (lambda msg: print(f"automoe: {msg}", file=sys.stderr, flush=True)) if verbose \
         else (lambda msg: None)
+    tasks = source.tasks
     cleaning: dict[str, dict] = {}
-    held_out: dict[str, list[tuple[str, str]]] = {}
+    held_out: dict[str, list[tuple[str, ...]]] = {}
     references: dict[str, list[str]] = {}
     for split in ("valid", "test"):
-        raw = list(source.pairs(split))
+        raw = list(_pairs(source, split))
         cleaned = list(_normalized(iter(raw)))
-        keep = [i for i, (a, b) in enumerate(cleaned) if a and b]
+        keep = [i for i, (a, b, *_) in enumerate(cleaned) if a and b]
         kept = [cleaned[i] for i in keep]
         if not kept:
             raise ValueError(f"{source.name}: split {split} has no non-empty sentence pair")
+        absent = [t for t in tasks if not any(p[2] == t for p in kept)]
+        if absent:  # its dev/test scores would be undefined
+            raise ValueError(f"{source.name}: split {split} has no non-empty sentence pair of "
+                             f"target language {', '.join(map(repr, absent))}")
         held_out[split] = kept
         references[split] = [raw[i][1] for i in keep]
         cleaning[split] = {"kept": len(kept), "empty": len(raw) - len(kept)}
-    held_out_src = {a for pairs in held_out.values() for a, _ in pairs}
+    held_out_src = {p[0] for pairs in held_out.values() for p in pairs}  # in every task
 
     say(f"cleaning the training pairs of {source.name}")
     stats = FilterStats(extra={"in_valid_or_test": 0})
@@ -187,12 +239,12 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
     n_train = 0
     with open(train_tsv, "w", encoding="utf-8") as fh:
         filt = FilterOptions(options.max_words, options.max_ratio, options.dedup)
-        for a, b in filter_pairs(_normalized(source.pairs("train")), filt, stats):
-            if a in held_out_src:  # the same source sentence must not be trained on
+        for pair in filter_pairs(_normalized(_pairs(source, "train")), filt, stats):
+            if pair[0] in held_out_src:  # the same source sentence must not be trained on
                 stats.extra["in_valid_or_test"] += 1
                 stats.kept -= 1
                 continue
-            fh.write(f"{a}\t{b}\n")
+            fh.write("\t".join(pair) + "\n")  # src, tgt (, task)
             n_train += 1
     if n_train == 0:
         raise ValueError(f"{source.name}: no training pair left after cleaning "
@@ -201,23 +253,28 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
     say(f"training a joint SentencePiece BPE model (vocab {options.vocab_size}) "
         f"on {n_train} pairs")
     stride = max(1, -(-2 * n_train // max(options.spm_max_sentences, 2)))
-    tokenizer = train_tokenizer(_spm_sentences(train_tsv, stride), vocab_size=options.vocab_size)
+    tokenizer = train_tokenizer(_spm_sentences(train_tsv, stride, once=bool(tasks)),
+                                vocab_size=options.vocab_size,
+                                user_symbols=[task_tag(t) for t in tasks])
     tokenizer.save(tmp / "spm.model")
+    tags = [tokenizer.piece_id(task_tag(t)) for t in tasks]  # by task id
     if tokenizer.vocab_size < options.vocab_size:  # SentencePiece stops where the corpus ends
         say(f"note: the corpus supports a vocabulary of {tokenizer.vocab_size}, not the "
             f"{options.vocab_size} asked (--vocab-size); meta.json records both")
 
     splits = {"train": _encode_train(tmp, train_tsv, tokenizer, options, stats, n_train,
-                                     verbose=verbose)}
+                                     tasks, tags, verbose=verbose)}
     train_tsv.unlink()
     cleaning["train"] = stats.as_dict()
     for split, pairs in held_out.items():
-        splits[split] = _encode_pairs(tmp, split, pairs, tokenizer)
+        splits[split] = _encode_pairs(tmp, split, pairs, tokenizer, tasks, tags)
         for side, idx in (("src", 0), ("tgt", 1)):
             atomic_write_text(tmp / f"{split}.{side}.txt", "".join(p[idx] + "\n" for p in pairs))
         atomic_write_text(reference_path(tmp, split), "".join(r + "\n" for r in references[split]))
     say("done: " + ", ".join(f"{s} {splits[s]['pairs']} pairs" for s in SPLITS))
-    return {"tokenizer": {"type": "sentencepiece-bpe", "file": "spm.model",
+    task_meta = {"tasks": list(tasks), "task_tags": dict(zip(tasks, tags, strict=True))} \
+        if tasks else {}
+    return {**task_meta, "tokenizer": {"type": "sentencepiece-bpe", "file": "spm.model",
                           "vocab_size": tokenizer.vocab_size,
                           "vocab_size_requested": options.vocab_size,
                           "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID,
@@ -227,62 +284,104 @@ def _build(tmp: Path, source: Source, options: PrepareOptions, *, verbose: bool)
             "cleaning": {s: cleaning[s] for s in SPLITS}}
 
 
-def _spm_sentences(train_tsv: Path, stride: int) -> Iterator[str]:
+def _spm_sentences(train_tsv: Path, stride: int, *, once: bool = False) -> Iterator[str]:
+    """Every `stride`-th training pair's two sides; with `once` (multilingual: a source has
+    a pair per target language) each distinct source sentence only the first time."""
+    seen: set[int] = set()
     with open(train_tsv, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if i % stride == 0:
-                a, b = line.rstrip("\n").split("\t")
+                a, b = line.rstrip("\n").split("\t")[:2]
+                if once and hash(a) in seen:
+                    yield b
+                    continue
+                if once:
+                    seen.add(hash(a))
                 yield a
                 yield b
 
 
 class _SplitStats:
-    def __init__(self) -> None:
+    """Counts of one split; with `tasks`, also the pairs per task (``task_pairs``)."""
+
+    def __init__(self, tasks: Sequence[str] = ()) -> None:
         self.pairs = 0
         self.tokens = {"src": 0, "tgt": 0}
         self.max_len = {"src": 0, "tgt": 0}
         self.unk = 0
+        self.tasks = tuple(tasks)
+        self.task_pairs = np.zeros(len(self.tasks), dtype=np.int64)
+        self.task_ids: list[np.ndarray] = []  # [chunk] int16, in split order
 
-    def add(self, src: list[list[int]], tgt: list[list[int]]) -> None:
+    def add(self, src: list[list[int]], tgt: list[list[int]],
+            task_ids: Sequence[int] = ()) -> None:
         self.pairs += len(src)
         for side, seqs in (("src", src), ("tgt", tgt)):
             self.tokens[side] += sum(len(s) for s in seqs)
             self.max_len[side] = max([self.max_len[side], *(len(s) for s in seqs)])
             self.unk += sum(s.count(UNK_ID) for s in seqs)
+        if self.tasks:
+            ids = np.asarray(task_ids, dtype=np.int16)
+            assert len(ids) == len(src), "one task id per pair"
+            self.task_pairs += np.bincount(ids, minlength=len(self.tasks))
+            self.task_ids.append(ids)
+
+    def save_tasks(self, tmp: Path, split: str) -> None:
+        """Writes ``{split}.task.npy`` (int16 [n]) of a multilingual split."""
+        if self.tasks:
+            ids = np.concatenate(self.task_ids) if self.task_ids else np.zeros(0, np.int16)
+            np.save(task_path(tmp, split), ids)
 
     def as_dict(self) -> dict:
         total = self.tokens["src"] + self.tokens["tgt"]
-        return {"pairs": self.pairs, "src_tokens": self.tokens["src"],
-                "tgt_tokens": self.tokens["tgt"], "src_max_len": self.max_len["src"],
-                "tgt_max_len": self.max_len["tgt"],
-                "unk_rate": round(self.unk / total, 6) if total else 0.0}
+        out: dict[str, Any] = {
+            "pairs": self.pairs, "src_tokens": self.tokens["src"],
+            "tgt_tokens": self.tokens["tgt"], "src_max_len": self.max_len["src"],
+            "tgt_max_len": self.max_len["tgt"],
+            "unk_rate": round(self.unk / total, 6) if total else 0.0}
+        if self.tasks:
+            out["task_pairs"] = {t: int(n) for t, n in zip(self.tasks, self.task_pairs,
+                                                           strict=True)}
+        return out
+
+
+def _encode(tok: Tokenizer, pairs: Sequence[tuple[str, ...]], tasks: Sequence[str],
+            tags: Sequence[int]) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Source ids (led by the task's tag id when multilingual), target ids and task ids."""
+    src = tok.encode_batch([p[0] for p in pairs])
+    tgt = tok.encode_batch([p[1] for p in pairs])
+    if not tasks:
+        return src, tgt, []
+    index = {t: i for i, t in enumerate(tasks)}
+    task_ids = [index[p[2]] for p in pairs]
+    return [[tags[t], *ids] for t, ids in zip(task_ids, src, strict=True)], tgt, task_ids
 
 
 def _encode_train(tmp: Path, train_tsv: Path, tok: Tokenizer, options: PrepareOptions,
-                  stats: FilterStats, n_train: int, *, verbose: bool) -> dict:
+                  stats: FilterStats, n_train: int, tasks: Sequence[str], tags: Sequence[int],
+                  *, verbose: bool) -> dict:
     writers = {side: RaggedWriter(tmp, "train", side) for side in ("src", "tgt")}
-    split_stats = _SplitStats()
+    split_stats = _SplitStats(tasks)
     stats.extra["too_long_subwords"] = 0
     limit = options.max_len - 1 if options.max_len else None  # room for EOS / BOS
 
-    def flush(chunk: list[tuple[str, str]]) -> None:
-        src = tok.encode_batch([a for a, _ in chunk])
-        tgt = tok.encode_batch([b for _, b in chunk])
+    def flush(chunk: list[tuple[str, ...]]) -> None:
+        src, tgt, task_ids = _encode(tok, chunk, tasks, tags)
         if limit is not None:
             keep = [i for i in range(len(src)) if len(src[i]) <= limit and len(tgt[i]) <= limit]
             stats.extra["too_long_subwords"] += len(src) - len(keep)
             src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+            task_ids = [task_ids[i] for i in keep] if tasks else task_ids
         writers["src"].append(src)
         writers["tgt"].append(tgt)
-        split_stats.add(src, tgt)
+        split_stats.add(src, tgt, task_ids)
 
     with open(train_tsv, encoding="utf-8") as fh, tqdm(
             total=n_train, desc="encode train", unit="pair", disable=not verbose,
             file=sys.stderr) as bar:
-        chunk: list[tuple[str, str]] = []
+        chunk: list[tuple[str, ...]] = []
         for line in fh:
-            a, b = line.rstrip("\n").split("\t")
-            chunk.append((a, b))
+            chunk.append(tuple(line.rstrip("\n").split("\t")))
             if len(chunk) == _CHUNK:
                 flush(chunk)
                 bar.update(len(chunk))
@@ -291,19 +390,21 @@ def _encode_train(tmp: Path, train_tsv: Path, tok: Tokenizer, options: PrepareOp
         bar.update(len(chunk))
     for w in writers.values():
         w.close()
+    split_stats.save_tasks(tmp, "train")
     stats.kept = split_stats.pairs
     if split_stats.pairs == 0:
         raise ValueError(f"no training pair is at most max_len={options.max_len} subwords")
     return split_stats.as_dict()
 
 
-def _encode_pairs(tmp: Path, split: str, pairs: list[tuple[str, str]], tok: Tokenizer) -> dict:
-    src = tok.encode_batch([a for a, _ in pairs])
-    tgt = tok.encode_batch([b for _, b in pairs])
-    split_stats = _SplitStats()
-    split_stats.add(src, tgt)
+def _encode_pairs(tmp: Path, split: str, pairs: list[tuple[str, ...]], tok: Tokenizer,
+                  tasks: Sequence[str], tags: Sequence[int]) -> dict:
+    src, tgt, task_ids = _encode(tok, pairs, tasks, tags)
+    split_stats = _SplitStats(tasks)
+    split_stats.add(src, tgt, task_ids)
     for side, seqs in (("src", src), ("tgt", tgt)):
         writer = RaggedWriter(tmp, split, side)
         writer.append(seqs)
         writer.close()
+    split_stats.save_tasks(tmp, split)
     return split_stats.as_dict()

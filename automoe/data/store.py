@@ -10,11 +10,17 @@ corpus costs page cache, not Python objects. Valid/test also keep their cleaned 
 
 Format ``automoe-data-v2`` added ``{split}.ref.txt``. A ``v1`` dir still loads; scoring it
 falls back to the cleaned targets with a warning to re-run ``automoe data prepare``.
+
+Format ``automoe-data-v3`` is a multilingual dir (monolingual dirs stay v2): meta.json names
+its ``tasks`` (target languages, list order = task id) and ``task_tags`` (the id of each
+task's ``<2xx>`` tag, the first id of every stored source sentence), and each split has
+``{split}.task.npy`` (int16 [n], the task id of every pair).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,13 +30,16 @@ import numpy as np
 
 from automoe.io_utils import read_json
 
-__all__ = ["META_FILE", "FORMAT", "Ragged", "RaggedWriter", "SplitData", "load_split",
-           "read_meta", "ragged_paths", "reference_path"]
+__all__ = ["META_FILE", "FORMAT", "FORMAT_TASKS", "Ragged", "RaggedWriter", "SplitData",
+           "load_split", "read_meta", "ragged_paths", "reference_path", "task_path",
+           "task_names", "task_tag", "check_tasks"]
 
 META_FILE = "meta.json"
-FORMAT = "automoe-data-v2"
-_READABLE = (FORMAT, "automoe-data-v1")  # v1: no {split}.ref.txt (see SplitData.references)
+FORMAT = "automoe-data-v2"  # monolingual; its input hash recipe must never change
+FORMAT_TASKS = "automoe-data-v3"  # multilingual: tasks, tags, {split}.task.npy
+_READABLE = (FORMAT_TASKS, FORMAT, "automoe-data-v1")  # v1: no {split}.ref.txt
 SIDES = ("src", "tgt")
+_TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 def ragged_paths(root: Path, split: str, side: str) -> tuple[Path, Path]:
@@ -40,6 +49,40 @@ def ragged_paths(root: Path, split: str, side: str) -> tuple[Path, Path]:
 def reference_path(root: Path, split: str) -> Path:
     """The target lines of a valid/test split as the user gave them, one per line."""
     return root / f"{split}.ref.txt"
+
+
+def task_path(root: Path, split: str) -> Path:
+    """int16 [n]: the task id of every pair of a multilingual split."""
+    return root / f"{split}.task.npy"
+
+
+def task_tag(task: str) -> str:
+    """The SentencePiece user symbol that starts every source sentence of `task`: ``<2de>``."""
+    return f"<2{task}>"
+
+
+def task_names(meta: dict) -> tuple[str, ...]:
+    """A data dir's tasks (target languages) in task-id order; () for a monolingual dir."""
+    return tuple(meta.get("tasks", ()))
+
+
+def check_tasks(tasks: Sequence[str], what: str = "--targets") -> tuple[str, ...]:
+    """`tasks` as a tuple, or a ValueError naming `what` and the bad value: at least one,
+    no repeats, each a language code (a letter, then letters, digits, "-" or "_")."""
+    tasks = tuple(tasks)
+    if not tasks:
+        raise ValueError(f"{what}: no target language given")
+    for task in tasks:
+        if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
+            raise ValueError(f"{what}: {task!r} is not a language code (a letter, then up to 31 "
+                             "letters, digits, '-' or '_', e.g. de, pt-BR)")
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ValueError(f"{what}: {', '.join(repeated)} given more than once")
+    if len(tasks) > np.iinfo(np.int16).max:
+        raise ValueError(f"{what}: {len(tasks)} target languages, at most "
+                         f"{np.iinfo(np.int16).max}")
+    return tasks
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -87,6 +130,18 @@ class Ragged:
         """[n] int64 number of ids per sentence (specials excluded)."""
         return np.diff(self.offsets)
 
+    def take(self, rows: np.ndarray) -> Ragged:
+        """Sentences `rows` ([m] indices), in that order, copied into memory."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.offsets[rows], dtype=np.int64)
+        lengths = np.asarray(self.offsets[rows + 1], dtype=np.int64) - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # flat index of every kept id: its sentence's start + its position in the sentence
+        index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        flat = np.asarray(self.flat[index], dtype=np.int32)
+        return Ragged(flat, offsets, source=self.source)
+
 
 class RaggedWriter:
     """Appends sentences chunk by chunk to a raw file, then writes the .npy pair.
@@ -133,22 +188,64 @@ class RaggedWriter:
 
 @dataclass(frozen=True)
 class SplitData:
-    """One split of a prepared data dir: memory-mapped ids and, for valid/test, the text."""
+    """One split of a prepared data dir: memory-mapped ids and, for valid/test, the text.
+
+    Attributes:
+        name: "train", "valid" or "test".
+        src, tgt: the pairs' ids; a multilingual source starts with its task's tag id.
+        root: the data dir.
+        tasks: [n] int64 task id of every pair (an index into `task_names`); None for a
+            monolingual dir.
+        task_names: the dir's tasks (target languages) in id order; () when monolingual.
+        rows: [n] the pairs' line numbers (0-based) in the split's text files when this is a
+            subset (`select_task`); None for the whole split.
+    """
 
     name: str
     src: Ragged
     tgt: Ragged
     root: Path
+    tasks: np.ndarray | None = None
+    task_names: tuple[str, ...] = ()
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.src)
 
+    def select_task(self, task: str) -> SplitData:
+        """The pairs of task `task` (a target language) only, in split order: ids, tasks,
+        texts and references subset alike (in memory; for per-language dev/test scores)."""
+        if self.tasks is None:
+            raise ValueError(f"{self.root}: split {self.name} is monolingual; it has no task "
+                             f"{task!r}")
+        if task not in self.task_names:
+            raise ValueError(f"{self.root}: no task {task!r}; it has "
+                             f"{', '.join(self.task_names)}")
+        keep = np.flatnonzero(self.tasks == self.task_names.index(task))
+        rows = keep if self.rows is None else self.rows[keep]
+        return SplitData(self.name, self.src.take(keep), self.tgt.take(keep), self.root,
+                         tasks=self.tasks[keep], task_names=self.task_names, rows=rows)
+
+    def _lines(self, path: Path) -> list[str]:
+        """The lines of one of this split's text files, subset to `rows`: one per pair."""
+        lines = _read_lines(path)
+        if self.rows is None and len(lines) != len(self):
+            raise ValueError(f"{path} has {len(lines)} lines, expected {len(self)} "
+                             f"(one per {self.name} pair)")
+        if self.rows is None:
+            return lines
+        if len(self.rows) and int(self.rows.max()) >= len(lines):
+            raise ValueError(f"{path} has {len(lines)} lines, expected more than "
+                             f"{int(self.rows.max())} (one per {self.name} pair)")
+        return [lines[i] for i in self.rows]
+
     def texts(self, side: str) -> list[str]:
-        """The cleaned sentences of one side ("src" or "tgt"); only valid/test keep them."""
+        """The cleaned sentences of one side ("src" or "tgt"); only valid/test keep them.
+        A multilingual source is the plain sentence, without its tag."""
         path = self.root / f"{self.name}.{side}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: only valid/test keep their text")
-        return _read_lines(path)
+        return self._lines(path)
 
     def references(self) -> list[str]:
         """The references every BLEU/chrF score is computed against: the target lines of
@@ -160,11 +257,7 @@ class SplitData:
         warning (scores then differ from sacreBLEU on the original references)."""
         path = reference_path(self.root, self.name)
         if path.is_file():
-            refs = _read_lines(path)
-            if len(refs) != len(self):
-                raise ValueError(f"{path} has {len(refs)} lines, expected {len(self)} "
-                                 f"(one per {self.name} pair)")
-            return refs
+            return self._lines(path)
         if self.name == "train":
             raise FileNotFoundError(f"{path} does not exist: only valid/test keep references")
         warnings.warn(f"{self.root} has no {path.name} (prepared by an older automoe): "
@@ -191,10 +284,26 @@ def load_split(root: str | os.PathLike, split: str) -> SplitData:
     meta = read_meta(root)
     if split not in meta["splits"]:
         raise ValueError(f"{root}: no split {split!r}; it has {sorted(meta['splits'])}")
-    data = SplitData(split, Ragged.load(root, split, "src"), Ragged.load(root, split, "tgt"),
-                     root)
-    if len(data.src) != len(data.tgt) or len(data.src) != meta["splits"][split]["pairs"]:
-        raise ValueError(f"{root}: split {split} has {len(data.src)} source and "
-                         f"{len(data.tgt)} target sentences, meta.json says "
+    src, tgt = Ragged.load(root, split, "src"), Ragged.load(root, split, "tgt")
+    if len(src) != len(tgt) or len(src) != meta["splits"][split]["pairs"]:
+        raise ValueError(f"{root}: split {split} has {len(src)} source and "
+                         f"{len(tgt)} target sentences, meta.json says "
                          f"{meta['splits'][split]['pairs']}")
-    return data
+    names = task_names(meta)
+    tasks = _load_tasks(root, split, len(src), len(names)) if names else None
+    return SplitData(split, src, tgt, root, tasks=tasks, task_names=names)
+
+
+def _load_tasks(root: Path, split: str, n: int, n_tasks: int) -> np.ndarray:
+    """[n] int64 task ids of a multilingual split, checked against meta.json's tasks."""
+    path = task_path(root, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist ({root}/{META_FILE} lists tasks)")
+    tasks = np.load(path)
+    if tasks.shape != (n,) or tasks.dtype.kind not in "iu":
+        raise ValueError(f"{path}: expected {n} integer task ids, found {tasks.dtype} "
+                         f"{tasks.shape}")
+    if n and not (int(tasks.min()) >= 0 and int(tasks.max()) < n_tasks):
+        raise ValueError(f"{path}: task ids span {int(tasks.min())}..{int(tasks.max())}, "
+                         f"meta.json has {n_tasks} tasks")
+    return tasks.astype(np.int64)

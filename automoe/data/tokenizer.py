@@ -3,7 +3,9 @@
 One model is trained on both sides of the training split, so source and target share a
 vocabulary (and the model can tie embeddings). PAD=0, UNK=1, BOS=2, EOS=3, matching
 `supernet.tokens`. `encode` returns ids without specials; the batcher adds EOS to the
-source and BOS/EOS to the target, so stored ids stay the plain sentence.
+source and BOS/EOS to the target, so stored ids stay the plain sentence. A multilingual
+model also holds one user-defined symbol per target language (``<2de>``, ids 4, 5, ...),
+which `prepare` puts in front of every source sentence.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -55,6 +58,13 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
+    def piece_id(self, piece: str) -> int:
+        """The id of a whole piece (a task tag ``<2de>``); ValueError if the model lacks it."""
+        i = self._sp.piece_to_id(piece)
+        if i == UNK_ID and piece != self._sp.id_to_piece(UNK_ID):
+            raise ValueError(f"{self.source}: no piece {piece!r} in the vocabulary")
+        return int(i)
+
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text, out_type=int)
 
@@ -67,14 +77,18 @@ class Tokenizer:
 
 
 def train_tokenizer(sentences: Iterable[str], *, vocab_size: int,
-                    character_coverage: float = 1.0, num_threads: int = 2) -> Tokenizer:
+                    character_coverage: float = 1.0, num_threads: int = 2,
+                    user_symbols: Sequence[str] = ()) -> Tokenizer:
     """Trains a BPE SentencePiece model in memory on `sentences` (both languages mixed).
 
     The vocabulary may come out smaller than `vocab_size` on a tiny corpus (hard_vocab_limit
-    is off); `Tokenizer.vocab_size` is the real size.
+    is off); `Tokenizer.vocab_size` is the real size. `user_symbols` (task tags) become whole
+    pieces right after the specials (ids 4, 5, ...), counted in `vocab_size`.
     """
-    if vocab_size < 8:
-        raise ValueError(f"vocab_size must be >= 8, got {vocab_size}")
+    if vocab_size < 8 + len(user_symbols):
+        raise ValueError(f"vocab_size must be >= {8 + len(user_symbols)}"
+                         f"{' (8 + one per task tag)' if user_symbols else ''}, got {vocab_size}")
+    extra: dict[str, Any] = {"user_defined_symbols": list(user_symbols)} if user_symbols else {}
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -82,7 +96,7 @@ def train_tokenizer(sentences: Iterable[str], *, vocab_size: int,
             vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=character_coverage,
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             input_sentence_size=0, shuffle_input_sentence=False, num_threads=num_threads,
-            max_sentence_length=1 << 16, minloglevel=2,
+            max_sentence_length=1 << 16, minloglevel=2, **extra,
         )
     except RuntimeError as err:
         raise ValueError(f"SentencePiece training failed: {err}") from err

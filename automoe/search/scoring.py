@@ -351,13 +351,13 @@ def sentence_losses(model: Any, batches: Any, subnet: SubnetConfig | None, *,
     model.eval()
     try:
         with torch.no_grad():
-            for src, prev, target, ids in batches:
-                logits, _ = forward(model, src, prev, subnet)
-                ls, nl = token_losses(logits, target, epsilon=label_smoothing)  # [B, T] each
-                rows = ids.cpu().numpy()
+            for batch in batches:
+                logits, _ = forward(model, batch.src, batch.prev, subnet)
+                ls, nl = token_losses(logits, batch.target, epsilon=label_smoothing)  # [B, T]
+                rows = batch.ids.cpu().numpy()
                 loss[rows] = ls.sum(1).double().cpu().numpy()
                 nll[rows] = nl.sum(1).double().cpu().numpy()
-                tokens[rows] = target.ne(PAD_ID).sum(1).cpu().numpy()
+                tokens[rows] = batch.target.ne(PAD_ID).sum(1).cpu().numpy()
     finally:
         model.train(was_training)
     return loss, nll, tokens
@@ -385,9 +385,10 @@ class DevScorer:
         head = int(rows.src.offsets[n]), int(rows.tgt.offsets[n])
         src = Ragged(np.asarray(rows.src.flat[:head[0]]), np.asarray(rows.src.offsets[:n + 1]))
         tgt = Ragged(np.asarray(rows.tgt.flat[:head[1]]), np.asarray(rows.tgt.offsets[:n + 1]))
+        tasks = None if rows.tasks is None else rows.tasks[:n]
         # Fixed batches in a fixed order: the loss is a deterministic function of the model.
-        self.batches = [tuple(t.to(self.device) for t in b)
-                        for b in TokenBatcher(src, tgt, max_tokens=s.max_tokens, shuffle=False)]
+        self.batches = [b.to(self.device) for b in TokenBatcher(
+            src, tgt, max_tokens=s.max_tokens, shuffle=False, tasks=tasks)]
         self.n, self.src = n, src
         self.refs = rows.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None

@@ -148,12 +148,14 @@ def _batchers(data_dir: str, opts: TrainOptions, info: DistInfo) -> tuple[TokenB
                                                                           TokenBatcher]:
     train_split, valid_split = load_split(data_dir, "train"), load_split(data_dir, "valid")
     train_b = TokenBatcher(train_split.src, train_split.tgt, max_tokens=opts.max_tokens,
-                           seed=opts.seed, rank=info.rank, world_size=info.world_size)
+                           seed=opts.seed, rank=info.rank, world_size=info.world_size,
+                           tasks=train_split.tasks)
     n = len(valid_split) if opts.valid_sentences == 0 else min(opts.valid_sentences,
                                                                len(valid_split))
+    valid_tasks = None if valid_split.tasks is None else valid_split.tasks[:n]
     valid_b = TokenBatcher(_head(valid_split.src, n), _head(valid_split.tgt, n),
                            max_tokens=opts.max_tokens, shuffle=False, rank=info.rank,
-                           world_size=info.world_size)
+                           world_size=info.world_size, tasks=valid_tasks)
     return train_b, valid_b
 
 
