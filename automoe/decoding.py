@@ -265,19 +265,27 @@ def translate_ids(model: Seq2SeqModel[Any, Any],
 
 
 def translate_texts(model: Seq2SeqModel[Any, Any], tokenizer: Tokenizer, texts: Sequence[str],
-                    **kwargs: Any) -> list[str]:
-    """Detokenised translations of `texts` (normalised like the training data first).
+                    *, task: str | None = None, **kwargs: Any) -> list[str]:
+    """Detokenised translations of `texts` (normalised like the training data first), into
+    target language ``task`` for a multilingual model (its tag starts every source).
 
     Keyword arguments go to `translate_ids` (beam, lenpen, max_tokens, max_len, ...).
     """
     from automoe.data.clean import normalize_text
 
     ids = tokenizer.encode_batch([normalize_text(t) for t in texts])
+    if task is not None:
+        tag = tokenizer.task_id(task)
+        ids = [[tag, *s] for s in ids]
+    elif tokenizer.tasks():
+        raise ValueError(f"{tokenizer.source}: a multilingual model translates into "
+                         f"{', '.join(tokenizer.tasks())}: choose one (--task)")
     return [tokenizer.decode(h) for h in translate_ids(model, ids, **kwargs)]
 
 
 def evaluate_split(model: Seq2SeqModel[Any, Any], data_dir: str | Path, split: str = "test", *,
-                   limit: int | None = None, **kwargs: Any) -> dict[str, Any]:
+                   limit: int | None = None, task: str | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
     """BLEU/chrF (sacrebleu, detokenised) and decoding speed of `model` on a prepared split.
 
     Returns corpus_scores' dict plus ``sentences``, ``decode_s``, ``tokens_per_s`` (generated
@@ -292,6 +300,8 @@ def evaluate_split(model: Seq2SeqModel[Any, Any], data_dir: str | Path, split: s
 
     tokenizer = Tokenizer.load(data_dir)
     data = load_split(data_dir, split)
+    if task is not None:  # one target language of a multilingual split
+        data = data.select_task(task)
     refs = data.references()
     if limit is not None and int(limit) < 1:
         raise ValueError(f"--limit {limit}: expected an integer >= 1 (omit it for all)")
@@ -307,6 +317,7 @@ def evaluate_split(model: Seq2SeqModel[Any, Any], data_dir: str | Path, split: s
     generated = sum(len(h) + 1 for h in hyps)
     options = {k: kwargs[k] for k in ("beam", "lenpen", "max_len_a", "max_len_b", "max_len")
                if k in kwargs}
-    return {**scores, "split": split, "sentences": n, "decode_s": round(seconds, 3),
+    return {**scores, "split": split, **({"task": task} if task else {}), "sentences": n,
+            "decode_s": round(seconds, 3),
             "tokens_per_s": round(generated / seconds, 1) if seconds > 0 else None,
             "decoding": options, "hypotheses": texts}

@@ -277,9 +277,13 @@ def _comparisons(run: Path, key: str) -> list[dict[str, Any]]:
 
 
 def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_PICK,
-                  overwrite: bool = False, onnx: bool = False) -> ExportResult:
+                  overwrite: bool = False, onnx: bool = False,
+                  task: str | None = None) -> ExportResult:
     """Writes the candidate of search ``run_dir`` that ``pick`` selects into ``out``; with
-    ``onnx``, its ONNX graphs too, into ``out/onnx`` (`automoe.onnx_export`).
+    ``onnx``, its ONNX graphs too, into ``out/onnx`` (`automoe.onnx_export`). With ``task``
+    (a target language of a multilingual data dir) only what that task uses: every
+    task-routed layer becomes one dense FFN (`supernet.task_extract.for_task`); then
+    ``subnet.json`` is that served config and config.json's ``extra`` names the task.
 
     Every check (run dir, output dir, pick rule, checkpoint identity, tokenizer) runs before
     anything is written; ``out`` appears complete or not at all.
@@ -332,6 +336,15 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     extra = {"search_run": scores["search_run"], "key": key, "pick": pick,
              "supernet_checkpoint": str(checkpoint.resolve()), "supernet_sha256": sha,
              "weights": weights}
+    if task is not None:
+        from supernet.task_extract import for_task
+
+        model = for_task(model, tokenizer.task_id(task), name=task)
+        config = model.config
+        extra.update(task=task, served_key=config.key())
+        scores.update(task=task, served_config=config.to_dict(),
+                      served_note="the scores are the routed model's over all tasks; the "
+                                  "served config computes the same on this task")
     with atomic_dir(out, overwrite=True) as tmp:
         model.save(tmp, overwrite=True, extra=extra)
         shutil.copyfile(data / "spm.model", tmp / "spm.model")
@@ -372,17 +385,24 @@ class ExportedSubnet:
     scores: dict[str, Any]
     path: Path
     device: str
+    task: str | None = None
 
     def translate(self, texts: Sequence[str], *, beam: int = 4, lenpen: float = 0.6,
-                  **kwargs: Any) -> list[str]:
-        """Translations of ``texts`` (one sentence each); more keyword arguments
-        (max_len_a, max_len_b, max_tokens, ...) go to `automoe.decoding.translate_ids`."""
+                  task: str | None = None, **kwargs: Any) -> list[str]:
+        """Translations of ``texts`` (one sentence each) into ``task`` (a multilingual
+        model's target language; default: the one it was exported for); more keyword
+        arguments (max_len_a, max_len_b, max_tokens, ...) go to
+        `automoe.decoding.translate_ids`."""
         from automoe.decoding import translate_texts
 
         if isinstance(texts, str):
             raise ValueError("translate() takes a list of sentences, got one str")
+        if task is not None and self.task is not None and task != self.task:
+            raise ValueError(f"{self.path}: exported for task {self.task!r} only (its "
+                             f"task-routed layers are that task's experts), not {task!r}")
+        kwargs.setdefault("device", self.device)
         return translate_texts(self.model, self.tokenizer, list(texts), beam=beam,
-                               lenpen=lenpen, device=self.device, **kwargs)
+                               lenpen=lenpen, task=task or self.task, **kwargs)
 
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -438,4 +458,7 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
     scores: dict[str, Any] = {}
     if (root / "scores.json").is_file():
         scores = read_json(root / "scores.json")
-    return ExportedSubnet(model, tokenizer, config, scores, root, str(device))
+    task = read_json(root / "config.json").get("extra", {}).get("task")
+    if task is not None and not isinstance(task, str):
+        raise ValueError(f"{root / 'config.json'}: 'extra.task' must be a string, got {task!r}")
+    return ExportedSubnet(model, tokenizer, config, scores, root, str(device), task)

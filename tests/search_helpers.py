@@ -43,6 +43,28 @@ def make_data(root: Path) -> Path:
     return out
 
 
+FRENCH = {"the": "le", "a": "un", "house": "maison", "cat": "chat", "dog": "chien",
+          "sees": "voit", "runs": "court", "small": "petit", "big": "grand", "old": "vieux",
+          "man": "homme", "child": "enfant", "eats": "mange", "bread": "pain"}
+
+
+def make_multilingual_data(root: Path) -> Path:
+    """en -> {de, fr} of the toy lexicon, from one TSV with a language column."""
+    from automoe.data import PrepareOptions, make_source, prepare
+
+    rows = []
+    for en, de in _pairs(240, 7):
+        fr = " ".join(FRENCH[w.lower().rstrip(".")] for w in en.split()).capitalize() + "."
+        rows += [(en, de, "de"), (en, fr, "fr")]
+    tsv = root / "multi.tsv"
+    root.mkdir(parents=True, exist_ok=True)
+    tsv.write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    out = root / "data"
+    prepare(out, make_source(tsv=tsv, targets=("de", "fr"), valid_frac=0.1, test_frac=0.05),
+            PrepareOptions(vocab_size=80, max_len=40), verbose=False)
+    return out
+
+
 def make_supernet(root: Path, data: Path, *, space: str = "tiny", seed: int = 0) -> Path:
     """A supernet run dir whose ``checkpoint_last.pt`` has the training loop's format
     (`supernet.training.checkpoint`, the identity `automoe.training.runs.train_supernet` stores)

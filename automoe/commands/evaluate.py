@@ -36,7 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     kwargs["device"] = subnet.device  # ONNX Runtime takes CPU tensors
     model = subnet.model
     with named_model(args.model_dir):
-        result = evaluate_split(model, args.data, args.split, limit=args.limit, **kwargs)
+        result = evaluate_split(model, args.data, args.split, limit=args.limit,
+                                task=args.task or subnet.task, **kwargs)
     hyps = result.pop("hypotheses")
     result = {"model_dir": args.model_dir, "data": args.data, "device": kwargs["device"],
               "runtime": args.runtime, **result}

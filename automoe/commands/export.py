@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="directory to write (must not exist or be empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing model directory at SUBNET_DIR")
+    p.add_argument("--task", default=None, metavar="LANG",
+                   help="a multilingual run: write only what target language LANG uses (each "
+                        "task-routed layer becomes one dense FFN of its chosen experts)")
     p.add_argument("--onnx", action="store_true",
                    help="also write ONNX graphs (encoder, cached decoder step) into "
                         "SUBNET_DIR/onnx (needs the onnx extra; see `automoe onnx`)")
@@ -44,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from automoe.export import export_subnet  # reads the run's tables (pandas)
 
     result = export_subnet(args.run_dir, args.out, pick=args.pick, overwrite=args.overwrite,
-                           onnx=args.onnx)
+                           onnx=args.onnx, task=args.task)
     s = result.scores
     metrics = ", ".join(f"{m}={s[m]:.4g}" for m in _SHOWN if s.get(m) is not None)
     print(f"{result.path}: candidate {result.key} of {args.run_dir} (--pick {result.rule}; "

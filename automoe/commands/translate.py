@@ -24,6 +24,9 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="decoding batch budget: sentences * source len * beam (default 8192)")
     p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--task", default=None, metavar="LANG",
+                   help="a multilingual model's target language (default: the one a model "
+                        "exported with --task serves)")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="run the torch model (default) or MODEL_DIR/onnx in ONNX Runtime "
                         "(written by automoe onnx; CUDA provider with --device cuda)")
@@ -65,7 +68,7 @@ def named_model(model_dir: str) -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     from automoe.data.sources import decode_lines, read_lines
-    from automoe.decoding import InputTooLong, translate_texts
+    from automoe.decoding import InputTooLong
     from automoe.export import load_subnet
     from automoe.io_utils import atomic_write_text
 
@@ -81,8 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     out = [""] * len(lines)
     with named_model(args.model_dir):
         try:
-            texts = translate_texts(subnet.model, subnet.tokenizer,
-                                    [lines[i] for i in nonempty], **kwargs)
+            texts = subnet.translate([lines[i] for i in nonempty], task=args.task, **kwargs)
         except InputTooLong as err:
             name = args.input or "<stdin>"
             raise ValueError(f"{name} line {nonempty[err.index] + 1}: {err.tokens} tokens "

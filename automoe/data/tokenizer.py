@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from automoe.io_utils import atomic_path
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 __all__ = ["Tokenizer", "train_tokenizer"]
+
+# `automoe.data.store.task_tag` of a language code (`automoe.data.store.check_tasks`)
+_TAG = re.compile(r"<2([A-Za-z][A-Za-z0-9_-]{0,31})>")
 
 
 class Tokenizer:
@@ -64,6 +68,23 @@ class Tokenizer:
         if i == UNK_ID and piece != self._sp.id_to_piece(UNK_ID):
             raise ValueError(f"{self.source}: no piece {piece!r} in the vocabulary")
         return int(i)
+
+    def tasks(self) -> dict[str, int]:
+        """The target languages this vocabulary has a tag for, with the tag's id ({} for a
+        bilingual model), in id order."""
+        sp = self._sp
+        # (sentencepiece's Python API cannot tell a user symbol; a tag is a whole piece)
+        return {m.group(1): i for i in range(sp.get_piece_size())
+                if (m := _TAG.fullmatch(sp.id_to_piece(i)))}
+
+    def task_id(self, task: str) -> int:
+        """The id of ``task``'s tag (the token that starts its source sentences);
+        ValueError naming the task and the tasks this vocabulary has."""
+        tasks = self.tasks()
+        if task not in tasks:
+            have = ", ".join(tasks) if tasks else "none (a bilingual model)"
+            raise ValueError(f"{self.source}: no target language {task!r}; it has {have}")
+        return tasks[task]
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text, out_type=int)
