@@ -100,3 +100,14 @@ def test_task_errors_name_the_task_and_what_exists(world, tmp_path, capsys):
     model, _ = load_supernet(world[0] / "checkpoint_last.pt")
     with pytest.raises(ValueError, match="multilingual model translates into de, fr"):
         translate_texts(model.bind(routed), Tokenizer.load(data), SENTENCES)
+
+
+def test_training_a_task_routed_supernet_needs_tagged_data(world, tmp_path, capsys):
+    from search_helpers import make_data
+
+    space = world[0].parent / "routed.yaml"
+    mono = make_data(tmp_path)
+    assert main(["supernet", "train", "--space", str(space), "--data", str(mono), "--out",
+                 str(tmp_path / "sn"), "--max-updates", "4", "--warmup-updates", "1", "-q"]) == 2
+    assert "routes the decoder by task, but this data dir has no tasks" in capsys.readouterr().err
+    assert not (tmp_path / "sn" / "checkpoint_last.pt").exists()

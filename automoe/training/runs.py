@@ -40,6 +40,7 @@ from supernet.training.sampling import derive_seed, probe_subnets
 from supernet.transformer import Transformer
 
 __all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
+           "check_task_routing",
            "fit_subnet", "finish_subnet", "load_supernet", "read_supernet_checkpoint"]
 
 RUN_FILE = "run.json"
@@ -177,7 +178,9 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     opts = settings.options
     assert settings.space is not None  # a supernet run has a space (resolve_run)
     space = load_space(settings.space)
-    vocab = int(read_meta(settings.data_dir)["vocab_size"])
+    meta = read_meta(settings.data_dir)
+    check_task_routing(space, meta, source=str(settings.data_dir))
+    vocab = int(meta["vocab_size"])
     dims = space.supernet
     options = opts.model_options(positions_dim=max(dims.encoder_embed_dim,
                                                    dims.decoder_embed_dim))
@@ -192,6 +195,16 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
     return train(model, opts.train_config(supernet=True), run_dir=out, train_batches=train_b,
                  valid_batches=valid_b, identity=identity, probes=probes, space=space,
                  resume=resume, device=dev, info=info, progress=progress)
+
+
+def check_task_routing(space: SearchSpace, meta: dict, *, source: str) -> None:
+    """ValueError when ``space`` offers task routing and the data dir (``meta``) has no
+    target-language tags: its routers would route by the first word of each sentence."""
+    routed = [side for side in ("encoder", "decoder") if "task" in getattr(space, f"{side}_routing")]
+    if routed and not meta.get("tasks"):
+        raise ValueError(f"{source}: space {space.name!r} routes the {' and '.join(routed)} by "
+                         "task, but this data dir has no tasks (prepare a multilingual one: "
+                         "--corpus bible-en-x, or --targets with your own files)")
 
 
 def _inherit_supernet(model: SuperTransformer, path: str, space: SearchSpace, vocab: int
