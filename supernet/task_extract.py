@@ -17,6 +17,7 @@ by token or sentence are kept as they are.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,27 +26,59 @@ from search_spaces.config import SubnetConfig
 from supernet import core
 from supernet.transformer import MoE, QuantExpert, Transformer
 
-__all__ = ["task_choice", "for_task"]
+if TYPE_CHECKING:
+    from supernet.supertransformer import SuperTransformer
+
+__all__ = ["Choices", "task_choices", "task_choice", "task_config", "served_config",
+           "for_task"]
+
+
+Choices = dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...]]]
+
+
+def task_choices(weights: core.ModelWeights, config: SubnetConfig, tag: int, *,
+                 normalize_gates: bool) -> Choices:
+    """Per task-routed layer ``(side, i)``: the experts (ascending) and gates that task
+    ``tag`` (a token id) uses, as the router computes them (fp32) from ``weights`` (a
+    supernet's views for ``config`` or a static model's own tensors)."""
+    out: Choices = {}
+    for side, stack in (("encoder", weights.encoder), ("decoder", weights.decoder)):
+        if getattr(config, f"{side}_routing") != "task":
+            continue
+        row = core.task_rows(torch.tensor([tag], device=weights.embed.device),
+                             weights.embed[:, : stack.dim]).float()
+        for i, layer in enumerate(stack.layers):
+            moe = layer.moe
+            if moe.router_w is None or moe.router_b is None:
+                continue  # a one-expert layer
+            with torch.no_grad():
+                logits = F.linear(row, moe.router_w.float(), moe.router_b.float())
+                gates, experts = torch.softmax(logits, dim=-1)[0].topk(moe.top_k)
+                if normalize_gates and moe.top_k > 1:
+                    gates = gates / gates.sum()
+            order = experts.argsort()
+            out[(side, i)] = (tuple(int(e) for e in experts[order]),
+                              tuple(float(g) for g in gates[order]))
+    return out
 
 
 def task_choice(model: Transformer, side: str, layer: int, tag: int
                 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """The experts (ascending) and their gates that task ``tag`` (a token id) uses in
-    ``side``'s task-routed ``layer``, as the model's router computes them (fp32)."""
-    moe = _moe(model, side, layer)
-    if moe.routing != "task" or moe.router is None:
+    """`task_choices` of one layer of a static model; ValueError unless it is task-routed."""
+    choices = task_choices(model.weights(), model.config, tag,
+                           normalize_gates=model.options.normalize_gates)
+    if (side, layer) not in choices:
         raise ValueError(f"{side} layer {layer} is not task-routed")
-    stack = model.config.encoder_embed_dim if side == "encoder" else model.config.decoder_embed_dim
-    with torch.no_grad():
-        row = core.task_rows(torch.tensor([tag], device=model.embed.device),
-                             model.embed[:, :stack]).float()
-        probs = torch.softmax(F.linear(row, moe.router.weight.float(), moe.router.bias.float()),
-                              dim=-1)
-        gates, experts = probs[0].topk(moe.top_k)
-        if model.options.normalize_gates and moe.top_k > 1:
-            gates = gates / gates.sum()
-    order = experts.argsort()
-    return (tuple(int(e) for e in experts[order]), tuple(float(g) for g in gates[order]))
+    return choices[(side, layer)]
+
+
+def served_config(model: SuperTransformer, config: SubnetConfig, tag: int) -> SubnetConfig:
+    """The config `for_task` would give ``config`` of supernet ``model`` for ``tag``:
+    what serving that task costs (``config`` itself when nothing is task-routed). Reads
+    the router decisions from the supernet's views; copies no weights."""
+    choices = task_choices(model.weights(config, quantize=False), config, tag,
+                           normalize_gates=model.options.normalize_gates)
+    return task_config(config, choices) if choices else config
 
 
 def _moe(model: Transformer, side: str, layer: int) -> MoE:
@@ -64,17 +97,12 @@ def for_task(model: Transformer, tag: int, *, name: str | None = None) -> Transf
     if not 0 <= tag < model.vocab_size:
         raise ValueError(f"{label}: token id {tag} is outside the vocabulary of {model.vocab_size}")
     config = model.config
-    merged: dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...]]] = {}
-    for side in ("encoder", "decoder"):
-        if getattr(config, f"{side}_routing") != "task":
-            continue
-        for i, n in enumerate(getattr(config, f"{side}_experts")):
-            if n > 1:
-                merged[(side, i)] = task_choice(model, side, i, tag)
+    merged = task_choices(model.weights(), config, tag,
+                          normalize_gates=model.options.normalize_gates)
     if not merged:
         raise ValueError(f"{label}: the model has no task-routed layer (encoder_routing "
                          f"{config.encoder_routing!r}, decoder_routing {config.decoder_routing!r})")
-    out = Transformer(_task_config(config, merged), model.vocab_size, options=model.options,
+    out = Transformer(task_config(config, merged), model.vocab_size, options=model.options,
                       device="meta")
     out.to_empty(device=model.embed.device)
     out.to(dtype=model.embed.dtype)
@@ -90,7 +118,7 @@ def for_task(model: Transformer, tag: int, *, name: str | None = None) -> Transf
     return out.eval()
 
 
-def _task_config(config: SubnetConfig, merged: dict) -> SubnetConfig:
+def task_config(config: SubnetConfig, merged: Choices) -> SubnetConfig:
     """``config`` with each merged layer one expert of the chosen experts' summed width."""
     changes = {}
     for side in ("encoder", "decoder"):

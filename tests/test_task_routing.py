@@ -172,7 +172,7 @@ def task_subnet(space: SearchSpace, top_k: int, *, encoder="task", decoder="task
 @pytest.mark.parametrize("top_k", [1, 2])
 @pytest.mark.parametrize("sides", [("task", "task"), ("token", "task"), ("task", "sentence")])
 def test_per_task_extraction_equals_the_supernet_on_that_task(top_k, sides):
-    from supernet.task_extract import for_task, task_choice
+    from supernet.task_extract import for_task, served_config, task_choice
 
     data = routed_space().to_dict()
     data["choices"].update(encoder_ffn_dim=[32, 48, 64], decoder_ffn_dim=[32, 64])
@@ -186,6 +186,7 @@ def test_per_task_extraction_equals_the_supernet_on_that_task(top_k, sides):
     static = model.extract(config).eval()
     for tag in TAGS:
         small = for_task(static, tag)
+        assert served_config(model, config, tag) == small.config  # costs without copying
         src, prev = batch([tag] * 3, seed=tag)
         with torch.no_grad():
             want, _ = model(src, prev, config)
