@@ -138,6 +138,11 @@ class SubnetConfig:
         """True when every layer has a single expert (a plain dense Transformer)."""
         return all(n == 1 for n in self.encoder_experts + self.decoder_experts)
 
+    @property
+    def task_routed(self) -> bool:
+        """True when a side routes by task (then one task uses fixed experts)."""
+        return "task" in (self.encoder_routing, self.decoder_routing)
+
     def route_dim(self, side: str) -> int:
         """The width a ``side`` ("encoder"/"decoder") router reads: the layer's own,
         except a sentence-routed decoder's (it pools the encoder's output)."""

@@ -111,3 +111,38 @@ def test_training_a_task_routed_supernet_needs_tagged_data(world, tmp_path, caps
                  str(tmp_path / "sn"), "--max-updates", "4", "--warmup-updates", "1", "-q"]) == 2
     assert "routes the decoder by task, but this data dir has no tasks" in capsys.readouterr().err
     assert not (tmp_path / "sn" / "checkpoint_last.pt").exists()
+
+
+def test_search_for_one_task_scores_its_pairs_and_costs_its_served_model(world, tmp_path):
+    from automoe.costs.flops import flops
+    from automoe.data import TokenBatcher
+
+    supernet_dir, data, _ = world
+    run = tmp_path / "fr"
+    run_search(SearchSettings(
+        supernet=str(supernet_dir), data=str(data), out=str(run), objectives=("loss", "flops"),
+        generations=1, population=4, dev_sentences=5, task="fr", workers=0, seed=4,
+        baselines=False, progress=False))
+    table = pd.read_csv(run / "candidates.csv", dtype={"key": str})
+    model, _ = load_supernet(supernet_dir / "checkpoint_last.pt")
+    model.eval()
+    tag = Tokenizer.load(data).task_id("fr")
+    fr = load_split(data, "valid").select_task("fr")
+    batches = list(TokenBatcher(fr.src.take(range(5)), fr.tgt.take(range(5)), max_tokens=10**6,
+                                shuffle=False))
+    for _, row in table.iterrows():
+        config = SubnetConfig.from_json(row["config"])
+        served = for_task(model.extract(config), tag).config if config.task_routed else config
+        assert row["flops"] == flops(served).flops
+        nll = tokens = 0.0  # the NLL of fr's first 5 dev pairs, by hand
+        with torch.no_grad():
+            for b in batches:
+                logits, _ = model(b.src, b.prev, config)
+                nll += float(torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), b.target, ignore_index=0, reduction="sum"))
+                tokens += int(b.target.ne(0).sum())
+        assert row["nll"] == pytest.approx(nll / tokens, rel=1e-5)
+    with pytest.raises(ValueError, match="no target language 'xx'; it has de, fr"):
+        run_search(SearchSettings(supernet=str(supernet_dir), data=str(data),
+                                  out=str(tmp_path / "xx"), task="xx", workers=0,
+                                  progress=False))

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="join this Ray cluster instead of starting a local one")
     p.add_argument("--dev-sentences", type=int, default=None,
                    help="dev sentences scored: the first N of the valid split (default: 0 = all)")
+    p.add_argument("--task", default=None, metavar="LANG",
+                   help="multilingual data: score target language LANG's dev pairs and cost "
+                        "the model that serves it (default: all tasks, the routed model)")
     p.add_argument("--beam", type=int, default=None,
                    help=f"beam for BLEU decoding (default: {_DEFAULTS['beam']} = greedy)")
     p.add_argument("--latency-runs", type=int, default=None,
@@ -83,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     values = {
         name: getattr(args, name)
         for name in (*_DEFAULTS, "supernet", "data", "ray_address", "predictor", "device",
-                     "baselines", "latency_cache", "space")
+                     "baselines", "latency_cache", "space", "task")
         if getattr(args, name) is not None
     }
     if args.objectives is not None:

@@ -174,7 +174,8 @@ def run_search(settings: SearchSettings, *,
                        dev_sentences=settings.dev_sentences,
                        bleu=any(m.name == "bleu" for m in metrics))
     # 4: bounds on cheap metrics against the most favourable subnet.
-    costs = scoring.CheapCosts(checkpoint, predictor=settings.predictor)
+    costs = scoring.CheapCosts(checkpoint, predictor=settings.predictor,
+                               task=scoring.task_server(checkpoint, settings.data, settings.task))
     costs.check_constraints(constraints)
     data_identity = scoring.data_identity(settings.data)
     if settings.resume and (run / "search.json").is_file():
@@ -229,7 +230,7 @@ def _scoring_settings(settings: SearchSettings, *, bleu: bool,
     from automoe.search.scoring import ScoringSettings
 
     return ScoringSettings(
-        dev_sentences=settings.dev_sentences, bleu=bleu, beam=settings.beam,
+        dev_sentences=settings.dev_sentences, task=settings.task, bleu=bleu, beam=settings.beam,
         threads=settings.threads_per_worker, device=settings.device,
         latency_runs=settings.latency_runs, latency_warmup=settings.latency_warmup,
         latency_runtimes=runtimes or ("torch",))

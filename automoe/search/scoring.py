@@ -53,6 +53,8 @@ __all__ = [
     "check_data",
     "data_identity",
     "CheapCosts",
+    "TaskServer",
+    "task_server",
     "ScoringSettings",
     "CandidateScorerFactory",
     "CandidateScorer",
@@ -165,17 +167,51 @@ def data_identity(data_dir: str | Path) -> dict[str, Any]:
             "spm_sha256": file_sha256(root / "spm.model")}
 
 
+class TaskServer:
+    """What serving one task of a multilingual supernet costs: `served` maps a subnet to
+    the config `supernet.task_extract.for_task` gives it for the task's tag."""
+
+    def __init__(self, checkpoint: SupernetCheckpoint, task: str, tag: int) -> None:
+        import torch
+
+        self.task, self.tag = task, tag
+        self.model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
+                                    source=str(checkpoint.file))
+        self.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in
+                                    checkpoint.state.items()})
+        self.model.eval()
+
+    def served(self, config: SubnetConfig) -> SubnetConfig:
+        from supernet.task_extract import served_config
+
+        return served_config(self.model, config, self.tag)
+
+
+def task_server(checkpoint: SupernetCheckpoint, data: str | Path,
+                task: str | None) -> TaskServer | None:
+    """The `TaskServer` of ``task`` (None: no task given); ValueError naming the task and
+    the data dir's tasks when it has no such task."""
+    if task is None:
+        return None
+    from automoe.data import Tokenizer
+
+    return TaskServer(checkpoint, task, Tokenizer.load(data).task_id(task))
+
+
 class CheapCosts:
     """Metrics that are pure functions of a config, computed in the driver.
 
     Args:
         checkpoint: the supernet (space, vocabulary, layer-norm placement).
         predictor: latency predictor dir for ``predicted_latency_ms`` (optional).
+        task: cost what serving one task needs (`TaskServer`); None: the config itself.
     """
 
-    def __init__(self, checkpoint: SupernetCheckpoint, *, predictor: str | None = None) -> None:
+    def __init__(self, checkpoint: SupernetCheckpoint, *, predictor: str | None = None,
+                 task: TaskServer | None = None) -> None:
         from automoe.costs.flops import FlopsProtocol
 
+        self.task = task
         self.space = checkpoint.space
         self.vocab_size = checkpoint.vocab_size
         self.normalize_before = bool(checkpoint.options.get("normalize_before", False))
@@ -189,10 +225,12 @@ class CheapCosts:
 
     def __call__(self, config: SubnetConfig) -> dict[str, float]:
         """``{"flops", "params", "params_active", "weight_bytes", "max_experts"
-        [, "predicted_latency_ms"]}``."""
+        [, "predicted_latency_ms"]}`` of ``config``, or of what serves the task."""
         from automoe.costs.flops import flops
         from supernet.params import count_params, weight_bytes
 
+        if self.task is not None:
+            config = self.task.served(config)
         counts = count_params(config, self.vocab_size, normalize_before=self.normalize_before)
         out = {
             "flops": flops(config, self.flops_protocol).flops,
@@ -203,6 +241,10 @@ class CheapCosts:
             "max_experts": float(max(config.encoder_experts + config.decoder_experts)),
         }
         if self.predictor is not None:
+            if self.task is not None and not self.space.contains(config):
+                raise ValueError(f"--predictor with --task {self.task.task}: the served config "
+                                 f"{config.key()} is outside space {self.space.name!r}, whose "
+                                 "features the predictor reads; use measured latency")
             out["predicted_latency_ms"] = float(self.predictor.predict([config], self.space)[0])
         return out
 
@@ -250,6 +292,8 @@ class ScoringSettings:
 
     Attributes:
         dev_sentences: the fixed dev set: the first N sentences of the valid split (0: all).
+        task: a multilingual split's target language: its pairs only (None: all), and
+            latency measured on the model that serves it (`supernet.task_extract.for_task`).
         bleu: translate the subset and compute BLEU/chrF (else loss only).
         n_bootstrap: sacreBLEU bootstrap resamples for the BLEU/chrF intervals (0: none).
         beam: beam size (1 = greedy); lenpen, max_len_a, max_len_b as in fairseq.
@@ -263,6 +307,7 @@ class ScoringSettings:
     """
 
     dev_sentences: int = 0
+    task: str | None = None
     bleu: bool = True
     n_bootstrap: int = 1000
     beam: int = 1
@@ -381,6 +426,8 @@ class DevScorer:
         self.settings, self.label_smoothing = s, label_smoothing
         self.device = torch.device(s.device)
         rows = load_split(data, split)
+        if s.task is not None:
+            rows = rows.select_task(s.task)
         n = len(rows) if s.dev_sentences == 0 else min(s.dev_sentences, len(rows))
         head = int(rows.src.offsets[n]), int(rows.tgt.offsets[n])
         src = Ragged(np.asarray(rows.src.flat[:head[0]]), np.asarray(rows.src.offsets[:n + 1]))
@@ -459,6 +506,11 @@ class CandidateScorer:
             self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.model.to(self.device).eval()
         self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
+        self.tag = None
+        if s.task is not None:
+            from automoe.data import Tokenizer
+
+            self.tag = Tokenizer.load(recipe.data).task_id(s.task)
         # metric name -> protocol, e.g. {"latency": torch's, "latency_ort": ONNX Runtime's}
         self.latency_protocols = {latency_metric(rt).name: s.latency_protocol(
             recipe.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
@@ -478,17 +530,27 @@ class CandidateScorer:
         NAME_device, NAME_protocol, NAME_cached."""
         from automoe.costs.latency import measure_latency
 
-        def build() -> Transformer:
-            return self.model.extract(config).eval()  # the static model export would ship
+        def build() -> Transformer:  # the static model export would ship
+            model = self.model.extract(config).eval()
+            if self.tag is not None and config.task_routed:
+                from supernet.task_extract import for_task
 
+                model = for_task(model, self.tag)
+            return model
+
+        key = config.key()
+        if self.tag is not None and config.task_routed:  # what is measured: the served model
+            from supernet.task_extract import served_config
+
+            key = served_config(self.model, config, self.tag).key()
         metrics: dict[str, float] = {}
         info: dict[str, str] = {}
         for name, protocol in self.latency_protocols.items():
             cached = False
             if self.latency_cache is not None:
-                result, cached = self.latency_cache.measure(config.key(), protocol, build)
+                result, cached = self.latency_cache.measure(key, protocol, build)
             else:
-                result = measure_latency(build(), protocol, subnet_key=config.key())
+                result = measure_latency(build(), protocol, subnet_key=key)
             stats = result.stats
             fp = result.fingerprint
             runtime = f" / onnxruntime {fp['onnxruntime']}" if "onnxruntime" in fp else ""

@@ -54,6 +54,10 @@ class SearchSettings:
             on it, so latencies are measured in parallel, one per GPU).
         ray_address: join this cluster ("host:port" or "auto"); None starts a local one.
         dev_sentences: size of the fixed dev set (the first N of the valid split; 0: all).
+        task: a multilingual data dir's target language: score on its dev pairs only, and
+            cost what serving it costs (each task-routed layer as the dense FFN of that
+            task's experts, `supernet.task_extract`); None: every task's pairs, the routed
+            model's costs.
         beam: beam size for BLEU decoding (1 = greedy).
         latency_runs, latency_warmup: timed / untimed samples per latency measurement.
         latency_cache: JSONL file of latency measurements (`automoe.costs.latency_cache`)
@@ -84,6 +88,7 @@ class SearchSettings:
     device: str = "cpu"
     ray_address: str | None = None
     dev_sentences: int = 0
+    task: str | None = None
     beam: int = 1
     latency_runs: int = 10
     latency_warmup: int = 2
