@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     from supernet.transformer import Transformer
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
-           "RUNTIMES", "read_run", "select_key", "export_subnet", "load_subnet"]
+           "RUNTIMES", "read_run", "select_key", "export_subnet", "load_subnet",
+           "write_task_model"]
 
 # What SUBNET_DIR holds, in the order written.
 SUBNET_FILES = ("config.json", "model.safetensors", "spm.model", "subnet.json", "scores.json")
@@ -360,6 +361,29 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model dir is meant to be shared
     return ExportResult(out, key, pick, tuple(files), scores)
+
+
+def write_task_model(model_dir: str | Path, task: str, out: str | Path, *,
+                     data_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Writes the model that serves ``task`` alone (`supernet.task_extract.for_task`) of the
+    task-routed model dir ``model_dir`` into ``out`` (config.json + weights + spm.model),
+    atomically; config.json's ``extra`` names the task and the source dir."""
+    from supernet.task_extract import for_task
+
+    subnet = load_subnet(model_dir, data_dir=data_dir)
+    if subnet.task is not None:
+        raise ValueError(f"{model_dir}: already the model of task {subnet.task!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty (--overwrite replaces it)")
+    model = for_task(subnet.model, subnet.tokenizer.task_id(task), name=task)
+    extra = dict(read_json(Path(model_dir) / "config.json").get("extra") or {})
+    extra.update(task=task, task_of=str(Path(model_dir).resolve()),
+                 routed_key=subnet.config.key())
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save(tmp, overwrite=True, extra=extra)
+        subnet.tokenizer.save(tmp / "spm.model")
+    return out
 
 
 # ---- load -------------------------------------------------------------------------------

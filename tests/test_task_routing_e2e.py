@@ -146,3 +146,22 @@ def test_search_for_one_task_scores_its_pairs_and_costs_its_served_model(world, 
         run_search(SearchSettings(supernet=str(supernet_dir), data=str(data),
                                   out=str(tmp_path / "xx"), task="xx", workers=0,
                                   progress=False))
+
+
+def test_subnet_task_extracts_from_any_model_dir(world, tmp_path, capsys):
+    supernet_dir, data, run = world
+    routed_dir = tmp_path / "routed"
+    assert main(["export", str(run), "--pick", "best-loss", "-o", str(routed_dir)]) == 0
+    out = tmp_path / "de"
+    assert main(["subnet", "task", str(routed_dir), "--task", "de", "-o", str(out)]) == 0
+    routed, small = load_subnet(routed_dir), load_subnet(out)
+    assert small.task == "de" and small.config.decoder_experts == (1,) * len(
+        small.config.decoder_experts)
+    want = for_task(routed.model, Tokenizer.load(data).task_id("de"))
+    for name, tensor in want.state_dict().items():
+        assert torch.equal(small.model.state_dict()[name], tensor)
+    assert main(["subnet", "task", str(out), "--task", "de", "-o", str(tmp_path / "x")]) == 2
+    assert "already the model of task 'de'" in capsys.readouterr().err
+    assert main(["subnet", "task", str(routed_dir), "--task", "es", "-o",
+                 str(tmp_path / "es")]) == 2
+    assert "no target language 'es'" in capsys.readouterr().err and not (tmp_path / "es").exists()

@@ -1,4 +1,5 @@
-"""`automoe subnet import|sample`: HAT/AutoMoE subnet YAML to JSON; random valid subnets."""
+"""`automoe subnet import|sample|task`: HAT/AutoMoE subnet YAML to JSON; random valid
+subnets; one task's model out of a task-routed model dir."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smp.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     smp.add_argument("-n", type=int, default=1, metavar="K", help="how many (default %(default)s)")
     smp.set_defaults(func=_sample)
+    task = sub.add_parser(
+        "task", help="write what one target language of a task-routed model uses",
+        description="Read a model dir (automoe export / train / retrain) whose MoE layers route "
+                    "by task, and write the model that serves target language LANG alone: "
+                    "each task-routed layer becomes one dense FFN over the hidden units of the "
+                    "experts LANG's tag selects, their gates folded into the output matrix "
+                    "(supernet.task_extract). It computes what the routed model computes on "
+                    "LANG's sentences.")
+    task.add_argument("model_dir", metavar="MODEL_DIR")
+    task.add_argument("--task", required=True, metavar="LANG", help="target language")
+    task.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="model dir to write")
+    task.add_argument("--data", metavar="DIR", help="data dir whose spm.model to use if "
+                                                   "MODEL_DIR has none")
+    task.add_argument("--overwrite", action="store_true", help="replace OUT_DIR")
+    task.set_defaults(func=_task)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -57,4 +73,13 @@ def _sample(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     for _ in range(args.n):
         print(space.sample(rng).to_json())
+    return 0
+
+
+def _task(args: argparse.Namespace) -> int:
+    from automoe.export import write_task_model
+
+    out = write_task_model(args.model_dir, args.task, args.out, data_dir=args.data,
+                           overwrite=args.overwrite)
+    print(f"{out}: task {args.task} of {args.model_dir} ({out / 'config.json'})")
     return 0
