@@ -1,6 +1,6 @@
 """The reference studies of results/README.md.
 
-    python scripts/reference_study.py [--out runs/study] [--plan bible-demo|bible-bands] [--quiet]
+    python scripts/reference_study.py [--out runs/study] [--plan bible-demo|bible-bands|bible-bands-1200] [--quiet]
 
 `bible-bands`: the banded fidelity study (docs/fidelity.md): prepares bible-en-de, trains a
 `demo_small` supernet and runs `automoe fidelity` on 3 FLOPs bands of 6 subnets, each
