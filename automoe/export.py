@@ -470,11 +470,8 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
         config = read_model_config(root)[0]
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                      if str(device).startswith("cuda") else ["CPUExecutionProvider"])
-        model = OrtTransformer(root / ONNX_DIR, providers=providers)
-        if model.meta["architecture_key"] != config.key():
-            raise ValueError(f"{root / ONNX_DIR / 'onnx.json'}: graphs of architecture "
-                             f"{model.meta['architecture_key']}, {root / 'config.json'} has "
-                             f"{config.key()} (re-export with automoe onnx --overwrite)")
+        model = OrtTransformer(root / ONNX_DIR, providers=providers, config=config,
+                               config_file=root / "config.json")
         device = "cpu"  # the graphs take and return CPU tensors
     if model.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"{root}: the model's vocabulary has {model.vocab_size} entries, "

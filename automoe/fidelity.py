@@ -619,7 +619,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     report["supernet"] = identity
     atomic_write_csv(frame, out / "fidelity.csv")
     atomic_write_csv(standalone[[c for c in STANDALONE_COLUMNS]], out / "standalone.csv")
-    atomic_write_json(out / "fidelity.json", report, strict=True)
+    atomic_write_json(out / "fidelity.json", report)
     plot_study(frame, report, out / "fidelity.png")
     return FidelityOutcome(frame, standalone, report, out)
 

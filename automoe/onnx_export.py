@@ -13,7 +13,14 @@
   the first step) -> ``logits`` [B, 1, V] and ``present_key_i`` / ``present_value_i``
   [B, heads_i, L + 1, head_dim]. The next token's position is L.
 - ``onnx.json``: the graphs' input and output names, the self- and cross-attention cache
-  shapes per layer, the vocabulary size, the opset and the ``architecture_key``.
+  shapes per layer, the vocabulary size, the opset, the ``architecture_key`` (also in each
+  graph's own metadata) and each graph's sha256.
+
+`check_onnx_dir` trusts nothing in the directory: the manifest is validated field by field,
+each graph must match its sha256, metadata, names and static sizes, and against a model
+dir's ``config.json`` the manifest must describe that architecture. Initializer shapes are
+not compared: the exporter folds and duplicates initializers (the tied embedding appears in
+both graphs, biases fold into constants), so they are no stable fingerprint.
 
 B, S and L are dynamic. Both graphs run the code the torch model runs (`supernet.core`),
 with the MoE's gather dispatch (`supernet.functional.gather_dispatch`: each expert gathers
@@ -44,20 +51,23 @@ import torch
 from torch import nn
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
+from search_spaces.config import SubnetConfig
 from supernet import core
 from supernet.outputs import DecoderCache, EncoderOut, MoEAux
 from supernet.transformer import Transformer
 
 __all__ = ["ONNX_FILES", "OPSET", "MOE_DISPATCH", "ONNX_DIR", "require_onnx", "export_onnx",
-           "export_subnet_onnx", "read_onnx_meta", "check_onnx_dir"]
+           "export_subnet_onnx", "read_onnx_meta", "check_onnx_dir", "cache_shapes",
+           "ARCHITECTURE_PROP"]
 
 ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
 OPSET = 18
 ONNX_DIR = "onnx"  # the graphs' folder inside a model dir
 _FORMAT = "automoe-onnx"
-# 3: onnx.json holds each graph's sha256 and max_positions; 2: cross-attention keys/values
-# from the encoder graph (1: recomputed per step)
-FORMAT_VERSION = 3
+# 4: each graph's metadata holds the architecture key; 3: onnx.json holds each graph's
+# sha256 and max_positions; 2: cross-attention keys/values from the encoder graph (1:
+# recomputed per step)
+FORMAT_VERSION = 4
 # How the graphs run MoE layers (`supernet.functional.moe_ffn`): part of ``onnx.json`` and of
 # ONNX Runtime latency fingerprints, since it sets the graphs' speed (earlier exports ran
 # every expert on every token, "static").
@@ -116,15 +126,27 @@ class _DecoderStep(nn.Module):
         return (logits, *present)
 
 
-def _cache_shapes(model: Transformer) -> list[dict[str, int]]:
-    """Per decoder layer: heads and head_dim of its self-attention cache, and cross_heads,
-    cross_head_dim and span (encoder outputs concatenated along time) of its cross one."""
-    cfg = model.config
+def cache_shapes(cfg: SubnetConfig) -> list[dict[str, int]]:
+    """Per decoder layer of ``cfg``: heads and head_dim of its self-attention cache, and
+    cross_heads, cross_head_dim and span (encoder outputs concatenated along time) of its
+    cross one: what ``onnx.json``'s ``cache`` says and the graphs' cache inputs are."""
     n_states = min(core.MAX_ENDE_ATTN, len(cfg.encoder_heads))
     return [{"heads": h, "head_dim": cfg.qkv_dim // h, "cross_heads": ch,
              "cross_head_dim": cfg.qkv_dim // ch, "span": min(a, n_states)}
             for h, ch, a in zip(cfg.decoder_heads, cfg.decoder_cross_heads,
                                 cfg.decoder_ende_attn, strict=True)]
+
+
+ARCHITECTURE_PROP = "automoe.architecture_key"  # graph metadata: the config the graph is of
+
+
+def _stamp(path: Path, key: str) -> None:
+    """Records the architecture key in the graph's own metadata (``metadata_props``)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {ARCHITECTURE_PROP: key})
+    onnx.save(graph, str(path))
 
 
 def _check(path: Path) -> None:
@@ -168,7 +190,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
                          "supported (the decoder-step graph reads only the cached keys and "
                          "values); export one task's subnet instead (`automoe export --task`), "
                          "whose decoder is dense")
-    cache = _cache_shapes(model)
+    cache = cache_shapes(cfg)
     b, s, past_len = 2, 5, 3  # example sizes; >= 2 so the tracer keeps them symbolic
     src = torch.full((b, s), 4, dtype=torch.long)
     src[:, -1] = 3
@@ -213,6 +235,7 @@ def export_onnx(model: Transformer, out: str | Path, *, overwrite: bool = False)
                             (*cross_dims, *(kv for _ in pasts))), verbose=False)
         save(program, tmp / "decoder_step.onnx")
         for name in ONNX_FILES[:2]:
+            _stamp(tmp / name, cfg.key())
             _check(tmp / name)
         atomic_write_json(tmp / "onnx.json", {
             "sha256": {name: file_sha256(tmp / name) for name in ONNX_FILES[:2]},
@@ -311,10 +334,17 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         fail("sha256", f"the sha256 of each graph ({', '.join(ONNX_FILES[:2])})")
 
 
-def check_onnx_dir(directory: str | Path) -> dict[str, Any]:
-    """Checks that ``directory`` holds both graphs, readable and valid (``onnx.checker``);
+def check_onnx_dir(directory: str | Path, config: SubnetConfig | None = None,
+                   *, config_file: str | Path = "config.json") -> dict[str, Any]:
+    """Checks that ``directory`` holds both graphs, readable and valid (``onnx.checker``),
+    that they are the ones ``onnx.json`` describes (sha256, the architecture key in each
+    graph's metadata, input and output names, the cache inputs' and outputs' static sizes,
+    the logits' vocabulary) and, with ``config`` (the model dir's, read from
+    ``config_file``), that ``onnx.json`` describes that architecture (key and cache sizes);
     returns ``onnx.json``. FileNotFoundError / ValueError naming the bad file."""
     meta = read_onnx_meta(directory)
+    if config is not None:
+        _check_config(meta, config, Path(directory) / "onnx.json", config_file)
     root = Path(directory).resolve()
     for name, graph in zip(ONNX_FILES[:2], ("encoder", "decoder_step"), strict=True):
         path = Path(directory) / name
@@ -329,7 +359,7 @@ def check_onnx_dir(directory: str | Path) -> dict[str, Any]:
                              "--overwrite")
         try:
             _check(path)
-            _check_io(path, meta[graph])
+            _check_graph(path, graph, meta)
         except ValueError:
             raise
         except Exception as err:  # a truncated or foreign file fails while parsing
@@ -338,12 +368,47 @@ def check_onnx_dir(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _check_io(path: Path, names: dict[str, list[str]]) -> None:
-    """The graph's own input and output names are the ones onnx.json lists, in order."""
+def _check_config(meta: dict[str, Any], config: SubnetConfig, path: Path,
+                  config_file: str | Path) -> None:
+    if meta["architecture_key"] != config.key():
+        raise ValueError(f"{path}: graphs of architecture {meta['architecture_key']}, "
+                         f"{config_file} has {config.key()} (re-export with automoe onnx "
+                         "--overwrite)")
+    want = cache_shapes(config)
+    if meta["cache"] != want:
+        raise ValueError(f"{path}: 'cache' {meta['cache']} is not the cache of the "
+                         f"architecture in {config_file} ({want})")
+
+
+def _check_graph(path: Path, graph_name: str, meta: dict[str, Any]) -> None:
+    """The graph's own metadata, input and output names and static sizes are the ones
+    onnx.json gives."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    io = meta[graph_name]
     got = {"inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
-    if got != names:
-        raise ValueError(f"{path}: the graph's inputs/outputs {got} are not onnx.json's "
-                         f"{names}")
+    if got != io:
+        raise ValueError(f"{path}: the graph's inputs/outputs {got} are not onnx.json's {io}")
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get(ARCHITECTURE_PROP) != meta["architecture_key"]:
+        raise ValueError(f"{path}: a graph of architecture {props.get(ARCHITECTURE_PROP)!r} "
+                         f"(its metadata), onnx.json says {meta['architecture_key']}")
+    # the static sizes each cache tensor and the logits must have: [batch, heads, time, dim]
+    want: dict[str, tuple[int | None, ...]] = {"logits": (None, None, meta["vocab_size"])}
+    for i, c in enumerate(meta["cache"]):
+        for kv in ("key", "value"):
+            want[f"cross_{kv}_{i}"] = (None, c["cross_heads"], None, c["cross_head_dim"])
+            for io_name in ("past", "present"):
+                want[f"{io_name}_{kv}_{i}"] = (None, c["heads"], None, c["head_dim"])
+    for value in [*graph.input, *graph.output]:
+        if value.name not in want:
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None
+                     for d in value.type.tensor_type.shape.dim)
+        expected = want[value.name]
+        if len(dims) != len(expected) or any(e is not None and d != e
+                                             for d, e in zip(dims, expected, strict=True)):
+            raise ValueError(f"{path}: {value.name!r} has sizes {list(dims)}, onnx.json "
+                             f"implies {list(expected)} (None: any)")

@@ -63,11 +63,13 @@ class OrtTransformer:
     training = False  # the decoders' eval-mode switch finds nothing to switch
 
     def __init__(self, directory: str | Path, *, providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, config: Any = None,
+                 config_file: str | Path = "config.json") -> None:
         import onnxruntime as ort
 
         self.path = Path(directory)
-        self.meta = check_onnx_dir(self.path)
+        # with the model dir's config (`SubnetConfig`), the graphs must be of that architecture
+        self.meta = check_onnx_dir(self.path, config, config_file=config_file)
         self.vocab_size = int(self.meta["vocab_size"])
         # longest source or target the graphs were exported for (None: an older export)
         self.max_positions: int | None = self.meta.get("max_positions")

@@ -378,8 +378,7 @@ def _variants(step: Callable, plan: StudyPlan, root: Path, data: Path,
                                   str(root / "fidelity"), *resume, *q])
     if plan.few_shot:
         studies["few-shot"] = _few_shot(step, plan, root, data, q)
-    atomic_write_json(root / "variants.json", compare_variants(studies, reference="plain"),
-                      strict=True)
+    atomic_write_json(root / "variants.json", compare_variants(studies, reference="plain"))
 
 
 def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,

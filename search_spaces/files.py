@@ -105,9 +105,10 @@ def strict_json(data: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2,
-                      strict: bool = False) -> None:
-    """Writes `data` as JSON; with `strict`, non-finite floats become ``null``
-    (`strict_json`), for reports that other tools read."""
+                      strict: bool = True) -> None:
+    """Writes `data` as strict JSON: non-finite floats (an undefined statistic) become
+    ``null`` (`strict_json`), which every JSON reader accepts. ``strict=False`` keeps them
+    as Python's ``NaN``/``Infinity``, for internal state that must read back exactly."""
     text = json.dumps(strict_json(data) if strict else data, indent=indent, sort_keys=False,
                       allow_nan=not strict)
     atomic_write_text(path, text + "\n")

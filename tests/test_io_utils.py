@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from automoe.io_utils import atomic_dir, sweep_stale_dirs
 
 
@@ -145,3 +147,20 @@ def test_torch_threads_restores_the_count_however_the_block_ends():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_json_is_written_strict_unless_state_must_round_trip(tmp_path):
+    """An undefined statistic (NaN, inf) is written as null, which strict readers accept
+    (Python's json writes bare NaN otherwise); internal state can keep it exactly."""
+    import json
+    import math
+
+    from automoe.io_utils import atomic_write_json
+
+    atomic_write_json(tmp_path / "report.json", {"tau": math.nan, "rows": [1.5, math.inf]})
+    text = (tmp_path / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "tau": None, "rows": [1.5, None]}
+    atomic_write_json(tmp_path / "state.json", {"best": math.inf}, strict=False)
+    assert json.loads((tmp_path / "state.json").read_text())["best"] == math.inf

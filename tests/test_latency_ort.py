@@ -120,7 +120,7 @@ def test_sessions_run_on_the_intra_op_threads_asked_for(monkeypatch, tmp_path):
         seen.append((options.intra_op_num_threads, options.inter_op_num_threads))
         return None
 
-    monkeypatch.setattr(onnx_runtime, "check_onnx_dir", lambda path: {
+    monkeypatch.setattr(onnx_runtime, "check_onnx_dir", lambda path, config, config_file: {
         "vocab_size": 10, "decoder_step": {"inputs": []}})
     monkeypatch.setattr(ort, "InferenceSession", session)
     onnx_runtime.OrtTransformer(tmp_path, threads=3, providers=["CPUExecutionProvider"])

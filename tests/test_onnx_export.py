@@ -237,6 +237,30 @@ def test_graphs_are_checked_against_their_manifest_and_the_models_config(exporte
     assert main(["onnx", str(model_dir), "--check"]) == 2
     err = capsys.readouterr().err
     assert "graphs of architecture" in err and "config.json" in err
+    # ... whose onnx.json was rewritten to claim this model's architecture: each graph's own
+    # metadata says otherwise, and so do the cache sizes the config implies
+    forged = json.loads((model_dir / "onnx" / "onnx.json").read_text())
+    forged["architecture_key"] = model.config.key()
+    (model_dir / "onnx" / "onnx.json").write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match="encoder.onnx: a graph of architecture"):
+        check_onnx_dir(model_dir / "onnx")
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        graph = onnx.load(str(model_dir / "onnx" / name))
+        onnx.helper.set_model_props(graph, {"automoe.architecture_key": model.config.key()})
+        onnx.save(graph, str(model_dir / "onnx" / name))
+        forged["sha256"][name] = file_sha256(model_dir / "onnx" / name)
+    (model_dir / "onnx" / "onnx.json").write_text(json.dumps(forged))
+    assert check_onnx_dir(model_dir / "onnx")["architecture_key"] == model.config.key()
+    assert main(["onnx", str(model_dir), "--check"]) == 2
+    assert "is not the cache of the architecture in" in capsys.readouterr().err
+    # a graph whose cache sizes differ from what onnx.json says
+    meta = json.loads((directory / "onnx.json").read_text())
+    meta["cache"][0]["head_dim"] += 1
+    shutil.rmtree(model_dir / "onnx")
+    shutil.copytree(directory, model_dir / "onnx")
+    (model_dir / "onnx" / "onnx.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="'past_key_0' has sizes"):
+        check_onnx_dir(model_dir / "onnx")
     shutil.rmtree(model_dir / "onnx")
     shutil.copytree(directory, model_dir / "onnx")
     assert main(["onnx", str(model_dir), "--check"]) == 0

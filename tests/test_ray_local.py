@@ -42,3 +42,70 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     while session_processes(session) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert session_processes(session) == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process whose parent chain reaches `pid`."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _session_of(pids: list[int]) -> str | None:
+    import re
+
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        found = re.search(r"(/[^\x00 ]*/session_[0-9_-]+\d)", cmdline)
+        if found:
+            return found.group(1)
+    return None
+
+
+def test_a_killed_ray_tune_command_leaves_no_ray_process_behind(tmp_path):
+    """`automoe fidelity` trains its standalone models as Ray Tune trials: SIGKILLed while a
+    trial runs, its Ray session (GCS, raylet, dashboard and runtime-env agents) goes too."""
+    from search_helpers import make_world
+
+    supernet, data = make_world(tmp_path)
+    argv = ["fidelity", str(supernet), "--data", str(data), "--out", str(tmp_path / "study"),
+            "--bands", "1", "--per-band", "2", "--dense-per-band", "1", "--seeds", "1",
+            "--double", "0", "--pool", "300", "--dev-sentences", "8", "--max-updates", "400",
+            "--warmup-updates", "1", "--max-tokens", "256", "--valid-sentences", "8",
+            "--report-every", "2", "-q"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from automoe.cli import main; sys.exit(main())",
+         *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    session = None
+    try:
+        deadline = time.monotonic() + 180
+        trial = tmp_path / "study" / "jobs" / "seed0" / "retrain" / "tune"
+        while time.monotonic() < deadline and driver.poll() is None:
+            session = session or _session_of(_descendants(driver.pid))
+            if session and list(trial.glob("trial_*/result.json")):
+                break  # a trial is training
+            time.sleep(0.5)
+        assert session and driver.poll() is None, "no Ray Tune trial started"
+        assert session_processes(session)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    deadline = time.monotonic() + 30
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_processes(session) == []

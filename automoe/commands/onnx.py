@@ -33,13 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         from supernet.model_dir import read_model_config
 
-        meta = check_onnx_dir(Path(args.model_dir) / ONNX_DIR)
         config = read_model_config(args.model_dir)[0]
-        if meta["architecture_key"] != config.key():
-            raise ValueError(f"{Path(args.model_dir) / ONNX_DIR / 'onnx.json'}: graphs of "
-                             f"architecture {meta['architecture_key']}, "
-                             f"{Path(args.model_dir) / 'config.json'} has {config.key()} "
-                             "(re-export with automoe onnx --overwrite)")
+        meta = check_onnx_dir(Path(args.model_dir) / ONNX_DIR, config,
+                              config_file=Path(args.model_dir) / "config.json")
         print(f"{Path(args.model_dir) / ONNX_DIR}: valid ({meta['decoder_layers']} decoder "
               f"layers, opset {meta['opset']}, architecture {meta['architecture_key']})")
         return 0

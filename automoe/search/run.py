@@ -372,10 +372,11 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
     def checkpoint(dump: dict[str, Any]) -> None:
         details.update(fresh)
         fresh.clear()
+        # the algorithm's state must read back exactly (an infeasible candidate's inf)
         atomic_write_json(run / "checkpoint.json", {
             "format": CHECKPOINT_FORMAT, "generation": state.generation,
             "algorithm": dump, "details": details,
-        })
+        }, strict=False)
         write_tables(run, algo, state, details)
         _write_meta(run, header, algo, state, status="running")
 
