@@ -97,11 +97,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser("fit", help="fit a latency predictor (HAT MLP vs least squares) on a dataset",
                        description="Fit HAT's MLP (3x400) and a least-squares baseline on one device's "
-                                   "latency dataset; report MAPE, RMSE and Kendall tau on held-out "
-                                   "subnets; save the better one (validation MAPE).")
-    f.add_argument("dataset", metavar="DATASET.csv")
-    f.add_argument("--out", required=True, metavar="PREDICTOR_DIR")
-    f.add_argument("--target", default="latency_ms", help="column to predict (default: %(default)s)")
+                                   "latency table; report MAPE, RMSE and Kendall tau on held-out "
+                                   "rows (80/10/10 split, --seed); save the better one (validation "
+                                   "MAPE). --format automoe: a dataset of `latency collect`; hat: "
+                                   "HAT's published tables (10 averaged features, encoder + "
+                                   "decoder mean latency); columns: any CSV, with --features and "
+                                   "--target.")
+    f.add_argument("dataset", metavar="TABLE.csv")
+    f.add_argument("-o", "--out", required=True, metavar="PREDICTOR_DIR")
+    f.add_argument("--format", default="automoe", choices=("automoe", "hat", "columns"),
+                   help="the table's format (default: %(default)s)")
+    f.add_argument("--features", default=None, metavar="COLS",
+                   help="--format columns: comma-separated feature columns")
+    f.add_argument("--target", default=None, metavar="COLS",
+                   help="column(s) to predict, summed (default: latency_ms; hat: "
+                        "latency_mean_encoder,latency_mean_decoder)")
     f.add_argument("--steps", type=int, default=5000)
     f.add_argument("--hidden-dim", type=int, default=400)
     f.add_argument("--hidden-layers", type=int, default=3)
@@ -109,6 +119,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     f.set_defaults(func=_fit)
+
+    pr = sub.add_parser("predict", help="predict latency (ms) with a fitted predictor",
+                        description="Print one predicted latency in ms per subnet config (JSON, "
+                                    "a model dir, or a HAT/AutoMoE subnet YAML, which needs "
+                                    "--space) or, with --table, per row of a CSV in the format "
+                                    "the predictor was fitted on (extra columns ignored).")
+    pr.add_argument("predictor", metavar="PREDICTOR_DIR")
+    pr.add_argument("configs", nargs="*", metavar="CONFIG")
+    pr.add_argument("--table", default=None, metavar="ROWS.csv")
+    pr.add_argument("--space", default=None,
+                    help="space to read subnet YAMLs with (default: the predictor's, else "
+                         "hat_wmt14 for a HAT-table predictor)")
+    pr.set_defaults(func=_predict)
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -167,33 +190,83 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from automoe.costs.dataset import dataset_features, read_latency_dataset
     from automoe.costs.predictor import PredictorConfig, fit_predictor
 
-    df = read_latency_dataset(args.dataset)
-    if args.target not in df:
-        raise ValueError(f"{args.dataset}: no column {args.target!r}")
-    x, names = dataset_features(df)
     cfg = PredictorConfig(hidden_dim=args.hidden_dim, hidden_layers=args.hidden_layers,
                           steps=args.steps, lr=args.lr, seed=args.seed)
-    meta = {
-        "space": str(df["space"].iloc[0]) if "space" in df else None,
-        "dataset": str(args.dataset),
-        "target": args.target,
-        "fingerprint": json.loads(df["fingerprint"].iloc[0]),
-        "fingerprint_id": str(df["fingerprint_id"].iloc[0]),
-        "protocol": json.loads(df["protocol"].iloc[0]),
-    }
-    predictor, report = fit_predictor(x, df[args.target].to_numpy(), names, cfg, meta=meta)
+    if args.format == "automoe":
+        from automoe.costs.dataset import dataset_features, read_latency_dataset
+
+        df = read_latency_dataset(args.dataset)
+        target = args.target or "latency_ms"
+        if target not in df:
+            raise ValueError(f"{args.dataset}: no column {target!r}")
+        x, names = dataset_features(df)
+        y = df[target].to_numpy()
+        meta = {
+            "format": "automoe",
+            "space": str(df["space"].iloc[0]) if "space" in df else None,
+            "dataset": str(args.dataset),
+            "target": target,
+            "fingerprint": json.loads(df["fingerprint"].iloc[0]),
+            "fingerprint_id": str(df["fingerprint_id"].iloc[0]),
+            "protocol": json.loads(df["protocol"].iloc[0]),
+        }
+    else:
+        from automoe.costs.latency_tables import read_latency_table
+
+        def columns(text: str | None) -> list[str] | None:
+            return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+        if args.format == "hat" and (args.features or args.target):
+            raise ValueError("--format hat fixes the columns; --features/--target are for "
+                             "--format columns")
+        table = read_latency_table(args.dataset, fmt=args.format,
+                                   features=columns(args.features), target=columns(args.target))
+        x, names, y = table.x, list(table.features), table.y
+        meta = {"format": args.format, "dataset": str(args.dataset),
+                "target": "+".join(table.target)}
+        if table.noise_floor_mape is not None:
+            meta["noise_floor_mape"] = table.noise_floor_mape
+    predictor, report = fit_predictor(x, y, names, cfg, meta=meta)
     predictor.save(args.out)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{args.out}: {predictor.kind} selected (validation MAPE) | "
           f"{report['n_train']}/{report['n_val']}/{report['n_test']} train/val/test subnets")
+    if "noise_floor_mape" in meta:
+        print(f"measurement spread (median std / mean of a row): {meta['noise_floor_mape']:.2f} %")
     print(f"{'held-out test':14s} {'MAPE %':>8s} {'RMSE ms':>9s} {'Kendall tau':>12s}")
     for kind in ("mlp", "linear", "constant"):
         r = report["test"][kind]
         tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:.3f}"
         print(f"{kind:14s} {r['mape']:8.2f} {r['rmse']:9.3f} {tau:>12s}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from automoe.costs.predictor import LatencyPredictor
+    from automoe.io_utils import read_csv
+
+    predictor = LatencyPredictor.load(args.predictor)
+    if bool(args.table) == bool(args.configs):
+        raise ValueError("give subnet CONFIG files or --table ROWS.csv (one of the two)")
+    if args.table:
+        values = predictor.predict_table(read_csv(args.table), source=str(args.table))
+        names = [f"{args.table} row {i + 2}" for i in range(len(values))]
+    else:
+        from search_spaces import load_space
+        from search_spaces.importers import read_subnet
+
+        space_name = args.space or predictor.meta.get("space") or (
+            "hat_wmt14" if predictor.table_format == "hat" else None)
+        space = load_space(space_name) if space_name else None
+        configs = [read_subnet(c, space if str(c).endswith((".yml", ".yaml")) else None).config
+                   for c in args.configs]
+        values = predictor.predict(configs, space if predictor.table_format == "automoe"
+                                   else None)
+        names = list(args.configs)
+    for name, value in zip(names, values, strict=True):
+        print(f"{value:.3f}\t{name}")
     return 0

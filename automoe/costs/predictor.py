@@ -16,7 +16,6 @@ Saved as ``predictor.json`` (metadata, metrics) + ``predictor.safetensors`` (all
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from torch import nn
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
 from automoe.devices import torch_threads
-from automoe.io_utils import atomic_dir, read_json
+from automoe.io_utils import atomic_dir, atomic_write_json, read_json
 from supernet.model_dir import save_safetensors
 
 if TYPE_CHECKING:
@@ -156,10 +155,34 @@ class LatencyPredictor:
             raise ValueError(f"unknown predictor kind {kind!r}; expected 'mlp' or 'linear'")
         return out * float(self.tensors["y_std"]) + float(self.tensors["y_mean"])
 
+    @property
+    def table_format(self) -> str:
+        """What the predictor reads: ``"automoe"`` (a dataset of `automoe latency collect`:
+        the space's per-layer features), ``"hat"`` (HAT's 10 averaged features) or
+        ``"columns"`` (a user's own feature columns)."""
+        return str(self.meta.get("format", "automoe"))
+
+    def predict_table(self, frame: Any, *, source: str = "<table>") -> np.ndarray:
+        """Latency (ms) of each row of a table holding the feature columns it was fitted on
+        (extra columns ignored) → [N]."""
+        from automoe.costs.latency_tables import table_features
+
+        return self.predict_features(table_features(frame, self.feature_names, source=source))
+
     def predict(self, configs: Sequence[SubnetConfig], space: SearchSpace | None = None
                 ) -> np.ndarray:
-        """Latency (ms) of each `SubnetConfig`, from `latency_features` (default space: the
-        one the predictor was trained on, loaded by name)."""
+        """Latency (ms) of each `SubnetConfig`: from HAT's averaged features for a predictor
+        fitted on a HAT table, else from `latency_features` (default space: the one the
+        predictor was trained on, loaded by name)."""
+        if self.table_format == "hat":
+            from automoe.costs.latency_tables import hat_features
+
+            return self.predict_features(np.array([hat_features(c) for c in configs],
+                                                  dtype=np.float64).reshape(len(configs), -1))
+        if self.table_format != "automoe":
+            raise ValueError(f"a predictor fitted on the columns {list(self.feature_names)} "
+                             "predicts rows of a table with those columns (--table), not "
+                             "subnet configs")
         if space is None:
             from search_spaces import load_space
 
@@ -187,7 +210,7 @@ class LatencyPredictor:
                 "config": asdict(self.config),
                 "meta": self.meta,
             }
-            (tmp / "predictor.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            atomic_write_json(tmp / "predictor.json", doc)
         return Path(path)
 
     @classmethod
