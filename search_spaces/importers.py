@@ -175,8 +175,13 @@ def import_hat_dict(data: Any, space: SearchSpace, *, source: str = "<hat yaml>"
 def to_hat_dict(config: SubnetConfig) -> dict[str, Any]:
     """The AutoMoE subnet YAML mapping of ``config`` (inverse of `import_hat_dict`).
 
-    Raises ValueError for experts below 32 bits: the format has no precision key."""
+    Raises ValueError for experts below 32 bits or routing other than by token: the format
+    has no precision or routing key."""
     c = config
+    if (c.encoder_routing, c.decoder_routing) != ("token", "token"):
+        raise ValueError(f"subnet {c.key()}: HAT/AutoMoE subnet YAML has no routing key; only "
+                         f"token-routed subnets can be written, got encoder_routing "
+                         f"{c.encoder_routing!r}, decoder_routing {c.decoder_routing!r}")
     if not c.is_full_precision:
         raise ValueError(f"subnet {c.key()}: HAT/AutoMoE subnet YAML has no expert precision; "
                          f"only full-precision (32-bit) subnets can be written, got "

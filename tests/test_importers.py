@@ -134,6 +134,10 @@ def test_writer_is_the_inverse(space_name):
             with pytest.raises(ValueError, match="no expert precision"):
                 to_hat_yaml(config)
             continue
+        if (config.encoder_routing, config.decoder_routing) != ("token", "token"):
+            with pytest.raises(ValueError, match="no routing key"):  # nor a routing key
+                to_hat_yaml(config)
+            continue
         assert import_hat_dict(yaml.safe_load(to_hat_yaml(config)), space) == config
 
 
