@@ -533,10 +533,8 @@ def _key(config: Mapping[str, Any]) -> str:
 
 def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> FidelityOutcome:
     """Runs (or resumes) the study; see the module docstring."""
-    import torch
-
+    from automoe.checkpoints import read_supernet
     from automoe.data import read_meta
-    from automoe.search.scoring import build_supernet, read_supernet
     from automoe.training.retrain import RetrainSettings
 
     out = Path(settings.out)
@@ -574,11 +572,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             built: dict[int, Any] = {}
             for dense, part in parts:
                 if id(part) not in built:
-                    model = build_supernet(part.space, part.vocab_size, part.options,
-                                           source=str(part.file))
-                    model.load_state_dict({k: torch.from_numpy(v) for k, v in
-                                           part.state.items()})
-                    built[id(part)] = model
+                    built[id(part)] = part.build_model()
                 models[dense] = built[id(part)]
         dev = _dev_scorer(settings, identity["label_smoothing"])
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",

@@ -34,13 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from automoe.checkpoints import read_supernet  # noqa: E402
 from automoe.fidelity import scored  # noqa: E402
-from automoe.search.scoring import (  # noqa: E402
-    DevScorer,
-    ScoringSettings,
-    build_supernet,
-    read_supernet,
-)
+from automoe.search.scoring import DevScorer, ScoringSettings  # noqa: E402
 from automoe.stats import rank_agreement  # noqa: E402
 
 
@@ -60,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     ckpt = read_supernet(args.supernet)
-    model = build_supernet(ckpt.space, ckpt.vocab_size, ckpt.options, source="bench")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in ckpt.state.items()})
+    model = ckpt.build_model()
     dev = DevScorer(args.data, ScoringSettings(bleu=True, threads=args.threads),
                     label_smoothing=ckpt.label_smoothing)
     rng = random.Random(args.seed)

@@ -24,9 +24,9 @@ import dataclasses
 import json
 import random
 
+from automoe.checkpoints import read_supernet
 from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
 from automoe.search.scoring import DevScorer, ScoringSettings
-from automoe.training.runs import read_supernet_checkpoint
 from search_spaces.files import atomic_write_json
 from supernet.quant import int8_kernel
 
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="where latency is measured (default: torch)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    _, model, space, state = read_supernet_checkpoint(args.supernet)
+    checkpoint = read_supernet(args.supernet)
+    model, space = checkpoint.build_model(), checkpoint.space
     # the dev loss uses the training loss's epsilon, as the search's scorer does
-    smoothing = float((state.get("train_config") or {}).get("label_smoothing", 0.1))
     scorer = DevScorer(args.data, ScoringSettings(dev_sentences=args.dev_sentences, bleu=False),
-                       label_smoothing=smoothing)
+                       label_smoothing=checkpoint.label_smoothing)
     protocol = LatencyProtocol(threads=1, warmup=2, runs=max(args.latency_runs, 1),
                                vocab_size=model.vocab_size, weights=f"supernet:{args.supernet}",
                                runtime=args.runtime)

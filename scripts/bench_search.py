@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not stale installs
 
+from automoe.checkpoints import read_supernet
 from automoe.io_utils import atomic_write_json
 from automoe.search.evaluators import RayEvaluator, SerialEvaluator
 from automoe.search.objectives import parse_objectives
@@ -37,7 +38,6 @@ from automoe.search.scoring import (
     CandidateScorerFactory,
     CheapCosts,
     ScoringSettings,
-    read_supernet,
 )
 from evolution import hypervolume, step
 

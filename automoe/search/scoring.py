@@ -2,14 +2,14 @@
 
 Pieces, in the order a search uses them:
 
-- `read_supernet` reads a supernet checkpoint (run dir or file): its space, vocabulary,
-  model options and weights; the weights are loaded into a freshly built supernet here, so
-  a checkpoint that does not fit its space fails now, with a ValueError naming the file.
+- the supernet checkpoint is read by `automoe.checkpoints.read_supernet` (a checkpoint that
+  does not fit its space fails there) and rebuilt into a model by its `build_model`.
 - `CheapCosts` computes the metrics that are pure functions of the config (analytic FLOPs,
   HAT-convention params, predicted latency) in the driver, and checks constraints on them
   against the space's smallest subnet before any scoring starts.
 - `CandidateScorerFactory` is what the evaluators ship to each worker: called with the
-  shared numpy state dict, it builds a `CandidateScorer` holding the supernet once.
+  shared numpy state dict, it builds a `CandidateScorer` holding the supernet once
+  (`SupernetCheckpoint.build_model`).
 - `DevScorer` scores any model on the fixed dev set (the first ``dev_sentences`` of the
   valid split, all by default; fixed batches): label-smoothed dev loss and NLL with their
   standard errors over sentences, and BLEU/chrF of its translations (sacreBLEU; greedy or
@@ -27,9 +27,7 @@ Pieces, in the order a search uses them:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,15 +39,11 @@ from automoe.search.evaluators import Score
 from automoe.search.objectives import latency_metric
 
 if TYPE_CHECKING:
+    from automoe.checkpoints import SupernetCheckpoint
     from search_spaces.config import SubnetConfig
-    from search_spaces.space import SearchSpace
-    from supernet.supertransformer import SuperTransformer
     from supernet.transformer import Transformer
 
 __all__ = [
-    "SupernetCheckpoint",
-    "read_supernet",
-    "with_space",
     "check_data",
     "data_identity",
     "CheapCosts",
@@ -62,78 +56,6 @@ __all__ = [
     "SentenceScores",
     "sentence_losses",
 ]
-
-
-@dataclass(frozen=True)
-class SupernetCheckpoint:
-    """A supernet checkpoint, read and checked.
-
-    Attributes:
-        file: the checkpoint file.
-        space: its `SearchSpace` (rebuilt from the checkpoint, no YAML needed).
-        vocab_size: joint vocabulary size.
-        options: `ModelOptions.to_dict()` of the trained model.
-        update: training updates done.
-        label_smoothing: the training loss's epsilon (the dev ``loss`` uses it too).
-        sha256: of the file (the run's identity in search.json).
-        state: the weights as numpy arrays (shared through Ray's object store).
-    """
-
-    file: Path
-    space: SearchSpace
-    vocab_size: int
-    options: dict[str, Any]
-    update: int
-    label_smoothing: float
-    sha256: str
-    state: dict[str, np.ndarray]
-
-    def identity(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.file.resolve()), "sha256": self.sha256,
-                "update": self.update, "vocab_size": self.vocab_size,
-                "space": self.space.name, "model_options": self.options,
-                "label_smoothing": self.label_smoothing}
-
-
-def build_supernet(space: SearchSpace, vocab_size: int, options: dict[str, Any], *, source: str
-                   ) -> SuperTransformer:
-    """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
-    from supernet import ModelOptions, SuperTransformer
-
-    return SuperTransformer(space, vocab_size,
-                            options=ModelOptions.from_dict(options, source=source))
-
-
-def read_supernet(path: str | Path) -> SupernetCheckpoint:
-    """Reads ``path`` (a supernet run dir, i.e. its ``checkpoint_last.pt``, or a checkpoint
-    file) with `automoe.training.runs.read_supernet_checkpoint`, which checks that its weights fit
-    the supernet of its space."""
-    import torch
-
-    from automoe.training.runs import read_supernet_checkpoint
-
-    file, model, space, state = read_supernet_checkpoint(path, which="last")
-    train_config = state.get("train_config") or {}
-    arrays = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype)
-              .contiguous().numpy() for k, v in model.state_dict().items()}
-    return SupernetCheckpoint(
-        file=file, space=space, vocab_size=model.vocab_size,
-        options=dict(state["model_options"]), update=int(state.get("update", -1)),
-        label_smoothing=float(train_config.get("label_smoothing", 0.1)),
-        sha256=file_sha256(file), state=arrays,
-    )
-
-
-def with_space(checkpoint: SupernetCheckpoint, space: str) -> SupernetCheckpoint:
-    """``checkpoint`` searched over the space ``space`` (name or YAML) instead of its own;
-    ValueError unless the two differ only in ``expert_bits``
-    (`search_spaces.space.check_precision_variant`)."""
-    from search_spaces.space import check_precision_variant, load_space
-
-    variant = load_space(space)
-    check_precision_variant(checkpoint.space, variant,
-                            source=f"--space {space} on supernet {checkpoint.file}")
-    return dataclasses.replace(checkpoint, space=variant)
 
 
 def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,
@@ -172,14 +94,8 @@ class TaskServer:
     the config `supernet.task_extract.for_task` gives it for the task's tag."""
 
     def __init__(self, checkpoint: SupernetCheckpoint, task: str, tag: int) -> None:
-        import torch
-
         self.task, self.tag = task, tag
-        self.model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
-                                    source=str(checkpoint.file))
-        self.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in
-                                    checkpoint.state.items()})
-        self.model.eval()
+        self.model = checkpoint.build_model()
 
     def served(self, config: SubnetConfig) -> SubnetConfig:
         from supernet.task_extract import served_config
@@ -337,10 +253,7 @@ class ScoringSettings:
 class CandidateScorerFactory:
     """Picklable recipe for a `CandidateScorer`; ``factory(state) -> CandidateScorer``."""
 
-    space: dict[str, Any]
-    vocab_size: int
-    options: dict[str, Any]
-    label_smoothing: float
+    checkpoint: SupernetCheckpoint  # without its weights: `__call__` gets them
     data: str
     settings: ScoringSettings
     weights: str = "random"  # latency protocol's weights id: "supernet:<sha256 prefix>"
@@ -349,8 +262,7 @@ class CandidateScorerFactory:
     @classmethod
     def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings,
            *, latency_cache: str | Path | None = None) -> CandidateScorerFactory:
-        return cls(checkpoint.space.to_dict(), checkpoint.vocab_size, checkpoint.options,
-                   checkpoint.label_smoothing, str(Path(data).resolve()), settings,
+        return cls(checkpoint.without_weights(), str(Path(data).resolve()), settings,
                    weights=f"supernet:{checkpoint.sha256[:16]}",
                    latency_cache=None if latency_cache is None
                    else str(Path(latency_cache).resolve()))
@@ -494,18 +406,12 @@ class CandidateScorer:
     def __init__(self, recipe: CandidateScorerFactory, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        from search_spaces import SearchSpace
-
         s = recipe.settings
         self.settings, self.recipe = s, recipe
         self.device = torch.device(s.device)
-        space = SearchSpace.from_dict(recipe.space, source="scorer")
-        self.model = build_supernet(space, recipe.vocab_size, recipe.options, source="scorer")
-        with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies
-            warnings.simplefilter("ignore", UserWarning)
-            self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-        self.model.to(self.device).eval()
-        self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
+        checkpoint = recipe.checkpoint
+        self.model = checkpoint.with_weights(state).build_model(self.device)
+        self.dev = DevScorer(recipe.data, s, label_smoothing=checkpoint.label_smoothing)
         self.tag = None
         if s.task is not None:
             from automoe.data import Tokenizer
@@ -513,7 +419,7 @@ class CandidateScorer:
             self.tag = Tokenizer.load(recipe.data).task_id(s.task)
         # metric name -> protocol, e.g. {"latency": torch's, "latency_ort": ONNX Runtime's}
         self.latency_protocols = {latency_metric(rt).name: s.latency_protocol(
-            recipe.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
+            checkpoint.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
         self.latency_cache = None
         if recipe.latency_cache is not None:
             from automoe.costs.latency_cache import LatencyCache
