@@ -60,7 +60,7 @@ from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from search_spaces.checks import check_ints
 
 if TYPE_CHECKING:
-    from automoe.search.scoring import DevScorer
+    from automoe.dev_scoring import DevScorer
     from search_spaces.config import SubnetConfig
     from search_spaces.space import SearchSpace
 
@@ -241,7 +241,7 @@ def double_budget_keys(chosen: Sequence[Chosen], count: int) -> list[str]:
 
 
 def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> DevScorer:
-    from automoe.search.scoring import DevScorer, ScoringSettings
+    from automoe.dev_scoring import DevScorer, ScoringSettings
 
     return DevScorer(settings.data, ScoringSettings(
         dev_sentences=settings.dev_sentences, bleu=True, beam=settings.beam,
@@ -282,7 +282,7 @@ def scored(dev: DevScorer, model: Any, subnet: SubnetConfig | None,
     FLOPs under the routing observed on the dev set; the per-sentence scores go to
     `sentences` (`automoe.sentences`) when given."""
     from automoe.costs.flops import flops as count_flops
-    from automoe.search.scoring import SentenceScores
+    from automoe.dev_scoring import SentenceScores
     from automoe.sentences import save_sentence_scores
 
     start = time.process_time()

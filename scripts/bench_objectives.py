@@ -5,7 +5,7 @@ objectives")?
         [--subnets 12] [--seed 0] [--threads 1] [--json F]
 
 Scores ``--subnets`` random subnets of the supernet's space with the search's own scorer
-(`automoe.search.scoring.DevScorer`: whole dev split, greedy decoding, sacreBLEU 95%
+(`automoe.dev_scoring.DevScorer`: whole dev split, greedy decoding, sacreBLEU 95%
 bootstrap intervals, loss SE over sentences) and reports per objective:
 
 - CPU seconds per subnet (process CPU time, ``--threads`` torch threads): the loss is one
@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from automoe.checkpoints import read_supernet  # noqa: E402
+from automoe.dev_scoring import DevScorer, ScoringSettings  # noqa: E402
 from automoe.fidelity import scored  # noqa: E402
-from automoe.search.scoring import DevScorer, ScoringSettings  # noqa: E402
 from automoe.stats import rank_agreement  # noqa: E402
 
 

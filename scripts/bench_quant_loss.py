@@ -8,7 +8,7 @@ The supernet (any trained checkpoint; its space need not have ``expert_bits``) s
 eval mode, its space's largest subnet and ``--subnets`` seeded samples, each three times:
 all experts fp32, all int8 and all int4 (post-training quantization of the expert slices,
 `supernet.quant`; attention, embeddings and routers fp32). Dev loss as the search computes
-it (`automoe.search.scoring.DevScorer`, loss only), with its standard error over sentences.
+it (`automoe.dev_scoring.DevScorer`, loss only), with its standard error over sentences.
 With ``--latency-runs N`` also each subnet's latency at each precision under the search's
 protocol (`automoe.costs.latency`: 1 thread, batch 1, 30 source tokens, beam 5 as rows, 30
 cached decoder steps, 2 warm-up + N timed runs, median), on the model extracted from the
@@ -26,7 +26,7 @@ import random
 
 from automoe.checkpoints import read_supernet
 from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
-from automoe.search.scoring import DevScorer, ScoringSettings
+from automoe.dev_scoring import DevScorer, ScoringSettings
 from search_spaces.files import atomic_write_json
 from supernet.quant import int8_kernel
 

@@ -95,6 +95,7 @@ def searched(tmp_path_factory):
 
 def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     from automoe.checkpoints import read_supernet
+    from automoe.dev_scoring import ScoringSettings
     from automoe.search import scoring
 
     out, supernet, data = searched
@@ -108,7 +109,7 @@ def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     # the search's loss and its SE are those of the whole dev split, sentence by sentence
     ckpt = read_supernet(supernet)
     scorer = scoring.CandidateScorerFactory.of(
-        ckpt, data, scoring.ScoringSettings(bleu=False))(ckpt.state)
+        ckpt, data, ScoringSettings(bleu=False))(ckpt.state)
     row = table.iloc[0]
     from search_spaces import SubnetConfig
 

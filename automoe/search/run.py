@@ -55,6 +55,7 @@ from automoe.search.settings import (
 )
 
 if TYPE_CHECKING:
+    from automoe.dev_scoring import ScoringSettings
     from automoe.search.scoring import CheapCosts
     from evolution import Constraint, Objective
 
@@ -227,8 +228,8 @@ def run_search(settings: SearchSettings, *,
 
 
 def _scoring_settings(settings: SearchSettings, *, bleu: bool,
-                      runtimes: tuple[str, ...] = ("torch",)) -> Any:
-    from automoe.search.scoring import ScoringSettings
+                      runtimes: tuple[str, ...] = ("torch",)) -> ScoringSettings:
+    from automoe.dev_scoring import ScoringSettings
 
     return ScoringSettings(
         dev_sentences=settings.dev_sentences, task=settings.task, bleu=bleu, beam=settings.beam,
