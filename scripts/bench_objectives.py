@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from automoe.checkpoints import read_supernet  # noqa: E402
 from automoe.dev_scoring import DevScorer, ScoringSettings  # noqa: E402
 from automoe.fidelity import scored  # noqa: E402
+from automoe.io_utils import atomic_write_json  # noqa: E402
 from automoe.stats import rank_agreement  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        atomic_write_json(args.json, out, indent=1)
     return 0
 
 
