@@ -11,13 +11,16 @@ __all__ = ["check_device", "default_device", "torch_threads"]
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Runs the block with torch's intra-op threads set to `threads` (None: unchanged) and
-    restores the previous count however the block ends."""
-    import torch
+    """Runs the block with torch's intra-op threads set to `threads` and restores the
+    previous count however the block ends. None leaves the count alone and does not import
+    torch (a torch-free caller never pays its import)."""
+    if threads is None:
+        yield
+        return
+    import torch  # lazily: the light commands import this module
 
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

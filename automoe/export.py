@@ -289,8 +289,8 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     Every check (run dir, output dir, pick rule, checkpoint identity, tokenizer) runs before
     anything is written; ``out`` appears complete or not at all.
     """
+    from automoe.checkpoints import load_supernet
     from automoe.data import Tokenizer
-    from automoe.training.runs import load_supernet
     from search_spaces import SubnetConfig
 
     if onnx:

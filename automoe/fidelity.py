@@ -60,7 +60,7 @@ from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from search_spaces.checks import check_ints
 
 if TYPE_CHECKING:
-    from automoe.search.scoring import DevScorer
+    from automoe.dev_scoring import DevScorer
     from search_spaces.config import SubnetConfig
     from search_spaces.space import SearchSpace
 
@@ -241,7 +241,7 @@ def double_budget_keys(chosen: Sequence[Chosen], count: int) -> list[str]:
 
 
 def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> DevScorer:
-    from automoe.search.scoring import DevScorer, ScoringSettings
+    from automoe.dev_scoring import DevScorer, ScoringSettings
 
     return DevScorer(settings.data, ScoringSettings(
         dev_sentences=settings.dev_sentences, bleu=True, beam=settings.beam,
@@ -282,7 +282,7 @@ def scored(dev: DevScorer, model: Any, subnet: SubnetConfig | None,
     FLOPs under the routing observed on the dev set; the per-sentence scores go to
     `sentences` (`automoe.sentences`) when given."""
     from automoe.costs.flops import flops as count_flops
-    from automoe.search.scoring import SentenceScores
+    from automoe.dev_scoring import SentenceScores
     from automoe.sentences import save_sentence_scores
 
     start = time.process_time()
@@ -533,10 +533,8 @@ def _key(config: Mapping[str, Any]) -> str:
 
 def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> FidelityOutcome:
     """Runs (or resumes) the study; see the module docstring."""
-    import torch
-
+    from automoe.checkpoints import read_supernet
     from automoe.data import read_meta
-    from automoe.search.scoring import build_supernet, read_supernet
     from automoe.training.retrain import RetrainSettings
 
     out = Path(settings.out)
@@ -574,11 +572,7 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
             built: dict[int, Any] = {}
             for dense, part in parts:
                 if id(part) not in built:
-                    model = build_supernet(part.space, part.vocab_size, part.options,
-                                           source=str(part.file))
-                    model.load_state_dict({k: torch.from_numpy(v) for k, v in
-                                           part.state.items()})
-                    built[id(part)] = model
+                    built[id(part)] = part.build_model()
                 models[dense] = built[id(part)]
         dev = _dev_scorer(settings, identity["label_smoothing"])
         inherited = _each([(k, configs[k]) for k in keys], out / "inherited",

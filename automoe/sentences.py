@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from automoe.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from automoe.dev_scoring import SentenceScores
 
 __all__ = ["sentence_arrays", "save_sentence_scores", "save_arrays", "load_sentence_scores",
            "SUFFIX"]
@@ -31,8 +34,8 @@ SUFFIX = ".npz"
 _KEYS = ("loss", "nll", "tokens", "bleu_stats", "chrf_stats")
 
 
-def sentence_arrays(sentences: Any, refs: list[str]) -> dict[str, np.ndarray]:
-    """The arrays of the archive format above from a `automoe.search.scoring.SentenceScores`
+def sentence_arrays(sentences: SentenceScores, refs: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of the archive format above from a `automoe.dev_scoring.SentenceScores`
     (translations, when present, as their statistics against `refs`)."""
     from automoe.stats import sentence_stats
 
@@ -47,7 +50,7 @@ def sentence_arrays(sentences: Any, refs: list[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_sentence_scores(path: str | os.PathLike, sentences: Any, refs: list[str]) -> Path:
+def save_sentence_scores(path: str | os.PathLike, sentences: SentenceScores, refs: list[str]) -> Path:
     """Writes `sentence_arrays` of `sentences` to ``path`` + ``.npz`` atomically."""
     return save_arrays(path, sentence_arrays(sentences, refs))
 

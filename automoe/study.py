@@ -168,8 +168,8 @@ def matched_dense(moe: pd.DataFrame, dense: pd.DataFrame) -> dict[str, str]:
 def test_nll(model_dir: Path, sentences: int, *, data: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per-sentence NLL sums and target token counts ([sentences] each) of the model in
     `model_dir` on the first `sentences` of `data`'s test split (teacher forced)."""
+    from automoe.dev_scoring import DevScorer, ScoringSettings
     from automoe.export import load_subnet
-    from automoe.search.scoring import DevScorer, ScoringSettings
 
     model = load_subnet(model_dir, data_dir=data).model
     scorer = DevScorer(data, ScoringSettings(dev_sentences=sentences, bleu=False),

@@ -168,8 +168,8 @@ def _score_all(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str],
                ) -> pd.DataFrame:
     """Per (system, seed, language): test loss, NLL and BLEU/chrF, archives in sentences/."""
     from automoe.bleu import corpus_scores
+    from automoe.dev_scoring import DevScorer, ScoringSettings
     from automoe.export import load_subnet
-    from automoe.search.scoring import DevScorer, ScoringSettings
     from automoe.sentences import save_sentence_scores
     from automoe.stats import loss_with_se
 

@@ -46,6 +46,7 @@ from automoe.bleu import corpus_scores  # noqa: E402
 from automoe.data import TokenBatcher, Tokenizer, load_split, read_meta  # noqa: E402
 from automoe.data.store import Ragged, RaggedWriter  # noqa: E402
 from automoe.decoding import beam_search, greedy_decode, translate_ids  # noqa: E402
+from automoe.io_utils import atomic_write_json  # noqa: E402
 from supernet.tokens import PAD_ID  # noqa: E402
 
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        atomic_write_json(args.json, result)
     return 0
 
 

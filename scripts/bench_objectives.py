@@ -5,7 +5,7 @@ objectives")?
         [--subnets 12] [--seed 0] [--threads 1] [--json F]
 
 Scores ``--subnets`` random subnets of the supernet's space with the search's own scorer
-(`automoe.search.scoring.DevScorer`: whole dev split, greedy decoding, sacreBLEU 95%
+(`automoe.dev_scoring.DevScorer`: whole dev split, greedy decoding, sacreBLEU 95%
 bootstrap intervals, loss SE over sentences) and reports per objective:
 
 - CPU seconds per subnet (process CPU time, ``--threads`` torch threads): the loss is one
@@ -34,13 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from automoe.checkpoints import read_supernet  # noqa: E402
+from automoe.dev_scoring import DevScorer, ScoringSettings  # noqa: E402
 from automoe.fidelity import scored  # noqa: E402
-from automoe.search.scoring import (  # noqa: E402
-    DevScorer,
-    ScoringSettings,
-    build_supernet,
-    read_supernet,
-)
+from automoe.io_utils import atomic_write_json  # noqa: E402
 from automoe.stats import rank_agreement  # noqa: E402
 
 
@@ -60,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     ckpt = read_supernet(args.supernet)
-    model = build_supernet(ckpt.space, ckpt.vocab_size, ckpt.options, source="bench")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in ckpt.state.items()})
+    model = ckpt.build_model()
     dev = DevScorer(args.data, ScoringSettings(bleu=True, threads=args.threads),
                     label_smoothing=ckpt.label_smoothing)
     rng = random.Random(args.seed)
@@ -96,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        atomic_write_json(args.json, out, indent=1)
     return 0
 
 

@@ -48,8 +48,8 @@ from automoe.costs.latency import (  # noqa: E402
     protocol_fingerprint,
 )
 from automoe.costs.latency_cache import LatencyCache  # noqa: E402
+from automoe.dev_scoring import ScoringSettings  # noqa: E402
 from automoe.io_utils import atomic_write_csv, atomic_write_json  # noqa: E402
-from automoe.search.scoring import ScoringSettings  # noqa: E402
 from automoe.stats import bootstrap_seed, rank_agreement  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 from search_spaces.importers import read_subnet  # noqa: E402

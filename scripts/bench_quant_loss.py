@@ -8,7 +8,7 @@ The supernet (any trained checkpoint; its space need not have ``expert_bits``) s
 eval mode, its space's largest subnet and ``--subnets`` seeded samples, each three times:
 all experts fp32, all int8 and all int4 (post-training quantization of the expert slices,
 `supernet.quant`; attention, embeddings and routers fp32). Dev loss as the search computes
-it (`automoe.search.scoring.DevScorer`, loss only), with its standard error over sentences.
+it (`automoe.dev_scoring.DevScorer`, loss only), with its standard error over sentences.
 With ``--latency-runs N`` also each subnet's latency at each precision under the search's
 protocol (`automoe.costs.latency`: 1 thread, batch 1, 30 source tokens, beam 5 as rows, 30
 cached decoder steps, 2 warm-up + N timed runs, median), on the model extracted from the
@@ -24,9 +24,9 @@ import dataclasses
 import json
 import random
 
+from automoe.checkpoints import read_supernet
 from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
-from automoe.search.scoring import DevScorer, ScoringSettings
-from automoe.training.runs import read_supernet_checkpoint
+from automoe.dev_scoring import DevScorer, ScoringSettings
 from search_spaces.files import atomic_write_json
 from supernet.quant import int8_kernel
 
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="where latency is measured (default: torch)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    _, model, space, state = read_supernet_checkpoint(args.supernet)
+    checkpoint = read_supernet(args.supernet)
+    model, space = checkpoint.build_model(), checkpoint.space
     # the dev loss uses the training loss's epsilon, as the search's scorer does
-    smoothing = float((state.get("train_config") or {}).get("label_smoothing", 0.1))
     scorer = DevScorer(args.data, ScoringSettings(dev_sentences=args.dev_sentences, bleu=False),
-                       label_smoothing=smoothing)
+                       label_smoothing=checkpoint.label_smoothing)
     protocol = LatencyProtocol(threads=1, warmup=2, runs=max(args.latency_runs, 1),
                                vocab_size=model.vocab_size, weights=f"supernet:{args.supernet}",
                                runtime=args.runtime)

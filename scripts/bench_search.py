@@ -29,16 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not stale installs
 
+from automoe.checkpoints import read_supernet
+from automoe.dev_scoring import ScoringSettings
 from automoe.io_utils import atomic_write_json
 from automoe.search.evaluators import RayEvaluator, SerialEvaluator
 from automoe.search.objectives import parse_objectives
 from automoe.search.run import SearchSettings, build_algorithm
-from automoe.search.scoring import (
-    CandidateScorerFactory,
-    CheapCosts,
-    ScoringSettings,
-    read_supernet,
-)
+from automoe.search.scoring import CandidateScorerFactory, CheapCosts
 from evolution import hypervolume, step
 
 

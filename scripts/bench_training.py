@@ -25,7 +25,6 @@ is a ratio within one run on the device printed with it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
               f"params, gloo): {res['ddp']['full_gradient_all_reduce_ms']:.0f} ms")
     res["load_average_after"] = os.getloadavg()[0]
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        atomic_write_json(args.json, res)
     return 0
 
 

@@ -208,8 +208,8 @@ def test_batches_carry_task_ids_and_plans_do_not_change(en_x):
 def test_training_and_scoring_batches_carry_tasks(en_x, tmp_path, multilingual):
     """The call sites that batch a split (training, dev scoring, observed routing) pass its
     task ids along and read batches by field; monolingual batches keep tasks None."""
+    from automoe.dev_scoring import DevScorer, ScoringSettings
     from automoe.fidelity import observed_routing
-    from automoe.search.scoring import DevScorer, ScoringSettings
     from automoe.training.presets import TrainOptions
     from automoe.training.runs import _batchers
     from search_spaces import load_space

@@ -64,9 +64,9 @@ def test_every_step_ran_and_wrote_its_outputs(pipeline):
 
 
 def test_exported_subnet_is_the_best_bleu_row_and_translates_like_the_supernet(pipeline):
+    from automoe.checkpoints import load_supernet
     from automoe.data import Tokenizer
     from automoe.decoding import translate_texts
-    from automoe.training.runs import load_supernet
 
     out, _ = pipeline
     table = pd.read_csv(out.search / "candidates.csv")

@@ -188,9 +188,9 @@ def test_knee_of_a_one_point_front_and_two_objectives():
 
 
 def test_exported_weights_and_translations_equal_the_supernets(world, exported):
+    from automoe.checkpoints import load_supernet
     from automoe.data import Tokenizer
     from automoe.decoding import translate_texts
-    from automoe.training.runs import load_supernet
     from search_spaces import SubnetConfig
     from search_spaces.importers import read_subnet
 

@@ -246,7 +246,7 @@ def test_fidelity_files_hold_the_columns_and_every_tau_recomputes(study):
     assert loss_with_se(arrays["loss"], arrays["tokens"])[0] == pytest.approx(
         row["standalone_loss"], rel=1e-9)
     assert arrays["bleu_stats"].shape == (12, 10) and arrays["chrf_stats"].shape == (12, 18)
-    from automoe.search.scoring import DevScorer, ScoringSettings
+    from automoe.dev_scoring import DevScorer, ScoringSettings
     from supernet import Transformer
 
     model = Transformer.load(out / "jobs" / "seed0" / "retrain" / "models" / key / "model")

@@ -58,10 +58,10 @@ def test_search_on_loss_and_bytes_respects_a_bytes_bound(searched):
 
 def test_export_load_translate_of_an_int8_subnet_equals_the_supernets_scoring(searched,
                                                                              tmp_path):
+    from automoe.checkpoints import load_supernet
     from automoe.data import Tokenizer
     from automoe.decoding import translate_texts
     from automoe.export import load_subnet
-    from automoe.training.runs import load_supernet
     from supernet.params import weight_bytes as bytes_of
 
     table = pd.read_csv(searched.out / "candidates.csv", dtype={"key": str})

@@ -85,8 +85,8 @@ def test_dev_nll_equals_extracted_model_teacher_forcing(full_run, world):
 
 def _extracted_nll(world, config_json: str, sentences: int = 8) -> float:
     """Dev NLL per token of the extracted subnet, sentence by sentence (no batching)."""
+    from automoe.checkpoints import load_supernet
     from automoe.data import load_split
-    from automoe.training.runs import load_supernet
     from supernet.tokens import BOS_ID, EOS_ID
 
     supernet, data = world
@@ -246,9 +246,9 @@ def test_bleu_is_sacrebleu_of_the_extracted_subnets_greedy_translations(world, t
     extracted static model, one sentence at a time (no batching, no padding)."""
     import sacrebleu
 
+    from automoe.checkpoints import load_supernet
     from automoe.data import Tokenizer, load_split
     from automoe.decoding import greedy_decode
-    from automoe.training.runs import load_supernet
     from supernet.tokens import EOS_ID
 
     supernet, data = world

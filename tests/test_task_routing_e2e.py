@@ -16,12 +16,12 @@ import torch
 import yaml
 from search_helpers import make_multilingual_data, make_supernet
 
+from automoe.checkpoints import load_supernet
 from automoe.cli import main
 from automoe.data import Tokenizer, load_split
 from automoe.decoding import translate_texts
 from automoe.export import load_subnet
 from automoe.search import SearchSettings, run_search
-from automoe.training.runs import load_supernet
 from search_spaces import SubnetConfig, load_space
 from supernet.task_extract import for_task
 

@@ -12,9 +12,9 @@ import pytest
 import sacrebleu
 import torch
 
+from automoe.checkpoints import load_supernet
 from automoe.cli import main
 from automoe.data import PrepareOptions, make_source, prepare
-from automoe.training.runs import load_supernet
 from search_spaces import load_space
 from supernet.training.checkpoint import average_model_states, load_checkpoint
 from supernet.transformer import Transformer

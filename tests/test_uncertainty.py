@@ -94,6 +94,8 @@ def searched(tmp_path_factory):
 
 
 def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
+    from automoe.checkpoints import read_supernet
+    from automoe.dev_scoring import ScoringSettings
     from automoe.search import scoring
 
     out, supernet, data = searched
@@ -105,9 +107,9 @@ def test_search_tables_carry_intervals_and_comparisons_are_paired(searched):
     cols = list(table.columns)
     assert cols.index("bleu_lo") == cols.index("bleu") + 1  # a metric's interval follows it
     # the search's loss and its SE are those of the whole dev split, sentence by sentence
-    ckpt = scoring.read_supernet(supernet)
+    ckpt = read_supernet(supernet)
     scorer = scoring.CandidateScorerFactory.of(
-        ckpt, data, scoring.ScoringSettings(bleu=False))(ckpt.state)
+        ckpt, data, ScoringSettings(bleu=False))(ckpt.state)
     row = table.iloc[0]
     from search_spaces import SubnetConfig
 

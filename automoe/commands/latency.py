@@ -142,7 +142,7 @@ def _measure(args: argparse.Namespace) -> int:
     protocol = protocol_from_args(args)
     supernet = None
     if args.supernet:
-        from automoe.training.runs import load_supernet
+        from automoe.checkpoints import load_supernet
 
         supernet, space = load_supernet(args.supernet, which=args.checkpoint)
         config = read_subnet(args.config, load_space(args.space) if args.space else space).config

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from automoe.devices import torch_threads
+
 __all__ = [
     "Score",
     "Evaluation",
@@ -88,21 +90,6 @@ ProgressFn = Callable[[str, int, "Evaluation"], None]
 _PHASES = ("score", "latency")
 
 
-def _set_threads(threads: int | None) -> int | None:
-    """Sets torch's intra-op threads; returns the previous count (None: left alone).
-
-    Ray sets OMP_NUM_THREADS per actor, but a process that imported torch earlier keeps its
-    old count, so the count is always set explicitly.
-    """
-    if not threads:
-        return None
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    return previous
-
-
 def _normal_priority() -> int:
     """Undoes Ray's default worker niceness (15) where permitted; returns the niceness.
 
@@ -146,8 +133,13 @@ class ScoringWorker:
         self.name = name
         self.nice = _normal_priority()
         self.scorer = factory(shared)
-        if threads and "torch" in sys.modules:  # a torch-free scorer never pays its import
-            _set_threads(threads)
+        # The actor's count for its whole life (nothing to restore): Ray sets OMP_NUM_THREADS
+        # per actor, but a process that imported torch earlier keeps its old count. A
+        # torch-free scorer never pays torch's import.
+        if threads and "torch" in sys.modules:
+            import torch
+
+            torch.set_num_threads(int(threads))
 
     def ready(self) -> str:
         return f"{self.name} pid={os.getpid()} nice={self.nice}"
@@ -174,11 +166,8 @@ class SerialEvaluator:
                  latency: bool = False) -> None:
         self.threads = threads
         self.latency = latency
-        previous = _set_threads(threads)
-        try:
+        with torch_threads(threads or None):
             self.worker = ScoringWorker(factory, shared, threads=None, name="serial")
-        finally:
-            _set_threads(previous)
 
     @property
     def description(self) -> str:
@@ -187,17 +176,14 @@ class SerialEvaluator:
     def evaluate(self, configs: Sequence[Any], on_result: ProgressFn | None = None
                  ) -> list[Evaluation]:
         phases = _PHASES if self.latency else _PHASES[:1]
-        previous = _set_threads(self.threads)
-        try:
-            parts: list[list[_Part]] = [[] for _ in configs]
+        parts: list[list[_Part]] = [[] for _ in configs]
+        with torch_threads(self.threads or None):
             for phase in phases:
                 for i, config in enumerate(configs):
                     _, score, seconds = self.worker.run(phase, i, config)
                     parts[i].append((phase, score, "serial", seconds))
                     if on_result is not None:
                         on_result(phase, i, _merge(config.key(), parts[i]))
-        finally:
-            _set_threads(previous)
         return [_merge(c.key(), p) for c, p in zip(configs, parts, strict=True)]
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ from automoe.search.settings import (
 )
 
 if TYPE_CHECKING:
+    from automoe.dev_scoring import ScoringSettings
     from automoe.search.scoring import CheapCosts
     from evolution import Constraint, Objective
 
@@ -136,6 +137,7 @@ def run_search(settings: SearchSettings, *,
         on_result: ``f(evaluator, phase, index, evaluation)`` as each candidate's scoring
             phase finishes (monitoring; tests use it to kill a worker mid-generation).
     """
+    from automoe import checkpoints
     from automoe.search import scoring
 
     began = time.perf_counter()
@@ -167,9 +169,9 @@ def run_search(settings: SearchSettings, *,
     if settings.workers and settings.ray_address:
         check_ray_address(settings.ray_address)
     # 3: the checkpoint (weights checked against its space) and the data it is scored on.
-    checkpoint = scoring.read_supernet(settings.supernet)
+    checkpoint = checkpoints.read_supernet(settings.supernet)
     if settings.space is not None:
-        checkpoint = scoring.with_space(checkpoint, settings.space)
+        checkpoint = checkpoints.with_space(checkpoint, settings.space)
     scoring.check_data(settings.data, checkpoint.vocab_size,
                        dev_sentences=settings.dev_sentences,
                        bleu=any(m.name == "bleu" for m in metrics))
@@ -226,8 +228,8 @@ def run_search(settings: SearchSettings, *,
 
 
 def _scoring_settings(settings: SearchSettings, *, bleu: bool,
-                      runtimes: tuple[str, ...] = ("torch",)) -> Any:
-    from automoe.search.scoring import ScoringSettings
+                      runtimes: tuple[str, ...] = ("torch",)) -> ScoringSettings:
+    from automoe.dev_scoring import ScoringSettings
 
     return ScoringSettings(
         dev_sentences=settings.dev_sentences, task=settings.task, bleu=bleu, beam=settings.beam,
@@ -435,11 +437,12 @@ def _compare_front(settings: SearchSettings, run: Path, algo: Any, state: Any, c
                    identity: dict[str, Any]) -> None:
     """Paired tests of the front against the baselines (`automoe.search.compare`), scored
     in this process on the weights the search scored (the checkpoint's sha256 is checked)."""
+    from automoe import checkpoints
     from automoe.search import scoring
 
-    checkpoint = scoring.read_supernet(settings.supernet)
+    checkpoint = checkpoints.read_supernet(settings.supernet)
     if settings.space is not None:
-        checkpoint = scoring.with_space(checkpoint, settings.space)
+        checkpoint = checkpoints.with_space(checkpoint, settings.space)
     if checkpoint.sha256 != identity["supernet"]["sha256"]:
         raise ValueError(f"{checkpoint.file}: changed while the search ran (sha256 differs); "
                          "the comparisons would use other weights than the scores")

@@ -1,22 +1,19 @@
-"""Scoring one subnet of a trained supernet: dev loss, BLEU, FLOPs, params, latency.
+"""Scoring one subnet of a trained supernet for a search: its cheap costs (FLOPs, params,
+bytes, predicted latency) and its candidate scorer (dev loss, BLEU, measured latency).
 
 Pieces, in the order a search uses them:
 
-- `read_supernet` reads a supernet checkpoint (run dir or file): its space, vocabulary,
-  model options and weights; the weights are loaded into a freshly built supernet here, so
-  a checkpoint that does not fit its space fails now, with a ValueError naming the file.
+- the supernet checkpoint is read by `automoe.checkpoints.read_supernet` (a checkpoint that
+  does not fit its space fails there) and rebuilt into a model by its `build_model`.
 - `CheapCosts` computes the metrics that are pure functions of the config (analytic FLOPs,
   HAT-convention params, predicted latency) in the driver, and checks constraints on them
   against the space's smallest subnet before any scoring starts.
 - `CandidateScorerFactory` is what the evaluators ship to each worker: called with the
-  shared numpy state dict, it builds a `CandidateScorer` holding the supernet once.
-- `DevScorer` scores any model on the fixed dev set (the first ``dev_sentences`` of the
-  valid split, all by default; fixed batches): label-smoothed dev loss and NLL with their
-  standard errors over sentences, and BLEU/chrF of its translations (sacreBLEU; greedy or
-  beam) with 95% bootstrap intervals. It also returns the per-sentence outputs that paired
-  significance tests need (`SentenceScores`).
-- `CandidateScorer.score(config)`: `DevScorer` on the supernet's inherited weights in eval
-  mode (no dropout), so scores are deterministic.
+  shared numpy state dict, it builds a `CandidateScorer` holding the supernet once
+  (`SupernetCheckpoint.build_model`).
+- `CandidateScorer.score(config)`: the dev scorer (`automoe.dev_scoring.DevScorer`, under
+  the run's `ScoringSettings`) on the supernet's inherited weights in eval mode (no
+  dropout), so scores are deterministic.
 - `CandidateScorer.latency(config)`: the latency of the *extracted* static model (what
   export ships), HAT's protocol (`automoe.costs.latency`), on the worker's own device, in
   torch and/or (exported to ONNX) in ONNX Runtime;
@@ -27,113 +24,32 @@ Pieces, in the order a search uses them:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from automoe.dev_scoring import DevScorer, ScoringSettings
 from automoe.io_utils import file_sha256
 from automoe.search.evaluators import Score
 from automoe.search.objectives import latency_metric
 
 if TYPE_CHECKING:
+    from automoe.checkpoints import SupernetCheckpoint
     from search_spaces.config import SubnetConfig
-    from search_spaces.space import SearchSpace
-    from supernet.supertransformer import SuperTransformer
     from supernet.transformer import Transformer
 
 __all__ = [
-    "SupernetCheckpoint",
-    "read_supernet",
-    "with_space",
     "check_data",
     "data_identity",
     "CheapCosts",
     "TaskServer",
     "task_server",
-    "ScoringSettings",
     "CandidateScorerFactory",
     "CandidateScorer",
-    "DevScorer",
-    "SentenceScores",
-    "sentence_losses",
 ]
-
-
-@dataclass(frozen=True)
-class SupernetCheckpoint:
-    """A supernet checkpoint, read and checked.
-
-    Attributes:
-        file: the checkpoint file.
-        space: its `SearchSpace` (rebuilt from the checkpoint, no YAML needed).
-        vocab_size: joint vocabulary size.
-        options: `ModelOptions.to_dict()` of the trained model.
-        update: training updates done.
-        label_smoothing: the training loss's epsilon (the dev ``loss`` uses it too).
-        sha256: of the file (the run's identity in search.json).
-        state: the weights as numpy arrays (shared through Ray's object store).
-    """
-
-    file: Path
-    space: SearchSpace
-    vocab_size: int
-    options: dict[str, Any]
-    update: int
-    label_smoothing: float
-    sha256: str
-    state: dict[str, np.ndarray]
-
-    def identity(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.file.resolve()), "sha256": self.sha256,
-                "update": self.update, "vocab_size": self.vocab_size,
-                "space": self.space.name, "model_options": self.options,
-                "label_smoothing": self.label_smoothing}
-
-
-def build_supernet(space: SearchSpace, vocab_size: int, options: dict[str, Any], *, source: str
-                   ) -> SuperTransformer:
-    """An (untrained) `SuperTransformer` of ``space`` with the stored model options."""
-    from supernet import ModelOptions, SuperTransformer
-
-    return SuperTransformer(space, vocab_size,
-                            options=ModelOptions.from_dict(options, source=source))
-
-
-def read_supernet(path: str | Path) -> SupernetCheckpoint:
-    """Reads ``path`` (a supernet run dir, i.e. its ``checkpoint_last.pt``, or a checkpoint
-    file) with `automoe.training.runs.read_supernet_checkpoint`, which checks that its weights fit
-    the supernet of its space."""
-    import torch
-
-    from automoe.training.runs import read_supernet_checkpoint
-
-    file, model, space, state = read_supernet_checkpoint(path, which="last")
-    train_config = state.get("train_config") or {}
-    arrays = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype)
-              .contiguous().numpy() for k, v in model.state_dict().items()}
-    return SupernetCheckpoint(
-        file=file, space=space, vocab_size=model.vocab_size,
-        options=dict(state["model_options"]), update=int(state.get("update", -1)),
-        label_smoothing=float(train_config.get("label_smoothing", 0.1)),
-        sha256=file_sha256(file), state=arrays,
-    )
-
-
-def with_space(checkpoint: SupernetCheckpoint, space: str) -> SupernetCheckpoint:
-    """``checkpoint`` searched over the space ``space`` (name or YAML) instead of its own;
-    ValueError unless the two differ only in ``expert_bits``
-    (`search_spaces.space.check_precision_variant`)."""
-    from search_spaces.space import check_precision_variant, load_space
-
-    variant = load_space(space)
-    check_precision_variant(checkpoint.space, variant,
-                            source=f"--space {space} on supernet {checkpoint.file}")
-    return dataclasses.replace(checkpoint, space=variant)
 
 
 def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,
@@ -172,14 +88,8 @@ class TaskServer:
     the config `supernet.task_extract.for_task` gives it for the task's tag."""
 
     def __init__(self, checkpoint: SupernetCheckpoint, task: str, tag: int) -> None:
-        import torch
-
         self.task, self.tag = task, tag
-        self.model = build_supernet(checkpoint.space, checkpoint.vocab_size, checkpoint.options,
-                                    source=str(checkpoint.file))
-        self.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in
-                                    checkpoint.state.items()})
-        self.model.eval()
+        self.model = checkpoint.build_model()
 
     def served(self, config: SubnetConfig) -> SubnetConfig:
         from supernet.task_extract import served_config
@@ -287,60 +197,10 @@ class CheapCosts:
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
-    """How the workers score (part of the run's identity).
-
-    Attributes:
-        dev_sentences: the fixed dev set: the first N sentences of the valid split (0: all).
-        task: a multilingual split's target language: its pairs only (None: all), and
-            latency measured on the model that serves it (`supernet.task_extract.for_task`).
-        bleu: translate the subset and compute BLEU/chrF (else loss only).
-        n_bootstrap: sacreBLEU bootstrap resamples for the BLEU/chrF intervals (0: none).
-        beam: beam size (1 = greedy); lenpen, max_len_a, max_len_b as in fairseq.
-        max_tokens: padded source tokens per batch (loss and decoding).
-        device: "cpu" or "cuda" (each worker then owns one GPU).
-        threads: torch threads (CPU); the latency measurement uses the same count (in
-            ONNX Runtime too).
-        latency_runs, latency_warmup: timed / untimed samples per latency.
-        latency_runtimes: the runtimes the latency phase measures in ("torch",
-            "onnxruntime"), each under its own protocol.
-    """
-
-    dev_sentences: int = 0
-    task: str | None = None
-    bleu: bool = True
-    n_bootstrap: int = 1000
-    beam: int = 1
-    lenpen: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    max_tokens: int = 2048
-    device: str = "cpu"
-    threads: int = 1
-    latency_runs: int = 10
-    latency_warmup: int = 2
-    latency_runtimes: tuple[str, ...] = ("torch",)
-
-    def latency_protocol(self, vocab_size: int, weights: str = "random",
-                         runtime: str = "torch") -> Any:
-        """The protocol latency is measured under in ``runtime``; `weights` names the weights
-        the model runs with (MoE routing, hence latency, depends on them)."""
-        from automoe.costs.latency import LatencyProtocol
-
-        return LatencyProtocol(device=self.device,
-                               threads=None if self.device != "cpu" else self.threads,
-                               runs=self.latency_runs, warmup=self.latency_warmup,
-                               vocab_size=vocab_size, weights=weights, runtime=runtime)
-
-
-@dataclass(frozen=True)
 class CandidateScorerFactory:
     """Picklable recipe for a `CandidateScorer`; ``factory(state) -> CandidateScorer``."""
 
-    space: dict[str, Any]
-    vocab_size: int
-    options: dict[str, Any]
-    label_smoothing: float
+    checkpoint: SupernetCheckpoint  # without its weights: `__call__` gets them
     data: str
     settings: ScoringSettings
     weights: str = "random"  # latency protocol's weights id: "supernet:<sha256 prefix>"
@@ -349,8 +209,7 @@ class CandidateScorerFactory:
     @classmethod
     def of(cls, checkpoint: SupernetCheckpoint, data: str | Path, settings: ScoringSettings,
            *, latency_cache: str | Path | None = None) -> CandidateScorerFactory:
-        return cls(checkpoint.space.to_dict(), checkpoint.vocab_size, checkpoint.options,
-                   checkpoint.label_smoothing, str(Path(data).resolve()), settings,
+        return cls(checkpoint.without_weights(), str(Path(data).resolve()), settings,
                    weights=f"supernet:{checkpoint.sha256[:16]}",
                    latency_cache=None if latency_cache is None
                    else str(Path(latency_cache).resolve()))
@@ -359,153 +218,18 @@ class CandidateScorerFactory:
         return CandidateScorer(self, state)
 
 
-@dataclass(frozen=True)
-class SentenceScores:
-    """Per-sentence outputs of one model on the dev set (corpus order), for paired tests.
-
-    Attributes:
-        loss: [N] label-smoothed loss sums per sentence (nats).
-        nll: [N] negative log-likelihood sums per sentence (nats).
-        tokens: [N] labelled target tokens per sentence (EOS included).
-        hyps: N detokenised translations ([] when BLEU is not scored).
-    """
-
-    loss: np.ndarray
-    nll: np.ndarray
-    tokens: np.ndarray
-    hyps: list[str]
-
-
-def sentence_losses(model: Any, batches: Any, subnet: SubnetConfig | None, *,
-                    label_smoothing: float, n: int, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sentence label-smoothed loss, NLL and token counts ([n] each, corpus order) of
-    `subnet` of a supernet (or of a plain model with ``subnet=None``), in eval mode.
-
-    `batches` are `automoe.data.Batch`es of the first n dev sentences (``ids`` gives each
-    row's sentence). The per-token terms are the training loss's own
-    (`supernet.training.loss.token_losses`: one log-softmax per batch).
-    """
-    import torch
-
-    from supernet.tokens import PAD_ID
-    from supernet.training.evaluate import forward
-    from supernet.training.loss import token_losses
-
-    loss, nll, tokens = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                logits, _ = forward(model, batch.src, batch.prev, subnet)
-                ls, nl = token_losses(logits, batch.target, epsilon=label_smoothing)  # [B, T]
-                rows = batch.ids.cpu().numpy()
-                loss[rows] = ls.sum(1).double().cpu().numpy()
-                nll[rows] = nl.sum(1).double().cpu().numpy()
-                tokens[rows] = batch.target.ne(PAD_ID).sum(1).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return loss, nll, tokens
-
-
-class DevScorer:
-    """Scores any model (a supernet's subnet or a standalone Transformer) on the fixed dev
-    set under one protocol: per-token dev loss and NLL with their standard errors over
-    sentences, and (when ``settings.bleu``) BLEU/chrF of its translations with sacreBLEU's
-    95% bootstrap interval (``settings.n_bootstrap`` resamples). `split` names the data
-    split scored ("valid"; "test" for a final evaluation)."""
-
-    def __init__(self, data: str | Path, settings: ScoringSettings, *,
-                 label_smoothing: float, split: str = "valid") -> None:
-        import torch
-
-        from automoe.data import TokenBatcher, Tokenizer, load_split
-        from automoe.data.store import Ragged
-
-        s = settings
-        self.settings, self.label_smoothing = s, label_smoothing
-        self.device = torch.device(s.device)
-        rows = load_split(data, split)
-        if s.task is not None:
-            rows = rows.select_task(s.task)
-        n = len(rows) if s.dev_sentences == 0 else min(s.dev_sentences, len(rows))
-        head = int(rows.src.offsets[n]), int(rows.tgt.offsets[n])
-        src = Ragged(np.asarray(rows.src.flat[:head[0]]), np.asarray(rows.src.offsets[:n + 1]))
-        tgt = Ragged(np.asarray(rows.tgt.flat[:head[1]]), np.asarray(rows.tgt.offsets[:n + 1]))
-        tasks = None if rows.tasks is None else rows.tasks[:n]
-        # Fixed batches in a fixed order: the loss is a deterministic function of the model.
-        self.batches = [b.to(self.device) for b in TokenBatcher(
-            src, tgt, max_tokens=s.max_tokens, shuffle=False, tasks=tasks)]
-        self.n, self.src = n, src
-        self.refs = rows.references()[:n] if s.bleu else []
-        self.tokenizer = Tokenizer.load(data) if s.bleu else None
-
-    def losses(self, model: Any, subnet: SubnetConfig | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-sentence loss, NLL and token counts ([N] each) of `model` (a supernet with
-        `subnet`, or a plain model with ``subnet=None``): one teacher-forced pass."""
-        return sentence_losses(model, self.batches, subnet, label_smoothing=self.label_smoothing,
-                               n=self.n, device=self.device)
-
-    def translations(self, model: Any, subnet: SubnetConfig | None = None) -> list[str]:
-        """Detokenised translations of the dev sources (corpus order)."""
-        from automoe.decoding import translate_ids
-
-        s = self.settings
-        if self.tokenizer is None:
-            raise ValueError("this DevScorer does not score BLEU (settings.bleu is False)")
-        view = model.bind(subnet) if subnet is not None else model
-        ids = translate_ids(view, self.src, beam=s.beam, lenpen=s.lenpen,
-                            max_tokens=s.max_tokens, max_len_a=s.max_len_a,
-                            max_len_b=s.max_len_b, device=self.device)
-        return [self.tokenizer.decode(h) for h in ids]
-
-    def sentences(self, model: Any, subnet: SubnetConfig | None = None) -> SentenceScores:
-        """Per-sentence losses (and translations when BLEU is scored) of `model`."""
-        loss, nll, tokens = self.losses(model, subnet)
-        hyps = self.translations(model, subnet) if self.settings.bleu else []
-        return SentenceScores(loss, nll, tokens, hyps)
-
-    def metrics(self, sentences: SentenceScores) -> dict[str, float]:
-        """``loss``, ``loss_se``, ``nll``, ``nll_se`` and, with translations, ``bleu``,
-        ``bleu_lo``, ``bleu_hi``, ``chrf``, ``chrf_lo``, ``chrf_hi``."""
-        from automoe.bleu import corpus_scores
-        from automoe.stats import loss_with_se
-
-        loss, loss_se = loss_with_se(sentences.loss, sentences.tokens)
-        nll, nll_se = loss_with_se(sentences.nll, sentences.tokens)
-        out = {"loss": loss, "loss_se": loss_se, "nll": nll, "nll_se": nll_se}
-        if sentences.hyps:
-            scores = corpus_scores(sentences.hyps, self.refs,
-                                   n_bootstrap=self.settings.n_bootstrap)
-            out.update({k: scores[k] for k in ("bleu", "chrf") if k in scores})
-            out.update({k: scores[k] for k in ("bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
-                        if k in scores})
-        return out
-
-    def score(self, model: Any, subnet: SubnetConfig | None = None) -> dict[str, float]:
-        """`metrics` of `sentences`."""
-        return self.metrics(self.sentences(model, subnet))
-
-
 class CandidateScorer:
     """Holds the supernet (built once from the shared state) and the dev set."""
 
     def __init__(self, recipe: CandidateScorerFactory, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        from search_spaces import SearchSpace
-
         s = recipe.settings
         self.settings, self.recipe = s, recipe
         self.device = torch.device(s.device)
-        space = SearchSpace.from_dict(recipe.space, source="scorer")
-        self.model = build_supernet(space, recipe.vocab_size, recipe.options, source="scorer")
-        with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies
-            warnings.simplefilter("ignore", UserWarning)
-            self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-        self.model.to(self.device).eval()
-        self.dev = DevScorer(recipe.data, s, label_smoothing=recipe.label_smoothing)
+        checkpoint = recipe.checkpoint
+        self.model = checkpoint.with_weights(state).build_model(self.device)
+        self.dev = DevScorer(recipe.data, s, label_smoothing=checkpoint.label_smoothing)
         self.tag = None
         if s.task is not None:
             from automoe.data import Tokenizer
@@ -513,7 +237,7 @@ class CandidateScorer:
             self.tag = Tokenizer.load(recipe.data).task_id(s.task)
         # metric name -> protocol, e.g. {"latency": torch's, "latency_ort": ONNX Runtime's}
         self.latency_protocols = {latency_metric(rt).name: s.latency_protocol(
-            recipe.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
+            checkpoint.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
         self.latency_cache = None
         if recipe.latency_cache is not None:
             from automoe.costs.latency_cache import LatencyCache

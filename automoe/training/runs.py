@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from automoe.checkpoints import load_supernet, read_supernet
 from automoe.data import TokenBatcher, load_split, read_meta
 from automoe.data.store import Ragged
 from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
@@ -41,7 +42,7 @@ from supernet.transformer import Transformer
 
 __all__ = ["RUN_FILE", "RunSettings", "resolve_run", "train_supernet", "train_subnet",
            "check_task_routing",
-           "fit_subnet", "finish_subnet", "load_supernet", "read_supernet_checkpoint"]
+           "fit_subnet", "finish_subnet"]
 
 RUN_FILE = "run.json"
 
@@ -211,51 +212,16 @@ def _inherit_supernet(model: SuperTransformer, path: str, space: SearchSpace, vo
                       ) -> None:
     """Loads the weights of the trained supernet at `path` (same space and vocabulary) into
     `model`: a few-shot sub-supernet starts from the one-shot one."""
-    file, source, their_space, _ = read_supernet_checkpoint(path)
-    if their_space.to_dict() != space.to_dict() or source.vocab_size != vocab:
-        raise ValueError(f"{file}: --init-from needs a supernet of the same space and "
-                         f"vocabulary (space {their_space.name!r}, vocabulary "
+    source = read_supernet(path)
+    if source.space.to_dict() != space.to_dict() or source.vocab_size != vocab:
+        raise ValueError(f"{source.file}: --init-from needs a supernet of the same space and "
+                         f"vocabulary (space {source.space.name!r}, vocabulary "
                          f"{source.vocab_size}; here {space.name!r}, {vocab})")
     try:
-        model.load_state_dict(source.state_dict())
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in source.state.items()})
     except RuntimeError as err:  # other model options (layer-norm placement, positions)
-        raise ValueError(f"{file}: --init-from: its weights do not fit this supernet's "
+        raise ValueError(f"{source.file}: --init-from: its weights do not fit this supernet's "
                          f"options ({' '.join(str(err).split())[:300]})") from None
-
-
-def read_supernet_checkpoint(path: str | Path, *, which: str = "last"
-                             ) -> tuple[Path, SuperTransformer, SearchSpace, dict[str, Any]]:
-    """The one reader of supernet checkpoints: ``path`` is a run dir (its
-    ``checkpoint_{which}.pt``) or a checkpoint file. Returns the file, the supernet (CPU, eval
-    mode) with its weights loaded (so a checkpoint that does not fit its space fails here,
-    a ValueError naming the file), its search space (rebuilt from the checkpoint, so no YAML
-    is needed) and the checkpoint's other entries (without ``model``)."""
-    path = Path(path)
-    file = path / f"checkpoint_{which}.pt" if path.is_dir() else path
-    if path.is_dir() and not file.is_file():
-        raise FileNotFoundError(f"{path}: no {file.name} (is this a supernet run dir? "
-                                "train one with `automoe supernet train`)")
-    state = load_checkpoint(file, expect={"kind": "supernet"})
-    for key in ("space", "vocab_size", "model_options", "model"):
-        if key not in state:
-            raise ValueError(f"{file}: supernet checkpoint has no {key!r} entry")
-    space = SearchSpace.from_dict(state["space"], source=f"{file} (space)")
-    options = ModelOptions.from_dict(state["model_options"], source=str(file))
-    model = SuperTransformer(space, int(state["vocab_size"]), options=options)
-    try:
-        model.load_state_dict(state.pop("model"))
-    except RuntimeError as err:
-        raise ValueError(f"{file}: the weights do not fit the supernet of space "
-                         f"{space.name!r} ({str(err).strip()[:400]})") from None
-    return file, model.eval(), space, state
-
-
-def load_supernet(path: str | Path, *, which: str = "last",
-                  device: str | torch.device = "cpu") -> tuple[SuperTransformer, SearchSpace]:
-    """The trained supernet of a run dir (``checkpoint_{which}.pt``) or a checkpoint file, on
-    ``device`` in eval mode, with its search space (`read_supernet_checkpoint`)."""
-    _, model, space, _ = read_supernet_checkpoint(path, which=which)
-    return model.to(device).eval(), space
 
 
 # ---- standalone subnet --------------------------------------------------------------------
