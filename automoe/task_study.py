@@ -224,6 +224,9 @@ def _serving(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], N
 
         require_onnx()
 
+    def decode(model: Any, sources: list) -> list[list[int]]:
+        return translate_ids(model, sources, beam=plan.beam, lenpen=plan.lenpen, device="cpu")
+
     seed = plan.seeds[0]
     rows = []
     for name in SYSTEMS:
@@ -233,9 +236,7 @@ def _serving(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], N
             served = load_subnet(served_dir)
             split = load_split(data, "test").select_task(lang)
             src = [split.src[i] for i in range(min(plan.throughput_sentences, len(split)))]
-            options = {"beam": plan.beam, "lenpen": plan.lenpen, "device": "cpu"}
-            same = (translate_ids(served.model, src[:20], **options)
-                    == translate_ids(routed.model, src[:20], **options))
+            same = decode(served.model, src[:20]) == decode(routed.model, src[:20])
             if plan.onnx and not (served_dir / "onnx" / "onnx.json").is_file():
                 export_subnet_onnx(served_dir, overwrite=True)
             row: dict[str, Any] = {"system": name, "task": lang, "seed": seed,
@@ -248,11 +249,11 @@ def _serving(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], N
             for runtime in ("torch", "onnxruntime") if plan.onnx else ("torch",):
                 model = (served if runtime == "torch" else
                          load_subnet(served_dir, runtime="onnxruntime")).model
-                translate_ids(model, src[:5], **options)  # warm-up
+                decode(model, src[:5])  # warm-up
                 rates = []
                 for _ in range(3):
                     began = time.perf_counter()
-                    hyps = translate_ids(model, src, **options)
+                    hyps = decode(model, src)
                     rates.append(sum(len(h) + 1 for h in hyps) / (time.perf_counter() - began))
                 row[f"{runtime}_tokens_per_s"] = float(np.median(rates))
             rows.append(row)

@@ -75,6 +75,13 @@ def _routing_genes(space: SearchSpace) -> list[Gene]:
     return [(f"{side}_routing",) for side in _SIDES if len(getattr(space, f"{side}_routing")) > 1]
 
 
+def _int(genome: Genome, gene: Gene) -> int:
+    """An integer gene's value (every gene but the routing ones is an integer)."""
+    value = genome[gene]
+    assert isinstance(value, int), (gene, value)
+    return value
+
+
 def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple:
     """Allowed values of ``gene`` given the genes before it (already set in ``genome``)."""
     if len(gene) == 1:
@@ -85,11 +92,11 @@ def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple:
     if what == "cross_heads":
         return space.decoder_cross_heads
     if what == "ende_attn":
-        return space.allowed_ende_attn(genome[("encoder_layers",)])
+        return space.allowed_ende_attn(_int(genome, ("encoder_layers",)))
     if what == "experts":
         return getattr(space, f"{side}_experts")
     if what == "top_k":
-        return space.allowed_top_k(side, genome[(side, i, "experts")])
+        return space.allowed_top_k(side, _int(genome, (side, i, "experts")))
     if what == "bits":
         return space.expert_bits
     return getattr(space, f"{side}_ffn_dim")  # "dim"
@@ -147,10 +154,10 @@ def from_genome(space: SearchSpace, genome: Genome) -> SubnetConfig:
     """The canonical config of a (repaired) genome: only active layers and experts."""
     out: dict = {g: genome[(g,)] for g in _GLOBALS[:3]}
     for side in _SIDES:
-        layers = range(genome[(f"{side}_layers",)])
+        layers = range(_int(genome, (f"{side}_layers",)))
         dims, bits = [], []
         for i in layers:
-            n = genome[(side, i, "experts")]
+            n = _int(genome, (side, i, "experts"))
             slots = range(n) if space.heterogeneous_experts else [0] * n
             dims.append(tuple(genome[(side, i, "dim", j)] for j in slots))
             bits.append(tuple(genome.get((side, i, "bits", j), space.expert_bits[0])

@@ -280,7 +280,7 @@ def _parse_space(data: Any, *, source: str, default_name: str | None) -> SearchS
     missing = [k for k in CHOICE_KEYS if k not in choices]
     if missing:
         raise ValueError(f"{source}: missing key(s) {['choices.' + m for m in missing]}")
-    parsed = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'",
+    parsed: dict[str, Any] = {k: _choice_list(choices[k], f"{source}: key 'choices.{k}'",
                               limit=_LIMITS.get(k.split("_", 1)[-1], _MAX_CHOICE))
               for k in CHOICE_KEYS}
     for k, default in OPTIONAL_CHOICE_KEYS.items():

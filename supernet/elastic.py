@@ -104,7 +104,7 @@ class ElasticMoE(nn.Module):
         self.b2.zero_()
         for routing in self.routings:  # the token router first, as before other routers existed
             w, b = self._router(routing)
-            if w is not None:
+            if w is not None and b is not None:
                 nn.init.xavier_uniform_(w, generator=generator)
                 b.zero_()
 

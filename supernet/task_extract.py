@@ -17,14 +17,14 @@ by token or sentence are kept as they are.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 
 from search_spaces.config import SubnetConfig
 from supernet import core
-from supernet.transformer import MoE, QuantExpert, Transformer
+from supernet.transformer import Expert, MoE, QuantExpert, Transformer
 
 if TYPE_CHECKING:
     from supernet.supertransformer import SuperTransformer
@@ -120,7 +120,7 @@ def for_task(model: Transformer, tag: int, *, name: str | None = None) -> Transf
 
 def task_config(config: SubnetConfig, merged: Choices) -> SubnetConfig:
     """``config`` with each merged layer one expert of the chosen experts' summed width."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for side in ("encoder", "decoder"):
         dims = list(getattr(config, f"{side}_expert_dims"))
         bits = list(getattr(config, f"{side}_expert_bits"))
@@ -148,14 +148,15 @@ def _merged_layer(key: str, merged: dict) -> tuple[str, int] | None:
 def _fold(src: MoE, dst: MoE, experts: tuple[int, ...], gates: tuple[float, ...],
           where: str) -> None:
     """Writes ``src``'s ``experts`` (gated by ``gates``) into ``dst``'s one expert."""
-    chosen = [src.experts[e] for e in experts]
+    chosen = [cast("Expert | QuantExpert", src.experts[e]) for e in experts]
     target = dst.experts[0]
     if any(isinstance(e, QuantExpert) for e in chosen):
         if len(chosen) > 1:
             raise ValueError(f"{where}: the task uses {len(chosen)} quantized experts, which "
                              "cannot merge into one (each has its own per-channel scales); "
                              "extract a top-1 or full-precision subnet")
-        e, g = chosen[0], gates[0]
+        e, g = cast(QuantExpert, chosen[0]), gates[0]
+        assert isinstance(target, QuantExpert)  # task_config kept the expert's bits
         for name in ("qweight", "scale"):
             getattr(target.fc1, name).copy_(getattr(e.fc1, name))
             getattr(target.fc2, name).copy_(getattr(e.fc2, name))
@@ -163,8 +164,11 @@ def _fold(src: MoE, dst: MoE, experts: tuple[int, ...], gates: tuple[float, ...]
         target.fc2.scale.mul_(g)  # g W2 = (g s) q, per output channel
         target.fc2.bias.copy_(e.fc2.bias * g)
         return
-    target.fc1.weight.copy_(torch.cat([e.fc1.weight for e in chosen]))
-    target.fc1.bias.copy_(torch.cat([e.fc1.bias for e in chosen]))
-    target.fc2.weight.copy_(torch.cat([e.fc2.weight * g for e, g in zip(chosen, gates,
+    dense = [cast(Expert, e) for e in chosen]
+    assert isinstance(target, Expert)
+    target.fc1.weight.copy_(torch.cat([e.fc1.weight for e in dense]))
+    target.fc1.bias.copy_(torch.cat([e.fc1.bias for e in dense]))
+    target.fc2.weight.copy_(torch.cat([e.fc2.weight * g for e, g in zip(dense, gates,
                                                                          strict=True)], dim=1))
-    target.fc2.bias.copy_(sum(e.fc2.bias * g for e, g in zip(chosen, gates, strict=True)))
+    target.fc2.bias.copy_(torch.stack([e.fc2.bias * g for e, g in zip(dense, gates,
+                                                                       strict=True)]).sum(0))
