@@ -1,5 +1,5 @@
-"""Shared test infrastructure. Tests run on CPU by default; TORCH_DEVICE=cuda selects a GPU
-and the `gpu` marker skips CUDA-only checks where none is present.
+"""Shared test infrastructure. Tests run on CPU; the `gpu` marker skips the CUDA-only
+check (bf16 training) where no GPU is present.
 
 - One torch thread: set before every test's setup (`pytest_runtest_setup`), so the fixtures
   of any scope it builds and the test itself run on one thread, whatever an earlier test
@@ -45,11 +45,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
-
-
-@pytest.fixture(scope="session")
-def device() -> str:
-    return os.environ.get("TORCH_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
