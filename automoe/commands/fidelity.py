@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from automoe.commands.retrain import _FLAGS as RETRAIN_FLAGS
-from automoe.commands.retrain import trial_settings
+from automoe.commands.retrain import RETRAIN_FLAGS, trial_settings
 from automoe.commands.train import add_training_options
 from automoe.training.presets import PRESET_NAMES
 

@@ -17,7 +17,7 @@ _D = {f.name: f.default for f in dataclasses.fields(RetrainSettings)}
 
 # settings flags (dest -> RetrainSettings field); all default to None = "not given", so a
 # resumed job can tell them apart from its stored values
-_FLAGS: list[tuple[str, type, str]] = [
+RETRAIN_FLAGS: list[tuple[str, type, str]] = [
     ("top", int, f"retrain K subnets of the front, spread along the run's first cost "
                  f"objective, both extremes included (default {_D['top']}; more than the "
                  "front = all)"),
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stop", choices=("none", "asha"), default=None,
                    help=f"asha: stop trials whose dev loss lags at ASHA's rungs (default "
                         f"{_D['early_stop']})")
-    for name, kind, text in _FLAGS:
+    for name, kind, text in RETRAIN_FLAGS:
         p.add_argument(f"--{name}", type=kind, default=None, help=text,
                        metavar="N" if kind is int else "X")
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
@@ -90,7 +90,7 @@ def trial_settings(args: argparse.Namespace, flags: list[tuple[str, type, str]])
 
 
 def _given(args: argparse.Namespace) -> dict:
-    given = trial_settings(args, _FLAGS)
+    given = trial_settings(args, RETRAIN_FLAGS)
     given.update(early_stop=args.early_stop,
                  keys=tuple(k.strip() for k in args.keys.split(",") if k.strip())
                  if args.keys is not None else None, progress=not args.quiet)
