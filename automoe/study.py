@@ -249,12 +249,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     q = ("-q",) if quiet else ()
-    state_path = root / "study.json"
-    state = read_json(state_path) if state_path.is_file() else {}
-    if state and _core(state.get("plan")) != _core(_plan_json(plan)):
-        raise ValueError(f"{state_path}: the study was started with another plan; choose "
-                         "another --out")
-    clock = StepClock(state_path, _plan_json(plan), state.get("seconds", {}))
+    clock = StepClock.resume(root / "study.json", _plan_json(plan), identity=_core)
     timings = clock.seconds
 
     def step(name: str, argv: Sequence[str]) -> None:
@@ -323,6 +318,18 @@ class StepClock:
         self.seconds: dict[str, float] = dict(seconds)
         self._lock = threading.Lock()
         self._running: tuple[str, float] | None = None  # (step, perf_counter at last flush)
+
+    @classmethod
+    def resume(cls, path: Path, plan: dict, *,
+               identity: Callable[[dict | None], Any] = lambda plan: plan) -> StepClock:
+        """The clock of the study whose state is ``path`` (``study.json``), with the seconds
+        it has spent so far; ValueError when it was started with another plan (compared by
+        ``identity``)."""
+        state = read_json(path) if path.is_file() else {}
+        if state and identity(state.get("plan")) != identity(plan):
+            raise ValueError(f"{path}: the study was started with another plan; choose "
+                             "another --out")
+        return cls(path, plan, state.get("seconds", {}))
 
     def flush(self) -> None:
         """Adds the running step's time since the last flush and writes ``study.json``."""

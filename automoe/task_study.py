@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv, atomic_write_text, read_json
+from automoe.io_utils import atomic_write_csv, atomic_write_text
 from automoe.pipeline import run_cli
 from automoe.study import StepClock
 from search_spaces.config import SubnetConfig
@@ -114,12 +114,7 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     q = ("-q",) if quiet else ()
-    state_path = root / "study.json"
-    state = read_json(state_path) if state_path.is_file() else {}
-    if state and state.get("plan") != _plan_json(plan):
-        raise ValueError(f"{state_path}: the study was started with another plan; choose "
-                         "another --out")
-    clock = StepClock(state_path, _plan_json(plan), state.get("seconds", {}))
+    clock = StepClock.resume(root / "study.json", _plan_json(plan))
 
     def step(name: str, argv: Sequence[str]) -> None:
         with clock.timing(name):

@@ -27,6 +27,14 @@ time.sleep(600)
 """
 
 
+def _gone_within(session: str, seconds: float) -> bool:
+    """Whether every process of the Ray session ends within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return session_processes(session) == []
+
+
 def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE,
@@ -38,10 +46,7 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    deadline = time.monotonic() + 30
-    while session_processes(session) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert session_processes(session) == []
+    assert _gone_within(session, 30.0)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -105,7 +110,4 @@ def test_a_killed_ray_tune_command_leaves_no_ray_process_behind(tmp_path):
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    deadline = time.monotonic() + 30
-    while session_processes(session) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert session_processes(session) == []
+    assert _gone_within(session, 30.0)
