@@ -211,22 +211,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_out(out: Path, run: Path, overwrite: bool) -> None:
+def _check_out(out: Path, source: Path, overwrite: bool, *, what: str = "search run",
+               owned: tuple[str, ...] = SUBNET_FILES,
+               marker: tuple[str, ...] = ("subnet.json", "scores.json"),
+               writer: str = "automoe export") -> None:
+    """ValueError unless ``out`` may receive a model dir written from ``source`` (a
+    ``what``): not ``source`` itself or a folder above it, and, when not empty, replaced
+    only with ``overwrite`` and only if it holds the ``marker`` files and nothing but the
+    ``owned`` ones (a directory ``writer`` wrote)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"-o {out}: exists and is not a directory")
-    resolved, run_resolved = out.resolve(), run.resolve()
-    if resolved == run_resolved or resolved in run_resolved.parents:
-        raise ValueError(f"-o {out}: would replace the search run {run} itself")
+    resolved, source_resolved = out.resolve(), source.resolve()
+    if resolved == source_resolved or resolved in source_resolved.parents:
+        raise ValueError(f"-o {out}: would replace the {what} {source} itself")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"-o {out}: exists and is not empty (pass --overwrite to replace "
                              "it, or choose another directory)")
         names = {p.name for p in out.iterdir()}
-        foreign = sorted(names - set(SUBNET_FILES))
-        if not {"subnet.json", "scores.json"} <= names or foreign:
+        foreign = sorted(names - set(owned))
+        if not set(marker) <= names or foreign:
             raise ValueError(f"-o {out}: --overwrite only replaces a directory written by "
-                             "`automoe export` (its files and nothing else); this one holds "
-                             f"{', '.join(foreign[:5]) or 'no subnet.json/scores.json'}")
+                             f"`{writer}` (its files and nothing else); this one holds "
+                             f"{', '.join(foreign[:5]) or 'no ' + '/'.join(marker)}")
 
 
 def _supernet_file(run: SearchRun) -> tuple[Path, str | None]:
@@ -374,8 +381,9 @@ def write_task_model(model_dir: str | Path, task: str, out: str | Path, *,
     if subnet.task is not None:
         raise ValueError(f"{model_dir}: already the model of task {subnet.task!r}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty (--overwrite replaces it)")
+    _check_out(out, Path(model_dir), overwrite, what="model dir",
+               owned=("config.json", "model.safetensors", "spm.model", "onnx"),
+               marker=("config.json",), writer="automoe subnet task")
     model = for_task(subnet.model, subnet.tokenizer.task_id(task), name=task)
     extra = dict(read_json(Path(model_dir) / "config.json").get("extra") or {})
     extra.update(task=task, task_of=str(Path(model_dir).resolve()),
