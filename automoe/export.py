@@ -36,7 +36,6 @@ config, scores) whose ``translate(texts)`` decodes with `automoe.decoding`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -51,9 +50,9 @@ import pandas as pd
 
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
 from automoe.pick import DEFAULT_PICK, PICK_HELP
+from automoe.run_dir import SearchRun, read_run
 from automoe.search.objectives import parse_bound
-from automoe.search.results import OPERATIONAL_COLUMNS, SearchRun
-from automoe.search.results import read_run as read_search_run
+from automoe.search.results import OPERATIONAL_COLUMNS
 
 if TYPE_CHECKING:
     from automoe.data.tokenizer import Tokenizer
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
     from supernet.transformer import Transformer
 
 __all__ = ["ExportedSubnet", "ExportResult", "DEFAULT_PICK", "PICK_HELP", "SUBNET_FILES",
-           "RUNTIMES", "read_run", "select_key", "export_subnet", "load_subnet",
+           "RUNTIMES", "select_key", "export_subnet", "load_subnet",
            "write_task_model"]
 
 # What SUBNET_DIR holds, in the order written.
@@ -69,18 +68,6 @@ SUBNET_FILES = ("config.json", "model.safetensors", "spm.model", "subnet.json", 
 
 _HASH_RE = re.compile(r"^[0-9a-fA-F]+$")
 _MIN_PREFIX = 4
-
-
-def read_run(run_dir: str | Path) -> SearchRun:
-    """Reads RUN_DIR's ``search.json`` (which must hold the search's objectives),
-    ``candidates.csv`` and ``pareto.csv`` (an empty front when absent) with the one run
-    reader, `automoe.search.results.read_run`."""
-    run = read_search_run(run_dir, need_meta=True)
-    if not isinstance(run.meta.get("settings"), dict) or "objectives" not in run.meta["settings"]:
-        raise ValueError(f"{run.path / 'search.json'}: no 'settings' with 'objectives'")
-    if run.front is None:
-        run = dataclasses.replace(run, front=run.candidates.iloc[:0])
-    return run
 
 
 # ---- pick rules (pure functions of the tables) ----------------------------------------------
@@ -304,7 +291,7 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
         from automoe.onnx_export import require_onnx
 
         require_onnx()
-    run = read_run(run_dir)
+    run = read_run(run_dir, need_objectives=True)
     out = Path(out)
     _check_out(out, run.path, overwrite)
     source = str(run.path)

@@ -57,6 +57,8 @@ from automoe.fidelity_report import (
     plot_study,
 )
 from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
+from automoe.run_dir import CANDIDATES, META, RunDir
+from automoe.search.settings import SearchSettings
 from search_spaces.checks import check_ints
 
 if TYPE_CHECKING:
@@ -369,14 +371,14 @@ def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -
     from search_spaces import SubnetConfig
 
     out = Path(settings.out)
-    meta = out / "search.json"
+    files = RunDir.at(out)
+    meta = files.meta_path
     if resume:
-        if not meta.is_file():
+        if not files.has_meta():
             raise ValueError(f"{out}: no fidelity study to resume (no search.json)")
-        stored = read_json(meta)
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
-            raise ValueError(f"{meta}: format {stored.get('format') if isinstance(stored, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
+        stored = files.read_meta()
+        if stored.get("format") != FORMAT:
+            raise ValueError(f"{meta}: format {stored.get('format')!r}, expected {FORMAT!r}")
         recorded = stored.get("supernet") or {}
         # contents, not paths: a study (or its data) may move; the hashes may not change
         changed = [f"{k}: recorded {recorded.get(k)!r}, now {v!r}"
@@ -398,16 +400,25 @@ def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -
     return []
 
 
-def _job_dir(out: Path, job: Job, meta: dict[str, Any]) -> Path:
+def _search_settings(settings: FidelitySettings, identity: Mapping[str, Any], data: Path,
+                     where: Path) -> SearchSettings:
+    """The settings of a search that scores this study's subnets as it does (dev loss on
+    the same sentences, FLOPs), stored in each of its run dirs' search.json."""
+    return SearchSettings(supernet=str(identity["checkpoint"]), data=str(data), out=str(where),
+                          objectives=("loss", "flops"), algorithm="random", generations=1,
+                          population=max(1, settings.bands * settings.per_band), workers=0,
+                          dev_sentences=settings.dev_sentences, beam=settings.beam,
+                          seed=settings.seed, baselines=False, progress=False)
+
+
+def _job_dir(out: Path, job: Job, run_meta: Callable[[Path], dict[str, Any]]) -> Path:
     """DIR/jobs/<job>: a run dir `automoe retrain` reads (search.json, candidates.csv)."""
-    run = out / "jobs" / job.name
-    run.mkdir(parents=True, exist_ok=True)
-    if not (run / "search.json").is_file():
-        atomic_write_json(run / "search.json", meta)
-    if not (run / "candidates.csv").is_file():
-        atomic_write_csv(pd.read_csv(out / "candidates.csv", dtype={"key": str}),
-                         run / "candidates.csv")
-    return run
+    run = RunDir.at(out / "jobs" / job.name)
+    if not run.has_meta():
+        run.write_meta(run_meta(run.path))
+    if not run.has_candidates():
+        run.write_table(CANDIDATES, RunDir.at(out).read_candidates())
+    return run.path
 
 
 def _train(settings: FidelitySettings, job: Job, run: Path, base: Any) -> pd.DataFrame:
@@ -443,13 +454,13 @@ def _borrowed(settings: FidelitySettings, keys: Sequence[str], identity: Mapping
     import shutil
 
     other = Path(str(settings.standalone_from))
-    meta = other / "search.json"
-    for name in ("search.json", "standalone.csv", "fidelity.json"):
+    meta = RunDir.at(other).meta_path
+    for name in (META, "standalone.csv", "fidelity.json"):
         if not (other / name).is_file():
             raise ValueError(f"--standalone-from {other}: not a finished fidelity study (no "
                              f"{name})")
-    stored = read_json(meta)
-    theirs = [c[2] for c in stored.get("subnets", [])] if isinstance(stored, dict) else []
+    stored = RunDir.at(other).read_meta()
+    theirs = [c[2] for c in stored.get("subnets", [])]
     from search_spaces import SubnetConfig
 
     their_keys = [SubnetConfig.from_dict(c, source=str(meta)).key() for c in theirs]
@@ -483,8 +494,8 @@ def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], An
     point runs without it (on another machine, say, with only the study's small files) and
     takes the recorded identity. A supernet that is there is always checked."""
     out = Path(settings.out)
-    stored = read_json(out / "search.json") if resume and (out / "search.json").is_file() \
-        else None
+    files = RunDir.at(out)
+    stored = files.read_meta() if resume and files.has_meta() else None
     keys = ["checkpoint", "sha256", "vocab_size", "label_smoothing"]
     if settings.supernet_moe:
         keys += ["checkpoint_moe", "sha256_moe"]
@@ -492,12 +503,12 @@ def _supernet(settings: FidelitySettings, resume: bool, read: Callable[[str], An
         checkpoint = read(settings.supernet)
         moe = read(settings.supernet_moe) if settings.supernet_moe else None
     except (FileNotFoundError, ValueError):
-        done = isinstance(stored, dict) and (out / "candidates.csv").is_file() and all(
+        done = stored is not None and files.has_candidates() and all(
             (out / "inherited" / f"{_key(c[2])}.json").is_file()
             for c in stored.get("subnets", []))
         if not done:
             raise
-        assert isinstance(stored, dict)  # (done implies it)
+        assert stored is not None  # (done implies it)
         recorded = dict(stored.get("supernet") or {})
         return None, {k: recorded.get(k) for k in keys}
     identity = {"checkpoint": str(checkpoint.file.resolve()), "sha256": checkpoint.sha256,
@@ -547,10 +558,11 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
     if int(meta["vocab_size"]) != identity["vocab_size"]:
         raise ValueError(f"{data}: vocabulary {meta['vocab_size']} differs from the supernet's "
                          f"{identity['vocab_size']} (trained on other data?)")
-    run_meta = {  # what `automoe retrain` and `automoe plot` read from a run dir
-        "settings": {"data": str(data), "supernet": identity["checkpoint"],
-                     "objectives": ["loss", "flops"], "dev_sentences": settings.dev_sentences,
-                     "beam": settings.beam}}
+    def run_meta(where: Path) -> dict[str, Any]:
+        """What a run dir's search.json says (`automoe retrain` and `automoe plot` read
+        it): the settings of a search that scored the same subnets as this study does."""
+        return {"settings": _search_settings(settings, identity, data, where).to_json(),
+                "supernet": identity, "data": str(data)}
     chosen = _start(settings, resume, identity)
     if not chosen:
         chosen = choose_banded(checkpoint.space, bands=settings.bands,
@@ -558,9 +570,8 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
                                dense_per_band=settings.dense_per_band,
                                band_width=settings.band_width, seed=settings.seed,
                                pool=settings.pool)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "search.json", {
-            "format": FORMAT, "fidelity": settings.to_dict(), "supernet": identity, **run_meta,
+        RunDir.at(out).write_meta({
+            "format": FORMAT, "fidelity": settings.to_dict(), **run_meta(out),
             "subnets": [[c.band, c.role, c.config.to_dict()] for c in chosen]})
     keys = [c.config.key() for c in chosen]
     configs = {c.config.key(): c.config for c in chosen}
@@ -580,10 +591,10 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
                                                      out / "sentences" / "inherited" / key),
                           desc="inherited", progress=settings.progress)
         models.clear()  # the supernets are not needed past this point
-        if not (out / "candidates.csv").is_file():
+        if not RunDir.at(out).has_candidates():
             normalize_before = bool(checkpoint.options.get("normalize_before", False))
-            atomic_write_csv(_candidates_table(chosen, inherited, checkpoint.vocab_size,
-                                               normalize_before), out / "candidates.csv")
+            RunDir.at(out).write_table(CANDIDATES, _candidates_table(
+                chosen, inherited, checkpoint.vocab_size, normalize_before))
 
     # 3. standalone training (Ray Tune), one job per seed and budget, then scoring; or the
     # results of a study that trained the same subnets
@@ -619,7 +630,8 @@ def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> Fidelit
 
 
 def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
-                run_meta: dict[str, Any], base: Any, dev: DevScorer) -> pd.DataFrame:
+                run_meta: Callable[[Path], dict[str, Any]], base: Any, dev: DevScorer
+                ) -> pd.DataFrame:
     """Trains (or resumes) every job of `plan_jobs` and scores its models: the rows of
     ``standalone.csv``."""
 
@@ -663,7 +675,7 @@ def _fidelity_table(keys: Sequence[str], out: Path, inherited: Mapping[str, Mapp
                     standalone: pd.DataFrame) -> pd.DataFrame:
     """One row per subnet: its choice and costs (candidates.csv), inherited scores, and the
     standalone scores at the base budget averaged over seeds (with their sd)."""
-    cands = pd.read_csv(out / "candidates.csv", dtype={"key": str}).set_index("key")
+    cands = RunDir.at(out).read_candidates().set_index("key")
     base = standalone[standalone["budget"] == 1].groupby("key")
     rows = []
     for key in keys:

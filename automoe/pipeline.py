@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from automoe.io_utils import atomic_write_text, read_json
+from automoe.run_dir import RunDir
 
 __all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs", "run_pipeline", "preset_with",
            "run_cli", "search_finished"]
@@ -123,9 +124,7 @@ def run_cli(argv: Sequence[str], echo: Callable[[str], None],
 
 
 def search_finished(run: Path) -> bool:
-    meta = run / "search.json"
-    return meta.is_file() and read_json(meta).get(
-        "status") == "finished"
+    return RunDir.at(run).status() == "finished"
 
 
 def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Path | None = None,
@@ -176,7 +175,7 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
 
     search = root / "search"
     if not search_finished(search):
-        if (search / "search.json").is_file():
+        if RunDir.at(search).has_meta():
             run(["search", "--resume", str(search), *q])
         else:
             run(["search", "--supernet", str(supernet), "--data", str(data), "--out",

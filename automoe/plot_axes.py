@@ -1,12 +1,16 @@
-"""The axes a Pareto-front plot can draw: result-table column, label (unit and protocol),
-direction and scale. A module of its own, free of pandas and matplotlib, so that ``automoe
-plot --help`` and the ``--pairs`` check can name them; `automoe.plots` draws them."""
+"""The axes a Pareto-front plot can draw, derived from the metric registry
+(`automoe.metrics`): result-table column, label (unit and protocol), direction and scale.
+Free of pandas and matplotlib, so that ``automoe plot --help`` and the ``--pairs`` check can
+name them; `automoe.plots` draws them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Axis", "AXES"]
+from automoe.metrics import METRICS
+
+__all__ = ["Axis", "axes", "axis_label"]
 
 
 @dataclass(frozen=True)
@@ -15,19 +19,23 @@ class Axis:
     label: str
     maximize: bool
     scale: float = 1.0
+    protocol_name: str = ""  # the key of the axis's protocol in search.json's protocols
+    protocol_unknown: str = ""
+    protocol_says: str = ""
+    title: str = ""
 
 
-# Units and protocols go on the axes: a number without its protocol is not comparable.
-AXES: dict[str, Axis] = {
-    "bleu": Axis("bleu", "BLEU (sacreBLEU, inherited weights, dev set; bars: 95% bootstrap "
-                         "interval)", True),
-    "bleu_retrained": Axis("bleu_retrained", "BLEU (sacreBLEU, retrained, test)", True),
-    "loss": Axis("loss", "dev loss (label-smoothed CE per token, inherited weights; bars: "
-                         "±1.96 SE over sentences)", False),
-    "flops": Axis("flops", "GFLOPs ({flops_protocol})", False, 1e-9),
-    "latency_ms": Axis("latency_ms", "latency (ms, median; bars: p10-p90, "
-                                     "{latency_protocol})", False),
-    "latency_ort_ms": Axis("latency_ort_ms", "ONNX Runtime latency (ms, median; bars: p10-p90, "
-                                             "{latency_ort_protocol})", False),
-    "params": Axis("params", "params (M, excl. embeddings & output layer)", False, 1e-6),
-}
+def axes() -> dict[str, Axis]:
+    """Column -> `Axis`, for every registered metric a plot can draw."""
+    return {m.column: Axis(m.column, m.axis.label, m.maximize, m.axis.scale, m.name,
+                           m.axis.protocol_unknown, m.axis.protocol_says, m.title or m.column)
+            for m in METRICS.values() if m.axis is not None}
+
+
+def axis_label(axis: Axis, protocols: Mapping[str, str]) -> str:
+    """The axis's label, its ``{protocol}`` filled from a run's ``protocols`` (units and
+    protocols go on the axes: a number without its protocol is not comparable)."""
+    text = protocols.get(axis.protocol_name, axis.protocol_unknown)
+    if axis.protocol_says and axis.protocol_says not in text:
+        text = f"{axis.protocol_says}, {text}"
+    return axis.label.format(protocol=text)

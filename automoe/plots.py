@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_path, read_csv
-from automoe.plot_axes import AXES, Axis
+from automoe.io_utils import atomic_path
+from automoe.metrics import METRICS, by_column
+from automoe.plot_axes import Axis, axes, axis_label
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
-from automoe.search.results import read_run
+from automoe.run_dir import BASELINES, COMPARISONS, RETRAINED, RunDir, read_run
 from evolution.pareto import non_dominated_mask
 
 __all__ = ["RunTable", "load_run", "pareto_mask", "plot_front", "plot_runs", "default_pairs",
-           "paired_points", "plot_paired", "AXES"]
+           "paired_points", "plot_paired"]
 
-_QUALITY = ("bleu", "loss")  # the y axes; every other objective is a cost (x axis)
 
 
 def _pyplot() -> Any:
@@ -60,24 +60,21 @@ class RunTable:
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunTable:
     """Reads RUN_DIR/candidates.csv and the optional search.json (the one run reader,
-    `automoe.search.results.read_run`), plus the optional ``baselines.csv`` (rows with origin
+    `automoe.run_dir.read_run`), plus the optional ``baselines.csv`` (rows with origin
     "baseline") and ``retrained.csv`` (column ``bleu_retrained``); every table with ``key``
     as text. Raises FileNotFoundError if candidates.csv is missing."""
     run = read_run(run_dir, need_meta=False)
     table, settings = run.candidates, run.meta
-    retrained = run.path / "retrained.csv"
-    if retrained.is_file():
-        extra = read_csv(retrained)[["key", "bleu_retrained"]]
+    files = RunDir.at(run.path)
+    retrained = files.read_optional(RETRAINED)
+    if retrained is not None:
         table = table.drop(columns=["bleu_retrained"], errors="ignore").merge(
-            extra, on="key", how="left")
-    baselines = run.path / "baselines.csv"  # the space's reference subnets, scored by the search
-    if baselines.is_file():
-        base = read_csv(baselines).assign(origin="baseline")
-        table = pd.concat([table, base], ignore_index=True)
-    comparisons = run.path / "comparisons.csv"
-    paired = None
-    if comparisons.is_file():
-        paired = read_csv(comparisons, dtype={"key": str, "baseline_key": str})
+            retrained[["key", "bleu_retrained"]], on="key", how="left")
+    base = files.read_optional(BASELINES)  # the space's reference subnets, scored by the search
+    if base is not None:
+        table = pd.concat([table, base.assign(origin="baseline")], ignore_index=True)
+    paired = files.read_optional(COMPARISONS, dtype={"key": str, "baseline_key": str})
+    if paired is not None:
         table = _with_front_bleu(table, paired)
     return RunTable(label or settings.get("label") or run.path.name, table, settings, paired)
 
@@ -118,24 +115,13 @@ def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_max: bool, y_max: bool) -> np
 
 def _axis_label(axis: Axis, settings: dict, width: int = 100) -> str:
     """The axis label with its protocol, wrapped so that it fits the figure."""
-    protocols = settings.get("protocols", {})
-    flops = protocols.get("flops", "HAT protocol")
-    label = axis.label.format(
-        flops_protocol=flops if "MACs" in flops else f"2×MACs, {flops}",
-        latency_protocol=protocols.get("latency", "device in search.json"),
-        latency_ort_protocol=protocols.get("latency_ort", "device in search.json"),
-    )
-    return textwrap.fill(label, width)
-
-
-_SHORT = {"bleu": "BLEU", "bleu_retrained": "retrained BLEU", "loss": "dev loss",
-          "flops": "GFLOPs", "latency_ms": "latency", "latency_ort_ms": "ONNX Runtime latency",
-          "params": "params"}
+    return textwrap.fill(axis_label(axis, settings.get("protocols", {})), width)
 
 
 def _title(runs: Sequence[RunTable], x: str, y: str) -> str:
     """``BLEU vs GFLOPs`` plus where the latency was measured, when it was."""
-    title = f"{_SHORT[y]} vs {_SHORT[x]}"
+    known = axes()
+    title = f"{known[y].title} vs {known[x].title}"
     for column in ("latency_ms", "latency_ort_ms"):
         info = column.replace("_ms", "_device")
         devices = {str(d).split(" [")[0] for r in runs if info in r.candidates
@@ -155,19 +141,17 @@ def default_pairs(runs: Sequence[RunTable]) -> list[tuple[str, str]]:
     """The runs' own objectives as (x, y) pairs: each quality objective (BLEU, dev loss) as
     y against each cost objective (FLOPs, latency, params) as x; FLOPs when a run has no
     cost objective. Unknown objective names (a newer version's) are skipped."""
-    from automoe.search.objectives import METRICS
-
-    by_name = {m.name: m.column for m in METRICS.values()}
+    known = axes()
     pairs: list[tuple[str, str]] = []
     for run in runs:
         names = [str(o).split(":")[0] for o in run.settings.get("settings", run.settings)
                  .get("objectives", [])]
-        columns = [by_name.get(n, n) for n in names]
-        columns = [c for c in columns if c in AXES]
-        quality = [c for c in columns if c in _QUALITY] or ["bleu"]
+        metrics = [m for m in (METRICS.get(n) or by_column(n) for n in names)
+                   if m is not None and m.column in known]
+        quality = [m.column for m in metrics if not m.is_cost] or ["bleu"]
         if "bleu" not in quality and "bleu" in run.candidates:  # the front's, translated
             quality.append("bleu")
-        costs = [c for c in columns if c not in _QUALITY] or ["flops"]
+        costs = [m.column for m in metrics if m.is_cost] or ["flops"]
         pairs += [(x, y) for y in quality for x in costs if (x, y) not in pairs]
     return pairs
 
@@ -192,7 +176,7 @@ def _spread(t: pd.DataFrame, axis: Axis, values: np.ndarray) -> np.ndarray | Non
 
 def plot_front(ax: plt.Axes, runs: Sequence[RunTable], x: str, y: str) -> int:
     """Draws runs on one axes; returns the number of front points drawn."""
-    xa, ya = AXES[x], AXES[y]
+    xa, ya = axes()[x], axes()[y]
     colors = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = 0
     for i, run in enumerate(runs):
@@ -259,7 +243,7 @@ def paired_points(run: RunTable, baseline: str, metric: str, cost: str) -> pd.Da
     p < 0.05; the raw p when the table has no Holm column)."""
     assert run.comparisons is not None
     rows = run.comparisons[run.comparisons["baseline"] == baseline]
-    axis = AXES[cost]
+    axis = axes()[cost]
     costs = run.candidates.drop_duplicates("key").set_index("key")[axis.column]
     p = rows[f"{metric}_p_holm"] if f"{metric}_p_holm" in rows else rows[f"{metric}_p"]
     return pd.DataFrame({"key": rows["key"].to_numpy(),
@@ -275,9 +259,9 @@ def plot_paired(run: RunTable, baseline: str, cost: str) -> Any:
     plt = _pyplot()
     metrics = [(m, text) for m, text in PAIRED_METRICS
                if run.comparisons is not None and f"{m}_delta" in run.comparisons]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120,
-                             squeeze=False)
-    for ax, (metric, text) in zip(axes[0], metrics, strict=True):
+    fig, panels = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120,
+                               squeeze=False)
+    for ax, (metric, text) in zip(panels[0], metrics, strict=True):
         pts = paired_points(run, baseline, metric, cost)
         err = np.vstack([pts["delta"] - pts["lo"], pts["hi"] - pts["delta"]]).clip(0)
         ax.errorbar(pts["x"], pts["delta"], yerr=err, fmt="none", ecolor="C0", capsize=2,
@@ -288,7 +272,7 @@ def plot_paired(run: RunTable, baseline: str, cost: str) -> Any:
         ax.scatter(pts["x"][~sig], pts["delta"][~sig], facecolor="white", edgecolor="C0",
                    s=22, zorder=3, label="not significant")
         ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xlabel(_axis_label(AXES[cost], run.settings, width=45), fontsize=8)
+        ax.set_xlabel(_axis_label(axes()[cost], run.settings, width=45), fontsize=8)
         ax.set_ylabel(text, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -312,8 +296,9 @@ def plot_runs(
         The written files (``{y}_vs_{x}.{fmt}``), written atomically.
     """
     pairs = default_pairs(runs) if pairs is None else list(pairs)
+    known = axes()
     pairs = [(x, y) for x, y in pairs if any(
-        AXES[x].column in r.candidates and AXES[y].column in r.candidates for r in runs)]
+        known[x].column in r.candidates and known[y].column in r.candidates for r in runs)]
     if not pairs:
         raise ValueError("no run has the columns for any of the plots asked")
     out = Path(out_dir)

@@ -11,6 +11,7 @@ resampling is seeded, so a match is exact up to the tables' printed precision.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automoe.fidelity_report import agreement_report
 from automoe.io_utils import read_json
+from automoe.run_dir import COMPARISONS, RunDir
+from automoe.search.compare import SENTENCES, paired_row, with_holm
+from automoe.sentences import load_sentence_scores
+from automoe.stats import loss_with_se
+from search_spaces.files import strict_json
 
 __all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_all"]
 
@@ -44,11 +51,10 @@ def _nan(x: Any) -> bool:
 def recompute_comparisons(run_dir: str | Path) -> list[str]:
     """Mismatches between ``run_dir/comparisons.csv`` and the same rows recomputed from
     ``run_dir/sentences/comparisons/KEY.npz`` ([] when every number is reproduced)."""
-    from automoe.search.compare import COMPARISONS, SENTENCES, paired_row, with_holm
-    from automoe.sentences import load_sentence_scores
-
     run = Path(run_dir)
-    table = pd.read_csv(run / COMPARISONS, dtype={"key": str, "baseline_key": str})
+    table = RunDir.at(run).read_optional(COMPARISONS, dtype={"key": str, "baseline_key": str})
+    if table is None:
+        raise FileNotFoundError(f"{run / COMPARISONS}: no such file")
     archives: dict[str, dict[str, np.ndarray]] = {}
 
     def archive(key: str) -> dict[str, np.ndarray]:
@@ -86,10 +92,6 @@ def _walk(a: Any, b: Any, where: str) -> Iterator[str]:
 def recompute_fidelity(study_dir: str | Path) -> list[str]:
     """Mismatches between a fidelity study's files and what its per-sentence archives and
     tables give again ([] when every number is reproduced)."""
-    from automoe.fidelity_report import agreement_report
-    from automoe.sentences import load_sentence_scores
-    from automoe.stats import loss_with_se
-
     study = Path(study_dir)
     table = pd.read_csv(study / "fidelity.csv", dtype={"key": str})
     standalone = pd.read_csv(study / "standalone.csv", dtype={"key": str})
@@ -117,18 +119,12 @@ def recompute_fidelity(study_dir: str | Path) -> list[str]:
 
 def _json(value: Any) -> Any:
     """`value` as strict JSON reads it back (NaN as None, tuples as lists)."""
-    import json
-
-    from search_spaces.files import strict_json
-
     return json.loads(json.dumps(strict_json(value)))
 
 
 def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
     """(the tables checked, every mismatch) under `root`: each run dir with comparisons and
     their archives, each fidelity study with its archives."""
-    from automoe.search.compare import COMPARISONS, SENTENCES
-
     root = Path(root)
     checked: list[Path] = []
     out: list[str] = []

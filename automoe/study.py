@@ -37,6 +37,7 @@ import pandas as pd
 
 from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from automoe.pipeline import run_cli, search_finished
+from automoe.run_dir import RETRAINED, RunDir, read_run
 
 __all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense", "run_study",
            "test_nll"]
@@ -192,8 +193,7 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
     from automoe.stats import loss_with_se, paired_bleu_test, paired_loss_test
 
     refs = list(refs)
-    tables = {run: pd.read_csv(run / "retrained.csv", dtype={"key": str}).set_index("key")
-              for run in (moe_run, dense_run)}
+    tables = {run: _retrained(run).set_index("key") for run in (moe_run, dense_run)}
     rows = []
     for moe_key, dense_key in pairs.items():
         hyps = {}
@@ -202,7 +202,7 @@ def moe_vs_dense(pairs: dict[str, str], moe_run: Path, dense_run: Path,
         for side, run, key in (("moe", moe_run, moe_key), ("dense", dense_run, dense_key)):
             t = tables[run]
             if key not in t.index or t.at[key, "status"] != "finished":
-                raise ValueError(f"{run / 'retrained.csv'}: {key} has not finished retraining")
+                raise ValueError(f"{run / RETRAINED}: {key} has not finished retraining")
             model_dir = Path(t.at[key, "model_dir"])
             hyps[side] = (model_dir.parent / "test.hyp.txt").read_text(
                 encoding="utf-8").splitlines()
@@ -261,7 +261,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         step("data", ["data", "prepare", "--corpus", plan.corpus, "--out", str(data),
                       *plan.prepare_args, *q])
     fidelity = root / "fidelity"
-    if (fidelity / "candidates.csv").is_file() and not plan.searches:
+    if RunDir.at(fidelity).has_candidates() and not plan.searches:
         pass  # every inherited score is in: the fidelity study no longer needs the supernet
     elif (supernet / "run.json").is_file():
         step("supernet", ["supernet", "train", "--out", str(supernet), "--resume", *q])
@@ -269,7 +269,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         step("supernet", ["supernet", "train", "--space", plan.space, "--data", str(data),
                           "--out", str(supernet), *plan.train_args, *q])
     if not (fidelity / "fidelity.json").is_file():
-        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+        resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
         step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
                           *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
                           *q])
@@ -283,15 +283,15 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         run = root / name
         if search_finished(run):
             continue
-        if (run / "search.json").is_file():
+        if RunDir.at(run).has_meta():
             step(name, ["search", "--resume", str(run), *(("--quiet",) if quiet else ())])
         else:
             step(name, ["search", "--supernet", str(supernet), "--data", str(data), "--out",
                         str(run), *plan.search_args, *extra, *(("--quiet",) if quiet else ())])
     moe_run, dense_run = root / "search", root / "dense_search"
     _retrain(step, moe_run, ["--top", str(plan.top)], plan, q)
-    moe = pd.read_csv(moe_run / "retrained.csv", dtype={"key": str})
-    dense_front = pd.read_csv(dense_run / "pareto.csv", dtype={"key": str})
+    moe = _retrained(moe_run)
+    dense_front = read_run(dense_run, need_front=True).front
     pairs = matched_dense(moe, dense_front)
     _retrain(step, dense_run, ["--keys", ",".join(dict.fromkeys(pairs.values()))], plan, q)
     from automoe.data import load_split
@@ -374,11 +374,11 @@ def _variants(step: Callable, plan: StudyPlan, root: Path, data: Path,
         studies[name] = fidelity
         if (fidelity / "fidelity.json").is_file():
             continue
-        if not (fidelity / "candidates.csv").is_file():  # else: no supernet needed
+        if not RunDir.at(fidelity).has_candidates():  # else: no supernet needed
             _supernet_step(step, f"supernet-{name}", supernet,
                            ["--space", plan.space, "--data", str(data), *plan.train_args,
                             *flags], q)
-        resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+        resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
         step(f"fidelity-{name}", ["fidelity", str(supernet), "--data", str(data), "--out",
                                   str(fidelity), *plan.fidelity_args, *plan.budget_args,
                                   *plan.trial_args, "--standalone-from",
@@ -396,7 +396,7 @@ def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,
     if (fidelity / "fidelity.json").is_file():
         return fidelity
     parts = {kind: root / f"supernet-few-shot-{kind}" for kind in ("dense", "moe")}
-    if not (fidelity / "candidates.csv").is_file():
+    if not RunDir.at(fidelity).has_candidates():
         base = root / "supernet"
         if not (base / "checkpoint_last.pt").is_file():  # a study resumed elsewhere
             base = root / "supernet-base"
@@ -406,7 +406,7 @@ def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,
             _supernet_step(step, f"supernet-few-shot-{kind}", run,
                            ["--space", plan.space, "--data", str(data), *plan.train_args,
                             *plan.few_shot, "--init-from", str(base), "--sample-only", kind], q)
-    resume = ("--resume",) if (fidelity / "search.json").is_file() else ()
+    resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
     step("fidelity-few-shot", ["fidelity", str(parts["dense"]), "--supernet-moe",
                                str(parts["moe"]), "--data", str(data), "--out", str(fidelity),
                                *plan.fidelity_args, *plan.budget_args, *plan.trial_args,
@@ -423,10 +423,17 @@ def _supernet_step(step: Callable, name: str, run: Path, args: list[str],
         step(name, ["supernet", "train", "--out", str(run), *args, *q])
 
 
+def _retrained(run: Path) -> pd.DataFrame:
+    table = RunDir.at(run).read_optional(RETRAINED)
+    if table is None:
+        raise FileNotFoundError(f"{run}: no {RETRAINED} (the run was not retrained)")
+    return table
+
+
 def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
              q: tuple[str, ...]) -> None:
-    table = run / "retrained.csv"
-    if table.is_file() and (pd.read_csv(table)["status"] == "finished").all():
+    table = RunDir.at(run).read_optional(RETRAINED)
+    if table is not None and (table["status"] == "finished").all():
         return
     if (run / "retrain" / "retrain.json").is_file():
         step(f"retrain {run.name}", ["retrain", str(run), "--resume", *q])

@@ -24,7 +24,7 @@ import json
 import numpy as np
 
 from automoe.io_utils import atomic_write_json
-from automoe.search.results import read_run
+from automoe.run_dir import read_run
 from automoe.stats import rank_agreement
 from evolution.pareto import non_dominated_mask
 

@@ -25,7 +25,8 @@ import json
 import random
 
 from automoe.checkpoints import read_supernet
-from automoe.costs.latency import RUNTIMES, LatencyProtocol, measure_subnet
+from automoe.costs.latency import RUNTIMES, LatencyProtocol
+from automoe.costs.subnet_latency import measure_subnet
 from automoe.dev_scoring import DevScorer, ScoringSettings
 from search_spaces.files import atomic_write_json
 from supernet.quant import int8_kernel

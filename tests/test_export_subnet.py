@@ -25,7 +25,8 @@ import torch
 from search_helpers import make_world
 
 from automoe.cli import main
-from automoe.export import load_subnet, read_run, select_key
+from automoe.export import load_subnet, select_key
+from automoe.run_dir import read_run
 from automoe.search import SearchSettings, run_search
 from automoe.search.objectives import parse_objectives
 

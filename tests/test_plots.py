@@ -121,7 +121,8 @@ def test_a_loss_search_plots_its_fronts_bleu_from_the_comparisons(tmp_path):
 
 
 def test_a_run_with_paired_tests_plots_the_differences_they_compare(tmp_path):
-    from automoe.plots import AXES, paired_points
+    from automoe.plot_axes import axes
+    from automoe.plots import paired_points
 
     run, table = _fake_run(tmp_path, "paired", 12, 4)
     front = table["key"].iloc[1:4].tolist()
@@ -133,7 +134,7 @@ def test_a_run_with_paired_tests_plots_the_differences_they_compare(tmp_path):
     comp.to_csv(run / "comparisons.csv", index=False)
     loaded = load_run(run)
     pts = paired_points(loaded, "largest", "loss", "flops")
-    flops = table.set_index("key").loc[front, "flops"].to_numpy() * AXES["flops"].scale
+    flops = table.set_index("key").loc[front, "flops"].to_numpy() * axes()["flops"].scale
     assert np.allclose(pts["x"], flops)
     assert pts[["delta", "lo", "hi"]].to_numpy().tolist() == comp[
         ["loss_delta", "loss_delta_lo", "loss_delta_hi"]].to_numpy().tolist()
@@ -160,7 +161,7 @@ def test_front_and_baselines_carry_their_error_bars(tmp_path):
 
 def test_plot_rejects_missing_run(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
-    assert "no such search run directory" in capsys.readouterr().err
+    assert "no such run directory" in capsys.readouterr().err
 
 
 def test_run_table_is_frozen():

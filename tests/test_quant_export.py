@@ -276,7 +276,8 @@ def test_measured_latency_runs_the_int8_kernel_not_a_dequantized_matmul(supernet
     """`measure_subnet` (``automoe latency measure``) builds the model as the search's
     latency does (`SuperTransformer.extract`, or a random `Transformer`): its int8 experts
     must reach the int8 kernel in use, and nothing may be dequantized."""
-    from automoe.costs.latency import LatencyProtocol, measure_subnet
+    from automoe.costs.latency import LatencyProtocol
+    from automoe.costs.subnet_latency import measure_subnet
 
     monkeypatch.setattr(quant, "INT8_KERNEL", kernel)
     kernel_calls, dequantized = [], []

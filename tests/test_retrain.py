@@ -295,7 +295,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(job, tmp_path, capsys):
     (run / "pareto.csv").write_text(job.pareto_text)
     snapshot = {p.name: p.read_bytes() for p in run.iterdir()}
     cases = [
-        ([str(tmp_path / "nope")], "no such search run directory"),
+        ([str(tmp_path / "nope")], "no such run directory"),
         ([str(job.oracle_dir)], "no pareto.csv"),
         ([str(run), "--top", "0"], "'top' must be an integer >= 1"),
         ([str(run), "--keys", "feedfacefeedface"], "feedfacefeedface"),

@@ -1,4 +1,4 @@
-"""The one search-run reader (automoe.search.results.read_run) and the places built on it:
+"""The one search-run reader (automoe.run_dir.read_run) and the places built on it:
 keys that look like numbers stay the exact strings written, in every table; missing or bad
 files fail naming the file."""
 
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from automoe.plots import load_run
-from automoe.search.results import read_run
+from automoe.run_dir import read_run
 
 # Hex keys pandas would otherwise read as numbers: an integer with a leading zero, a float.
 KEYS = ["0123456789012345", "00000000000000e1", "abcdef0123456789"]
@@ -54,7 +54,7 @@ def test_optional_files(tmp_path):
 
 @pytest.mark.parametrize(("setup", "kwargs", "error", "message"), [
     (lambda run: run.rename(run.with_name("gone")), {}, FileNotFoundError,
-     "no such search run directory"),
+     "no such run directory"),
     (lambda run: (run / "candidates.csv").unlink(), {}, FileNotFoundError,
      "no candidates.csv"),
     (lambda run: (run / "candidates.csv").write_text("key,bleu\n"), {}, ValueError,

@@ -21,6 +21,8 @@ def test_default_objectives_minimise_dev_loss_and_costs():
 
 def test_every_metric_parses_to_its_column():
     for name, metric in METRICS.items():
+        if metric.kind == "report":  # a column the tables carry, never searched
+            continue
         (obj,) = parse_objectives(name)
         assert obj.name == metric.column
         assert obj.direction == metric.direction

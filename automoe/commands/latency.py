@@ -51,7 +51,7 @@ def protocol_from_args(args: argparse.Namespace) -> LatencyProtocol:
     sentences = None
     vocab_size = args.vocab_size
     if args.data:
-        from automoe.costs.latency import data_sentences
+        from automoe.costs.subnet_latency import data_sentences
 
         vocab_size, sentences = data_sentences(args.data, args.split, args.n_sentences)
     return LatencyProtocol(
@@ -135,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from automoe.costs.latency import measure_subnet, supernet_weights_id
+    from automoe.costs.subnet_latency import measure_subnet, supernet_weights_id
     from search_spaces import load_space
     from search_spaces.importers import read_subnet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from automoe.plot_axes import AXES
+from automoe.plot_axes import axes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", default=None, metavar="NAME",
                    help="legend label per run (repeat; default: the run's name)")
     p.add_argument("--pairs", default=None,
-                   help=f"comma-separated x:y pairs from {sorted(AXES)} (default: each "
+                   help=f"comma-separated x:y pairs from {sorted(axes())} (default: each "
                         "quality objective of the runs (bleu, loss) against each of their "
                         "cost objectives, e.g. flops:loss,latency_ms:loss)")
     p.set_defaults(func=_run)
@@ -33,8 +33,8 @@ def _parse_pairs(text: str) -> list[tuple[str, str]]:
     pairs = []
     for item in text.split(","):
         x, sep, y = item.partition(":")
-        if not sep or x not in AXES or y not in AXES:
-            raise ValueError(f"--pairs: bad pair {item!r}; expected x:y with x, y in {sorted(AXES)}")
+        if not sep or x not in axes() or y not in axes():
+            raise ValueError(f"--pairs: bad pair {item!r}; expected x:y with x, y in {sorted(axes())}")
         pairs.append((x, y))
     return pairs
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "measure_latency": "latency",
     "device_fingerprint": "latency",
     "LatencyCache": "latency_cache",
+    "measure_subnet": "subnet_latency",
     "collect_latency_dataset": "dataset",
     "read_latency_dataset": "dataset",
     "LatencyPredictor": "predictor",

@@ -20,9 +20,9 @@ Statistics: median (the headline), HAT's 10–90 % trimmed mean (of the totals, 
 sum of the encoder and decoder trimmed means), mean, std, p10/p90, coefficient of variation;
 the raw samples are kept.
 
-`measure_subnet` measures one subnet as ``automoe latency measure`` does (random or supernet
-weights, optionally through the latency cache). torch is imported where a measurement runs,
-so the protocol loads without it.
+One subnet as ``automoe latency measure`` measures it (random or supernet weights, through
+the cache) is `automoe.costs.subnet_latency`. torch is imported where a measurement runs, so
+the protocol loads without it.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ from supernet.tokens import BOS_ID, DEFAULT_VOCAB_SIZE, EOS_ID, PAD_ID
 if TYPE_CHECKING:
     import torch
 
-    from search_spaces.config import SubnetConfig
-    from supernet.supertransformer import SuperTransformer
-    from supernet.transformer import Transformer
 
 __all__ = [
     "LatencyProtocol",
@@ -63,9 +60,6 @@ __all__ = [
     "trimmed_mean",
     "summarize",
     "make_inputs",
-    "data_sentences",
-    "supernet_weights_id",
-    "measure_subnet",
 ]
 
 # Names of the torch dtypes a protocol may ask for (torch itself is imported where needed).
@@ -499,59 +493,3 @@ def _samples(model: SubnetModel, inputs: list[tuple[torch.Tensor, torch.Tensor]]
                 if cuda:
                     dev_ms.append(g)
     return enc_ms, dec_ms, dev_ms
-
-
-# ---- one subnet, as `automoe latency measure` measures it ----------------------------------
-
-
-def data_sentences(data_dir: str | Path, split: str = "valid",
-                   n: int = 10) -> tuple[int, tuple[tuple[int, ...], ...]]:
-    """``(vocab_size, sentences)`` of a prepared data dir: the first ``n`` source sentences
-    of ``split`` as EOS-terminated token ids (`LatencyProtocol.sentences`), and the data's
-    vocabulary, which a protocol over its ids needs."""
-    from automoe.data import load_split, read_meta
-
-    vocab_size = int(read_meta(data_dir)["vocab_size"])
-    data = load_split(data_dir, split)
-    n = min(n, len(data))
-    if n < 1:
-        raise ValueError(f"{data_dir}: split {split!r} has no sentences")
-    return vocab_size, tuple(tuple(int(t) for t in data.src[i]) + (EOS_ID,) for i in range(n))
-
-
-def supernet_weights_id(path: str | Path, which: str = "last") -> str:
-    """`LatencyProtocol.weights` of a trained supernet (run dir, ``checkpoint_{which}.pt``,
-    or checkpoint file): ``supernet:`` and the first 16 hex digits of the file's sha256."""
-    from automoe.io_utils import file_sha256
-
-    file = Path(path)
-    file = file / f"checkpoint_{which}.pt" if file.is_dir() else file
-    return f"supernet:{file_sha256(file)[:16]}"
-
-
-def measure_subnet(config: SubnetConfig, protocol: LatencyProtocol, *,
-                   supernet: SuperTransformer | None = None,
-                   cache: str | Path | None = None) -> tuple[LatencyResult, bool]:
-    """``(result, cached)``: the latency of subnet ``config`` under ``protocol``, measured on
-    its model extracted from ``supernet`` (a trained `SuperTransformer`, named by
-    ``protocol.weights``: its routers route like the trained model), or else on a randomly
-    initialised model seeded by ``protocol.seed``. With ``cache`` (a `LatencyCache` file) a
-    measurement with the same fingerprint, subnet and protocol is reused (``cached`` True)
-    and a new one is appended."""
-
-    def build() -> Transformer:
-        if supernet is None:
-            from automoe.costs.dataset import random_model
-
-            return random_model(config, protocol.vocab_size, seed=protocol.seed,
-                                device=protocol.device, dtype=protocol.dtype)
-        import torch
-
-        model = supernet.extract(config)
-        return model.to(device=protocol.device, dtype=getattr(torch, protocol.dtype)).eval()
-
-    if cache is not None:
-        from automoe.costs.latency_cache import LatencyCache
-
-        return LatencyCache(cache).measure(config.key(), protocol, build)
-    return measure_latency(build(), protocol, subnet_key=config.key()), False

@@ -25,6 +25,7 @@ from automoe.costs.latency import (
     LatencyProtocol,
     LatencyResult,
     fingerprint_id,
+    measure_latency,
     protocol_fingerprint,
 )
 from supernet.contracts import SubnetModel
@@ -159,8 +160,6 @@ class LatencyCache:
 
         Returns ``(result, was_cached)``.
         """
-        from automoe.costs.latency import measure_latency
-
         self.refresh()
         hit = self.get(subnet_key, protocol)
         if hit is not None:

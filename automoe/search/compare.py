@@ -25,12 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv
+from automoe.run_dir import COMPARISONS, RunDir
 
 __all__ = ["COMPARISONS", "SENTENCES", "compare_rows", "paired_row", "with_holm",
            "write_comparisons"]
 
-COMPARISONS = "comparisons.csv"
 SENTENCES = "sentences/comparisons"  # per-sentence scores of every compared system
 _METRICS = ("loss", "bleu", "chrf")
 _INTERVALS = ("loss_se", "bleu_lo", "bleu_hi", "chrf_lo", "chrf_hi")
@@ -123,4 +122,4 @@ def write_comparisons(run_dir: str | Path, front: Mapping[str, Any],
     scorer = dataclasses.replace(factory, settings=settings)(state)
     table = compare_rows(front, baselines, scorer, sentences=Path(run_dir) / SENTENCES,
                          progress=progress)
-    return atomic_write_csv(table, Path(run_dir) / COMPARISONS)
+    return RunDir.at(run_dir).write_table(COMPARISONS, table)

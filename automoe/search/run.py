@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from automoe.io_utils import atomic_write_json, read_json
-from automoe.search.compare import COMPARISONS, write_comparisons
+from automoe.run_dir import COMPARISONS, RunDir
+from automoe.search.compare import write_comparisons
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
     METRICS,
@@ -116,12 +116,11 @@ def _versions() -> dict[str, str]:
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     """RUN_DIR/checkpoint.json as written after the last finished generation."""
-    path = Path(run_dir) / "checkpoint.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint (was this search ever started?)")
-    data = read_json(path)
+    files = RunDir.at(run_dir)
+    data = files.read_checkpoint()
     if data.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: format {data.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        raise ValueError(f"{files.checkpoint_path}: format {data.get('format')!r}, expected "
+                         f"{CHECKPOINT_FORMAT!r}")
     return data
 
 
@@ -142,6 +141,7 @@ def run_search(settings: SearchSettings, *,
 
     began = time.perf_counter()
     run = Path(settings.out)
+    files = RunDir.at(run)
     if not settings.resume:  # a run dir must not depend on the directory it was started from
         settings = dataclasses.replace(settings, supernet=str(Path(settings.supernet).resolve()),
                                        data=str(Path(settings.data).resolve()))
@@ -149,10 +149,10 @@ def run_search(settings: SearchSettings, *,
             settings = dataclasses.replace(settings, space=str(Path(settings.space).resolve()))
     if settings.resume:
         check_resume(settings)
-    elif (run / "checkpoint.json").exists():
+    elif files.checkpoint_path.exists():
         raise ValueError(f"{run}: already holds a search (checkpoint.json); pass --resume to "
                          "continue it or choose another --out")
-    elif run.is_dir() and any(run.iterdir()) and not (run / "search.json").exists():
+    elif run.is_dir() and any(run.iterdir()) and not files.has_meta():
         raise ValueError(f"{run}: exists, is not empty and is not a search run; choose "
                          "another --out")
     objectives = parse_objectives(settings.objectives)
@@ -180,7 +180,7 @@ def run_search(settings: SearchSettings, *,
                                task=scoring.task_server(checkpoint, settings.data, settings.task))
     costs.check_constraints(constraints)
     data_identity = scoring.data_identity(settings.data)
-    if settings.resume and (run / "search.json").is_file():
+    if settings.resume and files.has_meta():
         _check_identity(run, checkpoint, costs.space_identity(), data_identity)
     runtimes = tuple(m.runtime for m in metrics if m.kind == "latency" and m.runtime)
     scoring_settings = _scoring_settings(settings, bleu=any(m.name == "bleu" for m in metrics),
@@ -243,8 +243,7 @@ def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
     """A resumed search must score with the supernet, space and data it started with:
     ValueError naming what changed (a run recorded before data identities were stored is
     checked on supernet and space only)."""
-    path = run / "search.json"
-    stored = read_json(path)
+    stored = RunDir.at(run).read_meta()
     changed = []
     was = stored.get("supernet", {}).get("sha256")
     if was != checkpoint.sha256:
@@ -343,9 +342,9 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
 
     algo = build_algorithm(settings, costs.space, objectives, constraints, costs.pre_filter)
     details: dict[str, Any] = {}
-    if settings.resume and (run / "checkpoint.json").exists():
+    if settings.resume and RunDir.at(run).checkpoint_path.exists():
         data = load_checkpoint(run)
-        state = algo.restore(data["algorithm"], source=str(run / "checkpoint.json"))
+        state = algo.restore(data["algorithm"], source=str(RunDir.at(run).checkpoint_path))
         details = dict(data.get("details", {}))
     else:  # a new run, or one killed before its first checkpoint: start at generation 0
         run.mkdir(parents=True, exist_ok=True)
@@ -374,11 +373,10 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
     def checkpoint(dump: dict[str, Any]) -> None:
         details.update(fresh)
         fresh.clear()
-        # the algorithm's state must read back exactly (an infeasible candidate's inf)
-        atomic_write_json(run / "checkpoint.json", {
+        RunDir.at(run).write_checkpoint({
             "format": CHECKPOINT_FORMAT, "generation": state.generation,
             "algorithm": dump, "details": details,
-        }, strict=False)
+        })
         write_tables(run, algo, state, details)
         _write_meta(run, header, algo, state, status="running")
 
@@ -397,7 +395,7 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
         evolve(algo, evaluate, resume=state, checkpoint=checkpoint, on_generation=progress)
     finally:
         bar.close()
-    if settings.baselines and not (run / "baselines.csv").exists():
+    if settings.baselines and not RunDir.at(run).baselines_path.exists():
         _score_baselines(run, algo, state, costs, evaluator, details)
     if settings.baselines and not (run / COMPARISONS).exists():
         _compare_front(settings, run, algo, state, costs, identity)
@@ -481,4 +479,4 @@ def _write_meta(run: Path, header: dict[str, Any], algo: Any, state: Any, *, sta
     }
     if seconds is not None:
         doc["seconds"] = seconds
-    atomic_write_json(run / "search.json", doc)
+    RunDir.at(run).write_meta(doc)

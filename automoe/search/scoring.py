@@ -31,8 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from automoe.costs.flops import FlopsProtocol
+from automoe.costs.predictor import LatencyPredictor
 from automoe.dev_scoring import DevScorer, ScoringSettings
 from automoe.io_utils import file_sha256
+from automoe.metrics import cheap_metrics
 from automoe.search.evaluators import Score
 from automoe.search.objectives import latency_metric
 
@@ -119,43 +122,32 @@ class CheapCosts:
 
     def __init__(self, checkpoint: SupernetCheckpoint, *, predictor: str | None = None,
                  task: TaskServer | None = None) -> None:
-        from automoe.costs.flops import FlopsProtocol
-
         self.task = task
         self.space = checkpoint.space
         self.vocab_size = checkpoint.vocab_size
         self.normalize_before = bool(checkpoint.options.get("normalize_before", False))
         self.flops_protocol = FlopsProtocol()
-        self.predictor = None
+        self.predictor: LatencyPredictor | None = None
+        self.predictor_path: str | None = None
         if predictor:
-            from automoe.costs.predictor import LatencyPredictor
-
             self.predictor = LatencyPredictor.load(predictor)
             self.predictor_path = str(predictor)
 
     def __call__(self, config: SubnetConfig) -> dict[str, float]:
-        """``{"flops", "params", "params_active", "weight_bytes", "max_experts"
-        [, "predicted_latency_ms"]}`` of ``config``, or of what serves the task."""
-        from automoe.costs.flops import flops
-        from supernet.params import count_params, weight_bytes
-
+        """Every available cheap metric of the registry (`automoe.metrics`), column ->
+        value, of ``config`` or of what serves the task."""
         if self.task is not None:
             config = self.task.served(config)
-        counts = count_params(config, self.vocab_size, normalize_before=self.normalize_before)
-        out = {
-            "flops": flops(config, self.flops_protocol).flops,
-            "params": float(counts.hat),
-            "params_active": float(counts.active - counts.embedding),
-            "weight_bytes": float(weight_bytes(config, self.vocab_size,
-                                               normalize_before=self.normalize_before).weights),
-            "max_experts": float(max(config.encoder_experts + config.decoder_experts)),
-        }
-        if self.predictor is not None:
-            if self.task is not None and not self.space.contains(config):
+            if self.predictor is not None and not self.space.contains(config):
                 raise ValueError(f"--predictor with --task {self.task.task}: the served config "
                                  f"{config.key()} is outside space {self.space.name!r}, whose "
                                  "features the predictor reads; use measured latency")
-            out["predicted_latency_ms"] = float(self.predictor.predict([config], self.space)[0])
+        out = {}
+        for metric in cheap_metrics():
+            assert metric.cost is not None  # (a cheap metric has one)
+            value = metric.cost(self, config)
+            if value is not None:
+                out[metric.column] = value
         return out
 
     pre_filter = __call__  # the evolution's cheap pre-filter: returns metrics, never rejects
@@ -174,18 +166,14 @@ class CheapCosts:
                 )
 
     def protocols(self, latency: dict[str, str]) -> dict[str, Any]:
-        """The protocols of the cheap metrics, and ``latency`` (latency metric name ->
-        protocol text) for the measured ones."""
-        from automoe.costs.report import BYTES_PROTOCOL
-
-        out: dict[str, Any] = {"flops": self.flops_protocol.describe(),
-                               "params": "HAT convention: all parameters except the embedding "
-                                         "table / tied output projection",
-                               "bytes": BYTES_PROTOCOL}
+        """The protocols of the cheap metrics (registry name -> text), and ``latency``
+        (latency metric name -> protocol text) for the measured ones."""
+        out: dict[str, Any] = {}
+        for metric in cheap_metrics():
+            text = metric.protocol(self) if metric.protocol is not None else None
+            if text is not None:
+                out[metric.name] = text
         out.update(latency)
-        if self.predictor is not None:
-            out["predicted_latency"] = f"predictor {self.predictor_path} " \
-                                       f"({self.predictor.kind})"
         return out
 
     def space_identity(self) -> dict[str, Any]:

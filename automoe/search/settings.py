@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from automoe.io_utils import read_json
+from automoe.run_dir import RunDir
 from automoe.search.objectives import DEFAULT_OBJECTIVES, parse_constraint, parse_objectives
 from search_spaces.checks import check_ints, check_known_fields
 
@@ -169,10 +169,11 @@ def build_algorithm(settings: SearchSettings, space: SearchSpace, objectives, co
 
 
 def _stored_settings(run_dir: str | Path) -> dict[str, Any]:
-    meta_path = Path(run_dir) / "search.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: not a search run directory (nothing to resume)")
-    return read_json(meta_path)["settings"]
+    files = RunDir.at(run_dir)
+    if not files.has_meta():
+        raise FileNotFoundError(f"{files.meta_path}: not a search run directory (nothing to "
+                                "resume)")
+    return files.read_settings()
 
 
 def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:
@@ -193,12 +194,12 @@ def resume_settings(run_dir: str | Path, **overrides: Any) -> SearchSettings:
                 f"{stored.get(name)!r}; only {sorted(EXECUTION_FIELDS)} may change on resume"
             )
     merged = {**stored, **overrides, "out": str(run_dir), "resume": True}
-    return SearchSettings.from_json(merged, source=str(Path(run_dir) / "search.json"))
+    return SearchSettings.from_json(merged, source=str(RunDir.at(run_dir).meta_path))
 
 
 def check_resume(settings: SearchSettings) -> None:
     """ValueError unless ``settings`` equal the stored ones (execution fields aside)."""
-    source = str(Path(settings.out) / "search.json")
+    source = str(RunDir.at(settings.out).meta_path)
     # Through the dataclass: a field added since the run was started takes its default.
     stored = SearchSettings.from_json(_stored_settings(settings.out), source=source).to_json()
     ours = settings.to_json()

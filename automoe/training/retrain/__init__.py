@@ -21,7 +21,7 @@ from typing import Any
 
 _EXPORTS = {
     "RetrainSettings": "settings", "EXECUTION_FIELDS": "settings",
-    "TrialJob": "job", "RetrainOutcome": "job", "retrain": "job", "resume_settings": "job",
+    "TrialJob": "settings", "RetrainOutcome": "job", "retrain": "job", "resume_settings": "job",
     "plan_keys": "job", "RETRAIN_DIR": "job", "EXPERIMENT": "job", "SETTINGS_FILE": "job",
     "TABLE": "job",
     "choose_keys": "select", "cost_column": "select", "spread_indices": "select",

@@ -29,11 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
-from automoe.search.results import read_run
-from automoe.training.presets import TrainOptions
+from automoe.io_utils import atomic_write_json, read_json
+from automoe.run_dir import PARETO, RETRAINED, RunDir, read_run
 from automoe.training.retrain.select import choose_keys, cost_column
-from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings
+from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings, TrialJob
 from search_spaces.checks import check_known_fields
 from search_spaces.config import SubnetConfig
 
@@ -44,58 +43,9 @@ RETRAIN_DIR = "retrain"  # under the search RUN_DIR
 EXPERIMENT = "tune"  # Tune's experiment name (resumed attempts: tune-2, tune-3, ...)
 _KEY = re.compile(r"[0-9a-f]{16}")
 SETTINGS_FILE = "retrain.json"
-TABLE = "retrained.csv"
+TABLE = RETRAINED
 FORMAT = "automoe.retrain/1"
 _INHERITED = ("bleu", "chrf", "loss", "flops", "params", "latency_ms", "predicted_latency_ms")
-
-
-@dataclass(frozen=True)
-class TrialJob:
-    """What every trial of a retrain job needs, checked by `retrain` before any trial runs.
-
-    Tune's param space holds its `to_dict` (plain JSON), and each trial reads it back with
-    `from_dict`; a dict of the same keys written by an older version reads the same.
-
-    Attributes:
-        data_dir: the prepared data dir of the search.
-        models_dir: where each trial's run dir ``<key>/`` lives.
-        options: the resolved training options of every trial.
-        configs: subnet key -> its architecture.
-        report_every: updates per chunk (Tune report + checkpoint); the options' validation.
-        average_last, beam, lenpen, test_sentences: final weights and test BLEU.
-        cpus: CPUs of a trial (its torch threads); gpus: its GPUs (> 0 trains on cuda).
-        continue_run_dirs: ``retrain --resume``: a trial without a Tune checkpoint continues
-            from its run dir's own ``checkpoint_last.pt``.
-    """
-
-    data_dir: str
-    models_dir: str
-    options: TrainOptions
-    configs: Mapping[str, SubnetConfig]
-    report_every: int
-    average_last: int
-    beam: int
-    lenpen: float
-    test_sentences: int
-    cpus: int
-    gpus: float
-    continue_run_dirs: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                "options": self.options.to_dict(),
-                "configs": {k: c.to_dict() for k, c in self.configs.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "retrain job") -> TrialJob:
-        check_known_fields(cls, data, source=source, what="field(s)")
-        try:
-            configs = {k: SubnetConfig.from_dict(c, source=f"{source}: configs[{k!r}]")
-                       for k, c in data["configs"].items()}
-            options = TrainOptions.from_dict(data["options"], source=f"{source}: options")
-            return cls(**{**data, "options": options, "configs": configs})
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{source}: bad retrain job ({err!r})") from None
 
 
 @dataclass(frozen=True)
@@ -326,10 +276,10 @@ def retrain(settings: RetrainSettings, *, resume: bool = False) -> RetrainOutcom
 
                 ray.shutdown()
     table = _with_intervals(_table(plan, results), plan.job.data_dir)
-    path = plan.run / TABLE
-    atomic_write_csv(table, path, float_format=None)
-    if (plan.run / "pareto.csv").is_file():
-        _merge_front(plan.run / "pareto.csv", table)
+    run = RunDir.at(plan.run)
+    path = run.write_table(RETRAINED, table, float_format=None)
+    if run.pareto_path.is_file():
+        _merge_front(run, table)
     return RetrainOutcome(table, path, tuple(plan.keys))
 
 
@@ -356,10 +306,9 @@ def _kept_results(plan: _Plan, base: Path) -> dict[str, tuple[str, str, dict, An
     """Trials a resume keeps: finished ones (their run dir's ``results.json``, JSON written
     by the trial) and those ASHA stopped (``retrained.csv``)."""
     out: dict[str, tuple[str, str, dict, Any]] = {}
-    previous = plan.run / TABLE
+    table = RunDir.at(plan.run).read_optional(RETRAINED)
     stopped = set()
-    if previous.is_file():
-        table = pd.read_csv(previous, dtype={"key": str})
+    if table is not None:
         stopped = set(table.loc[table["status"] == "stopped early", "key"])
         rows = table.set_index("key")
     for key in plan.keys:
@@ -463,10 +412,11 @@ def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
     return out
 
 
-def _merge_front(path: Path, table: pd.DataFrame) -> None:
+def _merge_front(run: RunDir, table: pd.DataFrame) -> None:
     """Adds (or replaces) pareto.csv's ``bleu_retrained`` column (NaN where not retrained);
     every other cell is written back as the search wrote it (same float format)."""
-    front = pd.read_csv(path, dtype={"key": str})
+    front = run.read_front()
+    assert front is not None  # (the caller checked)
     scores = table.set_index("key")["bleu_retrained"]
     front["bleu_retrained"] = front["key"].map(scores).astype(float)
-    atomic_write_csv(front, path)  # as automoe.search.results writes it
+    run.write_table(PARETO, front)

@@ -1,5 +1,6 @@
-"""`RetrainSettings`: what ``automoe retrain`` does (torch-, pandas- and Ray-free, so the
-command line takes its defaults from here)."""
+"""`RetrainSettings`: what ``automoe retrain`` does, and `TrialJob`: what each of its trials
+reads (torch-, pandas- and Ray-free, so the command line takes its defaults from here and
+a trial imports its job's record without the job's module)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automoe.training.presets import PRESET_NAMES, FinalScoring, TrainOptions, get_preset
-from search_spaces.checks import check_ints
+from search_spaces.checks import check_ints, check_known_fields
+from search_spaces.config import SubnetConfig
 
-__all__ = ["RetrainSettings", "EXECUTION_FIELDS"]
+__all__ = ["RetrainSettings", "TrialJob", "EXECUTION_FIELDS"]
 
 # settings that only say how the job runs: they may change on --resume
 EXECUTION_FIELDS = ("run_dir", "ray_address", "progress")
@@ -93,3 +95,52 @@ class RetrainSettings:
             raise ValueError(f"--average-last {self.average_last} needs --keep-last >= "
                              f"{self.average_last} (the options keep {opts.keep_last})")
         return opts
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of a retrain job needs, checked by `retrain` before any trial runs.
+
+    Tune's param space holds its `to_dict` (plain JSON), and each trial reads it back with
+    `from_dict`; a dict of the same keys written by an older version reads the same.
+
+    Attributes:
+        data_dir: the prepared data dir of the search.
+        models_dir: where each trial's run dir ``<key>/`` lives.
+        options: the resolved training options of every trial.
+        configs: subnet key -> its architecture.
+        report_every: updates per chunk (Tune report + checkpoint); the options' validation.
+        average_last, beam, lenpen, test_sentences: final weights and test BLEU.
+        cpus: CPUs of a trial (its torch threads); gpus: its GPUs (> 0 trains on cuda).
+        continue_run_dirs: ``retrain --resume``: a trial without a Tune checkpoint continues
+            from its run dir's own ``checkpoint_last.pt``.
+    """
+
+    data_dir: str
+    models_dir: str
+    options: TrainOptions
+    configs: Mapping[str, SubnetConfig]
+    report_every: int
+    average_last: int
+    beam: int
+    lenpen: float
+    test_sentences: int
+    cpus: int
+    gpus: float
+    continue_run_dirs: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "options": self.options.to_dict(),
+                "configs": {k: c.to_dict() for k, c in self.configs.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "retrain job") -> TrialJob:
+        check_known_fields(cls, data, source=source, what="field(s)")
+        try:
+            configs = {k: SubnetConfig.from_dict(c, source=f"{source}: configs[{k!r}]")
+                       for k, c in data["configs"].items()}
+            options = TrainOptions.from_dict(data["options"], source=f"{source}: options")
+            return cls(**{**data, "options": options, "configs": configs})
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source}: bad retrain job ({err!r})") from None

@@ -29,7 +29,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from automoe.training.retrain.job import TrialJob
+from automoe.training.retrain.settings import TrialJob
 
 __all__ = ["retrain_trial", "trial_dirname", "Progress"]
 
