@@ -103,7 +103,7 @@ class SentenceScores:
     hyps: list[str]
 
 
-def sentence_losses(model: Any, batches: Iterable[Batch], subnet: SubnetConfig | None, *,
+def sentence_losses(model: torch.nn.Module, batches: Iterable[Batch], subnet: SubnetConfig | None, *,
                     label_smoothing: float, n: int, device: torch.device
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sentence label-smoothed loss, NLL and token counts ([n] each, corpus order) of
@@ -157,7 +157,7 @@ class DevScorer:
         self.refs = rows.references()[:n] if s.bleu else []
         self.tokenizer = Tokenizer.load(data) if s.bleu else None
 
-    def losses(self, model: Any, subnet: SubnetConfig | None = None
+    def losses(self, model: torch.nn.Module, subnet: SubnetConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-sentence loss, NLL and token counts ([N] each) of `model` (a supernet with
         `subnet`, or a plain model with ``subnet=None``): one teacher-forced pass."""

@@ -10,7 +10,7 @@ replace every decoder FFN by ``experts`` experts of the same width, top-1:
 - ``task-moe``: decoder experts routed per target language; one language is served by its
   extracted model (`supernet.task_extract.for_task`), whose FLOPs are the dense one's.
 
-`run_task_study(plan, out)` runs, resumably: ``data prepare`` (multilingual), ``train
+`automoe.workflows.task_study.run_task_study(plan, out)` runs, resumably: ``data prepare`` (multilingual), ``train
 --subnet`` of each system with each seed (from scratch, same data and budget), then per
 model and language the test loss, NLL, BLEU and chrF with per-sentence archives
 (``sentences/``), the paired tests of every pair of systems per language (seeds pooled:
@@ -24,20 +24,26 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from automoe.io_utils import atomic_write_csv, atomic_write_text
-from automoe.pipeline import run_cli
-from automoe.study import StepClock
+from automoe.bleu import corpus_scores
+from automoe.data import load_split
+from automoe.decoding import translate_ids
+from automoe.dev_scoring import DevScorer, ScoringSettings
+from automoe.export import load_subnet, write_task_model
+from automoe.search.compare import with_holm
+from automoe.sentences import load_sentence_scores, save_sentence_scores
+from automoe.stats import loss_with_se, paired_loss_test, paired_stats_test
 from search_spaces.config import SubnetConfig
+from supernet.params import weight_bytes
 
-__all__ = ["TaskStudyPlan", "TASK_STUDY_PLANS", "SYSTEMS", "systems", "run_task_study",
-           "compare_systems"]
+__all__ = ["TaskStudyPlan", "TASK_STUDY_PLANS", "SYSTEMS", "systems", "score_tests",
+           "serving_table", "compare_systems"]
 
 SYSTEMS = ("dense", "token-moe", "task-moe")
 _PAIRS = (("task-moe", "dense"), ("token-moe", "dense"), ("task-moe", "token-moe"))
@@ -106,67 +112,13 @@ def systems(plan: TaskStudyPlan) -> dict[str, SubnetConfig]:
             "task-moe": dataclasses.replace(moe, decoder_routing="task")}
 
 
-def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path | None = None,
-                   quiet: bool = False, echo: Callable[[str], None] | None = None) -> Path:
-    """Runs (or resumes) the study into `out`; returns ``comparisons.csv``. ``data_dir``:
-    a prepared multilingual data dir instead of preparing the plan's corpus."""
-    say = echo or (lambda line: print(line, flush=True))
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    q = ("-q",) if quiet else ()
-    clock = StepClock.resume(root / "study.json", _plan_json(plan))
-
-    def step(name: str, argv: Sequence[str]) -> None:
-        with clock.timing(name):
-            run_cli(list(argv), say)
-
-    data = Path(data_dir) if data_dir is not None else root / "data"
-    if data_dir is None and not (data / "spm.model").is_file():
-        step("data", ["data", "prepare", "--corpus", plan.corpus, "--targets",
-                      ",".join(plan.targets), "--out", str(data), *plan.prepare_args, *q])
-    configs = systems(plan)
-    for name, config in configs.items():
-        atomic_write_text(root / "configs" / f"{name}.json", config.to_json(indent=2) + "\n")
-    for name in SYSTEMS:
-        for seed in plan.seeds:
-            run = root / "train" / f"{name}-s{seed}"
-            if (run / "model" / "config.json").is_file():
-                continue
-            resume = (run / "run.json").is_file()
-            step(f"train {name} s{seed}", ["train", "--out", str(run), "--resume", *q] if resume
-                 else ["train", "--subnet", str(root / "configs" / f"{name}.json"), "--data",
-                       str(data), "--out", str(run), "--seed", str(seed), *plan.train_args, *q])
-    scores = root / "scores.csv"
-    if not scores.is_file():
-        with clock.timing("test"):
-            atomic_write_csv(_score_all(plan, root, data, say), scores, float_format="%.6g")
-    serving = root / "serving.csv"
-    if not serving.is_file():
-        with clock.timing("serving"):
-            atomic_write_csv(_serving(plan, root, data, say), serving, float_format="%.6g")
-    comparisons = root / "comparisons.csv"
-    atomic_write_csv(compare_systems(root / "sentences", plan.targets, plan.seeds,
-                                     resamples=plan.resamples), comparisons, float_format="%.6g")
-    say(f"study finished: {comparisons}")
-    return comparisons
-
-
-def _plan_json(plan: TaskStudyPlan) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}
-
-
 def _model_dir(root: Path, name: str, seed: int) -> Path:
     return root / "train" / f"{name}-s{seed}" / "model"
 
 
-def _score_all(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], None]
+def score_tests(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], None]
                ) -> pd.DataFrame:
     """Per (system, seed, language): test loss, NLL and BLEU/chrF, archives in sentences/."""
-    from automoe.bleu import corpus_scores
-    from automoe.dev_scoring import DevScorer, ScoringSettings
-    from automoe.export import load_subnet
-    from automoe.sentences import save_sentence_scores
-    from automoe.stats import loss_with_se
 
     rows = []
     for name in SYSTEMS:
@@ -192,7 +144,6 @@ def _score_all(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str],
 
 def _served(root: Path, name: str, seed: int, lang: str) -> Path:
     """The model dir that serves `lang`: the task-routed model's extraction, else itself."""
-    from automoe.export import write_task_model
 
     model = _model_dir(root, name, seed)
     if name != "task-moe":
@@ -203,16 +154,12 @@ def _served(root: Path, name: str, seed: int, lang: str) -> Path:
     return out
 
 
-def _serving(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], None]
+def serving_table(plan: TaskStudyPlan, root: Path, data: Path, say: Callable[[str], None]
              ) -> pd.DataFrame:
     """Per (system, language) of seed 0: the served model's parameters, weight bytes and
     decoding throughput (beam ``plan.beam``) in torch and ONNX Runtime, each the median of
     3 timed passes over the first ``throughput_sentences`` test sources; also whether its
     translations equal the routed model's."""
-    from automoe.data import load_split
-    from automoe.decoding import translate_ids
-    from automoe.export import load_subnet
-    from supernet.params import weight_bytes
 
     if plan.onnx:
         from automoe.onnx_export import export_subnet_onnx, require_onnx
@@ -264,9 +211,6 @@ def compare_systems(sentences: Path, tasks: Sequence[str], seeds: Sequence[int],
     NLL with its 95% interval and paired p-value (`automoe.stats`), seeds pooled (each
     seed's test set side by side, sentence i of seed s paired across systems), Holm over the
     table per metric. Reads the archives ``sentences/<system>-s<seed>-<task>.npz``."""
-    from automoe.search.compare import with_holm
-    from automoe.sentences import load_sentence_scores
-    from automoe.stats import paired_loss_test, paired_stats_test
 
     def pooled(system: str, task: str) -> dict[str, np.ndarray]:
         parts = [load_sentence_scores(sentences / f"{system}-s{s}-{task}.npz") for s in seeds]

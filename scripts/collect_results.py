@@ -4,7 +4,7 @@
     python scripts/collect_results.py runs/demo results/demo [--log demo.log]
     python scripts/collect_results.py runs/study results/study [--log study.log]
 
-A pipeline run (``automoe.pipeline``): the search tables and metadata, the supernet's
+A pipeline run (``automoe.workflows.pipeline``): the search tables and metadata, the supernet's
 training logs and settings, the exported subnet's config/scores (not model.safetensors),
 the retraining table when there is one, the translations and the plots. A study
 (``automoe.study``, recognised by its ``study.json``): the same for the supernet, both

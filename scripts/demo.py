@@ -7,7 +7,7 @@ search for dev loss vs FLOPs vs latency on a local Ray cluster (then the front's
 tests of loss, BLEU and chrF against the reference subnets), exports the knee subnet of the
 front, translates a few test sentences with it and draws the Pareto plots. Re-running the
 same command resumes an interrupted run. Every step is printed as the `automoe` command it
-runs (see automoe/pipeline.py), so the log doubles as the recipe.
+runs (see automoe/workflows/pipeline.py), so the log doubles as the recipe.
 
 `--preset wmt` is the GPU recipe (AutoMoE's WMT'14 space and training schedule); it needs
 a prepared data dir (`--data`), see README.md.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from automoe.pipeline import PIPELINE_PRESETS, preset_with, run_pipeline
+from automoe.workflows.pipeline import PIPELINE_PRESETS, preset_with, run_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

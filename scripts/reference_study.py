@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from automoe.study import STUDY_PLANS, run_study
+from automoe.study import STUDY_PLANS
+from automoe.workflows.study import run_study
 
 
 def main(argv: list[str] | None = None) -> int:

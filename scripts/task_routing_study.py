@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from automoe.task_study import TASK_STUDY_PLANS, run_task_study
+from automoe.task_study import TASK_STUDY_PLANS
+from automoe.workflows.task_study import run_task_study
 
 
 def main(argv: list[str] | None = None) -> int:

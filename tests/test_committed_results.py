@@ -14,3 +14,20 @@ def test_committed_results_recompute_from_their_per_sentence_scores():
     checked, mismatches = recompute_all(RESULTS)
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
     assert mismatches == []
+
+
+def test_committed_run_directories_read_back_through_their_owner():
+    """Run dirs written by earlier versions (a search, a study's searches, fidelity studies)
+    read with the one reader, plot, and name their objectives."""
+    from automoe.plots import default_pairs, load_run
+    from automoe.run_dir import RunDir, read_run
+
+    runs = sorted({p.parent for p in RESULTS.rglob("search.json")
+                   if (p.parent / "candidates.csv").is_file()})
+    assert RESULTS / "demo" / "search" in runs and RESULTS / "bands" / "fidelity" in runs
+    for run in runs:
+        table = read_run(run, need_objectives=True)
+        assert table.candidates["key"].str.fullmatch(r"[0-9a-f]{16}").all(), run
+        assert [o.name for o in table.objectives], run
+        assert default_pairs([load_run(run)]), run
+        assert RunDir.at(run).read_settings()["data"], run

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 from search_helpers import make_data  # noqa: E402
 
-from automoe.pipeline import PipelinePreset, run_pipeline  # noqa: E402
+from automoe.workflows.pipeline import PipelinePreset, run_pipeline  # noqa: E402
 from search_spaces import SubnetConfig, load_space  # noqa: E402
 
 TINY = PipelinePreset(
@@ -127,7 +127,7 @@ def test_rerunning_resumes_without_retraining(pipeline, tmp_path):
 
 
 def test_bad_input_fails_before_anything_is_written(tmp_path):
-    from automoe.pipeline import PIPELINE_PRESETS
+    from automoe.workflows.pipeline import PIPELINE_PRESETS
 
     with pytest.raises(ValueError, match="no built-in corpus"):
         run_pipeline(PIPELINE_PRESETS["wmt"], tmp_path / "wmt", echo=lambda line: None)
@@ -139,7 +139,7 @@ def test_bad_input_fails_before_anything_is_written(tmp_path):
 def test_quality_note_takes_bleu_from_the_comparisons_of_a_loss_search(tmp_path):
     """A loss-objective search scores no BLEU per candidate; the note next to the demo's
     translations then reports the front's paired comparison against each baseline."""
-    from automoe.pipeline import _quality_note
+    from automoe.workflows.pipeline import _quality_note
 
     comparison = {"baseline": "largest", "bleu": 4.5, "bleu_lo": 3.9, "bleu_hi": 5.2,
                   "loss_delta": 0.031, "loss_p": 0.002}

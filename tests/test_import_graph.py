@@ -109,6 +109,39 @@ def test_packages_have_no_import_cycle():
     assert cycles(graph) == []
 
 
+# The command line sits on the library, and the workflows (pipeline, studies: sequences of
+# commands) on the command line; nothing imports upwards.
+CLI = ("automoe.cli", "automoe.commands")
+WORKFLOWS = ("automoe.workflows",)
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_library_never_drives_the_command_line():
+    graph = import_graph(ROOT, PACKAGES)
+    library = [m for m in graph if not _under(m, CLI + WORKFLOWS)]
+    assert len(library) > 80
+    upward = {m: sorted(d for d in graph[m] if _under(d, CLI + WORKFLOWS)) for m in library}
+    assert {m: d for m, d in upward.items() if d} == {}
+    commands = [m for m in graph if _under(m, CLI)]
+    assert {m: sorted(graph[m] & set(m for m in graph if _under(m, WORKFLOWS)))
+            for m in commands if any(_under(d, WORKFLOWS) for d in graph[m])} == {}
+
+
+def test_no_module_imports_another_modules_private_names():
+    """``from x import _name`` across modules couples to what x may change freely."""
+    private = []
+    for name, path in _modules(ROOT, PACKAGES).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] in PACKAGES:
+                private += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

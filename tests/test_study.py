@@ -154,12 +154,13 @@ def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):
 def test_a_running_study_accepts_new_variants_and_refuses_another_plan(tmp_path, monkeypatch):
     import dataclasses
 
-    from automoe import study as study_module
+    from automoe.study import plan_json
+    from automoe.workflows import study as study_module
 
     plan = STUDY_PLANS["bible-bands"]
     bare = dataclasses.replace(plan, variants=())
     (tmp_path / "study.json").write_text(json.dumps(
-        {"plan": study_module._plan_json(bare), "seconds": {"data": 1.0}}))
+        {"plan": plan_json(bare), "seconds": {"data": 1.0}}))
 
     class Started(Exception):
         pass

@@ -12,7 +12,8 @@ import pytest
 from search_helpers import make_multilingual_data
 
 from automoe.sentences import load_sentence_scores
-from automoe.task_study import SYSTEMS, TaskStudyPlan, run_task_study, systems
+from automoe.task_study import SYSTEMS, TaskStudyPlan, systems
+from automoe.workflows.task_study import run_task_study
 
 TINY = {"encoder_embed_dim": 16, "decoder_embed_dim": 16, "qkv_dim": 16,
         "encoder_expert_dims": [[32]], "encoder_heads": [2], "encoder_top_k": [1],

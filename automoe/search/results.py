@@ -26,6 +26,7 @@ from automoe.metrics import table_order
 from automoe.run_dir import BASELINES, RunDir
 
 if TYPE_CHECKING:
+    from evolution import Entry, SearchAlgorithm, SearchState
     from search_spaces.config import SubnetConfig
 
 __all__ = ["OPERATIONAL_COLUMNS", "candidate_table", "pareto_table", "write_tables",
@@ -67,7 +68,7 @@ def _topk_summary(config: SubnetConfig) -> str:
     return f"enc {enc} / dec {dec}"
 
 
-def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> dict[str, Any]:
+def _row(algo: SearchAlgorithm, entry: Entry, on_front: bool, details: Mapping[str, Any]) -> dict[str, Any]:
     config = entry.genome
     metrics = dict(entry.metrics)
     objectives = [o.name for o in algo.objectives]
@@ -102,7 +103,7 @@ def _row(algo: Any, entry: Any, on_front: bool, details: Mapping[str, Any]) -> d
     return row
 
 
-def candidate_table(algo: Any, state: Any, details: Mapping[str, Any]) -> pd.DataFrame:
+def candidate_table(algo: SearchAlgorithm, state: SearchState, details: Mapping[str, Any]) -> pd.DataFrame:
     """One row per distinct evaluated config, in evaluation order.
 
     Args:
@@ -123,7 +124,7 @@ def candidate_table(algo: Any, state: Any, details: Mapping[str, Any]) -> pd.Dat
     return table
 
 
-def pareto_table(algo: Any, table: pd.DataFrame) -> pd.DataFrame:
+def pareto_table(algo: SearchAlgorithm, table: pd.DataFrame) -> pd.DataFrame:
     """The feasible front rows of ``candidate_table``, best first by the first objective
     (ties by key), without `OPERATIONAL_COLUMNS`."""
     if table.empty:
@@ -136,7 +137,7 @@ def pareto_table(algo: Any, table: pd.DataFrame) -> pd.DataFrame:
     return front.reset_index(drop=True)
 
 
-def write_tables(run_dir: str | Path, algo: Any, state: Any, details: Mapping[str, Any]
+def write_tables(run_dir: str | Path, algo: SearchAlgorithm, state: SearchState, details: Mapping[str, Any]
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Writes RUN_DIR/candidates.csv and RUN_DIR/pareto.csv atomically."""
     table = candidate_table(algo, state, details)
@@ -145,7 +146,7 @@ def write_tables(run_dir: str | Path, algo: Any, state: Any, details: Mapping[st
     return table, front
 
 
-def baseline_table(algo: Any, entries: Mapping[str, Any], details: Mapping[str, Any]
+def baseline_table(algo: SearchAlgorithm, entries: Mapping[str, Entry], details: Mapping[str, Any]
                    ) -> pd.DataFrame:
     """One row per named reference subnet (``entries``: name -> `evolution` Entry with
     origin "baseline"), with the columns of ``candidate_table`` plus ``baseline`` (the

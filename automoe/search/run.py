@@ -55,9 +55,10 @@ from automoe.search.settings import (
 )
 
 if TYPE_CHECKING:
+    from automoe.checkpoints import SupernetCheckpoint
     from automoe.dev_scoring import ScoringSettings
     from automoe.search.scoring import CheapCosts
-    from evolution import Constraint, Objective
+    from evolution import Constraint, Objective, SearchAlgorithm, SearchState
 
 __all__ = ["SearchSettings", "SearchOutcome", "run_search", "resume_settings", "build_algorithm",
            "CHECKPOINT_FORMAT", "load_checkpoint"]
@@ -192,7 +193,7 @@ def run_search(settings: SearchSettings, *,
     shared = checkpoint.state
     checkpoint_identity = checkpoint.identity()
     ray_started = False
-    evaluator: Any = None
+    evaluator: SerialEvaluator | RayEvaluator | None = None
     try:
         gpus = 1 if settings.device == "cuda" else 0
         if settings.workers == 0:
@@ -238,7 +239,7 @@ def _scoring_settings(settings: SearchSettings, *, bleu: bool,
         latency_runtimes=runtimes or ("torch",))
 
 
-def _check_identity(run: Path, checkpoint: Any, space: dict[str, Any],
+def _check_identity(run: Path, checkpoint: SupernetCheckpoint, space: dict[str, Any],
                     data: dict[str, Any]) -> None:
     """A resumed search must score with the supernet, space and data it started with:
     ValueError naming what changed (a run recorded before data identities were stored is
@@ -313,7 +314,8 @@ def _check_cluster(settings: SearchSettings) -> None:
                          f"Ray cluster ({detail})")
 
 
-def _check_latency_constraint(evaluator: Any, costs: Any, constraints) -> None:
+def _check_latency_constraint(evaluator: SerialEvaluator | RayEvaluator, costs: CheapCosts,
+                              constraints: tuple[Constraint, ...]) -> None:
     smallest = costs.space.smallest()
     result = evaluator.evaluate([smallest])[0]
     for c in constraints:
@@ -407,7 +409,8 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
                          time.perf_counter() - began)
 
 
-def _score_baselines(run: Path, algo: Any, state: Any, costs: Any, evaluator: Any,
+def _score_baselines(run: Path, algo: SearchAlgorithm, state: SearchState, costs: CheapCosts,
+                     evaluator: SerialEvaluator | RayEvaluator,
                      details: dict[str, Any]) -> None:
     """Scores the space's named reference subnets with the search's own scorer (cheap costs
     + evaluator, exactly as a candidate) and writes RUN_DIR/baselines.csv. A baseline the
@@ -431,7 +434,8 @@ def _score_baselines(run: Path, algo: Any, state: Any, costs: Any, evaluator: An
     write_baselines(run, baseline_table(algo, entries, details))
 
 
-def _compare_front(settings: SearchSettings, run: Path, algo: Any, state: Any, costs: Any,
+def _compare_front(settings: SearchSettings, run: Path, algo: SearchAlgorithm,
+                   state: SearchState, costs: CheapCosts,
                    identity: dict[str, Any]) -> None:
     """Paired tests of the front against the baselines (`automoe.search.compare`), scored
     in this process on the weights the search scored (the checkpoint's sha256 is checked)."""
@@ -466,7 +470,8 @@ def _header(settings: SearchSettings, identity: dict[str, Any], evaluator: Any
     }
 
 
-def _write_meta(run: Path, header: dict[str, Any], algo: Any, state: Any, *, status: str,
+def _write_meta(run: Path, header: dict[str, Any], algo: SearchAlgorithm, state: SearchState, *,
+                status: str,
                 seconds: float | None = None) -> None:
     doc = {
         **header,
