@@ -28,6 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from automoe.bleu import corpus_scores
+from automoe.data.batching import collate
+from automoe.data.clean import normalize_text
+from automoe.data.store import Ragged, load_split
+from automoe.data.tokenizer import Tokenizer
 from supernet.contracts import CacheT, EncT, Seq2SeqModel
 from supernet.tokens import BOS_ID, EOS_ID, PAD_ID
 
@@ -228,8 +233,6 @@ def translate_ids(model: Seq2SeqModel[Any, Any],
     A batch of B sentences padded to S source tokens satisfies ``B * S * beam <= max_tokens``
     (at least one sentence), so the decoder's rows stay bounded; beam 1 is greedy decoding.
     """
-    from automoe.data.batching import collate
-    from automoe.data.store import Ragged
 
     check_decoding(beam=beam, lenpen=lenpen, max_tokens=max_tokens, max_len=max_len,
                    max_len_a=max_len_a, max_len_b=max_len_b)
@@ -271,7 +274,6 @@ def translate_texts(model: Seq2SeqModel[Any, Any], tokenizer: Tokenizer, texts: 
 
     Keyword arguments go to `translate_ids` (beam, lenpen, max_tokens, max_len, ...).
     """
-    from automoe.data.clean import normalize_text
 
     ids = tokenizer.encode_batch([normalize_text(t) for t in texts])
     if task is not None:
@@ -294,9 +296,6 @@ def evaluate_split(model: Seq2SeqModel[Any, Any], data_dir: str | Path, split: s
     """
     import time
 
-    from automoe.bleu import corpus_scores
-    from automoe.data.store import load_split
-    from automoe.data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(data_dir)
     data = load_split(data_dir, split)

@@ -48,11 +48,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from automoe.checkpoints import load_supernet
+from automoe.data import Tokenizer
+from automoe.decoding import translate_texts
 from automoe.io_utils import atomic_dir, atomic_write_json, file_sha256, read_json
 from automoe.pick import DEFAULT_PICK, PICK_HELP
 from automoe.run_dir import SearchRun, read_run
 from automoe.search.objectives import parse_bound
 from automoe.search.results import OPERATIONAL_COLUMNS
+from search_spaces import SubnetConfig
+from search_spaces.space import check_precision_variant, load_space
+from supernet import Transformer
+from supernet.model_dir import read_model_config
+from supernet.task_extract import for_task
 
 if TYPE_CHECKING:
     from automoe.data.tokenizer import Tokenizer
@@ -283,9 +291,6 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     Every check (run dir, output dir, pick rule, checkpoint identity, tokenizer) runs before
     anything is written; ``out`` appears complete or not at all.
     """
-    from automoe.checkpoints import load_supernet
-    from automoe.data import Tokenizer
-    from search_spaces import SubnetConfig
 
     if onnx:
         from automoe.onnx_export import require_onnx
@@ -315,7 +320,6 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
     supernet, space = load_supernet(checkpoint)
     searched = run.meta["settings"].get("space")
     if searched is not None:  # a search over a precision variant of the supernet's space
-        from search_spaces.space import check_precision_variant, load_space
 
         variant = load_space(searched)
         check_precision_variant(space, variant, source=f"{run.path / 'search.json'}: space "
@@ -332,7 +336,6 @@ def export_subnet(run_dir: str | Path, out: str | Path, *, pick: str = DEFAULT_P
              "supernet_checkpoint": str(checkpoint.resolve()), "supernet_sha256": sha,
              "weights": weights}
     if task is not None:
-        from supernet.task_extract import for_task
 
         model = for_task(model, tokenizer.task_id(task), name=task)
         config = model.config
@@ -362,7 +365,6 @@ def write_task_model(model_dir: str | Path, task: str, out: str | Path, *,
     """Writes the model that serves ``task`` alone (`supernet.task_extract.for_task`) of the
     task-routed model dir ``model_dir`` into ``out`` (config.json + weights + spm.model),
     atomically; config.json's ``extra`` names the task and the source dir."""
-    from supernet.task_extract import for_task
 
     subnet = load_subnet(model_dir, data_dir=data_dir)
     if subnet.task is not None:
@@ -412,7 +414,6 @@ class ExportedSubnet:
         model's target language; default: the one it was exported for); more keyword
         arguments (max_len_a, max_len_b, max_tokens, ...) go to
         `automoe.decoding.translate_ids`."""
-        from automoe.decoding import translate_texts
 
         if isinstance(texts, str):
             raise ValueError("translate() takes a list of sentences, got one str")
@@ -434,9 +435,6 @@ def load_subnet(path: str | Path, device: str = "cpu", *,
     model was trained on). ``runtime="onnxruntime"`` runs its ``onnx/`` graphs instead
     (`automoe.onnx_runtime.OrtTransformer`; CUDA provider when ``device`` is cuda).
     ValueError/FileNotFoundError naming the file when it is bad."""
-    from automoe.data import Tokenizer
-    from supernet import Transformer
-    from supernet.model_dir import read_model_config
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

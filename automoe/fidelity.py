@@ -49,6 +49,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from automoe.checkpoints import read_supernet
+from automoe.costs.flops import RoutingCounts
+from automoe.costs.flops import flops as count_flops
+from automoe.data import read_meta
+from automoe.dev_scoring import DevScorer, ScoringSettings, SentenceScores
 from automoe.devices import torch_threads
 from automoe.fidelity_report import (
     FIDELITY_COLUMNS,
@@ -58,8 +63,16 @@ from automoe.fidelity_report import (
 )
 from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from automoe.run_dir import CANDIDATES, META, RunDir
+from automoe.search.results import experts_summary
 from automoe.search.settings import SearchSettings
+from automoe.sentences import save_sentence_scores
+from automoe.training.retrain import RetrainSettings, retrain
+from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
+from search_spaces import SubnetConfig
 from search_spaces.checks import check_ints
+from supernet import Transformer
+from supernet.params import count_params
+from supernet.training.evaluate import forward
 
 if TYPE_CHECKING:
     from automoe.dev_scoring import DevScorer
@@ -201,7 +214,6 @@ def choose_banded(space: SearchSpace, *, bands: int, per_band: int, dense_per_ba
     `pool` random subnets (half drawn dense); a band's members lie within ``band_width`` of
     its centre (relative FLOPs under uniform routing). ValueError when bands overlap or one
     holds too few dense or MoE subnets."""
-    from automoe.costs.flops import flops as count_flops
 
     rng = random.Random(seed)
     draws: dict[str, SubnetConfig] = {}
@@ -243,7 +255,6 @@ def double_budget_keys(chosen: Sequence[Chosen], count: int) -> list[str]:
 
 
 def _dev_scorer(settings: FidelitySettings, label_smoothing: float) -> DevScorer:
-    from automoe.dev_scoring import DevScorer, ScoringSettings
 
     return DevScorer(settings.data, ScoringSettings(
         dev_sentences=settings.dev_sentences, bleu=True, beam=settings.beam,
@@ -256,8 +267,6 @@ def observed_routing(model: Any, dev: DevScorer, subnet: SubnetConfig | None) ->
     summed over the dev batches' target-side and source-side tokens (padding included)."""
     import torch
 
-    from automoe.costs.flops import RoutingCounts
-    from supernet.training.evaluate import forward
 
     enc: list[np.ndarray] = []
     dec: list[np.ndarray] = []
@@ -283,9 +292,6 @@ def scored(dev: DevScorer, model: Any, subnet: SubnetConfig | None,
     """`DevScorer` metrics, the CPU seconds of the loss pass and of the decoding, and the
     FLOPs under the routing observed on the dev set; the per-sentence scores go to
     `sentences` (`automoe.sentences`) when given."""
-    from automoe.costs.flops import flops as count_flops
-    from automoe.dev_scoring import SentenceScores
-    from automoe.sentences import save_sentence_scores
 
     start = time.process_time()
     loss, nll, tokens = dev.losses(model, subnet)
@@ -344,9 +350,6 @@ def plan_jobs(settings: FidelitySettings, chosen: Sequence[Chosen]) -> list[Job]
 
 def _candidates_table(chosen: Sequence[Chosen], scores: Mapping[str, Mapping[str, float]],
                       vocab_size: int, normalize_before: bool) -> pd.DataFrame:
-    from automoe.costs.flops import flops as count_flops
-    from automoe.search.results import experts_summary
-    from supernet.params import count_params
 
     rows = []
     for c in chosen:
@@ -368,7 +371,6 @@ def _candidates_table(chosen: Sequence[Chosen], scores: Mapping[str, Mapping[str
 def _start(settings: FidelitySettings, resume: bool, identity: dict[str, Any]) -> list[Chosen]:
     """The chosen subnets: none yet (a new study) or, resuming, the recorded ones after
     checking that supernet (path and sha256), data and settings are the recorded ones."""
-    from search_spaces import SubnetConfig
 
     out = Path(settings.out)
     files = RunDir.at(out)
@@ -423,8 +425,6 @@ def _job_dir(out: Path, job: Job, run_meta: Callable[[Path], dict[str, Any]]) ->
 
 def _train(settings: FidelitySettings, job: Job, run: Path, base: Any) -> pd.DataFrame:
     """Runs (or resumes) one retrain job; its table, every trial finished."""
-    from automoe.training.retrain import RetrainSettings, retrain
-    from automoe.training.retrain.job import RETRAIN_DIR, SETTINGS_FILE, TABLE
 
     overrides = {**dict(settings.retrain.get("overrides") or {}), "seed": base.seed + job.seed}
     if job.budget != 1:
@@ -461,7 +461,6 @@ def _borrowed(settings: FidelitySettings, keys: Sequence[str], identity: Mapping
                              f"{name})")
     stored = RunDir.at(other).read_meta()
     theirs = [c[2] for c in stored.get("subnets", [])]
-    from search_spaces import SubnetConfig
 
     their_keys = [SubnetConfig.from_dict(c, source=str(meta)).key() for c in theirs]
     problems = []
@@ -537,16 +536,12 @@ class _FewShot:
 
 
 def _key(config: Mapping[str, Any]) -> str:
-    from search_spaces import SubnetConfig
 
     return SubnetConfig.from_dict(dict(config), source="search.json").key()
 
 
 def run_fidelity(settings: FidelitySettings, *, resume: bool = False) -> FidelityOutcome:
     """Runs (or resumes) the study; see the module docstring."""
-    from automoe.checkpoints import read_supernet
-    from automoe.data import read_meta
-    from automoe.training.retrain import RetrainSettings
 
     out = Path(settings.out)
     data = Path(settings.data).resolve()
@@ -635,7 +630,6 @@ def _standalone(settings: FidelitySettings, chosen: Sequence[Chosen], out: Path,
     """Trains (or resumes) every job of `plan_jobs` and scores its models: the rows of
     ``standalone.csv``."""
 
-    from supernet import Transformer
 
     rows = []
     band_of = {c.config.key(): c.band for c in chosen}

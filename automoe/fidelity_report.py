@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from automoe.io_utils import atomic_path
+from automoe.stats import bootstrap_seed, rank_agreement, tau_difference
 
 __all__ = ["FIDELITY_COLUMNS", "STANDALONE_COLUMNS", "PROXIES", "TARGETS", "OBJECTIVES",
            "agreement", "agreement_report", "objective_report", "moe_minus_dense",
@@ -59,7 +60,6 @@ def agreement(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, resamples
               ) -> dict[str, Any] | None:
     """`automoe.stats.rank_agreement` as a dict (pooled within `groups` when given); None
     where it is undefined (too few items or pairs)."""
-    from automoe.stats import rank_agreement
 
     ok = np.isfinite(x) & np.isfinite(y)
     try:
@@ -102,7 +102,6 @@ def agreement_report(table: pd.DataFrame, standalone: pd.DataFrame, *, resamples
     ``seed_ceiling`` (within-band tau between training seeds 0 and 1); ``budget_check``
     (within-band tau between the base and the doubled budget, and whether it reaches 0.7).
     """
-    from automoe.stats import tau_difference
 
     bands = table["band"].to_numpy()
     out: dict[str, Any] = {
@@ -173,7 +172,6 @@ def moe_minus_dense(standalone: pd.DataFrame, *, resamples: int = 2000, seed: in
     ones (base budget, every seed), with a 95% interval from a bootstrap over subnets inside
     each band (a subnet keeps all its seeds); per band and pooled (the mean of the bands'
     differences). Keys: "loss", "bleu"."""
-    from automoe.stats import bootstrap_seed
 
     base = standalone[standalone["budget"] == 1]
     rng = np.random.default_rng(bootstrap_seed() if seed is None else seed)
@@ -212,7 +210,6 @@ def moe_minus_param_matched_dense(table: pd.DataFrame, *, resamples: int = 2000,
     over seeds) with a 95% bootstrap interval over the MoE subnets, and the pairs with their
     parameter and FLOPs ratios. An MoE subnet holds more parameters than a dense one of
     equal FLOPs; this asks whether it beats a dense model of its size."""
-    from automoe.stats import bootstrap_seed
 
     moe, dense = table[~table["is_dense"].astype(bool)], table[table["is_dense"].astype(bool)]
     if moe.empty or dense.empty:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from automoe.io_utils import atomic_path
+from automoe.stats import sentence_stats
 
 if TYPE_CHECKING:
     from automoe.dev_scoring import SentenceScores
@@ -37,7 +38,6 @@ _KEYS = ("loss", "nll", "tokens", "bleu_stats", "chrf_stats")
 def sentence_arrays(sentences: SentenceScores, refs: list[str]) -> dict[str, np.ndarray]:
     """The arrays of the archive format above from a `automoe.dev_scoring.SentenceScores`
     (translations, when present, as their statistics against `refs`)."""
-    from automoe.stats import sentence_stats
 
     arrays: dict[str, np.ndarray] = {
         "loss": np.asarray(sentences.loss, np.float64),

@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automoe.fidelity_report import TARGETS, agreement
+from automoe.stats import holm, tau_difference
+
 __all__ = ["compare_variants"]
 
 
@@ -37,8 +40,6 @@ def compare_variants(studies: Mapping[str, str | Path], *, reference: str,
     `studies` maps a variant name to its fidelity study; all must hold the same subnets in
     the same bands with the same standalone scores (ValueError naming the one that does
     not)."""
-    from automoe.fidelity_report import TARGETS, agreement
-    from automoe.stats import holm, tau_difference
 
     if reference not in studies:
         raise ValueError(f"reference variant {reference!r} is not among {sorted(studies)}")

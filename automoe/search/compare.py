@@ -26,6 +26,8 @@ from typing import Any
 import pandas as pd
 
 from automoe.run_dir import COMPARISONS, RunDir
+from automoe.sentences import save_arrays, sentence_arrays
+from automoe.stats import holm, paired_loss_test, paired_stats_test
 
 __all__ = ["COMPARISONS", "SENTENCES", "compare_rows", "paired_row", "with_holm",
            "write_comparisons"]
@@ -50,7 +52,6 @@ def compare_rows(front: Mapping[str, Any], baselines: Mapping[str, Any], scorer:
     """
     from tqdm.auto import tqdm
 
-    from automoe.sentences import save_arrays, sentence_arrays
 
     dev = scorer.dev
     arrays: dict[str, dict[str, Any]] = {}
@@ -86,7 +87,6 @@ def paired_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
     ``_delta_hi``, ``_p`` for loss, BLEU, chrF) from two systems' per-sentence archives
     (`automoe.sentences.load_sentence_scores`): what `compare_rows` computes from their
     outputs, for recomputing a table."""
-    from automoe.stats import paired_loss_test, paired_stats_test
 
     tests = {"loss": paired_loss_test(a["loss"], b["loss"], a["tokens"]),
              **{m: paired_stats_test(m, a[f"{m}_stats"], b[f"{m}_stats"])
@@ -101,7 +101,6 @@ def paired_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
 def with_holm(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """`table` with ``<m>_p_holm`` after each ``<m>_p`` column: Holm's adjustment over all
     its rows (one family per metric), and a ``holm_family`` column that says so."""
-    from automoe.stats import holm
 
     out = table.copy()
     for m in metrics:

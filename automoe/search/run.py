@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from automoe import checkpoints
+from automoe.dev_scoring import ScoringSettings
 from automoe.run_dir import COMPARISONS, RunDir
+from automoe.search import scoring
 from automoe.search.compare import write_comparisons
 from automoe.search.evaluators import Evaluation, RayEvaluator, SerialEvaluator
 from automoe.search.objectives import (
@@ -53,6 +56,8 @@ from automoe.search.settings import (
     check_resume,
     resume_settings,
 )
+from evolution import Entry
+from evolution import run_search as evolve
 
 if TYPE_CHECKING:
     from automoe.checkpoints import SupernetCheckpoint
@@ -137,8 +142,6 @@ def run_search(settings: SearchSettings, *,
         on_result: ``f(evaluator, phase, index, evaluation)`` as each candidate's scoring
             phase finishes (monitoring; tests use it to kill a worker mid-generation).
     """
-    from automoe import checkpoints
-    from automoe.search import scoring
 
     began = time.perf_counter()
     run = Path(settings.out)
@@ -230,7 +233,6 @@ def run_search(settings: SearchSettings, *,
 
 def _scoring_settings(settings: SearchSettings, *, bleu: bool,
                       runtimes: tuple[str, ...] = ("torch",)) -> ScoringSettings:
-    from automoe.dev_scoring import ScoringSettings
 
     return ScoringSettings(
         dev_sentences=settings.dev_sentences, task=settings.task, bleu=bleu, beam=settings.beam,
@@ -340,7 +342,6 @@ def _generations(settings: SearchSettings, run: Path, *, objectives: tuple[Objec
     hook advances the search's progress bar."""
     from tqdm.auto import tqdm
 
-    from evolution import run_search as evolve
 
     algo = build_algorithm(settings, costs.space, objectives, constraints, costs.pre_filter)
     details: dict[str, Any] = {}
@@ -415,7 +416,6 @@ def _score_baselines(run: Path, algo: SearchAlgorithm, state: SearchState, costs
     """Scores the space's named reference subnets with the search's own scorer (cheap costs
     + evaluator, exactly as a candidate) and writes RUN_DIR/baselines.csv. A baseline the
     search already scored reuses its archive entry."""
-    from evolution import Entry
 
     named = costs.space.dense_baselines()
     todo = {name: c for name, c in named.items() if c.key() not in state.archive}
@@ -439,8 +439,6 @@ def _compare_front(settings: SearchSettings, run: Path, algo: SearchAlgorithm,
                    identity: dict[str, Any]) -> None:
     """Paired tests of the front against the baselines (`automoe.search.compare`), scored
     in this process on the weights the search scored (the checkpoint's sha256 is checked)."""
-    from automoe import checkpoints
-    from automoe.search import scoring
 
     checkpoint = checkpoints.read_supernet(settings.supernet)
     if settings.space is not None:

@@ -32,12 +32,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from automoe.costs.flops import FlopsProtocol
+from automoe.costs.latency import measure_latency
+from automoe.costs.latency_cache import LatencyCache
 from automoe.costs.predictor import LatencyPredictor
+from automoe.data import Tokenizer, load_split, read_meta
 from automoe.dev_scoring import DevScorer, ScoringSettings
 from automoe.io_utils import file_sha256
 from automoe.metrics import cheap_metrics
 from automoe.search.evaluators import Score
 from automoe.search.objectives import latency_metric
+from supernet.task_extract import for_task, served_config
 
 if TYPE_CHECKING:
     from automoe.checkpoints import SupernetCheckpoint
@@ -61,7 +65,6 @@ def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,
     `bleu`, reads the dev references here once, so that the warning of an older data dir
     without them (`SplitData.references`) shows in this process, not only in the actors'
     logs."""
-    from automoe.data import load_split, read_meta
 
     meta = read_meta(data_dir)
     if int(meta["vocab_size"]) != vocab_size:
@@ -79,7 +82,6 @@ def check_data(data_dir: str | Path, vocab_size: int, *, dev_sentences: int,
 def data_identity(data_dir: str | Path) -> dict[str, Any]:
     """What a data dir is, for resume checks: its resolved path, the input hash its
     ``meta.json`` records (corpus and preparation options) and the tokenizer's sha256."""
-    from automoe.data import read_meta
 
     root = Path(data_dir).resolve()
     return {"path": str(root), "input_hash": read_meta(root).get("input_hash"),
@@ -95,7 +97,6 @@ class TaskServer:
         self.model = checkpoint.build_model()
 
     def served(self, config: SubnetConfig) -> SubnetConfig:
-        from supernet.task_extract import served_config
 
         return served_config(self.model, config, self.tag)
 
@@ -106,7 +107,6 @@ def task_server(checkpoint: SupernetCheckpoint, data: str | Path,
     the data dir's tasks when it has no such task."""
     if task is None:
         return None
-    from automoe.data import Tokenizer
 
     return TaskServer(checkpoint, task, Tokenizer.load(data).task_id(task))
 
@@ -220,7 +220,6 @@ class CandidateScorer:
         self.dev = DevScorer(recipe.data, s, label_smoothing=checkpoint.label_smoothing)
         self.tag = None
         if s.task is not None:
-            from automoe.data import Tokenizer
 
             self.tag = Tokenizer.load(recipe.data).task_id(s.task)
         # metric name -> protocol, e.g. {"latency": torch's, "latency_ort": ONNX Runtime's}
@@ -228,7 +227,6 @@ class CandidateScorer:
             checkpoint.vocab_size, recipe.weights, rt) for rt in s.latency_runtimes}
         self.latency_cache = None
         if recipe.latency_cache is not None:
-            from automoe.costs.latency_cache import LatencyCache
 
             self.latency_cache = LatencyCache(recipe.latency_cache)
 
@@ -240,19 +238,16 @@ class CandidateScorer:
         per metric NAME (``latency``, ``latency_ort``) the columns NAME_ms (median),
         NAME_mean_ms, NAME_std_ms, NAME_p10_ms, NAME_p90_ms, NAME_hat_ms and the infos
         NAME_device, NAME_protocol, NAME_cached."""
-        from automoe.costs.latency import measure_latency
 
         def build() -> Transformer:  # the static model export would ship
             model = self.model.extract(config).eval()
             if self.tag is not None and config.task_routed:
-                from supernet.task_extract import for_task
 
                 model = for_task(model, self.tag)
             return model
 
         key = config.key()
         if self.tag is not None and config.task_routed:  # what is measured: the served model
-            from supernet.task_extract import served_config
 
             key = served_config(self.model, config, self.tag).key()
         metrics: dict[str, float] = {}

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from automoe.checkpoints import load_supernet, read_supernet
 from automoe.data import TokenBatcher, load_split, read_meta
 from automoe.data.store import Ragged
+from automoe.decoding import evaluate_split
 from automoe.io_utils import atomic_write_json, atomic_write_text, read_json
 from automoe.training.presets import FinalScoring, TrainOptions, get_preset
 from search_spaces import SearchSpace, SubnetConfig, load_space
@@ -349,7 +350,6 @@ def finish_subnet(settings: RunSettings, out: str | Path, result: TrainResult, *
     shutil.copyfile(Path(settings.data_dir) / "spm.model", model_dir / "spm.model")
     summary: dict[str, Any] = {"model_dir": str(model_dir), "weights": source,
                                "updates": result.update, "best_dev_loss": result.best_loss}
-    from automoe.decoding import evaluate_split
 
     scores = evaluate_split(model.to(dev).eval(), settings.data_dir, "test",
                             limit=test_sentences or None, beam=beam, lenpen=lenpen, device=dev,

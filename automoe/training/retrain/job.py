@@ -29,8 +29,11 @@ from typing import Any
 
 import pandas as pd
 
+from automoe.bleu import corpus_scores
+from automoe.data import load_split
 from automoe.io_utils import atomic_write_json, read_json
 from automoe.run_dir import PARETO, RETRAINED, RunDir, read_run
+from automoe.search.run import check_ray_address
 from automoe.training.retrain.select import choose_keys, cost_column
 from automoe.training.retrain.settings import EXECUTION_FIELDS, RetrainSettings, TrialJob
 from search_spaces.checks import check_known_fields
@@ -170,7 +173,6 @@ def _init_ray(settings: RetrainSettings) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_worker_niceness", "0")  # trials are the job (docs/search.md)
     if settings.ray_address:
-        from automoe.search.run import check_ray_address
 
         check_ray_address(settings.ray_address)
         ray.init(address=settings.ray_address, log_to_driver=False)
@@ -388,8 +390,6 @@ def _with_intervals(table: pd.DataFrame, data_dir: str) -> pd.DataFrame:
     """Adds ``bleu_retrained_lo/_hi`` and ``chrf_retrained_lo/_hi``: sacreBLEU's 95%
     bootstrap interval of each finished trial's test hypotheses (``test.hyp.txt`` beside its
     model) against the same references (`automoe.bleu.corpus_scores`)."""
-    from automoe.bleu import corpus_scores
-    from automoe.data import load_split
 
     refs = None
     cols: dict[str, list[float]] = {c: [] for c in (

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from automoe.search.objectives import get_metric
+
 __all__ = ["COST_METRICS", "cost_column", "spread_indices", "choose_keys"]
 
 COST_METRICS = ("flops", "params", "latency", "latency_ort", "predicted_latency")
@@ -20,7 +22,6 @@ def cost_column(objectives: Sequence[str]) -> str:
     """The table column of the run's first cost objective (FLOPs, params, latency,
     predicted latency), else of its first objective. `objectives` as in search.json
     (``"flops"``, ``"loss:min"``, ...)."""
-    from automoe.search.objectives import get_metric
 
     if not objectives:
         raise ValueError("search.json: the run has no objectives")
