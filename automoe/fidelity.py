@@ -184,10 +184,10 @@ def traits(config: SubnetConfig) -> tuple[Any, ...]:
     """What makes two subnets of equal FLOPs different architectures: depths, widths,
     hidden sizes, expert counts and sizes, top-k, per side."""
     out: list[Any] = [config.encoder_embed_dim, config.decoder_embed_dim]
-    for side in ("encoder", "decoder"):
-        dims = getattr(config, f"{side}_expert_dims")
-        out += [len(dims), tuple(len(d) for d in dims), tuple(sorted({h for d in dims for h in d})),
-                max(getattr(config, f"{side}_top_k")), sum(max(d) for d in dims)]
+    for side in config.sides():
+        dims = side.expert_dims
+        out += [side.layers, side.experts, tuple(sorted({h for d in dims for h in d})),
+                max(side.top_k), sum(max(d) for d in dims)]
     return tuple(out)
 
 

@@ -7,6 +7,10 @@ dense FFN, exactly. Expert precision (``*_expert_bits``) defaults to 32 (full pr
 config whose experts are all at 32 bits writes no bits keys, so its JSON and key are those
 of the same architecture in files without them. The config is torch-free, hashable (usable
 as a cache key), picklable (it travels to Ray workers) and round-trips through JSON exactly.
+
+Code that treats both sides alike reads one side through `SubnetConfig.side` (a `SideConfig`:
+``cfg.side("encoder").expert_dims``) and changes one with `SubnetConfig.with_side`, never
+with attribute names built from strings; the flat fields stay the JSON's keys.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SubnetConfig", "FORMAT_VERSION", "FULL_PRECISION", "SUPPORTED_EXPERT_BITS",
-           "ROUTINGS", "TOKEN"]
+__all__ = ["SubnetConfig", "SideConfig", "SIDES", "FORMAT_VERSION", "FULL_PRECISION",
+           "SUPPORTED_EXPERT_BITS", "ROUTINGS", "TOKEN"]
 
 FORMAT_VERSION = 1
 FULL_PRECISION = 32
@@ -41,6 +45,72 @@ _ROUTING_FIELDS = ("encoder_routing", "decoder_routing")
 # sentence (mean-pooled source states), or its task (the source's target-language tag).
 TOKEN = "token"
 ROUTINGS = (TOKEN, "sentence", "task")
+SIDES = ("encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    """One side of a `SubnetConfig` ("encoder" or "decoder"), its fields without the prefix.
+
+    A view: `SubnetConfig.side` builds it, `SubnetConfig.with_side` and
+    `SubnetConfig.from_sides` turn changed values back into a config. ``cross_heads`` and
+    ``ende_attn`` are the decoder's; an encoder's are ``()``. The defaults of
+    ``expert_bits`` and ``routing`` mean what the config's mean (full precision, token).
+    """
+
+    name: str
+    embed_dim: int
+    expert_dims: tuple[tuple[int, ...], ...]
+    heads: tuple[int, ...]
+    top_k: tuple[int, ...]
+    expert_bits: tuple[tuple[int, ...], ...] = ()
+    routing: str = TOKEN
+    cross_heads: tuple[int, ...] = ()
+    ende_attn: tuple[int, ...] = ()
+
+    @property
+    def layers(self) -> int:
+        return len(self.expert_dims)
+
+    @property
+    def experts(self) -> tuple[int, ...]:
+        """Number of experts per layer."""
+        return tuple(len(d) for d in self.expert_dims)
+
+    @property
+    def is_dense(self) -> bool:
+        """True when every layer has one expert (then nothing is routed)."""
+        return all(len(d) == 1 for d in self.expert_dims)
+
+
+# The one place that names each side's flat `SubnetConfig` field: `SideConfig` field ->
+# `SubnetConfig` field. The encoder has no cross-attention, so no cross_heads/ende_attn.
+_SIDE_FIELDS: dict[str, dict[str, str]] = {
+    "encoder": {
+        "embed_dim": "encoder_embed_dim",
+        "expert_dims": "encoder_expert_dims",
+        "heads": "encoder_heads",
+        "top_k": "encoder_top_k",
+        "expert_bits": "encoder_expert_bits",
+        "routing": "encoder_routing",
+    },
+    "decoder": {
+        "embed_dim": "decoder_embed_dim",
+        "expert_dims": "decoder_expert_dims",
+        "heads": "decoder_heads",
+        "top_k": "decoder_top_k",
+        "expert_bits": "decoder_expert_bits",
+        "routing": "decoder_routing",
+        "cross_heads": "decoder_cross_heads",
+        "ende_attn": "decoder_ende_attn",
+    },
+}
+
+
+def _side_fields(side: str) -> dict[str, str]:
+    if side not in _SIDE_FIELDS:
+        raise ValueError(f"side must be one of {list(SIDES)}, got {side!r}")
+    return _SIDE_FIELDS[side]
 
 
 @dataclass(frozen=True)
@@ -95,19 +165,54 @@ class SubnetConfig:
     decoder_routing: str = TOKEN
 
     def __post_init__(self) -> None:
-        # Canonical form: bits nested like the dims. All-32 values are re-shaped to the
-        # dims, so "full precision" has a single representation.
-        for side in ("encoder", "decoder"):
-            name = f"{side}_expert_bits"
-            bits = getattr(self, name)
-            dims = getattr(self, f"{side}_expert_dims")
-            if _all_full(bits):
-                bits = tuple((FULL_PRECISION,) * len(d) for d in dims)
-            else:
-                bits = tuple(tuple(layer) for layer in bits)
-            object.__setattr__(self, name, bits)
-            if all(len(d) == 1 for d in dims):  # nothing routed: one name for the architecture
-                object.__setattr__(self, f"{side}_routing", TOKEN)
+        # Canonical form: bits nested like the dims, so "full precision" has a single
+        # representation; a side with one expert per layer routes nothing, so it is "token"
+        # (one name for the architecture).
+        object.__setattr__(self, "encoder_expert_bits",
+                           _canonical_bits(self.encoder_expert_bits, self.encoder_expert_dims))
+        object.__setattr__(self, "decoder_expert_bits",
+                           _canonical_bits(self.decoder_expert_bits, self.decoder_expert_dims))
+        if _unrouted(self.encoder_expert_dims):
+            object.__setattr__(self, "encoder_routing", TOKEN)
+        if _unrouted(self.decoder_expert_dims):
+            object.__setattr__(self, "decoder_routing", TOKEN)
+
+    # ---- per-side views --------------------------------------------------------------
+    def side(self, name: str) -> SideConfig:
+        """The ``name`` ("encoder"/"decoder") side's fields, unprefixed:
+        ``cfg.side("decoder").top_k == cfg.decoder_top_k``."""
+        fields = _side_fields(name)
+        return SideConfig(name=name, **{view: getattr(self, flat) for view, flat in fields.items()})
+
+    def sides(self) -> tuple[SideConfig, SideConfig]:
+        """Both sides, encoder first."""
+        return self.side("encoder"), self.side("decoder")
+
+    def with_side(self, side: str, **changes: Any) -> SubnetConfig:
+        """This config with fields of one side changed, named as in `SideConfig`:
+        ``cfg.with_side("decoder", top_k=...)`` is ``dataclasses.replace(cfg,
+        decoder_top_k=...)``. TypeError (like `dataclasses.replace`) for a name the side
+        does not have (``name``, ``layers``, an encoder's ``cross_heads``)."""
+        fields = _side_fields(side)
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"with_side: the {side} has no field(s) {unknown}; "
+                            f"expected some of {list(fields)}")
+        return dataclasses.replace(self, **{fields[k]: v for k, v in changes.items()})
+
+    @classmethod
+    def from_sides(cls, encoder: SideConfig, decoder: SideConfig, *, qkv_dim: int) -> SubnetConfig:
+        """The config of two side views (``encoder.name == "encoder"``, ...); ValueError when
+        a view is of the other side or the encoder has cross-attention fields."""
+        kwargs: dict[str, Any] = {"qkv_dim": qkv_dim}
+        for expected, view in (("encoder", encoder), ("decoder", decoder)):
+            if view.name != expected:
+                raise ValueError(f"from_sides: the {expected} view is named {view.name!r}")
+            kwargs.update({flat: getattr(view, f) for f, flat in _side_fields(expected).items()})
+        if encoder.cross_heads or encoder.ende_attn:
+            raise ValueError(f"from_sides: the encoder has no cross-attention, got cross_heads "
+                             f"{encoder.cross_heads} and ende_attn {encoder.ende_attn}")
+        return cls(**kwargs)
 
     # ---- derived views ---------------------------------------------------------------
     @property
@@ -235,21 +340,19 @@ class SubnetConfig:
                     f"{source}: key '{name}' has {len(getattr(self, name))} entries, "
                     f"expected one per active layer ({n})"
                 )
-        for side in ("encoder", "decoder"):
-            dims = getattr(self, f"{side}_expert_dims")
-            top_k = getattr(self, f"{side}_top_k")
-            for i, (experts, k) in enumerate(zip(dims, top_k, strict=True)):
+        sides = self.sides()
+        for side in sides:
+            for i, (experts, k) in enumerate(zip(side.expert_dims, side.top_k, strict=True)):
                 if len(experts) < 1:
-                    raise ValueError(f"{source}: key '{side}_expert_dims'[{i}] has no expert")
+                    raise ValueError(f"{source}: key '{side.name}_expert_dims'[{i}] has no expert")
                 if not 1 <= k <= len(experts):
                     raise ValueError(
-                        f"{source}: key '{side}_top_k'[{i}] = {k} must be in 1..{len(experts)} "
-                        f"(the layer's expert count)"
+                        f"{source}: key '{side.name}_top_k'[{i}] = {k} must be in "
+                        f"1..{len(experts)} (the layer's expert count)"
                     )
-        for side in ("encoder", "decoder"):
-            name = f"{side}_expert_bits"
-            _check_bits_shape(getattr(self, name), getattr(self, f"{side}_expert_dims"),
-                              name, source)
+        for side in sides:
+            _check_bits_shape(side.expert_bits, side.expert_dims, f"{side.name}_expert_bits",
+                              source)
         for name in _ROUTING_FIELDS:
             _as_routing(getattr(self, name), f"{source}: key '{name}'")
         for name in ("encoder_heads", "decoder_heads", "decoder_cross_heads"):
@@ -262,6 +365,18 @@ class SubnetConfig:
 
 def _all_full(bits: tuple[tuple[int, ...], ...]) -> bool:
     return all(b == FULL_PRECISION for layer in bits for b in layer)
+
+
+def _canonical_bits(bits: tuple[tuple[int, ...], ...], dims: tuple[tuple[int, ...], ...]
+                    ) -> tuple[tuple[int, ...], ...]:
+    """All-32 bits of any shape re-shaped to the dims; other bits as nested tuples."""
+    if _all_full(bits):
+        return tuple((FULL_PRECISION,) * len(d) for d in dims)
+    return tuple(tuple(layer) for layer in bits)
+
+
+def _unrouted(dims: tuple[tuple[int, ...], ...]) -> bool:
+    return all(len(d) == 1 for d in dims)
 
 
 def _check_bits_shape(bits: tuple[tuple[int, ...], ...], dims: tuple[tuple[int, ...], ...],

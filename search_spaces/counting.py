@@ -34,13 +34,14 @@ def layer_settings(space: SearchSpace, side: str, encoder_layers: int | None = N
                    dense_only: bool = False) -> int:
     """Distinct settings of one ``side`` layer (a decoder layer needs the encoder depth);
     with ``dense_only`` those with one expert only."""
-    per_expert = len(getattr(space, f"{side}_ffn_dim")) * len(space.expert_bits)
+    choices = space.side(side)
+    per_expert = len(choices.ffn_dim) * len(space.expert_bits)
     ffn = sum(
-        len(space.allowed_top_k(side, n))
+        len(choices.allowed_top_k(n))
         * (per_expert**n if space.heterogeneous_experts else per_expert)
-        for n in getattr(space, f"{side}_experts") if n == 1 or not dense_only
+        for n in choices.experts if n == 1 or not dense_only
     )
-    total = len(getattr(space, f"{side}_heads")) * ffn
+    total = len(choices.heads) * ffn
     if side == "decoder":
         if encoder_layers is None:
             raise ValueError("layer_settings: a decoder layer needs encoder_layers")
@@ -53,7 +54,7 @@ def size(space: SearchSpace) -> int:
     def stacks(side: str, depth: int, encoder_layers: int | None = None) -> int:
         every = layer_settings(space, side, encoder_layers) ** depth
         dense = layer_settings(space, side, encoder_layers, dense_only=True) ** depth
-        return len(getattr(space, f"{side}_routing")) * (every - dense) + dense
+        return len(space.side(side).routing) * (every - dense) + dense
 
     depth_sum = 0
     for le in space.encoder_layers:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from statistics import fmean
 from typing import TYPE_CHECKING
 
-from search_spaces.config import SubnetConfig
+from search_spaces.config import SideConfig, SubnetConfig
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
@@ -54,31 +54,31 @@ def feature_names(space: SearchSpace) -> list[str]:
         "decoder_experts_mean", "decoder_expert_ffn_mean", "decoder_top_k_mean",
         "qkv_dim",
     ]
-    for side in ("encoder", "decoder"):
-        slots = max(getattr(space, f"{side}_experts"))
-        for i in range(max(getattr(space, f"{side}_layers"))):
-            names += [f"{_SHORT[side]}{i}_{f}" for f in _layer_fields(side, slots)]
+    for choices in space.sides():
+        slots = max(choices.experts)
+        for i in range(max(choices.layers)):
+            names += [f"{_SHORT[choices.name]}{i}_{f}" for f in _layer_fields(choices.name, slots)]
     if len(space.expert_bits) > 1:
         names += ["encoder_expert_bits_mean", "decoder_expert_bits_mean"]
-        for side in ("encoder", "decoder"):
-            slots = max(getattr(space, f"{side}_experts"))
-            names += [f"{_SHORT[side]}{i}_expert{j}_bits"
-                      for i in range(max(getattr(space, f"{side}_layers"))) for j in range(slots)]
+        for choices in space.sides():
+            slots = max(choices.experts)
+            names += [f"{_SHORT[choices.name]}{i}_expert{j}_bits"
+                      for i in range(max(choices.layers)) for j in range(slots)]
     for side in _routed_sides(space):
         names += [f"{side}_routing_sentence", f"{side}_routing_task"]
     return names
 
 
 def _routed_sides(space: SearchSpace) -> list[str]:
-    return [side for side in ("encoder", "decoder") if len(getattr(space, f"{side}_routing")) > 1]
+    return [choices.name for choices in space.sides() if len(choices.routing) > 1]
 
 
-def _layer_values(side: str, slots: int, c: SubnetConfig, i: int) -> list[float]:
-    dims = getattr(c, f"{side}_expert_dims")[i]
-    k = getattr(c, f"{side}_top_k")[i]
-    values = [getattr(c, f"{side}_heads")[i]]
-    if side == "decoder":
-        values += [c.decoder_cross_heads[i], c.decoder_ende_attn[i]]
+def _layer_values(side: SideConfig, slots: int, i: int) -> list[float]:
+    dims = side.expert_dims[i]
+    k = side.top_k[i]
+    values: list[float] = [side.heads[i]]
+    if side.name == "decoder":
+        values += [side.cross_heads[i], side.ende_attn[i]]
     values += [len(dims), k, fmean(dims), max(dims), sum(dims), k * fmean(dims)]
     return [float(v) for v in values] + [float(d) for d in dims] + [0.0] * (slots - len(dims))
 
@@ -87,37 +87,30 @@ def features(space: SearchSpace, config: SubnetConfig) -> list[float]:
     """Feature vector of ``config`` (validated against ``space``), length
     ``len(feature_names(space))``."""
     space.validate(config, source="features")
-    c = config
+    sides = config.sides()
     out: list[float] = []
-    for side in ("encoder", "decoder"):
-        dims = getattr(c, f"{side}_expert_dims")
-        out += [
-            getattr(c, f"{side}_embed_dim"), len(dims), fmean(fmean(d) for d in dims),
-            fmean(getattr(c, f"{side}_heads")),
-        ]
-        if side == "decoder":
-            out += [fmean(c.decoder_cross_heads), fmean(c.decoder_ende_attn)]
-    for side in ("encoder", "decoder"):
-        dims = getattr(c, f"{side}_expert_dims")
-        out += [fmean(len(d) for d in dims), fmean(x for d in dims for x in d),
-                fmean(getattr(c, f"{side}_top_k"))]
-    out.append(c.qkv_dim)
-    for side in ("encoder", "decoder"):
-        slots = max(getattr(space, f"{side}_experts"))
-        width = len(_layer_fields(side, slots))
-        active = len(getattr(c, f"{side}_expert_dims"))
-        for i in range(max(getattr(space, f"{side}_layers"))):
-            out += _layer_values(side, slots, c, i) if i < active else [0.0] * width
+    for side in sides:
+        dims = side.expert_dims
+        out += [side.embed_dim, len(dims), fmean(fmean(d) for d in dims), fmean(side.heads)]
+        if side.name == "decoder":
+            out += [fmean(side.cross_heads), fmean(side.ende_attn)]
+    for side in sides:
+        dims = side.expert_dims
+        out += [fmean(len(d) for d in dims), fmean(x for d in dims for x in d), fmean(side.top_k)]
+    out.append(config.qkv_dim)
+    for side, choices in zip(sides, space.sides(), strict=True):
+        slots = max(choices.experts)
+        width = len(_layer_fields(side.name, slots))
+        for i in range(max(choices.layers)):
+            out += _layer_values(side, slots, i) if i < side.layers else [0.0] * width
     if len(space.expert_bits) > 1:
-        out += [fmean(b for layer in getattr(c, f"{side}_expert_bits") for b in layer)
-                for side in ("encoder", "decoder")]
-        for side in ("encoder", "decoder"):
-            slots = max(getattr(space, f"{side}_experts"))
-            bits = getattr(c, f"{side}_expert_bits")
-            for i in range(max(getattr(space, f"{side}_layers"))):
-                layer = bits[i] if i < len(bits) else ()
+        out += [fmean(b for layer in side.expert_bits for b in layer) for side in sides]
+        for side, choices in zip(sides, space.sides(), strict=True):
+            slots = max(choices.experts)
+            for i in range(max(choices.layers)):
+                layer = side.expert_bits[i] if i < side.layers else ()
                 out += [*layer, *[0] * (slots - len(layer))]
-    for side in _routed_sides(space):
-        routing = getattr(c, f"{side}_routing")
+    for name in _routed_sides(space):
+        routing = config.side(name).routing
         out += [routing == "sentence", routing == "task"]
     return [float(v) for v in out]

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from search_spaces.config import SubnetConfig
+from search_spaces.config import SideConfig, SubnetConfig
 from search_spaces.files import read_json
 from search_spaces.space import SearchSpace
 
@@ -146,30 +146,36 @@ def import_hat_dict(data: Any, space: SearchSpace, *, source: str = "<hat yaml>"
     else:
         raise ValueError(f"{source}: key 'qkv-dim' is missing and space {space.name!r} has several "
                          f"qkv choices {list(space.qkv_dim)}")
-    out: dict[str, Any] = {"qkv_dim": qkv}
-    for side in _SIDES:
-        layers = _int(data, f"{side}-layer-num-subtransformer", source)
-        if layers < 1:
-            raise ValueError(f"{source}: key '{side}-layer-num-subtransformer' = {layers} must be >= 1")
-        out[f"{side}_embed_dim"] = _int(data, f"{side}-embed-dim-subtransformer", source)
-        out[f"{side}_heads"] = _per_layer(data, f"{side}-self-attention-heads-all-subtransformer",
-                                          layers, source)
-        experts = _per_layer(data, f"{side}-n-experts", layers, source, default=1)
-        out[f"{side}_top_k"] = _per_layer(data, f"{side}-num-experts-to-route", layers, source, default=1)
-        out[f"{side}_expert_dims"] = _expert_dims(data, side, layers, experts, source)
-        if side == "decoder":
-            out["decoder_cross_heads"] = _per_layer(
-                data, "decoder-ende-attention-heads-all-subtransformer", layers, source)
-            key = "decoder-arbitrary-ende-attn-all-subtransformer"
-            raw = _per_layer(data, key, layers, source)
-            bad = [v for v in raw if v not in HAT_ENDE_TO_LAYERS]
-            if bad:
-                raise ValueError(f"{source}: key '{key}' has value {bad[0]}; expected -1, 1 or 2 "
-                                 f"(attend to the last 1, 2 or 3 encoder layers)")
-            out["decoder_ende_attn"] = tuple(HAT_ENDE_TO_LAYERS[v] for v in raw)
-    config = SubnetConfig(**out)
+    encoder, decoder = (_import_side(data, side, source) for side in _SIDES)
+    config = SubnetConfig.from_sides(encoder, decoder, qkv_dim=qkv)
     space.validate(config, source=source)
     return config
+
+
+def _import_side(data: Mapping, side: str, source: str) -> SideConfig:
+    """One side of `import_hat_dict`'s config, read from the side's HAT keys."""
+    layers = _int(data, f"{side}-layer-num-subtransformer", source)
+    if layers < 1:
+        raise ValueError(f"{source}: key '{side}-layer-num-subtransformer' = {layers} must be >= 1")
+    embed_dim = _int(data, f"{side}-embed-dim-subtransformer", source)
+    heads = _per_layer(data, f"{side}-self-attention-heads-all-subtransformer", layers, source)
+    experts = _per_layer(data, f"{side}-n-experts", layers, source, default=1)
+    top_k = _per_layer(data, f"{side}-num-experts-to-route", layers, source, default=1)
+    expert_dims = _expert_dims(data, side, layers, experts, source)
+    if side == "encoder":
+        return SideConfig(name=side, embed_dim=embed_dim, expert_dims=expert_dims, heads=heads,
+                          top_k=top_k)
+    cross_heads = _per_layer(data, "decoder-ende-attention-heads-all-subtransformer", layers,
+                             source)
+    key = "decoder-arbitrary-ende-attn-all-subtransformer"
+    raw = _per_layer(data, key, layers, source)
+    bad = [v for v in raw if v not in HAT_ENDE_TO_LAYERS]
+    if bad:
+        raise ValueError(f"{source}: key '{key}' has value {bad[0]}; expected -1, 1 or 2 "
+                         f"(attend to the last 1, 2 or 3 encoder layers)")
+    return SideConfig(name=side, embed_dim=embed_dim, expert_dims=expert_dims, heads=heads,
+                      top_k=top_k, cross_heads=cross_heads,
+                      ende_attn=tuple(HAT_ENDE_TO_LAYERS[v] for v in raw))
 
 
 def to_hat_dict(config: SubnetConfig) -> dict[str, Any]:
@@ -188,18 +194,18 @@ def to_hat_dict(config: SubnetConfig) -> dict[str, Any]:
                          f"encoder_expert_bits {c.to_dict()['encoder_expert_bits']}, "
                          f"decoder_expert_bits {c.to_dict()['decoder_expert_bits']}")
     out: dict[str, Any] = {"qkv-dim": c.qkv_dim}
-    for side in _SIDES:
-        dims = getattr(c, f"{side}_expert_dims")
-        out[f"{side}-embed-dim-subtransformer"] = getattr(c, f"{side}_embed_dim")
-        out[f"{side}-layer-num-subtransformer"] = len(dims)
+    for view in c.sides():
+        side, dims = view.name, view.expert_dims
+        out[f"{side}-embed-dim-subtransformer"] = view.embed_dim
+        out[f"{side}-layer-num-subtransformer"] = view.layers
         out[f"{side}-ffn-embed-dim-all-subtransformer"] = [max(d) for d in dims]
-        out[f"{side}-self-attention-heads-all-subtransformer"] = list(getattr(c, f"{side}_heads"))
+        out[f"{side}-self-attention-heads-all-subtransformer"] = list(view.heads)
         if side == "decoder":
-            out["decoder-ende-attention-heads-all-subtransformer"] = list(c.decoder_cross_heads)
+            out["decoder-ende-attention-heads-all-subtransformer"] = list(view.cross_heads)
             out["decoder-arbitrary-ende-attn-all-subtransformer"] = [
-                _LAYERS_TO_HAT_ENDE[a] for a in c.decoder_ende_attn]
-        out[f"{side}-n-experts"] = [len(d) for d in dims]
-        out[f"{side}-num-experts-to-route"] = list(getattr(c, f"{side}_top_k"))
+                _LAYERS_TO_HAT_ENDE[a] for a in view.ende_attn]
+        out[f"{side}-n-experts"] = list(view.experts)
+        out[f"{side}-num-experts-to-route"] = list(view.top_k)
         out[f"{side}-each-expert-ffn-dim-listoflist"] = ["_".join(map(str, d)) for d in dims]
     return out
 

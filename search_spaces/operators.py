@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from search_spaces.config import TOKEN, SubnetConfig
+from search_spaces.config import SIDES, TOKEN, SideConfig, SubnetConfig
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
@@ -44,8 +44,12 @@ __all__ = [
 
 Gene = tuple
 Genome = dict[Gene, int | str]
-_SIDES = ("encoder", "decoder")
+# Global genes: each is named as the space's field and the config's attribute of its value.
 _GLOBALS = ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim", "encoder_layers", "decoder_layers")
+# Per-side genes by side (gene names are the genome's keys, and stay as genomes store them).
+_EMBED_GENE = {side: (f"{side}_embed_dim",) for side in SIDES}
+_LAYERS_GENE = {side: (f"{side}_layers",) for side in SIDES}
+_ROUTING_GENE = {side: (f"{side}_routing",) for side in SIDES}
 
 
 def _layer_genes(space: SearchSpace, side: str, i: int) -> list[Gene]:
@@ -54,7 +58,7 @@ def _layer_genes(space: SearchSpace, side: str, i: int) -> list[Gene]:
     if side == "decoder":
         genes += [(side, i, "cross_heads"), (side, i, "ende_attn")]
     genes += [(side, i, "experts"), (side, i, "top_k")]
-    slots = max(getattr(space, f"{side}_experts")) if space.heterogeneous_experts else 1
+    slots = max(space.side(side).experts) if space.heterogeneous_experts else 1
     genes += [(side, i, "dim", j) for j in range(slots)]
     if len(space.expert_bits) > 1:
         genes += [(side, i, "bits", j) for j in range(slots)]
@@ -65,14 +69,14 @@ def gene_order(space: SearchSpace) -> list[Gene]:
     """Every gene of the full-depth genome, globals first (layer counts before the
     ende_attn genes that depend on them)."""
     genes: list[Gene] = [(g,) for g in _GLOBALS]
-    for side in _SIDES:
-        for i in range(max(getattr(space, f"{side}_layers"))):
-            genes += _layer_genes(space, side, i)
+    for choices in space.sides():
+        for i in range(max(choices.layers)):
+            genes += _layer_genes(space, choices.name, i)
     return genes + _routing_genes(space)
 
 
 def _routing_genes(space: SearchSpace) -> list[Gene]:
-    return [(f"{side}_routing",) for side in _SIDES if len(getattr(space, f"{side}_routing")) > 1]
+    return [_ROUTING_GENE[choices.name] for choices in space.sides() if len(choices.routing) > 1]
 
 
 def _int(genome: Genome, gene: Gene) -> int:
@@ -85,21 +89,24 @@ def _int(genome: Genome, gene: Gene) -> int:
 def _domain(space: SearchSpace, genome: Genome, gene: Gene) -> tuple:
     """Allowed values of ``gene`` given the genes before it (already set in ``genome``)."""
     if len(gene) == 1:
-        return getattr(space, gene[0])
-    side, i, what = gene[0], gene[1], gene[2]
+        for side, routing_gene in _ROUTING_GENE.items():
+            if gene == routing_gene:
+                return space.side(side).routing
+        return getattr(space, gene[0])  # a global gene: one of _GLOBALS
+    choices, i, what = space.side(gene[0]), gene[1], gene[2]
     if what == "heads":
-        return getattr(space, f"{side}_heads")
+        return choices.heads
     if what == "cross_heads":
-        return space.decoder_cross_heads
+        return choices.cross_heads
     if what == "ende_attn":
         return space.allowed_ende_attn(_int(genome, ("encoder_layers",)))
     if what == "experts":
-        return getattr(space, f"{side}_experts")
+        return choices.experts
     if what == "top_k":
-        return space.allowed_top_k(side, _int(genome, (side, i, "experts")))
+        return choices.allowed_top_k(_int(genome, (choices.name, i, "experts")))
     if what == "bits":
         return space.expert_bits
-    return getattr(space, f"{side}_ffn_dim")  # "dim"
+    return choices.ffn_dim  # "dim"
 
 
 def _random_genome(space: SearchSpace, rng: random.Random) -> Genome:
@@ -129,49 +136,60 @@ def to_genome(space: SearchSpace, config: SubnetConfig, rng: random.Random) -> G
     genome = _random_genome(space, rng)
     for g in _GLOBALS:
         genome[(g,)] = getattr(config, g)
-    for side in _SIDES:
-        dims = getattr(config, f"{side}_expert_dims")
-        for i, experts in enumerate(dims):
-            genome[(side, i, "heads")] = getattr(config, f"{side}_heads")[i]
+    for view in config.sides():
+        side = view.name
+        for i, experts in enumerate(view.expert_dims):
+            genome[(side, i, "heads")] = view.heads[i]
             genome[(side, i, "experts")] = len(experts)
-            genome[(side, i, "top_k")] = getattr(config, f"{side}_top_k")[i]
-            bits = getattr(config, f"{side}_expert_bits")[i]
+            genome[(side, i, "top_k")] = view.top_k[i]
+            bits = view.expert_bits[i]
             slots = len(experts) if space.heterogeneous_experts else 1
             for j in range(slots):
                 genome[(side, i, "dim", j)] = experts[j]
                 if len(space.expert_bits) > 1:
                     genome[(side, i, "bits", j)] = bits[j]
             if side == "decoder":
-                genome[(side, i, "cross_heads")] = config.decoder_cross_heads[i]
-                genome[(side, i, "ende_attn")] = config.decoder_ende_attn[i]
-        gene = (f"{side}_routing",)
-        if gene in genome and any(len(e) > 1 for e in dims):  # else inactive: stays random
-            genome[gene] = getattr(config, f"{side}_routing")
+                genome[(side, i, "cross_heads")] = view.cross_heads[i]
+                genome[(side, i, "ende_attn")] = view.ende_attn[i]
+        gene = _ROUTING_GENE[side]
+        if gene in genome and not view.is_dense:  # else inactive: stays random
+            genome[gene] = view.routing
     return genome
 
 
 def from_genome(space: SearchSpace, genome: Genome) -> SubnetConfig:
     """The canonical config of a (repaired) genome: only active layers and experts."""
-    out: dict = {g: genome[(g,)] for g in _GLOBALS[:3]}
-    for side in _SIDES:
-        layers = range(_int(genome, (f"{side}_layers",)))
-        dims, bits = [], []
-        for i in layers:
-            n = _int(genome, (side, i, "experts"))
-            slots = range(n) if space.heterogeneous_experts else [0] * n
-            dims.append(tuple(genome[(side, i, "dim", j)] for j in slots))
-            bits.append(tuple(genome.get((side, i, "bits", j), space.expert_bits[0])
-                              for j in slots))
-        out[f"{side}_expert_dims"] = tuple(dims)
-        out[f"{side}_expert_bits"] = tuple(bits)
-        out[f"{side}_heads"] = tuple(genome[(side, i, "heads")] for i in layers)
-        out[f"{side}_top_k"] = tuple(genome[(side, i, "top_k")] for i in layers)
-        if side == "decoder":
-            out["decoder_cross_heads"] = tuple(genome[(side, i, "cross_heads")] for i in layers)
-            out["decoder_ende_attn"] = tuple(genome[(side, i, "ende_attn")] for i in layers)
-        out[f"{side}_routing"] = genome.get((f"{side}_routing",),
-                                            getattr(space, f"{side}_routing")[0])
-    return SubnetConfig(**out)
+    encoder, decoder = (_side_of(space, genome, side) for side in SIDES)
+    return SubnetConfig.from_sides(encoder, decoder, qkv_dim=_int(genome, ("qkv_dim",)))
+
+
+def _side_of(space: SearchSpace, genome: Genome, side: str) -> SideConfig:
+    """One side of `from_genome`'s config."""
+    layers = range(_int(genome, _LAYERS_GENE[side]))
+    dims: list[tuple] = []  # of ints: every gene but the routing ones is an integer
+    bits: list[tuple] = []
+    for i in layers:
+        n = _int(genome, (side, i, "experts"))
+        slots = range(n) if space.heterogeneous_experts else [0] * n
+        dims.append(tuple(genome[(side, i, "dim", j)] for j in slots))
+        bits.append(tuple(genome.get((side, i, "bits", j), space.expert_bits[0]) for j in slots))
+
+    def per_layer(what: str) -> tuple:
+        return tuple(genome[(side, i, what)] for i in layers)
+
+    routing = genome.get(_ROUTING_GENE[side], space.side(side).routing[0])
+    assert isinstance(routing, str), (side, routing)
+    return SideConfig(
+        name=side,
+        embed_dim=_int(genome, _EMBED_GENE[side]),
+        expert_dims=tuple(dims),
+        expert_bits=tuple(bits),
+        heads=per_layer("heads"),
+        top_k=per_layer("top_k"),
+        cross_heads=per_layer("cross_heads") if side == "decoder" else (),
+        ende_attn=per_layer("ende_attn") if side == "decoder" else (),
+        routing=routing,
+    )
 
 
 def sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:

@@ -18,11 +18,16 @@ Semantics (docs/search_space.md): a layer's top-k is one of ``*_top_k`` that is 
 layer's expert count; a decoder layer's ``ende_attn`` is one of ``decoder_ende_attn`` that
 is ``<=`` the encoder's layer count (reading more encoder layers than exist would make two
 names for one architecture). Every choice that names a weight size must fit the supernet.
+
+Per side, code reads ``space.side("encoder").experts`` (a `SideChoices`) and
+``space.supernet.side("decoder").ffn_dim`` (a `SupernetSide`); the flat fields are the
+file's keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 from collections.abc import Mapping
@@ -37,6 +42,7 @@ from search_spaces import features as _features
 from search_spaces.config import (
     FULL_PRECISION,
     ROUTINGS,
+    SIDES,
     SUPPORTED_EXPERT_BITS,
     TOKEN,
     SubnetConfig,
@@ -48,7 +54,9 @@ __all__ = [
     "BASELINES_DIR",
     "SPACES_DIR",
     "SearchSpace",
+    "SideChoices",
     "SupernetDims",
+    "SupernetSide",
     "check_precision_variant",
     "available_spaces",
     "load_space",
@@ -86,6 +94,62 @@ _HEAD_KEYS = ("encoder_heads", "decoder_heads", "decoder_cross_heads")
 
 
 @dataclass(frozen=True)
+class SupernetSide:
+    """One side of `SupernetDims`, its fields without the prefix (`SupernetDims.side`)."""
+
+    name: str
+    embed_dim: int
+    layers: int
+    ffn_dim: int
+    experts: int
+
+
+@dataclass(frozen=True)
+class SideChoices:
+    """One side's choices of a `SearchSpace`, its fields without the prefix
+    (`SearchSpace.side`). ``cross_heads`` and ``ende_attn`` are the decoder's; an
+    encoder's are ``()``."""
+
+    name: str
+    embed_dim: tuple[int, ...]
+    layers: tuple[int, ...]
+    ffn_dim: tuple[int, ...]
+    heads: tuple[int, ...]
+    experts: tuple[int, ...]
+    top_k: tuple[int, ...]
+    routing: tuple[str, ...]
+    cross_heads: tuple[int, ...] = ()
+    ende_attn: tuple[int, ...] = ()
+
+    def allowed_top_k(self, experts: int) -> tuple[int, ...]:
+        """Top-k choices of a layer with ``experts`` experts."""
+        return tuple(k for k in self.top_k if k <= experts)
+
+
+# The one place that names each side's flat fields: view field -> `SupernetDims` field and
+# view field -> `SearchSpace` field.
+_SUPERNET_SIDE_FIELDS: dict[str, dict[str, str]] = {
+    "encoder": {"embed_dim": "encoder_embed_dim", "layers": "encoder_layers",
+                "ffn_dim": "encoder_ffn_dim", "experts": "encoder_experts"},
+    "decoder": {"embed_dim": "decoder_embed_dim", "layers": "decoder_layers",
+                "ffn_dim": "decoder_ffn_dim", "experts": "decoder_experts"},
+}
+_SPACE_SIDE_FIELDS: dict[str, dict[str, str]] = {
+    "encoder": {**_SUPERNET_SIDE_FIELDS["encoder"], "heads": "encoder_heads",
+                "top_k": "encoder_top_k", "routing": "encoder_routing"},
+    "decoder": {**_SUPERNET_SIDE_FIELDS["decoder"], "heads": "decoder_heads",
+                "top_k": "decoder_top_k", "routing": "decoder_routing",
+                "cross_heads": "decoder_cross_heads", "ende_attn": "decoder_ende_attn"},
+}
+
+
+def _fields_of(table: dict[str, dict[str, str]], side: str) -> dict[str, str]:
+    if side not in table:
+        raise ValueError(f"side must be one of {list(SIDES)}, got {side!r}")
+    return table[side]
+
+
+@dataclass(frozen=True)
 class SupernetDims:
     """The supernet's maximal sizes: the weights it holds, which every subnet slices."""
 
@@ -101,6 +165,12 @@ class SupernetDims:
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+    def side(self, name: str) -> SupernetSide:
+        """The ``name`` ("encoder"/"decoder") side's sizes, unprefixed."""
+        fields = _fields_of(_SUPERNET_SIDE_FIELDS, name)
+        return SupernetSide(name=name,
+                            **{view: getattr(self, flat) for view, flat in fields.items()})
 
 
 @dataclass(frozen=True)
@@ -175,10 +245,34 @@ class SearchSpace:
         )
         return out
 
+    # ---- per-side views --------------------------------------------------------------
+    def side(self, name: str) -> SideChoices:
+        """The ``name`` ("encoder"/"decoder") side's choices, unprefixed:
+        ``space.side("encoder").experts == space.encoder_experts``."""
+        _fields_of(_SPACE_SIDE_FIELDS, name)  # ValueError for another name
+        return self._side_views[name]
+
+    @functools.cached_property
+    def _side_views(self) -> dict[str, SideChoices]:
+        # Built once per space (the genetic operators read a side per gene); not a field,
+        # so equality, hashing, `to_dict` and pickles (`__getstate__`) never see it.
+        return {
+            side: SideChoices(name=side,
+                              **{view: getattr(self, flat) for view, flat in fields.items()})
+            for side, fields in _SPACE_SIDE_FIELDS.items()
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_side_views"}
+
+    def sides(self) -> tuple[SideChoices, SideChoices]:
+        """Both sides, encoder first."""
+        return self.side("encoder"), self.side("decoder")
+
     # ---- membership ------------------------------------------------------------------
     def allowed_top_k(self, side: str, experts: int) -> tuple[int, ...]:
         """Top-k choices of a ``side`` ("encoder"/"decoder") layer with ``experts`` experts."""
-        return tuple(k for k in getattr(self, f"{side}_top_k") if k <= experts)
+        return self.side(side).allowed_top_k(experts)
 
     def allowed_ende_attn(self, encoder_layers: int) -> tuple[int, ...]:
         """ende_attn choices when the encoder has ``encoder_layers`` layers."""
@@ -376,14 +470,15 @@ def _check_space(s: SearchSpace) -> None:
         raise ValueError(f"{src}: key 'choices.decoder_ende_attn': smallest value "
                          f"{s.decoder_ende_attn[0]} exceeds the smallest encoder layer count "
                          f"{s.encoder_layers[0]}, so a shallow encoder has no valid choice")
-    for side in ("encoder", "decoder"):
-        top_k, experts = getattr(s, f"{side}_top_k"), getattr(s, f"{side}_experts")
+    for side in s.sides():
+        top_k, experts = side.top_k, side.experts
         if top_k[-1] > experts[-1]:
-            raise ValueError(f"{src}: key 'choices.{side}_top_k': top-k {top_k[-1]} is above the "
-                             f"largest expert count {experts[-1]} (choices.{side}_experts)")
+            raise ValueError(f"{src}: key 'choices.{side.name}_top_k': top-k {top_k[-1]} is above "
+                             f"the largest expert count {experts[-1]} "
+                             f"(choices.{side.name}_experts)")
         if top_k[0] > experts[0]:
-            raise ValueError(f"{src}: key 'choices.{side}_top_k': smallest top-k {top_k[0]} is "
-                             f"above the smallest expert count {experts[0]}, so a layer with "
+            raise ValueError(f"{src}: key 'choices.{side.name}_top_k': smallest top-k {top_k[0]} "
+                             f"is above the smallest expert count {experts[0]}, so a layer with "
                              f"{experts[0]} expert(s) has no valid top-k")
     bad = [b for b in s.expert_bits if b not in SUPPORTED_EXPERT_BITS]
     if bad:
@@ -410,32 +505,31 @@ def _check_member(s: SearchSpace, c: SubnetConfig, src: str) -> None:
     need("qkv_dim", c.qkv_dim, s.qkv_dim)
     need("encoder_layers", c.encoder_layers, s.encoder_layers)
     need("decoder_layers", c.decoder_layers, s.decoder_layers)
-    for side in ("encoder", "decoder"):
-        dims = getattr(c, f"{side}_expert_dims")
-        for i, experts in enumerate(dims):
+    for side, choices in zip(c.sides(), s.sides(), strict=True):
+        for i, experts in enumerate(side.expert_dims):
             n = len(experts)
-            need(f"{side}_experts[{i}]", n, getattr(s, f"{side}_experts"))
+            need(f"{side.name}_experts[{i}]", n, choices.experts)
             for j, d in enumerate(experts):
-                need(f"{side}_expert_dims[{i}][{j}]", d, getattr(s, f"{side}_ffn_dim"))
+                need(f"{side.name}_expert_dims[{i}][{j}]", d, choices.ffn_dim)
             if not s.heterogeneous_experts and len(set(experts)) > 1:
-                raise ValueError(f"{src}: key '{side}_expert_dims'[{i}] = {list(experts)}: space "
-                                 f"{s.name!r} has heterogeneous_experts false, so all experts of "
-                                 f"a layer must share one dim")
-            bits = getattr(c, f"{side}_expert_bits")[i]
+                raise ValueError(f"{src}: key '{side.name}_expert_dims'[{i}] = {list(experts)}: "
+                                 f"space {s.name!r} has heterogeneous_experts false, so all "
+                                 f"experts of a layer must share one dim")
+            bits = side.expert_bits[i]
             for j, b in enumerate(bits):
-                need(f"{side}_expert_bits[{i}][{j}]", b, s.expert_bits, " (choices.expert_bits)")
+                need(f"{side.name}_expert_bits[{i}][{j}]", b, s.expert_bits,
+                     " (choices.expert_bits)")
             if not s.heterogeneous_experts and len(set(bits)) > 1:
-                raise ValueError(f"{src}: key '{side}_expert_bits'[{i}] = {list(bits)}: space "
-                                 f"{s.name!r} has heterogeneous_experts false, so all experts of "
-                                 f"a layer must share one precision")
-            k = getattr(c, f"{side}_top_k")[i]
-            need(f"{side}_top_k[{i}]", k, s.allowed_top_k(side, n), f" for a layer with {n} experts")
-        for i, h in enumerate(getattr(c, f"{side}_heads")):
-            need(f"{side}_heads[{i}]", h, getattr(s, f"{side}_heads"))
-        routing, allowed = getattr(c, f"{side}_routing"), getattr(s, f"{side}_routing")
-        if any(n > 1 for n in getattr(c, f"{side}_experts")) and routing not in allowed:
-            raise ValueError(f"{src}: key '{side}_routing' = {routing!r} is not in space "
-                             f"{s.name!r}: allowed {list(allowed)}")
+                raise ValueError(f"{src}: key '{side.name}_expert_bits'[{i}] = {list(bits)}: "
+                                 f"space {s.name!r} has heterogeneous_experts false, so all "
+                                 f"experts of a layer must share one precision")
+            need(f"{side.name}_top_k[{i}]", side.top_k[i], choices.allowed_top_k(n),
+                 f" for a layer with {n} experts")
+        for i, h in enumerate(side.heads):
+            need(f"{side.name}_heads[{i}]", h, choices.heads)
+        if not side.is_dense and side.routing not in choices.routing:
+            raise ValueError(f"{src}: key '{side.name}_routing' = {side.routing!r} is not in "
+                             f"space {s.name!r}: allowed {list(choices.routing)}")
     for i, h in enumerate(c.decoder_cross_heads):
         need(f"decoder_cross_heads[{i}]", h, s.decoder_cross_heads)
     for i, a in enumerate(c.decoder_ende_attn):

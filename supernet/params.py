@@ -113,10 +113,9 @@ def weight_bytes(config: SubnetConfig, vocab_size: int, *,
     ``4 * count_params(...).hat``."""
     counts = count_params(config, vocab_size, normalize_before=normalize_before)
     total = _FP32_BYTES * counts.hat
-    for side in ("encoder", "decoder"):
-        d = getattr(config, f"{side}_embed_dim")
-        dims, bits = getattr(config, f"{side}_expert_dims"), getattr(config, f"{side}_expert_bits")
-        for layer_dims, layer_bits in zip(dims, bits, strict=True):
+    for side in config.sides():
+        d = side.embed_dim
+        for layer_dims, layer_bits in zip(side.expert_dims, side.expert_bits, strict=True):
             for h, b in zip(layer_dims, layer_bits, strict=True):
                 # w1 [h, d] and w2 [d, h] replace their fp32 bytes
                 total += matrix_bytes(h, d, b) + matrix_bytes(d, h, b) - 2 * _FP32_BYTES * h * d

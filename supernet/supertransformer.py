@@ -133,20 +133,19 @@ class SuperTransformer(nn.Module):
         for key in ("encoder_embed_dim", "decoder_embed_dim", "qkv_dim", "encoder_layers",
                     "decoder_layers"):
             need(key, getattr(config, key), getattr(dims, key))
-        for side in ("encoder", "decoder"):
-            routing = getattr(config, f"{side}_routing")
-            if (any(n > 1 for n in getattr(config, f"{side}_experts"))
-                    and routing not in self.routings[side]):
-                raise ValueError(f"subnet {config.key()}: '{side}_routing' = {routing!r} is not "
-                                 f"one the supernet learned ({list(self.routings[side])})")
-            for i, experts in enumerate(getattr(config, f"{side}_expert_dims")):
-                need(f"{side}_expert_dims[{i}] (experts)", len(experts),
-                     getattr(dims, f"{side}_experts"))
+        for side in config.sides():
+            routings, limits = self.routings[side.name], dims.side(side.name)
+            if not side.is_dense and side.routing not in routings:
+                raise ValueError(f"subnet {config.key()}: '{side.name}_routing' = "
+                                 f"{side.routing!r} is not one the supernet learned "
+                                 f"({list(routings)})")
+            for i, experts in enumerate(side.expert_dims):
+                need(f"{side.name}_expert_dims[{i}] (experts)", len(experts), limits.experts)
                 for h in experts:
-                    need(f"{side}_expert_dims[{i}]", h, getattr(dims, f"{side}_ffn_dim"))
+                    need(f"{side.name}_expert_dims[{i}]", h, limits.ffn_dim)
                     if h < 1:
-                        raise ValueError(f"subnet {config.key()}: '{side}_expert_dims[{i}]' has "
-                                         f"an expert of size {h}; expected >= 1")
+                        raise ValueError(f"subnet {config.key()}: '{side.name}_expert_dims[{i}]' "
+                                         f"has an expert of size {h}; expected >= 1")
         for i, a in enumerate(config.decoder_ende_attn):
             if not 1 <= a <= core.MAX_ENDE_ATTN:
                 raise ValueError(f"subnet {config.key()}: 'decoder_ende_attn[{i}]' = {a}; "

@@ -16,8 +16,7 @@ by token or sentence are kept as they are.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +42,7 @@ def task_choices(weights: core.ModelWeights, config: SubnetConfig, tag: int, *,
     supernet's views for ``config`` or a static model's own tensors)."""
     out: Choices = {}
     for side, stack in (("encoder", weights.encoder), ("decoder", weights.decoder)):
-        if getattr(config, f"{side}_routing") != "task":
+        if config.side(side).routing != "task":
             continue
         row = core.task_rows(torch.tensor([tag], device=weights.embed.device),
                              weights.embed[:, : stack.dim]).float()
@@ -120,20 +119,18 @@ def for_task(model: Transformer, tag: int, *, name: str | None = None) -> Transf
 
 def task_config(config: SubnetConfig, merged: Choices) -> SubnetConfig:
     """``config`` with each merged layer one expert of the chosen experts' summed width."""
-    changes: dict[str, Any] = {}
-    for side in ("encoder", "decoder"):
-        dims = list(getattr(config, f"{side}_expert_dims"))
-        bits = list(getattr(config, f"{side}_expert_bits"))
-        top_k = list(getattr(config, f"{side}_top_k"))
+    out = config
+    for side in config.sides():
+        dims, bits, top_k = list(side.expert_dims), list(side.expert_bits), list(side.top_k)
         for (s, i), (experts, _) in merged.items():
-            if s == side:
+            if s == side.name:
                 dims[i] = (sum(dims[i][e] for e in experts),)
                 chosen = {bits[i][e] for e in experts}
                 bits[i] = (chosen.pop() if len(chosen) == 1 else 32,)
                 top_k[i] = 1
-        changes.update({f"{side}_expert_dims": tuple(dims), f"{side}_expert_bits": tuple(bits),
-                        f"{side}_top_k": tuple(top_k)})
-    return dataclasses.replace(config, **changes)
+        out = out.with_side(side.name, expert_dims=tuple(dims), expert_bits=tuple(bits),
+                            top_k=tuple(top_k))
+    return out
 
 
 def _merged_layer(key: str, merged: dict) -> tuple[str, int] | None:

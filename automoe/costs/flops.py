@@ -122,9 +122,8 @@ class RoutingCounts:
     decoder: tuple[tuple[int, ...], ...]
 
     def check(self, config: SubnetConfig) -> None:
-        for side in ("encoder", "decoder"):
-            counts = getattr(self, side)
-            experts = getattr(config, f"{side}_experts")
+        for side, counts in (("encoder", self.encoder), ("decoder", self.decoder)):
+            experts = config.side(side).experts
             if len(counts) != len(experts):
                 raise ValueError(
                     f"RoutingCounts.{side}: {len(counts)} layers, the config has {len(experts)}"

@@ -202,7 +202,7 @@ def train_supernet(settings: RunSettings, out: str | Path, *, resume: bool = Fal
 def check_task_routing(space: SearchSpace, meta: dict, *, source: str) -> None:
     """ValueError when ``space`` offers task routing and the data dir (``meta``) has no
     target-language tags: its routers would route by the first word of each sentence."""
-    routed = [side for side in ("encoder", "decoder") if "task" in getattr(space, f"{side}_routing")]
+    routed = [side.name for side in space.sides() if "task" in side.routing]
     if routed and not meta.get("tasks"):
         raise ValueError(f"{source}: space {space.name!r} routes the {' and '.join(routed)} by "
                          "task, but this data dir has no tasks (prepare a multilingual one: "
