@@ -15,4 +15,5 @@ def test_committed_results_recompute_from_their_per_sentence_scores():
     checked, mismatches = recompute_all(RESULTS)
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table
+    assert RESULTS / "nasbench_graph" / "bench_nasbench_graph.json" in checked
     assert mismatches == []
