@@ -34,7 +34,11 @@ setup(
         # ONNX export (automoe onnx, automoe export --onnx) and ONNX Runtime
         "onnx": ["onnx>=1.17,<2", "onnxscript>=0.3,<1", "onnxruntime>=1.20,<2"],
         "dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4", "mypy>=1.8",
-                "onnx>=1.17,<2", "onnxscript>=0.3,<1", "onnxruntime>=1.20,<2"],
+                "onnx>=1.17,<2", "onnxscript>=0.3,<1", "onnxruntime>=1.20,<2",
+                # tests/test_pareto_vs_pymoo.py: sorting, crowding and hypervolume as oracles
+                "pymoo>=0.6.2,<0.7"],
+        # the search benchmarks only (scripts/bench_pymoo.py, scripts/bench_nasbench_graph.py)
+        "bench": ["pymoo>=0.6.2,<0.7", "moocore>=0.3,<1", "nas-bench-graph>=1.4,<2"],
     },
     entry_points={"console_scripts": ["automoe=automoe.cli:main"]},
 )

@@ -5,8 +5,10 @@ comparison table (a search's ``comparisons.csv`` beside ``sentences/comparisons/
 recomputed row by row from the two systems' archives (`automoe.search.compare.paired_row`,
 Holm over the table), and each fidelity study (``fidelity.json`` beside ``fidelity.csv``,
 ``standalone.csv`` and ``sentences/``) has its per-model losses recomputed from the archives
-and its whole report from the two tables (`automoe.fidelity.agreement_report`). Every
-resampling is seeded, so a match is exact up to the tables' printed precision.
+and its whole report from the two tables (`automoe.fidelity.agreement_report`); each search
+benchmark (``bench_*.json`` naming its per-run table) has its summaries made again from
+that table. Every resampling is seeded, so a match is exact up to the tables' printed
+precision.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automoe.bench.report import summarise
 from automoe.fidelity_report import agreement_report
 from automoe.io_utils import read_json
 from automoe.run_dir import COMPARISONS, RunDir
@@ -28,7 +31,7 @@ from automoe.sentences import load_sentence_scores
 from automoe.stats import loss_with_se
 from search_spaces.files import strict_json
 
-__all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_all"]
+__all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_bench", "recompute_all"]
 
 _RTOL = 1e-6  # the tables print 10 significant digits
 
@@ -117,6 +120,23 @@ def recompute_fidelity(study_dir: str | Path) -> list[str]:
     return out
 
 
+def recompute_bench(path: str | Path) -> list[str]:
+    """Mismatches between a search benchmark's JSON (``scripts/bench_pymoo.py``,
+    ``scripts/bench_nasbench_graph.py``) and its summaries made again from the per-run
+    table beside it (its ``runs_csv``): medians, order-statistic intervals, rank-sum
+    p-values and their Holm adjustment (`automoe.bench.report.summarise`)."""
+    path = Path(path)
+    record = read_json(path)
+    table = pd.read_csv(path.parent / record["runs_csv"])
+    rows = table.to_dict("records")
+    out = list(_walk(record["runs"], _json(rows), f"{path}:runs"))
+    for i, entry in enumerate(record["summaries"]):
+        again = summarise(rows, value=entry["value"], group=entry["group"],
+                          baseline=entry["baseline"])
+        out += list(_walk(entry["rows"], _json(again), f"{path}:summaries[{i}]"))
+    return out
+
+
 def _json(value: Any) -> Any:
     """`value` as strict JSON reads it back (NaN as None, tuples as lists)."""
     return json.loads(json.dumps(strict_json(value)))
@@ -124,7 +144,8 @@ def _json(value: Any) -> Any:
 
 def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
     """(the tables checked, every mismatch) under `root`: each run dir with comparisons and
-    their archives, each fidelity study with its archives."""
+    their archives, each fidelity study with its archives, each search benchmark with its
+    per-run table."""
     root = Path(root)
     checked: list[Path] = []
     out: list[str] = []
@@ -136,4 +157,8 @@ def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
         if (path.parent / "sentences").is_dir() and (path.parent / "standalone.csv").is_file():
             checked.append(path)
             out += recompute_fidelity(path.parent)
+    for path in sorted(root.rglob("bench_*.json")):
+        if "runs_csv" in read_json(path):
+            checked.append(path)
+            out += recompute_bench(path)
     return checked, out

@@ -1,11 +1,13 @@
 """Recompute every p-value and interval under a results directory from its stored
-per-sentence scores, and report any number that does not come out the same.
+per-sentence scores (and per-run tables), and report any number that does not come out
+the same.
 
     python scripts/recompute_stats.py [ROOT ...]      (default: results/)
 
-Checks each search run's ``comparisons.csv`` against ``sentences/comparisons/*.npz`` and
-each fidelity study's ``fidelity.json``, ``fidelity.csv`` and ``standalone.csv`` against
-``sentences/`` (`automoe.recompute`). Exit status 1 when a number differs.
+Checks each search run's ``comparisons.csv`` against ``sentences/comparisons/*.npz``, each
+fidelity study's ``fidelity.json``, ``fidelity.csv`` and ``standalone.csv`` against
+``sentences/``, and each search benchmark's summaries against its per-run table
+(`automoe.recompute`). Exit status 1 when a number differs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in mismatches:
             print(line)
         bad += len(mismatches)
-        print(f"{root}: {len(checked)} tables recomputed from per-sentence scores, "
+        print(f"{root}: {len(checked)} tables recomputed from their stored scores, "
               f"{len(mismatches)} mismatches")
     return 1 if bad else 0
 

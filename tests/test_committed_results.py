@@ -1,5 +1,6 @@
-"""Every committed claim that keeps its per-sentence scores recomputes from them: the
-p-values, intervals and rank statistics under results/ (scripts/recompute_stats.py)."""
+"""Every committed claim that keeps its per-sentence scores (or per-run table) recomputes
+from them: the p-values, intervals and rank statistics under results/
+(scripts/recompute_stats.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def test_committed_results_recompute_from_their_per_sentence_scores():
     checked, mismatches = recompute_all(RESULTS)
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
+    assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table
+    assert RESULTS / "nasbench_graph" / "bench_nasbench_graph.json" in checked
     assert mismatches == []
 
 

@@ -1,0 +1,90 @@
+"""The search engine (NSGA-II, HAT's GA, random search of `evolution/`) and pymoo's
+NSGA-II on NAS-Bench-Graph's tabulated architectures (docs/benchmarks.md, "Search engine
+on NAS-Bench-Graph").
+
+    python scripts/bench_nasbench_graph.py [--datasets cora,citeseer,pubmed] \
+        [--algorithms nsga2,hat-ga,random,pymoo] [--seeds 10] \
+        [--checkpoints 100,300,1000] [--population 20] [--out results/nasbench_graph]
+
+Objectives: validation accuracy (max) and latency (min) as the package tabulates them;
+the true front is the table's. Every dataset x algorithm x seed runs until it has
+evaluated the largest checkpoint's number of distinct architectures; after each
+checkpoint its score is the share of the true front's hypervolume its evaluations reach
+(exact, moocore; fixed reference per dataset). Protocol:
+`automoe.bench.nasbench_graph`. Writes OUT/bench_nasbench_graph.json (settings, machine,
+each dataset's front and reference, every run, the summaries) and OUT/shares.csv (one row
+per run); prints one table per checkpoint and baseline. Needs
+``pip install 'automoe[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages first
+
+from automoe.bench.nasbench_graph import (  # noqa: E402
+    ALGORITHMS,
+    DATASETS,
+    NasBenchSettings,
+    run_nasbench_graph,
+)
+from automoe.bench.report import machine_record, markdown_table  # noqa: E402
+from automoe.io_utils import atomic_write_csv, atomic_write_json  # noqa: E402
+
+RUNS_CSV = "shares.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                         ) from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=_names, default=("cora", "citeseer", "pubmed"),
+                        help=f"comma-separated, of {','.join(DATASETS)}")
+    parser.add_argument("--algorithms", type=_names, default=ALGORITHMS,
+                        help=f"comma-separated, of {','.join(ALGORITHMS)}")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--checkpoints", type=_counts, default=(100, 300, 1000),
+                        help="distinct evaluations after which to score (default 100,300,1000)")
+    parser.add_argument("--population", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("results/nasbench_graph"))
+    parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        settings = NasBenchSettings(datasets=args.datasets, algorithms=args.algorithms,
+                                    seeds=tuple(range(args.seeds)),
+                                    checkpoints=args.checkpoints, population=args.population)
+        record = run_nasbench_graph(settings, progress)
+    except ValueError as err:
+        print(f"bench_nasbench_graph: {err}", file=sys.stderr)
+        return 2
+    import pandas as pd
+
+    record.update(machine=machine_record(), runs_csv=RUNS_CSV)
+    atomic_write_csv(pd.DataFrame(record["runs"]), args.out / RUNS_CSV, float_format="%.12g")
+    atomic_write_json(args.out / "bench_nasbench_graph.json", record)
+    for summary in record["summaries"]:
+        print(markdown_table(summary), end="\n\n")
+    print(f"wrote {args.out / 'bench_nasbench_graph.json'} and {args.out / RUNS_CSV}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
