@@ -35,7 +35,7 @@ def test_hat_features_of_a_hat_yaml_equal_the_hand_computed_vector(tmp_path):
     path.write_text(HAT_YAML, encoding="utf-8")
     config = import_hat_yaml(path, load_space("hat_wmt14"))
     want = [512, 6, (1024 + 3072 * 2 + 2048 * 3) / 6, (4 * 4 + 8 * 2) / 6,
-            512, 1, 3072, 8, 8, -1]  # HAT's -1: the last encoder layer only
+            512, 1, 3072, 8, 8, 1]  # HAT's YAML -1: the last encoder layer only, 1 layer
     assert hat_features(config) == pytest.approx(want)
 
 
