@@ -11,9 +11,9 @@
    samples within one measurement.
 2. Predictor: a latency dataset of ``--subnets`` random ``demo`` subnets (same protocol but
    2 warm-up + ``--runs`` timed runs each, clock ``--clock``; resumable in ``--work-dir``),
-   then HAT's MLP (3x400, 5000 steps) and the ridge least-squares baseline: MAPE, RMSE and
-   Kendall tau on the held-out 10 %, against a constant predictor and against ranking by
-   analytic FLOPs.
+   then every predictor kind (`automoe latency fit --kind auto`: the analytic form, HAT's MLP
+   (3x400, 5000 steps) and the ridge least-squares baseline): MAPE, RMSE and Kendall tau on
+   the held-out 10 %, against a constant predictor and against ranking by analytic FLOPs.
 3. Cost of one count: analytic FLOPs, fvcore, FlopCounterMode (each on the ``demo``
    largest subnet, median of 5 after one warm-up) and one latency measurement (from 1).
 
@@ -95,7 +95,8 @@ def bench_predictor(space, threads: int, n: int, runs: int, clock: str, work_dir
     x, names = dataset_features(df)
     y = df["latency_ms"].to_numpy()
     start = time.perf_counter()
-    predictor, report = fit_predictor(x, y, names, PredictorConfig(), meta={"space": space.name})
+    predictor, report = fit_predictor(x, y, names, PredictorConfig(kind="auto"),
+                                      meta={"space": space.name})
     fit_s = time.perf_counter() - start
     # Ranking by analytic FLOPs alone, on the same held-out subnets (a free "predictor").
     from automoe.costs.predictor import split_indices
@@ -160,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
           f"min/median/max {'/'.join(f'{v:.1f}' for v in pred['latency_range_ms'])} ms; "
           f"collection {pred['collect_s_this_run']:.0f} s this run, fit {pred['fit_s']:.1f} s")
     print(f"   held-out test ({r['n_test']} subnets)   MAPE %   RMSE ms   Kendall tau")
-    for kind in ("mlp", "linear", "constant"):
-        m = r["test"][kind]
+    for kind, m in r["test"].items():
         tau = "n/a" if m["kendall_tau"] is None else f"{m['kendall_tau']:.3f}"
         print(f"   {kind:28s} {m['mape']:7.2f} {m['rmse']:9.2f} {tau:>12s}")
     print(f"   ranking by analytic FLOPs: Kendall tau {pred['flops_kendall_tau_test']:.3f}; "

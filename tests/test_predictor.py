@@ -1,5 +1,6 @@
 """Latency predictor: metrics against brute-force oracles, fitting on a synthetic dataset
-with known structure, persistence."""
+with known structure, persistence (JSON + safetensors, identical predictions after reload).
+The analytic kind against a layer-by-layer simulated device: tests/test_latency_tables.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 
 from automoe.costs.metrics import kendall_tau, mape, rmse
-from automoe.costs.predictor import LatencyPredictor, PredictorConfig, fit_predictor
+from automoe.costs.predictor import KINDS, LatencyPredictor, PredictorConfig, fit_predictor
 
 FAST = PredictorConfig(hidden_dim=64, hidden_layers=2, steps=400, eval_every=25, lr=3e-3)
+FAST_ALL = PredictorConfig(hidden_dim=64, hidden_layers=2, steps=400, eval_every=25, lr=3e-3,
+                           kind="auto")
 
 
 def _naive_tau_b(x, y):
@@ -68,14 +71,14 @@ def _synthetic(n: int, seed: int):
 def test_predictor_beats_constant_baseline_on_known_structure():
     x, y = _synthetic(300, seed=0)
     names = ["width", "layers", "noise", "const", "experts"]
-    predictor, report = fit_predictor(x, y, names, FAST, meta={"device": "synthetic"})
+    predictor, report = fit_predictor(x, y, names, FAST_ALL, meta={"device": "synthetic"})
     test = report["test"]
     assert report["n_train"] + report["n_val"] + report["n_test"] == 300
-    for kind in ("mlp", "linear"):
+    for kind in KINDS:
         assert test[kind]["mape"] < test["constant"]["mape"] / 3
         assert test[kind]["kendall_tau"] > 0.85
-    # the product term is not linear, so the MLP should fit it better than least squares
-    assert test["mlp"]["rmse"] < test["linear"]["rmse"]
+    # the product term is in no kind's basis but the MLP's, which fits it best
+    assert test["mlp"]["rmse"] < min(test["linear"]["rmse"], test["analytic"]["rmse"])
     assert report["selected"] == "mlp" == predictor.kind
     # fresh subnets from the same distribution: a real generalisation check
     x2, y2 = _synthetic(200, seed=1)
@@ -87,19 +90,28 @@ def test_linear_part_is_least_squares():
     x = rng.normal(size=(60, 3))
     y = 10 + x @ np.array([1.0, -2.0, 0.5])  # exactly linear
     predictor, report = fit_predictor(x, y, ["a", "b", "c"], FAST)
-    assert report["test"]["linear"]["rmse"] < 1e-9
-    assert np.allclose(predictor.predict_features(x, "linear"), y)
+    for kind in ("linear", "analytic"):  # any other features are the analytic kind's basis
+        assert report["test"][kind]["rmse"] < 1e-9
+        assert np.allclose(predictor.predict_features(x, kind), y, rtol=1e-12)
+    assert report["analytic_basis"] == "identity"
 
 
-def test_save_load_roundtrip(tmp_path):
+@pytest.mark.parametrize("config", [FAST, FAST_ALL], ids=["default", "auto"])
+def test_save_load_roundtrip(tmp_path, config):
     x, y = _synthetic(80, seed=2)
-    predictor, _ = fit_predictor(x, y, list("abcde"), FAST, meta={"space": "tiny"})
+    predictor, _ = fit_predictor(x, y, list("abcde"), config, meta={"space": "tiny"})
     predictor.save(tmp_path / "pred")
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "predictor.json", "predictor.safetensors"]  # JSON and safetensors: nothing pickled
     loaded = LatencyPredictor.load(tmp_path / "pred")
     assert loaded.kind == predictor.kind and loaded.feature_names == predictor.feature_names
+    assert loaded.kinds == predictor.kinds
     assert loaded.meta["space"] == "tiny" and "report" in loaded.meta
-    for kind in ("mlp", "linear"):
-        assert np.allclose(loaded.predict_features(x, kind), predictor.predict_features(x, kind))
+    for kind in loaded.kinds:
+        assert np.array_equal(loaded.predict_features(x, kind), predictor.predict_features(x, kind))
+    if "mlp" not in loaded.kinds:
+        with pytest.raises(ValueError, match="holds no mlp model"):
+            loaded.predict_features(x, "mlp")
 
 
 def test_predict_from_configs_and_feature_checks():
@@ -125,15 +137,42 @@ def test_predict_from_configs_and_feature_checks():
         fit_predictor(x, -y, names, FAST)
     with pytest.raises(ValueError, match="at least 5"):
         fit_predictor(x[:3], y[:3], names, FAST)
+    with pytest.raises(ValueError, match="kind 'trees'"):
+        PredictorConfig(kind="trees")
 
 
 def test_training_is_reproducible_and_leaves_global_rng_alone():
     import torch
 
     x, y = _synthetic(60, seed=4)
-    cfg = PredictorConfig(hidden_dim=32, hidden_layers=1, steps=60, eval_every=20)
+    cfg = PredictorConfig(hidden_dim=32, hidden_layers=1, steps=60, eval_every=20, kind="mlp")
     state = torch.random.get_rng_state()
     p1, _ = fit_predictor(x, y, list("abcde"), cfg)
     assert torch.equal(state, torch.random.get_rng_state())
     p2, _ = fit_predictor(x, y, list("abcde"), cfg)
     assert np.array_equal(p1.predict_features(x, "mlp"), p2.predict_features(x, "mlp"))
+
+
+def test_a_predictor_saved_before_the_analytic_kind_still_loads(tmp_path):
+    """Format 1 (an MLP and the linear model, no analytic terms) loads and predicts as
+    saved; an unknown format is refused."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    x, y = _synthetic(60, seed=5)
+    predictor, _ = fit_predictor(x, y, list("abcde"), FAST_ALL)
+    predictor.kind = "mlp"
+    folder = predictor.save(tmp_path / "old")
+    tensors = {k: v for k, v in load_file(folder / "predictor.safetensors").items()
+               if not k.startswith("analytic_")}
+    save_file(tensors, folder / "predictor.safetensors")
+    doc = json.loads((folder / "predictor.json").read_text())
+    del doc["config"]["kind"]
+    (folder / "predictor.json").write_text(json.dumps({**doc, "format_version": 1}))
+    old = LatencyPredictor.load(folder)
+    assert old.kinds == ("linear", "mlp") and old.kind == "mlp"
+    assert np.array_equal(old.predict_features(x), predictor.predict_features(x, "mlp"))
+    (folder / "predictor.json").write_text(json.dumps({**doc, "format_version": 3}))
+    with pytest.raises(ValueError, match="format_version 3"):
+        LatencyPredictor.load(folder)

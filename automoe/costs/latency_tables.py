@@ -6,7 +6,8 @@ SubTransformer: its 10 features, each an average over the active layers (`HAT_FE
 then ``latency_mean_encoder``, ``latency_mean_decoder`` and their standard deviations (ms);
 HAT predicts the sum of the two means. `hat_features` computes the same 10 numbers from a
 `SubnetConfig` (HAT's ``utils.get_config_features``: a layer's FFN width is its experts'
-mean; the arbitrary encoder-decoder attention in HAT's -1/1/2, where the config says 1/2/3),
+mean; the arbitrary encoder-decoder attention as the number of encoder layers attended,
+1/2/3, which is what HAT's function turns its YAML's -1/1/2 into and what its tables hold),
 so a predictor fitted on a table predicts any config of a HAT-like space.
 """
 
@@ -114,12 +115,9 @@ def _float(value: object) -> float:
     return out if np.isfinite(out) else float("nan")
 
 
-# HAT's -1/1/2 (attend to the last 1, 2 or 3 encoder layers) from the config's 1/2/3
-_HAT_ENDE = {1: -1, 2: 1, 3: 2}
-
-
 def hat_features(config: SubnetConfig) -> list[float]:
-    """HAT's 10 averaged features of ``config``, in `HAT_FEATURES` order."""
+    """HAT's 10 averaged features of ``config``, in `HAT_FEATURES` order (the last: the mean
+    number of encoder layers a decoder layer attends, 1-3, as in HAT's tables)."""
     def ffn(dims: tuple[tuple[int, ...], ...]) -> float:
         return fmean(fmean(layer) for layer in dims)
 
@@ -128,4 +126,4 @@ def hat_features(config: SubnetConfig) -> list[float]:
         c.encoder_embed_dim, c.encoder_layers, ffn(c.encoder_expert_dims),
         fmean(c.encoder_heads), c.decoder_embed_dim, c.decoder_layers,
         ffn(c.decoder_expert_dims), fmean(c.decoder_heads), fmean(c.decoder_cross_heads),
-        fmean(_HAT_ENDE[a] for a in c.decoder_ende_attn))]
+        fmean(c.decoder_ende_attn))]

@@ -1,13 +1,21 @@
 """Latency predictor: features of a subnet → latency (ms) on one device.
 
-HAT's predictor is an MLP (3 hidden layers of 400, ReLU, MSE) on 10 averaged architecture
-features; we train the same MLP on the richer per-layer features of
-`automoe.costs.features.latency_features` (`SearchSpace.features` plus the analytic MACs
-per component) and a linear least-squares baseline beside it (ridge strength picked on the
-validation split, since per-layer features outnumber small datasets), pick the one
-with the lower validation MAPE, and report MAPE, RMSE and Kendall's tau of both (and of a
-constant predictor) on held-out subnets. Features and targets are standardised with the
-training split's statistics, so a larger learning rate than HAT's 1e-5 works (1e-3).
+Three kinds, each fitted on the training split and scored on held-out subnets (MAPE, RMSE,
+Kendall's tau, beside a constant predictor):
+
+- ``"analytic"`` (the default): a sum of per-layer cost terms fitted by least absolute
+  relative error (`automoe.costs.analytic`); on HAT's published tables it has the lowest
+  validation and test MAPE on every device (docs/benchmarks.md, "Latency predictors on
+  HAT's published measurements");
+- ``"linear"``: least squares on the features, ridge strength picked on the validation
+  split (per-layer features outnumber small datasets);
+- ``"mlp"``: HAT's predictor, an MLP (3 hidden layers of 400, ReLU, MSE), here on
+  standardised features and target, so a larger learning rate than HAT's 1e-5 works (1e-3).
+
+The features are the project's per-layer features (`automoe.costs.features.latency_features`:
+`SearchSpace.features` plus the analytic MACs per component), HAT's 10 averaged features, or
+a user's columns. ``kind="auto"`` fits all three and keeps the one with the lowest
+validation MAPE.
 
 A predictor belongs to one device fingerprint and one latency protocol (stored beside it);
 the search uses it as a pre-filter and re-measures what it keeps.
@@ -27,6 +35,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from automoe.costs.analytic import RIDGE_GRID as ANALYTIC_RIDGE_GRID
+from automoe.costs.analytic import basis_name, basis_terms, fit_relative_l1
 from automoe.costs.features import latency_feature_names, latency_features
 from automoe.costs.metrics import regression_report
 from automoe.devices import torch_threads
@@ -37,15 +47,22 @@ if TYPE_CHECKING:
     from search_spaces.config import SubnetConfig
     from search_spaces.space import SearchSpace
 
-__all__ = ["PredictorConfig", "LatencyPredictor", "fit_predictor", "split_indices", "build_mlp"]
+__all__ = ["PredictorConfig", "LatencyPredictor", "fit_predictor", "split_indices", "build_mlp",
+           "KINDS", "DEFAULT_KIND"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the analytic kind; the MLP only where it was fitted
+READABLE_VERSIONS = (1, 2)
+KINDS = ("analytic", "linear", "mlp")
+DEFAULT_KIND = "analytic"
 
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """Training settings (defaults: HAT's MLP shape and steps, batch 128, 80/10/10 split)."""
+    """Training settings: the kind to fit (`KINDS`, or ``"auto"``: all, the lowest
+    validation MAPE kept), the MLP's (HAT's shape and steps, batch 128) and the 80/10/10
+    split."""
 
+    kind: str = DEFAULT_KIND
     hidden_dim: int = 400
     hidden_layers: int = 3
     steps: int = 5000
@@ -58,6 +75,9 @@ class PredictorConfig:
     threads: int | None = 1  # the matmuls are small: one thread avoids OpenMP overhead
 
     def __post_init__(self) -> None:
+        if self.kind not in (*KINDS, "auto"):
+            raise ValueError(f"PredictorConfig: kind {self.kind!r}; expected one of "
+                             f"{[*KINDS, 'auto']}")
         if self.hidden_dim < 1 or self.hidden_layers < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"PredictorConfig: sizes and steps must be >= 1, got {self}")
         if not (0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1):
@@ -101,13 +121,16 @@ def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple
 
 
 class LatencyPredictor:
-    """A fitted predictor: standardisation + the selected model (``"mlp"`` or ``"linear"``).
+    """A fitted predictor: its models and the kind `predict` uses (`KINDS`).
 
     Args:
         feature_names: names of the F input features, in order.
         kind: which model `predict` uses.
-        tensors: ``x_mean``/``x_std`` [F], ``y_mean``/``y_std`` [1], ``linear_coef`` [F + 1]
-            (intercept last) and the MLP's state dict under ``mlp.*``.
+        tensors: ``x_mean``/``x_std`` [F] and ``y_mean``/``y_std`` [1] (the linear model's
+            and the MLP's standardisation), ``linear_coef`` [F + 1] (intercept last);
+            ``analytic_mean``/``analytic_std`` [J] (the basis terms' standardisation) and
+            ``analytic_coef`` [J + 1] (in ms, intercept last); the MLP's state dict under
+            ``mlp.*`` where an MLP was fitted.
         meta: JSON-ready metadata (fingerprint, protocol, space, metrics, settings).
     """
 
@@ -120,17 +143,42 @@ class LatencyPredictor:
         config: PredictorConfig,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        if kind not in ("mlp", "linear"):
-            raise ValueError(f"LatencyPredictor: kind must be 'mlp' or 'linear', got {kind!r}")
         self.feature_names = tuple(feature_names)
-        self.kind = kind
         self.config = config
         self.tensors = {k: v.detach().to(torch.float64 if not k.startswith("mlp.") else torch.float32)
                         for k, v in tensors.items()}
         self.meta = dict(meta or {})
-        self._mlp = build_mlp(len(self.feature_names), config.hidden_dim, config.hidden_layers)
-        self._mlp.load_state_dict({k[4:]: v for k, v in self.tensors.items() if k.startswith("mlp.")})
-        self._mlp.eval()
+        self.basis = basis_name(self.feature_names)
+        self._mlp: nn.Sequential | None = None
+        if any(k.startswith("mlp.") for k in self.tensors):
+            self._mlp = build_mlp(len(self.feature_names), config.hidden_dim, config.hidden_layers)
+            self._mlp.load_state_dict({k[4:]: v for k, v in self.tensors.items()
+                                       if k.startswith("mlp.")})
+            self._mlp.eval()
+        self.kind = kind
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds this predictor holds a fitted model of."""
+        have = {"linear": "linear_coef" in self.tensors, "mlp": self._mlp is not None,
+                "analytic": "analytic_coef" in self.tensors}
+        return tuple(k for k in KINDS if have[k])
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @kind.setter
+    def kind(self, kind: str) -> None:
+        self._check_kind(kind)
+        self._kind = kind
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown predictor kind {kind!r}; expected one of {list(KINDS)}")
+        if kind not in self.kinds:
+            raise ValueError(f"this predictor holds no {kind} model (it has {list(self.kinds)}); "
+                             f"fit it with kind {kind!r} or 'auto'")
 
     # ---- prediction --------------------------------------------------------------------
     def _standardise(self, features: np.ndarray) -> np.ndarray:
@@ -145,14 +193,20 @@ class LatencyPredictor:
         """Latency (target units, ms) for feature rows [N, F] → [N]."""
         z = self._standardise(features)
         kind = kind or self.kind
+        self._check_kind(kind)
+        if kind == "analytic":
+            t = self.tensors
+            terms = basis_terms(np.asarray(features, dtype=np.float64), self.basis)
+            u = (terms - t["analytic_mean"].numpy()) / t["analytic_std"].numpy()
+            coef = t["analytic_coef"].numpy()
+            return u @ coef[:-1] + coef[-1]
         if kind == "linear":
             coef = self.tensors["linear_coef"].numpy()
             out = z @ coef[:-1] + coef[-1]
-        elif kind == "mlp":
+        else:
+            assert self._mlp is not None
             with torch.no_grad():
                 out = self._mlp(torch.from_numpy(z).float()).squeeze(-1).double().numpy()
-        else:
-            raise ValueError(f"unknown predictor kind {kind!r}; expected 'mlp' or 'linear'")
         return out * float(self.tensors["y_std"]) + float(self.tensors["y_mean"])
 
     @property
@@ -220,10 +274,9 @@ class LatencyPredictor:
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: no predictor here (expected predictor.json)")
         doc = read_json(meta_path)
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"
-            )
+        if doc.get("format_version") not in READABLE_VERSIONS:
+            raise ValueError(f"{meta_path}: format_version {doc.get('format_version')!r}, "
+                             f"expected one of {list(READABLE_VERSIONS)}")
         return cls(
             feature_names=doc["feature_names"],
             kind=doc["kind"],
@@ -289,6 +342,26 @@ def _fit_mlp(z_tr, y_tr, z_val, y_val, cfg: PredictorConfig) -> dict[str, torch.
     return best_state
 
 
+def _fit_analytic(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, basis: str
+                  ) -> tuple[float, dict[str, torch.Tensor]]:
+    """The analytic form on the training rows (basis terms standardised with their
+    statistics), ridge strength of `automoe.costs.analytic.RIDGE_GRID` with the lowest
+    validation MAPE; its tensors ``analytic_*``."""
+    terms = basis_terms(x, basis)
+    mean, std = terms[tr].mean(axis=0), terms[tr].std(axis=0)
+    std[std == 0] = 1.0  # a constant term (e.g. one encoder depth): centred to 0
+    u = np.hstack([(terms - mean) / std, np.ones((len(terms), 1))])
+    best = None
+    for ridge in ANALYTIC_RIDGE_GRID:
+        coef = fit_relative_l1(u[tr], y[tr], ridge)
+        err = float(np.mean(np.abs(u[va] @ coef - y[va]) / y[va]))
+        if best is None or err < best[0]:
+            best = (err, ridge, coef)
+    assert best is not None
+    return best[1], {"analytic_mean": torch.from_numpy(mean), "analytic_std": torch.from_numpy(std),
+                     "analytic_coef": torch.from_numpy(best[2])}
+
+
 def fit_predictor(
     features: np.ndarray,
     latency_ms: np.ndarray,
@@ -296,28 +369,37 @@ def fit_predictor(
     config: PredictorConfig | None = None,
     *,
     meta: dict[str, Any] | None = None,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[LatencyPredictor, dict[str, Any]]:
-    """Fits the MLP and the linear baseline on one device's measurements.
+    """Fits a latency predictor on one device's measurements.
+
+    The analytic and linear models are always fitted (seconds at most); the
+    MLP where ``config.kind`` is ``"mlp"`` or ``"auto"``.
 
     Args:
         features: [N, F] feature rows (``space.features(config)``).
         latency_ms: [N] measured latencies.
         feature_names: F names.
-        config: training settings.
+        config: training settings; ``config.kind`` is the kind `predict` uses (``"auto"``:
+            the fitted kind with the lowest validation MAPE).
         meta: stored with the predictor (fingerprint, protocol, space, dataset path).
+        split: (train, val, test) row indices; default `split_indices` with the config's
+            fractions and seed.
 
     Returns:
-        The predictor (the model with the lower validation MAPE) and a report
-        ``{"test": {"mlp"|"linear"|"constant": metrics}, "val": ..., "selected": kind,
-        "n_train"/"n_val"/"n_test": ...}``; metrics are MAPE (%), RMSE (ms), Kendall tau.
+        The predictor and a report ``{"test": {kind|"constant": metrics}, "val": ...,
+        "selected": kind, "n_train"/"n_val"/"n_test": ..., "linear_ridge"/"analytic_ridge":
+        the strengths picked}``; metrics are MAPE (%), RMSE (ms), Kendall tau.
     """
     cfg = config or PredictorConfig()
     with torch_threads(cfg.threads):
-        return _fit(features, latency_ms, feature_names, cfg, meta)
+        return _fit(features, latency_ms, feature_names, cfg, meta, split)
 
 
 def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[str],
-         cfg: PredictorConfig, meta: dict[str, Any] | None) -> tuple[LatencyPredictor, dict[str, Any]]:
+         cfg: PredictorConfig, meta: dict[str, Any] | None,
+         split: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+         ) -> tuple[LatencyPredictor, dict[str, Any]]:
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(latency_ms, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
@@ -326,7 +408,12 @@ def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[s
         )
     if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("fit_predictor: features must be finite and latencies finite and > 0")
-    tr, va, te = split_indices(len(y), cfg.val_frac, cfg.test_frac, cfg.seed)
+    if split is None:
+        tr, va, te = split_indices(len(y), cfg.val_frac, cfg.test_frac, cfg.seed)
+    else:
+        tr, va, te = (np.asarray(i, dtype=np.int64) for i in split)
+        if min(len(tr), len(va), len(te)) == 0:
+            raise ValueError("fit_predictor: every part of the split needs a row")
     x_mean = x[tr].mean(axis=0)
     x_std = x[tr].std(axis=0)
     x_std[x_std == 0] = 1.0  # constant feature: leave it centred at 0
@@ -341,20 +428,27 @@ def _fit(features: np.ndarray, latency_ms: np.ndarray, feature_names: Sequence[s
     }
     ridge, coef = _select_ridge(z[tr], yz[tr], z[va], yz[va], y_mean, y_std)
     tensors["linear_coef"] = torch.from_numpy(coef)
-    for k, v in _fit_mlp(z[tr], yz[tr], z[va], yz[va], cfg).items():
-        tensors[f"mlp.{k}"] = v
+    analytic_ridge, analytic = _fit_analytic(x, y, tr, va, basis_name(feature_names))
+    tensors.update(analytic)
+    kinds = ["analytic", "linear"]
+    if cfg.kind in ("mlp", "auto"):
+        kinds.append("mlp")
+        for k, v in _fit_mlp(z[tr], yz[tr], z[va], yz[va], cfg).items():
+            tensors[f"mlp.{k}"] = v
     predictor = LatencyPredictor(
-        feature_names=feature_names, kind="mlp", tensors=tensors, config=cfg, meta=meta
+        feature_names=feature_names, kind="analytic", tensors=tensors, config=cfg, meta=meta
     )
     report: dict[str, Any] = {"n_train": len(tr), "n_val": len(va), "n_test": len(te),
-                              "linear_ridge": ridge}
-    for split, idx in (("val", va), ("test", te)):
-        report[split] = {
+                              "linear_ridge": ridge, "analytic_ridge": analytic_ridge,
+                              "analytic_basis": predictor.basis}
+    for part, idx in (("val", va), ("test", te)):
+        report[part] = {
             kind: regression_report(y[idx], predictor.predict_features(x[idx], kind))
-            for kind in ("mlp", "linear")
+            for kind in kinds
         }
-        report[split]["constant"] = regression_report(y[idx], np.full(len(idx), y_mean))
-    report["selected"] = min(("mlp", "linear"), key=lambda k: report["val"][k]["mape"])
+        report[part]["constant"] = regression_report(y[idx], np.full(len(idx), y_mean))
+    report["selected"] = (cfg.kind if cfg.kind != "auto"
+                          else min(kinds, key=lambda k: report["val"][k]["mape"]))
     predictor.kind = report["selected"]
     predictor.meta["report"] = report
     return predictor, report
