@@ -5,8 +5,8 @@ Kendall's tau, beside a constant predictor):
 
 - ``"analytic"`` (the default): a sum of per-layer cost terms fitted by least absolute
   relative error (`automoe.costs.analytic`); on HAT's published tables it has the lowest
-  validation and test MAPE on every device (docs/benchmarks.md, "Latency predictors on
-  HAT's published measurements");
+  validation MAPE on every device, below HAT's MLP, gradient-boosted trees and least
+  squares (docs/benchmarks.md, "Latency predictors on HAT's published measurements");
 - ``"linear"``: least squares on the features, ridge strength picked on the validation
   split (per-layer features outnumber small datasets);
 - ``"mlp"``: HAT's predictor, an MLP (3 hidden layers of 400, ReLU, MSE), here on
