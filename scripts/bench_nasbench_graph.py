@@ -31,8 +31,7 @@ from automoe.bench.nasbench_graph import (  # noqa: E402
     NasBenchSettings,
     run_nasbench_graph,
 )
-from automoe.bench.report import machine_record, markdown_table  # noqa: E402
-from automoe.io_utils import atomic_write_csv, atomic_write_json  # noqa: E402
+from automoe.bench.report import write_record  # noqa: E402
 
 RUNS_CSV = "shares.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
@@ -75,14 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"bench_nasbench_graph: {err}", file=sys.stderr)
         return 2
-    import pandas as pd
-
-    record.update(machine=machine_record(), runs_csv=RUNS_CSV)
-    atomic_write_csv(pd.DataFrame(record["runs"]), args.out / RUNS_CSV, float_format="%.12g")
-    atomic_write_json(args.out / "bench_nasbench_graph.json", record)
-    for summary in record["summaries"]:
-        print(markdown_table(summary), end="\n\n")
-    print(f"wrote {args.out / 'bench_nasbench_graph.json'} and {args.out / RUNS_CSV}")
+    write_record(record, args.out, "bench_nasbench_graph.json", RUNS_CSV)
     return 0
 
 

@@ -30,8 +30,7 @@ from automoe.bench.known_fronts import (  # noqa: E402
     KnownFrontSettings,
     run_known_fronts,
 )
-from automoe.bench.report import machine_record, markdown_table  # noqa: E402
-from automoe.io_utils import atomic_write_csv, atomic_write_json  # noqa: E402
+from automoe.bench.report import write_record  # noqa: E402
 
 RUNS_CSV = "hypervolumes.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
@@ -68,14 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"bench_pymoo: {err}", file=sys.stderr)
         return 2
-    import pandas as pd
-
-    record.update(machine=machine_record(), runs_csv=RUNS_CSV)
-    atomic_write_csv(pd.DataFrame(record["runs"]), args.out / RUNS_CSV, float_format="%.12g")
-    atomic_write_json(args.out / "bench_pymoo.json", record)
-    for summary in record["summaries"]:
-        print(markdown_table(summary), end="\n\n")
-    print(f"wrote {args.out / 'bench_pymoo.json'} and {args.out / RUNS_CSV}")
+    write_record(record, args.out, "bench_pymoo.json", RUNS_CSV)
     return 0
 
 

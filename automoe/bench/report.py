@@ -9,16 +9,19 @@ import platform
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from automoe.bench import require
+from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.seed_stats import median_interval, rank_sum_test
 from automoe.stats import holm
 from evolution.pareto import hypervolume as engine_hypervolume
 
-__all__ = ["exact_hypervolume", "summarise", "markdown_table", "machine_record"]
+__all__ = ["exact_hypervolume", "summarise", "markdown_table", "machine_record",
+           "write_record"]
 
 
 def exact_hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
@@ -122,3 +125,17 @@ def machine_record() -> dict[str, Any]:
         "versions": {p: _version(p) for p in ("numpy", "pymoo", "moocore", "nas-bench-graph",
                                               "torch")},
     }
+
+
+def write_record(record: dict[str, Any], out: Path, name: str, runs_csv: str) -> None:
+    """Writes a benchmark's ``out/name`` (its record, with the machine and the name of its
+    per-run table) and ``out/runs_csv`` (one row per run, which `automoe.recompute` reads),
+    both atomically, and prints each summary as a markdown table."""
+    import pandas as pd
+
+    record.update(machine=machine_record(), runs_csv=runs_csv)
+    atomic_write_csv(pd.DataFrame(record["runs"]), out / runs_csv, float_format="%.12g")
+    atomic_write_json(out / name, record)
+    for summary in record["summaries"]:
+        print(markdown_table(summary), end="\n\n")
+    print(f"wrote {out / name} and {out / runs_csv}")
