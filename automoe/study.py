@@ -1,8 +1,8 @@
 """The reference study: does the supernet rank subnets as training does, and at equal FLOPs
 does the searched MoE subnet match or beat the dense one after retraining?
 
-`automoe.workflows.study.run_study(StudyPlan, out)` runs, resumably, every step as an
-``automoe`` command (echoed, like the pipeline, so its log is the recipe):
+`automoe.workflows.study.run_study(StudyPlan, out)` runs, resumably, every step as the
+library call its ``automoe`` command makes, with the plan's typed settings:
 
 1. ``data prepare`` and ``supernet train`` (the pipeline's own steps);
 2. two searches on the same supernet and objectives: ``search/`` over the whole space and
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ import numpy as np
 import pandas as pd
 
 from automoe.bleu import corpus_scores
+from automoe.data import PrepareOptions
 from automoe.dev_scoring import DevScorer, ScoringSettings
 from automoe.export import load_subnet
 from automoe.io_utils import atomic_write_json, read_json
 from automoe.run_dir import RETRAINED, RunDir
 from automoe.search.compare import with_holm
 from automoe.stats import loss_with_se, paired_bleu_test, paired_loss_test
+from automoe.training.presets import TrainRecipe
 
 __all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_dense",
            "test_nll", "retrained_table", "plan_json", "results_identity"]
@@ -48,44 +51,56 @@ __all__ = ["StudyPlan", "STUDY_PLANS", "StepClock", "matched_dense", "moe_vs_den
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What the study runs; every field maps onto command-line flags.
+    """What the study runs.
 
     Attributes:
-        corpus, prepare_args: the built-in corpus and ``data prepare`` flags.
+        corpus, prepare: the built-in corpus and how it is turned into ids.
         space: the search space.
-        train_args: ``supernet train`` flags.
-        search_args: ``search`` flags shared by both searches.
-        budget_args: training flags of every standalone model (fidelity and retraining:
-            the same data and budget for all).
-        trial_args: how trials run (``--concurrent``, ``--cpus-per-trial``, test decoding).
-        fidelity_args: ``fidelity`` flags (bands, subnets per band, seeds, double budget).
+        supernet: the supernet's training.
+        standalone: how every standalone model trains and is scored (fidelity and
+            retraining): `automoe.training.retrain.RetrainSettings` fields (preset,
+            overrides, report_every, concurrent, cpus_per_trial, beam, lenpen,
+            test_sentences...).
+        fidelity: `automoe.fidelity.FidelitySettings` fields (bands, per_band,
+            dense_per_band, seeds, double, seed...).
+        search: `automoe.search.settings.SearchSettings` fields shared by both searches.
         top: front subnets retrained.
         searches: also search the space twice (whole, dense only), retrain the MoE front
             and matched dense subnets, and compare them (steps 2, 4-6); False: data,
             supernet and the fidelity study only.
-        variants: supernet training variants (name, ``supernet train`` flags added to
-            `train_args`): each trains its own supernet and runs the fidelity study on the
+        variants: supernet training variants (name, training options that differ from
+            `supernet`'s): each trains its own supernet and runs the fidelity study on the
             same subnets with the reference study's standalone models; ``variants.json``
             compares them (`automoe.supernet_variants`).
-        few_shot: ``supernet train`` flags for two few-shot sub-supernets (Zhao et al.
-            2021), each started from the plain supernet and trained on dense or on MoE
-            subnets only; the variant "few-shot" scores each subnet with its own (empty:
-            no few-shot variant).
+        few_shot: training options (over `supernet`'s) of two few-shot sub-supernets (Zhao
+            et al. 2021), each started from the plain supernet and trained on dense or on
+            MoE subnets only; the variant "few-shot" scores each subnet with its own
+            (empty: no few-shot variant).
     """
 
     corpus: str
     space: str
-    prepare_args: tuple[str, ...]
-    train_args: tuple[str, ...]
-    search_args: tuple[str, ...]
-    budget_args: tuple[str, ...]
-    trial_args: tuple[str, ...]
-    fidelity_args: tuple[str, ...]
+    prepare: PrepareOptions
+    supernet: TrainRecipe
+    standalone: Mapping[str, Any]
+    fidelity: Mapping[str, Any]
+    search: Mapping[str, Any] = field(default_factory=dict)
     top: int = 4
     searches: bool = True
-    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    few_shot: tuple[str, ...] = ()
+    variants: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    few_shot: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("standalone", "fidelity", "search", "few_shot"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
+        object.__setattr__(self, "variants", tuple((n, dict(o)) for n, o in self.variants))
+        for _, overrides in (*self.variants, ("few-shot", self.few_shot)):
+            self.supernet.with_overrides(overrides)  # unknown option names fail now
+
+
+_SHARED_SUPERNET = {"validate_every": 500, "save_every": 100, "shared_positions": True}
+_TRIALS = {"concurrent": 2, "cpus_per_trial": 1, "beam": 4, "lenpen": 0.6}
+_BANDS = {"bands": 3, "per_band": 6, "dense_per_band": 2, "seeds": 2, "double": 6, "seed": 0}
 
 STUDY_PLANS: dict[str, StudyPlan] = {
     # On 2 CPU cores (measured on its first run, other jobs sharing the cores at times):
@@ -94,23 +109,18 @@ STUDY_PLANS: dict[str, StudyPlan] = {
     # fidelity's 16 x 400 updates ~2.8 h and the retraining's 8 x 400 ~1.4 h: ~6.5 h in all.
     # Standalone models: 400 updates of 2,048 tokens, 1 CPU each, 2 at a time.
     "bible-demo": StudyPlan(
-        corpus="bible-en-de", space="demo", prepare_args=("--max-len", "64"),
-        train_args=("--preset", "demo", "--lr", "0.001", "--max-updates", "3000",
-                    "--warmup-updates", "200",
-                    "--valid-sentences", "0", "--validate-every", "250", "--save-every",
-                    "100", "--shared-positions", "--device", "cpu"),
-        search_args=("--objectives", "loss,flops,latency", "--algorithm", "nsga2",
-                     "--generations", "6", "--population", "16", "--workers", "2",
-                     "--latency-runs", "5", "--latency-warmup", "1", "--device", "cpu",
-                     "--seed", "0"),
-        budget_args=("--preset", "demo", "--max-updates", "400", "--warmup-updates", "50",
-                     "--valid-sentences", "0", "--report-every", "100",
-                     "--shared-positions"),
-        trial_args=("--concurrent", "2", "--cpus-per-trial", "1", "--beam", "4",
-                    "--lenpen", "0.6"),
-        fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
-                       "2", "--double", "6", "--subnet-seed", "0"),
-        top=4),
+        corpus="bible-en-de", space="demo", prepare=PrepareOptions(max_len=64),
+        supernet=TrainRecipe("demo", {"lr": 0.001, "max_updates": 3000,
+                                      "warmup_updates": 200, "valid_sentences": 0,
+                                      "validate_every": 250, "save_every": 100,
+                                      "shared_positions": True}, "cpu"),
+        search={"objectives": ("loss", "flops", "latency"), "algorithm": "nsga2",
+                "generations": 6, "population": 16, "workers": 2, "latency_runs": 5,
+                "latency_warmup": 1, "device": "cpu", "seed": 0},
+        standalone={"preset": "demo", "report_every": 100, **_TRIALS,
+                    "overrides": {"max_updates": 400, "warmup_updates": 50,
+                                  "valid_sentences": 0, "shared_positions": True}},
+        fidelity=_BANDS, top=4),
     # The banded fidelity study (docs/fidelity.md): 3 FLOPs bands x 6 subnets of the
     # half-width `demo_small` space, each trained alone with 2 seeds, 6 also with twice the
     # updates: 48 x 600 updates of 2,048 tokens. Vocabulary 2k and max length 96 (keeps the
@@ -119,32 +129,26 @@ STUDY_PLANS: dict[str, StudyPlan] = {
     # Planned: supernet ~30 min, standalone ~2.5 h, scoring ~30 min.
     "bible-bands": StudyPlan(
         corpus="bible-en-de", space="demo_small",
-        prepare_args=("--max-len", "96", "--vocab-size", "2000"),
-        train_args=("--preset", "demo", "--max-updates", "4000", "--warmup-updates", "200",
-                    "--valid-sentences", "300", "--validate-every", "500", "--save-every",
-                    "100", "--shared-positions", "--device", "cpu"),
-        search_args=(),
-        budget_args=("--preset", "demo", "--lr", "0.002", "--max-updates", "600",
-                     "--warmup-updates", "60", "--valid-sentences", "200",
-                     "--report-every", "200", "--shared-positions"),
-        trial_args=("--concurrent", "2", "--cpus-per-trial", "1", "--beam", "4",
-                    "--lenpen", "0.6", "--test-sentences", "200"),
-        fidelity_args=("--bands", "3", "--per-band", "6", "--dense-per-band", "2", "--seeds",
-                       "2", "--double", "6", "--subnet-seed", "0"),
-        searches=False,
+        prepare=PrepareOptions(max_len=96, vocab_size=2000),
+        supernet=TrainRecipe("demo", {"max_updates": 4000, "warmup_updates": 200,
+                                      "valid_sentences": 300, **_SHARED_SUPERNET}, "cpu"),
+        standalone={"preset": "demo", "report_every": 200, **_TRIALS, "test_sentences": 200,
+                    "overrides": {"lr": 0.002, "max_updates": 600, "warmup_updates": 60,
+                                  "valid_sentences": 200, "shared_positions": True}},
+        fidelity=_BANDS, searches=False,
         # What is known to improve rank fidelity (docs/fidelity.md), each at the same number
         # of updates but the long schedule: sandwich sampling (largest + smallest + 1 random
         # subnet per update, so 3x the compute), the same with in-place distillation at half
         # BigNAS's weight, twice the updates of uniform sampling, and a router warm-up
         # (uniformly random routing for the first 500 updates).
-        variants=(("sandwich", ("--sampling", "sandwich", "--sandwich-random", "1")),
-                  ("distill", ("--sampling", "sandwich", "--sandwich-random", "1",
-                               "--distill-weight", "0.5")),
-                  ("long", ("--max-updates", "8000")),
-                  ("router", ("--router-warmup", "500"))),
+        variants=(("sandwich", {"sampling": "sandwich", "sandwich_random": 1}),
+                  ("distill", {"sampling": "sandwich", "sandwich_random": 1,
+                               "distill_weight": 0.5}),
+                  ("long", {"max_updates": 8000}),
+                  ("router", {"router_warmup": 500})),
         # few-shot: two sub-supernets (dense only, MoE only), each 1,000 more updates from
         # the plain supernet (half its compute together)
-        few_shot=("--max-updates", "1000", "--warmup-updates", "100")),
+        few_shot={"max_updates": 1000, "warmup_updates": 100}),
 }
 # The same study with the standalone budget raised to 1,200 updates: at 600 the budget check
 # failed (within-band tau between 600 and 1,200 updates 0.60 < 0.7, results/README.md), so
@@ -153,9 +157,9 @@ STUDY_PLANS: dict[str, StudyPlan] = {
 # retraining them); standalone ~4.5 h on 2 cores.
 STUDY_PLANS["bible-bands-1200"] = dataclasses.replace(
     STUDY_PLANS["bible-bands"],
-    budget_args=("--preset", "demo", "--lr", "0.002", "--max-updates", "1200",
-                 "--warmup-updates", "60", "--valid-sentences", "200",
-                 "--report-every", "400", "--shared-positions"))
+    standalone={**STUDY_PLANS["bible-bands"].standalone, "report_every": 400,
+                "overrides": {"lr": 0.002, "max_updates": 1200, "warmup_updates": 60,
+                              "valid_sentences": 200, "shared_positions": True}})
 
 
 def matched_dense(moe: pd.DataFrame, dense: pd.DataFrame) -> dict[str, str]:
@@ -302,7 +306,8 @@ def results_identity(plan: dict | None) -> dict | None:
 
 
 def plan_json(plan: StudyPlan) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}
+    """The plan as JSON data (what ``study.json`` records and resume compares)."""
+    return json.loads(json.dumps(asdict(plan)))
 
 
 def retrained_table(run: Path) -> pd.DataFrame:

@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 
 from automoe.bleu import corpus_scores
-from automoe.data import load_split
+from automoe.data import PrepareOptions, load_split
 from automoe.decoding import translate_ids
 from automoe.dev_scoring import DevScorer, ScoringSettings
 from automoe.export import load_subnet, write_task_model
 from automoe.search.compare import with_holm
 from automoe.sentences import load_sentence_scores, save_sentence_scores
 from automoe.stats import loss_with_se, paired_loss_test, paired_stats_test
+from automoe.training.presets import FinalScoring, TrainRecipe
 from search_spaces.config import SubnetConfig
 from supernet.params import weight_bytes
 
@@ -55,10 +56,13 @@ class TaskStudyPlan:
 
     Attributes:
         name: the plan's name.
-        corpus, targets, prepare_args: the multilingual corpus and ``data prepare`` flags.
+        corpus, targets, prepare: the multilingual corpus, its target languages and how it
+            is turned into ids.
         dense: the dense architecture (a `SubnetConfig` dict, one expert per layer).
         experts: experts per decoder layer of the MoE systems (each of the dense width).
-        train_args: ``train`` flags shared by every model (budget, schedule).
+        train: the training of every model (budget, schedule); each model's seed is set
+            on top.
+        final: how each training run ends (its final weights, test decoding).
         seeds: training seeds of every system.
         test_sentences: test pairs scored per language (0: all).
         beam, lenpen: test decoding.
@@ -71,9 +75,10 @@ class TaskStudyPlan:
     dense: dict
     corpus: str = "bible-en-x"
     targets: tuple[str, ...] = ("de", "fr", "es")
-    prepare_args: tuple[str, ...] = ()
+    prepare: PrepareOptions = PrepareOptions()
     experts: int = 4
-    train_args: tuple[str, ...] = ()
+    train: TrainRecipe = TrainRecipe()
+    final: FinalScoring = FinalScoring()
     seeds: tuple[int, ...] = (0, 1)
     test_sentences: int = 0
     beam: int = 4
@@ -93,11 +98,11 @@ TASK_STUDY_PLANS = {
     # en -> de, fr, es at demo_small's largest dense widths; about 3 hours on 2 CPU cores
     "bible-x": TaskStudyPlan(
         name="bible-x", dense=_BIBLE_DENSE,
-        prepare_args=("--max-len", "96", "--vocab-size", "4000"),
-        train_args=("--preset", "demo", "--lr", "0.002", "--max-updates", "2400",
-                    "--warmup-updates", "200", "--valid-sentences", "300",
-                    "--validate-every", "400", "--save-every", "200", "--shared-positions",
-                    "--test-sentences", "1")),
+        prepare=PrepareOptions(max_len=96, vocab_size=4000),
+        train=TrainRecipe("demo", {"lr": 0.002, "max_updates": 2400, "warmup_updates": 200,
+                                   "valid_sentences": 300, "validate_every": 400,
+                                   "save_every": 200, "shared_positions": True}),
+        final=FinalScoring(test_sentences=1)),
 }
 
 

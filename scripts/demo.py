@@ -6,8 +6,9 @@ Prepares the default corpus (bible-en-de), trains the `demo` supernet, runs an N
 search for dev loss vs FLOPs vs latency on a local Ray cluster (then the front's paired
 tests of loss, BLEU and chrF against the reference subnets), exports the knee subnet of the
 front, translates a few test sentences with it and draws the Pareto plots. Re-running the
-same command resumes an interrupted run. Every step is printed as the `automoe` command it
-runs (see automoe/workflows/pipeline.py), so the log doubles as the recipe.
+same command resumes an interrupted run. Each step calls the library function its `automoe`
+command calls (automoe/workflows/pipeline.py: the presets are typed settings), and each run
+directory stores the settings it ran with.
 
 `--preset wmt` is the GPU recipe (AutoMoE's WMT'14 space and training schedule); it needs
 a prepared data dir (`--data`), see README.md.

@@ -18,20 +18,19 @@ import pytest  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 from search_helpers import make_data  # noqa: E402
 
+from automoe.training.presets import TrainRecipe  # noqa: E402
 from automoe.workflows.pipeline import PipelinePreset, run_pipeline  # noqa: E402
 from search_spaces import SubnetConfig, load_space  # noqa: E402
 
 TINY = PipelinePreset(
     name="tiny", corpus=None, space="tiny",
-    train_args=("--max-updates", "300", "--max-tokens", "512", "--warmup-updates", "10",
-                "--lr", "3e-3", "--validate-every", "100", "--save-every", "100",
-                "--valid-sentences", "24",
-                "--device", "cpu", "--seed", "1"),
-    search_args=("--objectives", "bleu,flops,latency", "--generations", "2",
-                 "--population", "4", "--workers", "2", "--dev-sentences", "8",
-                 "--latency-runs", "2", "--latency-warmup", "1", "--device", "cpu",
-                 "--seed", "0"),
-    pick="best-bleu", translate=4, translate_args=("--beam", "2"))
+    train=TrainRecipe("demo", {"max_updates": 300, "max_tokens": 512, "warmup_updates": 10,
+                               "lr": 3e-3, "validate_every": 100, "save_every": 100,
+                               "valid_sentences": 24, "seed": 1}, "cpu"),
+    search={"objectives": ("bleu", "flops", "latency"), "generations": 2, "population": 4,
+            "workers": 2, "dev_sentences": 8, "latency_runs": 2, "latency_warmup": 1,
+            "device": "cpu", "seed": 0},
+    pick="best-bleu", translate=4, beam=2)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,10 @@ def pipeline(tmp_path_factory, ray_session):
 
 def test_every_step_ran_and_wrote_its_outputs(pipeline):
     out, log = pipeline
-    steps = [line.split()[2] for line in log if line.startswith("$ automoe")]
-    assert steps == ["supernet", "search", "export", "translate", "plot"]
+    steps = [line.split()[1] for line in log if line.startswith("== ")]
+    assert steps == ["supernet:", "search:", "export:", "translate:", "plot:"]
+    assert [name for name, _ in out.steps] == ["supernet", "search", "export", "translate",
+                                               "plot"]
     scores = json.loads((out.subnet / "scores.json").read_text())
     (note,) = [line for line in log if "the exported subnet, inherited weights" in line]
     assert f"dev BLEU {scores['bleu']:.2f} [{scores['bleu_lo']:.2f}" in note
@@ -123,7 +124,7 @@ def test_rerunning_resumes_without_retraining(pipeline, tmp_path):
     again = run_pipeline(TINY, out.root, data_dir=out.data, quiet=True, echo=log.append)
     assert ckpt.stat().st_mtime_ns == before[0]  # the finished supernet run is not retrained
     assert (again.search / "candidates.csv").read_bytes() == before[1]  # nor re-searched
-    assert not any(line.startswith("$ automoe search") for line in log)
+    assert not any(line.startswith("== search") for line in log)
 
 
 def test_bad_input_fails_before_anything_is_written(tmp_path):

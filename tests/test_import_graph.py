@@ -109,8 +109,9 @@ def test_packages_have_no_import_cycle():
     assert cycles(graph) == []
 
 
-# The command line sits on the library, and the workflows (pipeline, studies: sequences of
-# commands) on the command line; nothing imports upwards.
+# The command line and the workflows (pipeline, studies: compositions of library calls) both
+# sit on the library; nothing but the command line imports the command line, and nothing
+# below the workflows imports them.
 CLI = ("automoe.cli", "automoe.commands")
 WORKFLOWS = ("automoe.workflows",)
 
@@ -125,6 +126,10 @@ def test_the_library_never_drives_the_command_line():
     assert len(library) > 80
     upward = {m: sorted(d for d in graph[m] if _under(d, CLI + WORKFLOWS)) for m in library}
     assert {m: d for m, d in upward.items() if d} == {}
+    workflows = [m for m in graph if _under(m, WORKFLOWS)]
+    assert len(workflows) >= 4  # the walk saw them
+    assert {m: sorted(d for d in graph[m] if _under(d, CLI)) for m in workflows
+            if any(_under(d, CLI) for d in graph[m])} == {}
     commands = [m for m in graph if _under(m, CLI)]
     assert {m: sorted(graph[m] & set(m for m in graph if _under(m, WORKFLOWS)))
             for m in commands if any(_under(d, WORKFLOWS) for d in graph[m])} == {}

@@ -91,24 +91,31 @@ def test_moe_vs_dense_adds_the_paired_test_nll_when_given_the_likelihoods(tmp_pa
 
 @pytest.mark.parametrize("name", sorted(STUDY_PLANS))
 def test_the_shipped_plans_ask_for_a_fidelity_study_that_can_fail(name):
-    """Each plan's flags, parsed by the real command line, ask for one budget for every
+    """Each plan's settings, built as the study builds them, ask for one budget for every
     standalone model and a banded study: >= 3 bands of >= 6 subnets (>= 2 dense, >= 2
-    MoE), 2 seeds, 6 doubled; and its space has the bands."""
-    from automoe.cli import build_parser
-    from automoe.fidelity import choose_banded
+    MoE), 2 seeds, 6 doubled; its space has the bands; and every training recipe (the
+    supernet's, each variant's, the few-shot ones', the standalone models') resolves."""
+    from automoe.fidelity import FidelitySettings, choose_banded
+    from automoe.training.presets import get_preset
     from search_spaces import load_space
 
     plan = STUDY_PLANS[name]
-    assert "--max-updates" in plan.budget_args and plan.top >= 4
-    args = build_parser().parse_args(["fidelity", "SUPERNET", "--data", "D", "--out", "O",
-                                      *plan.fidelity_args, *plan.budget_args,
-                                      *plan.trial_args])
-    assert args.bands >= 3 and args.per_band >= 6 and args.seeds >= 2 and args.double >= 6
-    assert 2 <= args.dense_per_band <= args.per_band - 2 and args.band_width <= 0.05
-    chosen = choose_banded(load_space(plan.space), bands=args.bands, per_band=args.per_band,
-                           dense_per_band=args.dense_per_band, band_width=args.band_width,
-                           seed=args.subnet_seed, pool=args.pool)
-    assert len(chosen) == args.bands * args.per_band
+    assert "max_updates" in plan.standalone["overrides"] and plan.top >= 4
+    settings = FidelitySettings(supernet="S", data="D", out="O", retrain=plan.standalone,
+                                **plan.fidelity)
+    assert settings.bands >= 3 and settings.per_band >= 6 and settings.seeds >= 2
+    assert settings.double >= 6 and settings.band_width <= 0.05
+    assert 2 <= settings.dense_per_band <= settings.per_band - 2
+    chosen = choose_banded(load_space(plan.space), bands=settings.bands,
+                           per_band=settings.per_band, dense_per_band=settings.dense_per_band,
+                           band_width=settings.band_width, seed=settings.seed,
+                           pool=settings.pool)
+    assert len(chosen) == settings.bands * settings.per_band
+    plan.supernet.options("supernet")
+    for _, overrides in (*plan.variants, ("few-shot", plan.few_shot)):
+        plan.supernet.with_overrides(overrides).options("supernet")
+    get_preset(plan.standalone["preset"], "subnet").override(
+        dict(plan.standalone["overrides"])).resolve(1)
 
 
 def test_step_clock_keeps_the_time_of_a_step_killed_midway(tmp_path):
@@ -165,12 +172,12 @@ def test_a_running_study_accepts_new_variants_and_refuses_another_plan(tmp_path,
     class Started(Exception):
         pass
 
-    def first_step(argv, say):
-        raise Started(argv[0])
+    def first_step(*args, **kwargs):
+        raise Started()
 
-    monkeypatch.setattr(study_module, "run_cli", first_step)
+    monkeypatch.setattr(study_module, "prepare_corpus", first_step)
     with pytest.raises(Started):  # the plan check passed: the first step was reached
         study_module.run_study(plan, tmp_path, quiet=True)
-    other = dataclasses.replace(plan, train_args=(*plan.train_args, "--lr", "0.01"))
+    other = dataclasses.replace(plan, supernet=plan.supernet.with_overrides({"lr": 0.01}))
     with pytest.raises(ValueError, match="another plan"):
         study_module.run_study(other, tmp_path, quiet=True)

@@ -13,6 +13,7 @@ from search_helpers import make_multilingual_data
 
 from automoe.sentences import load_sentence_scores
 from automoe.task_study import SYSTEMS, TaskStudyPlan, systems
+from automoe.training.presets import FinalScoring, TrainRecipe
 from automoe.workflows.task_study import run_task_study
 
 TINY = {"encoder_embed_dim": 16, "decoder_embed_dim": 16, "qkv_dim": 16,
@@ -35,8 +36,9 @@ def test_task_study_runs_and_its_comparisons_recompute(tmp_path):
     data = make_multilingual_data(tmp_path / "world")
     plan = TaskStudyPlan(
         name="tiny", dense=TINY, targets=("de", "fr"), experts=2, seeds=(0, 1),
-        train_args=("--max-updates", "6", "--warmup-updates", "2", "--max-tokens", "400",
-                    "--valid-sentences", "8", "--validate-every", "3", "--test-sentences", "1"),
+        train=TrainRecipe("demo", {"max_updates": 6, "warmup_updates": 2, "max_tokens": 400,
+                                   "valid_sentences": 8, "validate_every": 3}),
+        final=FinalScoring(test_sentences=1),
         test_sentences=6, beam=1, throughput_sentences=4, onnx=False, resamples=200)
     out = tmp_path / "study"
     comparisons = run_task_study(plan, out, data_dir=data, quiet=True, echo=lambda s: None)

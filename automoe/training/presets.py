@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from search_spaces.checks import check_known_fields
@@ -31,7 +32,7 @@ from supernet.training.config import TrainConfig
 from supernet.training.sampling import SamplingRule
 from supernet.training.schedule import LRSchedule
 
-__all__ = ["TrainOptions", "FinalScoring", "PRESET_NAMES", "get_preset"]
+__all__ = ["TrainOptions", "FinalScoring", "PRESET_NAMES", "get_preset", "TrainRecipe"]
 
 PRESET_NAMES = ("demo", "wmt")
 
@@ -219,3 +220,32 @@ def get_preset(name: str, kind: str) -> TrainOptions:
             raise ValueError(f"preset kind {kind!r} is not 'supernet' or 'subnet'")
         raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESET_NAMES)}")
     return _PRESETS[(kind, name)]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """A training run before its paths are known: what ``automoe supernet train`` /
+    ``automoe train`` take as ``--preset``, option flags and ``--device``.
+
+    Attributes:
+        preset: the preset (`PRESET_NAMES`).
+        overrides: the options that differ from the preset (`TrainOptions` field -> value).
+        device: the torch device it trains on (None: the commands' default, cuda when
+            there is one).
+    """
+
+    preset: str = "demo"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", dict(self.overrides))
+        get_preset(self.preset, "subnet").override(dict(self.overrides))  # unknown names fail now
+
+    def options(self, kind: str) -> TrainOptions:
+        """The resolved options of a new `kind` run ("supernet" or "subnet"), one process."""
+        return get_preset(self.preset, kind).override(dict(self.overrides)).resolve(1)
+
+    def with_overrides(self, changes: Mapping[str, Any]) -> TrainRecipe:
+        """The same recipe with more overrides (later ones win)."""
+        return replace(self, overrides={**self.overrides, **changes})

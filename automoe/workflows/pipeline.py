@@ -1,11 +1,12 @@
 """The whole AutoMoE workflow as one resumable run: data → supernet → search → export →
 translate → plot (what ``make demo`` runs, through ``scripts/demo.py``).
 
-Every step is an ``automoe`` command line, run in-process through `automoe.cli.main` and
-echoed first, so the log of a pipeline run is also the recipe to reproduce it by hand. A
-step whose output is complete is skipped; an interrupted step resumes from its own
-checkpoint (training and search are resumable), so re-running the same command continues
-where the last one stopped.
+Every step calls the library function its ``automoe`` command calls, with typed settings
+(`PipelinePreset`); each step says what it runs and where, and each run directory stores
+its own settings (``data/meta.json``, ``supernet/run.json``, ``search/search.json``,
+``subnet/scores.json``). A step whose output is complete is skipped; an interrupted step
+resumes from its own checkpoint (training and search are resumable), so re-running the
+same call continues where the last one stopped.
 
 Layout of OUT (``runs/demo`` by default)::
 
@@ -19,48 +20,70 @@ Layout of OUT (``runs/demo`` by default)::
 
 from __future__ import annotations
 
-import shlex
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from automoe.data import PrepareOptions, load_split
+from automoe.devices import check_device, default_device
 from automoe.io_utils import atomic_write_text, read_json
 from automoe.run_dir import RunDir
+from automoe.search.settings import SearchSettings
+from automoe.training.presets import TrainRecipe
+from automoe.workflows.steps import Steps, prepare_corpus, train_run
 
-__all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs", "run_pipeline", "preset_with",
-           "run_cli", "search_finished"]
+__all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs",
+           "run_pipeline", "preset_with", "search_finished"]
+
+# SearchSettings fields a preset may not set: the pipeline owns the paths and the bars
+_SEARCH_OWNED = ("supernet", "data", "out", "resume", "progress")
 
 
 @dataclass(frozen=True)
 class PipelinePreset:
-    """What one pipeline run does; every field maps onto command-line flags.
+    """What one pipeline run does.
 
     Attributes:
         name: preset name.
         corpus: built-in corpus to prepare (``automoe data corpora``), or None when the
             caller passes a prepared data dir.
-        prepare_args: extra ``automoe data prepare`` flags.
+        prepare: how the corpus is turned into ids.
         space: search space name or YAML path.
-        train_args: ``automoe supernet train`` flags (preset, updates, device...).
-        search_args: ``automoe search`` flags (objectives, generations, workers...).
-        pick: the ``automoe export --pick`` rule.
+        train: the supernet's training.
+        search: `SearchSettings` fields (objectives, algorithm, generations, workers...);
+            the pipeline sets the paths.
+        pick: the `automoe.pick` rule that chooses the exported subnet.
         translate: how many test sentences the exported subnet translates.
-        translate_args: ``automoe translate`` decoding flags.
-        plot_pairs: ``automoe plot --pairs`` (None: the search's own objectives).
+        beam, lenpen: their decoding.
+        plot_pairs: (x, y) metric pairs to plot, as `automoe plot --pairs` (None: the
+            search's own objectives).
     """
 
     name: str
     corpus: str | None
     space: str
-    prepare_args: tuple[str, ...] = ()
-    train_args: tuple[str, ...] = ()
-    search_args: tuple[str, ...] = ()
+    prepare: PrepareOptions = PrepareOptions()
+    train: TrainRecipe = TrainRecipe()
+    search: Mapping[str, Any] = field(default_factory=dict)
     pick: str = "knee"
     translate: int = 5
-    translate_args: tuple[str, ...] = ("--beam", "4")
-    plot_pairs: str | None = None
+    beam: int = 4
+    lenpen: float = 0.6
+    plot_pairs: tuple[tuple[str, str], ...] | None = None
+
+    def __post_init__(self) -> None:
+        owned = sorted(set(self.search) & set(_SEARCH_OWNED))
+        if owned:
+            raise ValueError(f"preset {self.name!r}: search sets {owned}, which the pipeline "
+                             "sets itself")
+        self.search_settings(Path("."), Path("."), Path("."))  # validates every field
+
+    def search_settings(self, supernet: Path, data: Path, out: Path, *,
+                        progress: bool = True) -> SearchSettings:
+        return SearchSettings(supernet=str(supernet), data=str(data), out=str(out),
+                              progress=progress, **self.search)
 
 
 PIPELINE_PRESETS: dict[str, PipelinePreset] = {
@@ -72,24 +95,21 @@ PIPELINE_PRESETS: dict[str, PipelinePreset] = {
     # chosen by measurement (docs/data.md). Latency: batch 1, beam 5 rows, 30 + 30 tokens
     # (HAT), 1 thread per actor.
     "demo": PipelinePreset(
-        name="demo", corpus="bible-en-de", space="demo",
-        prepare_args=("--max-len", "64"),
-        train_args=("--preset", "demo", "--max-updates", "500", "--valid-sentences", "150",
-                    "--device", "cpu"),
-        search_args=("--objectives", "loss,flops,latency", "--algorithm", "nsga2",
-                     "--generations", "5", "--population", "12", "--workers", "2",
-                     "--dev-sentences", "200", "--latency-runs", "5", "--latency-warmup", "1",
-                     "--device", "cpu", "--seed", "0"),
+        name="demo", corpus="bible-en-de", space="demo", prepare=PrepareOptions(max_len=64),
+        train=TrainRecipe("demo", {"max_updates": 500, "valid_sentences": 150}, "cpu"),
+        search={"objectives": ("loss", "flops", "latency"), "algorithm": "nsga2",
+                "generations": 5, "population": 12, "workers": 2, "dev_sentences": 200,
+                "latency_runs": 5, "latency_warmup": 1, "device": "cpu", "seed": 0},
         pick="knee"),
     # AutoMoE/HAT's WMT'14 recipe on GPUs: bring the data (automoe data prepare --train ...
     # --valid ... --test ...) and pass it with --data. One search actor per GPU.
     "wmt": PipelinePreset(
         name="wmt", corpus=None, space="automoe_wmt14",
-        train_args=("--preset", "wmt", "--device", "cuda"),
-        search_args=("--objectives", "bleu,flops,latency", "--algorithm", "nsga2",
-                     "--generations", "30", "--population", "125", "--dev-sentences", "500",
-                     "--beam", "4", "--device", "cuda", "--seed", "0"),
-        pick="knee", translate_args=("--beam", "5")),
+        train=TrainRecipe("wmt", {}, "cuda"),
+        search={"objectives": ("bleu", "flops", "latency"), "algorithm": "nsga2",
+                "generations": 30, "population": 125, "dev_sentences": 500, "beam": 4,
+                "device": "cuda", "seed": 0},
+        pick="knee", beam=5),
 }
 
 
@@ -108,123 +128,105 @@ class PipelineOutputs:
     steps: tuple[tuple[str, float], ...] = ()  # (step, wall seconds) of the steps run
 
 
-def run_cli(argv: Sequence[str], echo: Callable[[str], None],
-             timings: list[tuple[str, float]] | None = None) -> None:
-    """Runs ``automoe ARGV`` in this process, echoed first; RuntimeError if it fails."""
-    from automoe.cli import main
-
-    echo("$ automoe " + shlex.join(argv))
-    began = time.perf_counter()
-    code = main(list(argv))
-    if code != 0:
-        raise RuntimeError(f"step failed (exit {code}): automoe {shlex.join(argv)}")
-    if timings is not None:
-        timings.append((" ".join(argv[:2]) if argv[0] in ("data", "supernet") else argv[0],
-                        time.perf_counter() - began))
-
-
 def search_finished(run: Path) -> bool:
     return RunDir.at(run).status() == "finished"
 
 
 def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Path | None = None,
-                 extra_train: Sequence[str] = (), extra_search: Sequence[str] = (),
                  quiet: bool = False, echo: Callable[[str], None] | None = None
                  ) -> PipelineOutputs:
     """Runs (or resumes) the pipeline of `preset` into `out`; returns the output paths.
 
     Args:
-        preset: what to run (`PIPELINE_PRESETS` or your own).
+        preset: what to run (`PIPELINE_PRESETS`, `preset_with`, or your own).
         out: the pipeline's root directory (created).
         data_dir: an already prepared data dir; required when ``preset.corpus`` is None.
-        extra_train, extra_search: flags appended to the training / search commands (they
-            win over the preset's, argparse keeps the last value).
         quiet: no progress bars in the steps.
-        echo: where the step commands and output paths are reported (default: stdout).
+        echo: where the steps and output paths are reported (default: stdout).
+
+    Raises ValueError / FileNotFoundError (naming the file or setting) before anything is
+    written when the input is bad.
     """
+    from automoe.export import export_subnet
+    from automoe.plots import load_run, plot_runs
+    from automoe.search.run import run_search
+
     say = echo or (lambda line: print(line, flush=True))
     began = time.perf_counter()
-    timings: list[tuple[str, float]] = []
-
-    def run(argv: list[str]) -> None:
-        run_cli(argv, say, timings)
-
+    step = Steps(say)
     root = Path(out)
-    q = ("--quiet",) if quiet else ()
     if data_dir is None and preset.corpus is None:
         raise ValueError(f"preset {preset.name!r} has no built-in corpus: pass a prepared "
                          "data dir (automoe data prepare --train SRC TGT ... --out DIR)")
     if data_dir is not None and not (Path(data_dir) / "meta.json").is_file():
         raise FileNotFoundError(f"{Path(data_dir) / 'meta.json'}: not a prepared data dir")
+    check_device(preset.train.device, flag=f"preset {preset.name!r} train.device")
     root.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
         assert preset.corpus is not None  # checked above
         data = root / "data"
-        run(["data", "prepare", "--corpus", preset.corpus, "--out", str(data),
-             *preset.prepare_args, *(("-q",) if quiet else ())])
+        with step("data", f"prepare {preset.corpus} into {data}"):
+            result = prepare_corpus(data, preset.corpus, preset.prepare, quiet=quiet)
+            say(f"   {'built' if result.rebuilt else 'up to date'}: "
+                f"{result.meta['vocab_size']} subwords")
     else:
         data = Path(data_dir)
 
     supernet = root / "supernet"
-    train = ["supernet", "train", "--space", preset.space, "--data", str(data),
-             "--out", str(supernet), *preset.train_args, *extra_train, *(("-q",) if quiet else ())]
-    if (supernet / "run.json").is_file():  # resume: only the stored settings count
-        train = ["supernet", "train", "--out", str(supernet), "--resume",
-                 *_max_updates(preset.train_args, extra_train), *(("-q",) if quiet else ())]
-    run(train)
+    with step("supernet", f"train the {preset.space} supernet into {supernet}"):
+        trained = train_run(supernet, preset.train, kind="supernet", quiet=quiet, data=data,
+                            space=preset.space)
+        say(f"   {trained.update} updates; best mean probe dev loss {trained.best_loss:.4f}")
 
     search = root / "search"
     if not search_finished(search):
-        if RunDir.at(search).has_meta():
-            run(["search", "--resume", str(search), *q])
-        else:
-            run(["search", "--supernet", str(supernet), "--data", str(data), "--out",
-                      str(search), *preset.search_args, *extra_search, *q])
+        with step("search", f"search {preset.space} into {search}"):
+            found = run_search(_search_settings(preset, supernet, data, search, quiet=quiet))
+            say(f"   {found.generations} generations, {found.evaluations} candidates, "
+                f"front of {found.front_size}")
 
     subnet = root / "subnet"
-    run(["export", str(search), "--pick", preset.pick, "-o", str(subnet), "--overwrite"])
+    with step("export", f"the {preset.pick!r} subnet of the front into {subnet}"):
+        exported = export_subnet(search, subnet, pick=preset.pick, overwrite=True)
+        say(f"   candidate {exported.key}")
 
     translations = root / "translations.tsv"
-    _translate(subnet, data, translations, preset, say, timings)
+    with step("translate", f"{preset.translate} test sentences into {translations}"):
+        _translate(subnet, data, translations, preset, say)
 
     plots_dir = root / "plots"
-    pairs = ("--pairs", preset.plot_pairs) if preset.plot_pairs else ()
-    run(["plot", str(search), "-o", str(plots_dir), *pairs])
+    with step("plot", f"Pareto fronts into {plots_dir}"):
+        plot_runs([load_run(search)], plots_dir, pairs=preset.plot_pairs)
     plots = tuple(sorted(plots_dir.glob("*.png")) + sorted(plots_dir.glob("*.svg")))
     outputs = PipelineOutputs(root, data, supernet, search, subnet, translations, plots,
-                              time.perf_counter() - began, tuple(timings))
+                              time.perf_counter() - began, tuple(step.timings))
     _report(outputs, say)
     return outputs
 
 
-def _max_updates(*arg_lists: Sequence[str]) -> list[str]:
-    """The last ``--max-updates N`` among the flags (resuming may extend a run)."""
-    found: list[str] = []
-    for args in arg_lists:
-        for i, a in enumerate(args[:-1]):
-            if a == "--max-updates":
-                found = ["--max-updates", args[i + 1]]
-    return found
+def _search_settings(preset: PipelinePreset, supernet: Path, data: Path, out: Path, *,
+                     quiet: bool) -> SearchSettings:
+    """A new search's settings, or a stopped one's stored settings (`resume_settings`)."""
+    from automoe.search.settings import resume_settings
+
+    if RunDir.at(out).has_meta():
+        return resume_settings(str(out), progress=not quiet)
+    return preset.search_settings(supernet, data, out, progress=not quiet)
 
 
 def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
-               say: Callable[[str], None], timings: list[tuple[str, float]]) -> None:
-    """Translates the first test sentences with `automoe translate` and writes a TSV of
-    source, reference and hypothesis."""
-    from automoe.data import load_split
+               say: Callable[[str], None]) -> None:
+    """Translates the first test sentences with the exported subnet (as `automoe
+    translate`) and writes a TSV of source, reference and hypothesis."""
+    from automoe.export import load_subnet
 
     test = load_split(data, "test")
     src, ref = test.texts("src")[:preset.translate], test.references()[:preset.translate]
-    inp, hyp = out.with_suffix(".src.txt"), out.with_suffix(".hyp.txt")
-    atomic_write_text(inp, "".join(s + "\n" for s in src))
-    run_cli(["translate", str(subnet), "--input", str(inp), "--output", str(hyp),
-              *preset.translate_args], say, timings)
-    hyps = hyp.read_text(encoding="utf-8").splitlines()
+    model = load_subnet(subnet, preset.train.device or default_device(), data_dir=data)
+    hyps = model.translate(src, beam=preset.beam, lenpen=preset.lenpen)
     rows = ["source\treference\ttranslation"] + [
         "\t".join(x.replace("\t", " ") for x in row) for row in zip(src, ref, hyps, strict=True)]
     atomic_write_text(out, "\n".join(rows) + "\n")
-    inp.unlink()
-    hyp.unlink()
     for s, h in zip(src, hyps, strict=True):
         say(f"  {s[:70]!r}\n    -> {h[:70]!r}")
     say(_quality_note(subnet))

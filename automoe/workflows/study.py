@@ -1,14 +1,16 @@
-"""`run_study`: the reference study's steps (`automoe.study`), each an ``automoe`` command
-run in this process and echoed, so the log is the recipe; resumable: a finished step is
-skipped, an interrupted one continues from its own checkpoint."""
+"""`run_study`: the reference study's steps (`automoe.study`), each the library call of its
+``automoe`` command with the plan's typed settings; resumable: a finished step is skipped,
+an interrupted one continues from its own checkpoint."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from automoe.data import load_split
+from automoe.fidelity import FidelitySettings, run_fidelity
 from automoe.io_utils import atomic_write_csv, atomic_write_json
 from automoe.run_dir import RETRAINED, RunDir, read_run
 from automoe.study import (
@@ -22,7 +24,9 @@ from automoe.study import (
     test_nll,
 )
 from automoe.supernet_variants import compare_variants
-from automoe.workflows.pipeline import run_cli, search_finished
+from automoe.training.presets import TrainRecipe
+from automoe.workflows.pipeline import search_finished
+from automoe.workflows.steps import Steps, prepare_corpus, train_run
 
 __all__ = ["run_study"]
 
@@ -34,90 +38,95 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     say = echo or (lambda line: print(line, flush=True))
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    q = ("-q",) if quiet else ()
     clock = StepClock.resume(root / "study.json", plan_json(plan), identity=results_identity)
+    step = Steps(say, clock)
     timings = clock.seconds
-
-    def step(name: str, argv: Sequence[str]) -> None:
-        with clock.timing(name):
-            run_cli(list(argv), say)
 
     data, supernet = root / "data", root / "supernet"
     if not (data / "spm.model").is_file():  # (results/ keeps meta.json alone)
-        step("data", ["data", "prepare", "--corpus", plan.corpus, "--out", str(data),
-                      *plan.prepare_args, *q])
+        with step("data", f"prepare {plan.corpus} into {data}"):
+            prepare_corpus(data, plan.corpus, plan.prepare, quiet=quiet)
     fidelity = root / "fidelity"
-    if RunDir.at(fidelity).has_candidates() and not plan.searches:
-        pass  # every inherited score is in: the fidelity study no longer needs the supernet
-    elif (supernet / "run.json").is_file():
-        step("supernet", ["supernet", "train", "--out", str(supernet), "--resume", *q])
-    else:
-        step("supernet", ["supernet", "train", "--space", plan.space, "--data", str(data),
-                          "--out", str(supernet), *plan.train_args, *q])
+    if not (RunDir.at(fidelity).has_candidates() and not plan.searches):
+        # (once every inherited score is in, the fidelity study no longer needs the supernet)
+        _supernet(step, "supernet", supernet, plan.supernet, plan, data, quiet)
     if not (fidelity / "fidelity.json").is_file():
-        resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
-        step("fidelity", ["fidelity", str(supernet), "--data", str(data), "--out", str(fidelity),
-                          *plan.fidelity_args, *plan.budget_args, *plan.trial_args, *resume,
-                          *q])
+        with step("fidelity", f"inherited vs standalone scores into {fidelity}"):
+            _fidelity(plan, supernet, data, fidelity, quiet=quiet)
     if plan.variants or plan.few_shot:
-        _variants(step, plan, root, data, q)
+        _variants(step, plan, root, data, quiet)
     if not plan.searches:
         say(f"study finished: {fidelity / 'fidelity.json'}; "
             f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
         return fidelity / "fidelity.json"
-    for name, extra in (("search", ()), ("dense_search", ("--constraint", "experts<=1"))):
+    from automoe.search.run import run_search
+    from automoe.search.settings import SearchSettings, resume_settings
+
+    for name, extra in (("search", ()), ("dense_search", ("experts<=1",))):
         run = root / name
         if search_finished(run):
             continue
-        if RunDir.at(run).has_meta():
-            step(name, ["search", "--resume", str(run), *(("--quiet",) if quiet else ())])
-        else:
-            step(name, ["search", "--supernet", str(supernet), "--data", str(data), "--out",
-                        str(run), *plan.search_args, *extra, *(("--quiet",) if quiet else ())])
+        with step(name, f"search {plan.space} into {run}"):
+            if RunDir.at(run).has_meta():
+                settings = resume_settings(str(run), progress=not quiet)
+            else:
+                fields: dict[str, Any] = dict(plan.search)
+                fields["constraints"] = (*fields.get("constraints", ()), *extra)
+                settings = SearchSettings(supernet=str(supernet), data=str(data),
+                                          out=str(run), progress=not quiet, **fields)
+            run_search(settings)
     moe_run, dense_run = root / "search", root / "dense_search"
-    _retrain(step, moe_run, ["--top", str(plan.top)], plan, q)
+    _retrain(step, moe_run, {"top": plan.top}, plan, quiet)
     moe = retrained_table(moe_run)
     dense_front = read_run(dense_run, need_front=True).front
     pairs = matched_dense(moe, dense_front)
-    _retrain(step, dense_run, ["--keys", ",".join(dict.fromkeys(pairs.values()))], plan, q)
+    _retrain(step, dense_run, {"keys": tuple(dict.fromkeys(pairs.values()))}, plan, quiet)
     table = moe_vs_dense(pairs, moe_run, dense_run, load_split(data, "test").references(),
                          nll=functools.partial(test_nll, data=data))
     path = root / "moe_vs_dense.csv"
     atomic_write_csv(table, path, float_format="%.6g")
-    step("plot", ["plot", str(moe_run), str(dense_run), "-o", str(root / "plots"),
-                  "--label", "MoE space", "--label", "dense only"])
+    with step("plot", f"both fronts into {root / 'plots'}"):
+        from automoe.plots import load_run, plot_runs
+
+        plot_runs([load_run(moe_run, "MoE space"), load_run(dense_run, "dense only")],
+                  root / "plots")
     say(f"study finished: {path}; fidelity in {fidelity}; "
         f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
     return path
 
 
-def _variants(step: Callable, plan: StudyPlan, root: Path, data: Path,
-              q: tuple[str, ...]) -> None:
+def _fidelity(plan: StudyPlan, supernet: Path, data: Path, out: Path, *, quiet: bool,
+              standalone_from: Path | None = None, supernet_moe: Path | None = None) -> None:
+    """The fidelity study of `supernet` into `out` (resumed when `out` has begun)."""
+    settings = FidelitySettings(
+        supernet=str(supernet), data=str(data), out=str(out), retrain=plan.standalone,
+        standalone_from=None if standalone_from is None else str(standalone_from),
+        supernet_moe=None if supernet_moe is None else str(supernet_moe),
+        progress=not quiet, **plan.fidelity)
+    run_fidelity(settings, resume=RunDir.at(out).has_meta())
+
+
+def _variants(step: Steps, plan: StudyPlan, root: Path, data: Path, quiet: bool) -> None:
     """Each variant's supernet and fidelity study (reusing ``fidelity/``'s standalone
     models), then ``variants.json``."""
-
     studies = {"plain": root / "fidelity"}
-    for name, flags in plan.variants:
+    for name, overrides in plan.variants:
         supernet, fidelity = root / f"supernet-{name}", root / f"fidelity-{name}"
         studies[name] = fidelity
         if (fidelity / "fidelity.json").is_file():
             continue
         if not RunDir.at(fidelity).has_candidates():  # else: no supernet needed
-            _supernet_step(step, f"supernet-{name}", supernet,
-                           ["--space", plan.space, "--data", str(data), *plan.train_args,
-                            *flags], q)
-        resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
-        step(f"fidelity-{name}", ["fidelity", str(supernet), "--data", str(data), "--out",
-                                  str(fidelity), *plan.fidelity_args, *plan.budget_args,
-                                  *plan.trial_args, "--standalone-from",
-                                  str(root / "fidelity"), *resume, *q])
+            _supernet(step, f"supernet-{name}", supernet, plan.supernet.with_overrides(overrides),
+                      plan, data, quiet)
+        with step(f"fidelity-{name}", f"inherited scores of {supernet} into {fidelity}"):
+            _fidelity(plan, supernet, data, fidelity, quiet=quiet,
+                      standalone_from=root / "fidelity")
     if plan.few_shot:
-        studies["few-shot"] = _few_shot(step, plan, root, data, q)
+        studies["few-shot"] = _few_shot(step, plan, root, data, quiet)
     atomic_write_json(root / "variants.json", compare_variants(studies, reference="plain"))
 
 
-def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,
-              q: tuple[str, ...]) -> Path:
+def _few_shot(step: Steps, plan: StudyPlan, root: Path, data: Path, quiet: bool) -> Path:
     """Two sub-supernets from the plain one (dense only, MoE only) and the fidelity study
     that scores each subnet with its own; returns that study's directory."""
     fidelity = root / "fidelity-few-shot"
@@ -128,36 +137,42 @@ def _few_shot(step: Callable, plan: StudyPlan, root: Path, data: Path,
         base = root / "supernet"
         if not (base / "checkpoint_last.pt").is_file():  # a study resumed elsewhere
             base = root / "supernet-base"
-            _supernet_step(step, "supernet-base", base,
-                           ["--space", plan.space, "--data", str(data), *plan.train_args], q)
+            _supernet(step, "supernet-base", base, plan.supernet, plan, data, quiet)
         for kind, run in parts.items():
-            _supernet_step(step, f"supernet-few-shot-{kind}", run,
-                           ["--space", plan.space, "--data", str(data), *plan.train_args,
-                            *plan.few_shot, "--init-from", str(base), "--sample-only", kind], q)
-    resume = ("--resume",) if RunDir.at(fidelity).has_meta() else ()
-    step("fidelity-few-shot", ["fidelity", str(parts["dense"]), "--supernet-moe",
-                               str(parts["moe"]), "--data", str(data), "--out", str(fidelity),
-                               *plan.fidelity_args, *plan.budget_args, *plan.trial_args,
-                               "--standalone-from", str(root / "fidelity"), *resume, *q])
+            recipe = plan.supernet.with_overrides({**plan.few_shot, "sample_only": kind})
+            _supernet(step, f"supernet-few-shot-{kind}", run, recipe, plan, data, quiet,
+                      init_from=base)
+    with step("fidelity-few-shot", f"each subnet scored by its own sub-supernet into "
+                                   f"{fidelity}"):
+        _fidelity(plan, parts["dense"], data, fidelity, quiet=quiet,
+                  standalone_from=root / "fidelity", supernet_moe=parts["moe"])
     return fidelity
 
 
-def _supernet_step(step: Callable, name: str, run: Path, args: list[str],
-                   q: tuple[str, ...]) -> None:
-    """Trains (or resumes) the supernet in `run`, unless it is finished."""
-    if (run / "run.json").is_file() and (run / "checkpoint_last.pt").is_file():
-        step(name, ["supernet", "train", "--out", str(run), "--resume", *q])
-    else:
-        step(name, ["supernet", "train", "--out", str(run), *args, *q])
+def _supernet(step: Steps, name: str, run: Path, recipe: TrainRecipe, plan: StudyPlan,
+              data: Path, quiet: bool, *, init_from: Path | None = None) -> None:
+    """Trains (or resumes) the supernet in `run`."""
+    with step(name, f"train the {plan.space} supernet into {run}"):
+        train_run(run, recipe, kind="supernet", quiet=quiet, data=data, space=plan.space,
+                  init_from=init_from)
 
 
-def _retrain(step: Callable, run: Path, choose: list[str], plan: StudyPlan,
-             q: tuple[str, ...]) -> None:
+def _retrain(step: Steps, run: Path, choose: Mapping[str, Any], plan: StudyPlan,
+             quiet: bool) -> None:
+    """Retrains the chosen subnets of search `run` with the plan's standalone settings."""
+    from automoe.training.retrain import RetrainSettings, resume_settings, retrain
+
     table = RunDir.at(run).read_optional(RETRAINED)
     if table is not None and (table["status"] == "finished").all():
         return
-    if (run / "retrain" / "retrain.json").is_file():
-        step(f"retrain {run.name}", ["retrain", str(run), "--resume", *q])
-    else:
-        step(f"retrain {run.name}", ["retrain", str(run), *choose, *plan.budget_args,
-                                     *plan.trial_args, *q])
+    with step(f"retrain {run.name}", f"subnets of {run} from scratch"):
+        if (run / "retrain" / "retrain.json").is_file():
+            settings = resume_settings(run, {"progress": not quiet})
+        else:
+            settings = RetrainSettings(run_dir=str(run), progress=not quiet, **choose,
+                                       **plan.standalone)
+        outcome = retrain(settings, resume=(run / "retrain" / "retrain.json").is_file())
+    unfinished = outcome.table.loc[outcome.table["status"].isin(("interrupted", "error")), "key"]
+    if len(unfinished):
+        raise RuntimeError(f"retrain {run}: {len(unfinished)} trial(s) did not finish "
+                           f"({', '.join(unfinished)}); run the study again to continue them")

@@ -1,9 +1,11 @@
 """`run_task_study`: the task-routing study's steps (`automoe.task_study`), the data and
-training steps as ``automoe`` commands run in this process and echoed; resumable."""
+training steps the library calls of ``automoe data prepare`` and ``automoe train`` with the
+plan's settings; resumable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from automoe.task_study import (
     serving_table,
     systems,
 )
-from automoe.workflows.pipeline import run_cli
+from automoe.workflows.steps import Steps, prepare_corpus, train_run
 
 __all__ = ["run_task_study"]
 
@@ -29,17 +31,14 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
     say = echo or (lambda line: print(line, flush=True))
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    q = ("-q",) if quiet else ()
-    clock = StepClock.resume(root / "study.json", _plan_json(plan))
-
-    def step(name: str, argv: Sequence[str]) -> None:
-        with clock.timing(name):
-            run_cli(list(argv), say)
+    clock = StepClock.resume(root / "study.json", plan_json(plan))
+    step = Steps(say, clock)
 
     data = Path(data_dir) if data_dir is not None else root / "data"
     if data_dir is None and not (data / "spm.model").is_file():
-        step("data", ["data", "prepare", "--corpus", plan.corpus, "--targets",
-                      ",".join(plan.targets), "--out", str(data), *plan.prepare_args, *q])
+        with step("data", f"prepare {plan.corpus} (en -> {', '.join(plan.targets)}) into "
+                          f"{data}"):
+            prepare_corpus(data, plan.corpus, plan.prepare, targets=plan.targets, quiet=quiet)
     configs = systems(plan)
     for name, config in configs.items():
         atomic_write_text(root / "configs" / f"{name}.json", config.to_json(indent=2) + "\n")
@@ -48,10 +47,9 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
             run = root / "train" / f"{name}-s{seed}"
             if (run / "model" / "config.json").is_file():
                 continue
-            resume = (run / "run.json").is_file()
-            step(f"train {name} s{seed}", ["train", "--out", str(run), "--resume", *q] if resume
-                 else ["train", "--subnet", str(root / "configs" / f"{name}.json"), "--data",
-                       str(data), "--out", str(run), "--seed", str(seed), *plan.train_args, *q])
+            with step(f"train {name} s{seed}", f"{name} from scratch, seed {seed}, into {run}"):
+                train_run(run, plan.train.with_overrides({"seed": seed}), kind="subnet",
+                          quiet=quiet, data=data, subnet=configs[name], final=plan.final)
     scores = root / "scores.csv"
     if not scores.is_file():
         with clock.timing("test"):
@@ -67,5 +65,6 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
     return comparisons
 
 
-def _plan_json(plan: TaskStudyPlan) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}
+def plan_json(plan: TaskStudyPlan) -> dict:
+    """The plan as JSON data (what ``study.json`` records and resume compares)."""
+    return json.loads(json.dumps(asdict(plan)))
