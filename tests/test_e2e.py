@@ -153,3 +153,25 @@ def test_quality_note_takes_bleu_from_the_comparisons_of_a_loss_search(tmp_path)
     assert "Below 10 BLEU" in note
     (tmp_path / "scores.json").write_text(json.dumps({"loss": 5.0, "comparisons": []}))
     assert "BLEU" not in _quality_note(tmp_path)
+
+
+def test_presets_are_settings_checked_when_made():
+    """Every shipped preset resolves to the settings its steps run; a preset that sets a
+    path the pipeline owns, or names an unknown option, fails when it is made."""
+    from automoe.workflows.pipeline import PIPELINE_PRESETS
+
+    for preset in PIPELINE_PRESETS.values():
+        options = preset.train.options("supernet")
+        assert options.max_updates == preset.train.overrides.get("max_updates",
+                                                                 options.max_updates)
+        settings = preset.search_settings("S", "D", "O")
+        assert (settings.supernet, settings.data, settings.out) == ("S", "D", "O")
+    demo = PIPELINE_PRESETS["demo"]
+    assert demo.train.options("supernet").max_updates == 500
+    assert demo.search_settings("S", "D", "O").objectives == ("loss", "flops", "latency")
+    with pytest.raises(ValueError, match="pipeline sets itself"):
+        PipelinePreset(name="x", corpus=None, space="tiny", search={"out": "elsewhere"})
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainRecipe("demo", {"max_update": 5})
+    with pytest.raises(ValueError, match="objective"):
+        PipelinePreset(name="x", corpus=None, space="tiny", search={"objectives": ("nope",)})

@@ -74,6 +74,7 @@ class PipelinePreset:
     plot_pairs: tuple[tuple[str, str], ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "search", dict(self.search))
         owned = sorted(set(self.search) & set(_SEARCH_OWNED))
         if owned:
             raise ValueError(f"preset {self.name!r}: search sets {owned}, which the pipeline "
