@@ -28,11 +28,14 @@ from typing import Any
 
 from automoe.data import PrepareOptions, load_split
 from automoe.devices import check_device, default_device
+from automoe.export import export_subnet, load_subnet
 from automoe.io_utils import atomic_write_text, read_json
+from automoe.plots import load_run, plot_runs
 from automoe.run_dir import RunDir
-from automoe.search.settings import SearchSettings
+from automoe.search.run import run_search
+from automoe.search.settings import SearchSettings, resume_settings
 from automoe.training.presets import TrainRecipe
-from automoe.workflows.steps import Steps, prepare_corpus, train_run
+from automoe.workflows.steps import Steps, prepare_corpus, train_supernet_run
 
 __all__ = ["PipelinePreset", "PIPELINE_PRESETS", "PipelineOutputs",
            "run_pipeline", "preset_with", "search_finished"]
@@ -148,10 +151,6 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
     Raises ValueError / FileNotFoundError (naming the file or setting) before anything is
     written when the input is bad.
     """
-    from automoe.export import export_subnet
-    from automoe.plots import load_run, plot_runs
-    from automoe.search.run import run_search
-
     say = echo or (lambda line: print(line, flush=True))
     began = time.perf_counter()
     step = Steps(say)
@@ -175,8 +174,8 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
 
     supernet = root / "supernet"
     with step("supernet", f"train the {preset.space} supernet into {supernet}"):
-        trained = train_run(supernet, preset.train, kind="supernet", quiet=quiet, data=data,
-                            space=preset.space)
+        trained = train_supernet_run(supernet, preset.train, data=data, space=preset.space,
+                                     quiet=quiet)
         say(f"   {trained.update} updates; best mean probe dev loss {trained.best_loss:.4f}")
 
     search = root / "search"
@@ -208,8 +207,6 @@ def run_pipeline(preset: PipelinePreset, out: str | Path, *, data_dir: str | Pat
 def _search_settings(preset: PipelinePreset, supernet: Path, data: Path, out: Path, *,
                      quiet: bool) -> SearchSettings:
     """A new search's settings, or a stopped one's stored settings (`resume_settings`)."""
-    from automoe.search.settings import resume_settings
-
     if RunDir.at(out).has_meta():
         return resume_settings(str(out), progress=not quiet)
     return preset.search_settings(supernet, data, out, progress=not quiet)
@@ -219,8 +216,6 @@ def _translate(subnet: Path, data: Path, out: Path, preset: PipelinePreset,
                say: Callable[[str], None]) -> None:
     """Translates the first test sentences with the exported subnet (as `automoe
     translate`) and writes a TSV of source, reference and hypothesis."""
-    from automoe.export import load_subnet
-
     test = load_split(data, "test")
     src, ref = test.texts("src")[:preset.translate], test.references()[:preset.translate]
     model = load_subnet(subnet, preset.train.device or default_device(), data_dir=data)

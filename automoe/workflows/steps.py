@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from automoe.data import PrepareOptions, PrepareResult, make_source, prepare
 from automoe.training.presets import FinalScoring, TrainRecipe
+from automoe.training.runs import RunSettings, resolve_run, train_subnet, train_supernet
+from supernet.training.loop import TrainResult
 
 if TYPE_CHECKING:
     from automoe.study import StepClock
     from search_spaces.config import SubnetConfig
 
-__all__ = ["Steps", "prepare_corpus", "train_run", "training_finished"]
+__all__ = ["Steps", "prepare_corpus", "train_supernet_run", "train_subnet_run", "run_settings",
+           "training_finished"]
 
 
 class Steps:
@@ -51,36 +54,44 @@ def prepare_corpus(out: Path, corpus: str, options: PrepareOptions, *,
 
 
 def training_finished(run: Path) -> bool:
-    """A training run dir that has its settings and a last checkpoint."""
+    """A training run dir that has its settings and a last checkpoint (it resumes)."""
     return (run / "run.json").is_file() and (run / "checkpoint_last.pt").is_file()
 
 
-def train_run(out: Path, recipe: TrainRecipe, *, kind: str, quiet: bool = False,
-              data: Path | None = None, space: str | None = None,
-              subnet: SubnetConfig | None = None, init_from: Path | None = None,
-              final: FinalScoring | None = None) -> Any:
-    """``automoe supernet train`` (kind "supernet") or ``automoe train`` ("subnet") into
-    `out`. A run dir with a checkpoint resumes with its stored settings (only the recipe's
-    ``max_updates`` may extend it); otherwise a new run starts from `recipe` and the given
-    data, space or subnet, and inherited weights; `final`: how a subnet run ends. Returns the `TrainResult` (supernet) or
-    the summary of ``results.json`` (subnet)."""
-    from automoe.training.runs import resolve_run, train_subnet, train_supernet
+def train_supernet_run(out: Path, recipe: TrainRecipe, *, data: Path, space: str,
+                       init_from: Path | None = None, quiet: bool = False) -> TrainResult:
+    """``automoe supernet train`` into `out` (see `run_settings`)."""
+    settings, resume = run_settings(out, recipe, kind="supernet", data=data, space=space,
+                                    init_from=init_from)
+    return train_supernet(settings, out, resume=resume, device=recipe.device,
+                          progress=not quiet)
 
-    resume = training_finished(out)
-    if resume:
-        overrides = {k: v for k, v in recipe.overrides.items() if k == "max_updates"}
-        settings = resolve_run(out, kind=kind, resume=True, preset=None, overrides=overrides)
-    else:
-        fixed: dict[str, Any] = {"data_dir": None if data is None else str(data),
-                                 "init_from": None if init_from is None else str(init_from)}
-        fixed.update({"space": space} if kind == "supernet" else {"subnet": subnet})
-        settings = resolve_run(out, kind=kind, resume=False, preset=recipe.preset,
-                               overrides=dict(recipe.overrides), **fixed)
-    if kind == "supernet":
-        return train_supernet(settings, out, resume=resume, device=recipe.device,
-                              progress=not quiet)
+
+def train_subnet_run(out: Path, recipe: TrainRecipe, *, data: Path, subnet: SubnetConfig,
+                     final: FinalScoring | None = None, quiet: bool = False
+                     ) -> dict[str, Any]:
+    """``automoe train --subnet`` into `out` (see `run_settings`); `final`: how the run
+    ends (final weights, test decoding). Returns the summary of ``results.json``."""
+    settings, resume = run_settings(out, recipe, kind="subnet", data=data, subnet=subnet)
     final = final or FinalScoring()
     return train_subnet(settings, out, resume=resume, average_last=final.average_last,
                         beam=final.beam, lenpen=final.lenpen,
                         test_sentences=final.test_sentences, device=recipe.device,
                         progress=not quiet)
+
+
+def run_settings(out: Path, recipe: TrainRecipe, *, kind: str, data: Path,
+                 space: str | None = None, subnet: SubnetConfig | None = None,
+                 init_from: Path | None = None) -> tuple[RunSettings, bool]:
+    """The settings of the `kind` run in `out` and whether it resumes: a run dir with a
+    checkpoint resumes with its stored settings (only the recipe's ``max_updates`` may
+    extend it); otherwise a new run starts from `recipe` and the given data, space or
+    subnet, and inherited weights."""
+    if training_finished(out):
+        overrides = {k: v for k, v in recipe.overrides.items() if k == "max_updates"}
+        return resolve_run(out, kind=kind, resume=True, preset=None, overrides=overrides), True
+    fixed: dict[str, Any] = {"data_dir": str(data),
+                             "init_from": None if init_from is None else str(init_from)}
+    fixed.update({"space": space} if kind == "supernet" else {"subnet": subnet})
+    return resolve_run(out, kind=kind, resume=False, preset=recipe.preset,
+                       overrides=dict(recipe.overrides), **fixed), False

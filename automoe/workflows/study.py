@@ -12,7 +12,11 @@ from typing import Any
 from automoe.data import load_split
 from automoe.fidelity import FidelitySettings, run_fidelity
 from automoe.io_utils import atomic_write_csv, atomic_write_json
+from automoe.plots import load_run, plot_runs
 from automoe.run_dir import RETRAINED, RunDir, read_run
+from automoe.search.run import run_search
+from automoe.search.settings import SearchSettings
+from automoe.search.settings import resume_settings as resume_search
 from automoe.study import (
     StepClock,
     StudyPlan,
@@ -25,8 +29,10 @@ from automoe.study import (
 )
 from automoe.supernet_variants import compare_variants
 from automoe.training.presets import TrainRecipe
+from automoe.training.retrain import RetrainSettings, retrain
+from automoe.training.retrain import resume_settings as resume_retrain
 from automoe.workflows.pipeline import search_finished
-from automoe.workflows.steps import Steps, prepare_corpus, train_run
+from automoe.workflows.steps import Steps, prepare_corpus, train_supernet_run
 
 __all__ = ["run_study"]
 
@@ -59,16 +65,13 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
         say(f"study finished: {fidelity / 'fidelity.json'}; "
             f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}")
         return fidelity / "fidelity.json"
-    from automoe.search.run import run_search
-    from automoe.search.settings import SearchSettings, resume_settings
-
     for name, extra in (("search", ()), ("dense_search", ("experts<=1",))):
         run = root / name
         if search_finished(run):
             continue
         with step(name, f"search {plan.space} into {run}"):
             if RunDir.at(run).has_meta():
-                settings = resume_settings(str(run), progress=not quiet)
+                settings = resume_search(str(run), progress=not quiet)
             else:
                 fields: dict[str, Any] = dict(plan.search)
                 fields["constraints"] = (*fields.get("constraints", ()), *extra)
@@ -86,8 +89,6 @@ def run_study(plan: StudyPlan, out: str | Path, *, quiet: bool = False,
     path = root / "moe_vs_dense.csv"
     atomic_write_csv(table, path, float_format="%.6g")
     with step("plot", f"both fronts into {root / 'plots'}"):
-        from automoe.plots import load_run, plot_runs
-
         plot_runs([load_run(moe_run, "MoE space"), load_run(dense_run, "dense only")],
                   root / "plots")
     say(f"study finished: {path}; fidelity in {fidelity}; "
@@ -153,21 +154,19 @@ def _supernet(step: Steps, name: str, run: Path, recipe: TrainRecipe, plan: Stud
               data: Path, quiet: bool, *, init_from: Path | None = None) -> None:
     """Trains (or resumes) the supernet in `run`."""
     with step(name, f"train the {plan.space} supernet into {run}"):
-        train_run(run, recipe, kind="supernet", quiet=quiet, data=data, space=plan.space,
-                  init_from=init_from)
+        train_supernet_run(run, recipe, data=data, space=plan.space, init_from=init_from,
+                           quiet=quiet)
 
 
 def _retrain(step: Steps, run: Path, choose: Mapping[str, Any], plan: StudyPlan,
              quiet: bool) -> None:
     """Retrains the chosen subnets of search `run` with the plan's standalone settings."""
-    from automoe.training.retrain import RetrainSettings, resume_settings, retrain
-
     table = RunDir.at(run).read_optional(RETRAINED)
     if table is not None and (table["status"] == "finished").all():
         return
     with step(f"retrain {run.name}", f"subnets of {run} from scratch"):
         if (run / "retrain" / "retrain.json").is_file():
-            settings = resume_settings(run, {"progress": not quiet})
+            settings = resume_retrain(run, {"progress": not quiet})
         else:
             settings = RetrainSettings(run_dir=str(run), progress=not quiet, **choose,
                                        **plan.standalone)

@@ -19,7 +19,7 @@ from automoe.task_study import (
     serving_table,
     systems,
 )
-from automoe.workflows.steps import Steps, prepare_corpus, train_run
+from automoe.workflows.steps import Steps, prepare_corpus, train_subnet_run
 
 __all__ = ["run_task_study"]
 
@@ -48,8 +48,8 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
             if (run / "model" / "config.json").is_file():
                 continue
             with step(f"train {name} s{seed}", f"{name} from scratch, seed {seed}, into {run}"):
-                train_run(run, plan.train.with_overrides({"seed": seed}), kind="subnet",
-                          quiet=quiet, data=data, subnet=configs[name], final=plan.final)
+                train_subnet_run(run, plan.train.with_overrides({"seed": seed}), data=data,
+                                 subnet=configs[name], final=plan.final, quiet=quiet)
     scores = root / "scores.csv"
     if not scores.is_file():
         with clock.timing("test"):
