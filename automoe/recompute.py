@@ -124,7 +124,8 @@ def recompute_bench(path: str | Path) -> list[str]:
     """Mismatches between a search benchmark's JSON (``scripts/bench_pymoo.py``,
     ``scripts/bench_nasbench_graph.py``) and its summaries made again from the per-run
     table beside it (its ``runs_csv``): medians, order-statistic intervals, rank-sum
-    p-values and their Holm adjustment (`automoe.bench.report.summarise`)."""
+    p-values and their Holm adjustment over the family each summary names
+    (`automoe.bench.report.summarise`)."""
     path = Path(path)
     record = read_json(path)
     table = pd.read_csv(path.parent / record["runs_csv"])
@@ -132,7 +133,8 @@ def recompute_bench(path: str | Path) -> list[str]:
     out = list(_walk(record["runs"], _json(rows), f"{path}:runs"))
     for i, entry in enumerate(record["summaries"]):
         again = summarise(rows, value=entry["value"], group=entry["group"],
-                          baseline=entry["baseline"])
+                          baseline=entry["baseline"],
+                          holm_over=entry.get("holm_over", "table"))
         out += list(_walk(entry["rows"], _json(again), f"{path}:summaries[{i}]"))
     return out
 

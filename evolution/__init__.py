@@ -2,16 +2,17 @@
 
 HAT/AutoMoE's genetic algorithm (`GeneticAlgorithm`), NSGA-II (`NSGA2`) and the random
 search baseline (`RandomSearch`), all generic over a `GenomeOps` (a
-`search_spaces.SearchSpace` works directly), driven generation by generation with an
-injected batch evaluator (`run_search`, `step`), with an evaluation cache, constraints
-by rejection and by Deb's constraint domination, and JSON checkpoints that resume to the
-identical result. `pareto` holds the non-dominated sort, crowding distance and exact
-hypervolume. See docs/search.md.
+`search_spaces.SearchSpace` works directly; `GridOps` is one over integer vectors),
+driven generation by generation with an injected batch evaluator (`run_search`, `step`),
+with an evaluation cache, constraints by rejection and by Deb's constraint domination, and
+JSON checkpoints that resume to the identical result. `pareto` holds the non-dominated
+sort, crowding distance and exact hypervolume. See docs/search.md.
 """
 
 from .base import PreFilter, SearchAlgorithm, UnsatisfiableConstraintError
 from .ga import GASettings, GeneticAlgorithm
 from .genome import GeneticOps, GenomeOps, SpaceOps, as_genome_ops
+from .grid import GridOps
 from .nsga2 import NSGA2, NSGA2Settings
 from .objectives import Constraint, Objective
 from .pareto import (
@@ -52,6 +53,7 @@ __all__ = [
     "GeneticAlgorithm",
     "GeneticOps",
     "GenomeOps",
+    "GridOps",
     "NSGA2",
     "NSGA2Settings",
     "Objective",

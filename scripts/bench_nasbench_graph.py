@@ -4,7 +4,8 @@ on NAS-Bench-Graph").
 
     python scripts/bench_nasbench_graph.py [--datasets cora,citeseer,pubmed] \
         [--algorithms nsga2,hat-ga,random,pymoo] [--seeds 10] \
-        [--checkpoints 100,300,1000] [--population 20] [--out results/nasbench_graph]
+        [--checkpoints 100,300,1000] [--population 20] [--baselines pymoo,random] \
+        [--reuse RECORD.json] [--holm-over table] [--out results/nasbench_graph]
 
 Objectives: validation accuracy (max) and latency (min) as the package tabulates them;
 the true front is the table's. Every dataset x algorithm x seed runs until it has
@@ -13,7 +14,9 @@ checkpoint its score is the share of the true front's hypervolume its evaluation
 (exact, moocore; fixed reference per dataset). Protocol:
 `automoe.bench.nasbench_graph`. Writes OUT/bench_nasbench_graph.json (settings, machine,
 each dataset's front and reference, every run, the summaries) and OUT/shares.csv (one row
-per run); prints one table per checkpoint and baseline. Needs
+per run); prints one table per checkpoint and baseline. ``--algorithms nsga2-rate`` runs
+the engine's NSGA-II with per-gene mutation 1/5; ``--reuse`` takes the runs of the
+baselines not run from an earlier record, after re-running one of each. Needs
 ``pip install 'automoe[bench]'``.
 """
 
@@ -28,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packa
 from automoe.bench.nasbench_graph import (  # noqa: E402
     ALGORITHMS,
     DATASETS,
+    DEFAULT_ALGORITHMS,
     NasBenchSettings,
     run_nasbench_graph,
 )
-from automoe.bench.report import write_record  # noqa: E402
+from automoe.bench.report import HOLM_FAMILIES, write_record  # noqa: E402
 
 RUNS_CSV = "shares.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
@@ -52,12 +56,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=_names, default=("cora", "citeseer", "pubmed"),
                         help=f"comma-separated, of {','.join(DATASETS)}")
-    parser.add_argument("--algorithms", type=_names, default=ALGORITHMS,
-                        help=f"comma-separated, of {','.join(ALGORITHMS)}")
+    parser.add_argument("--algorithms", type=_names, default=DEFAULT_ALGORITHMS,
+                        help=f"comma-separated, of {','.join(ALGORITHMS)} (default "
+                             f"{','.join(DEFAULT_ALGORITHMS)})")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--checkpoints", type=_counts, default=(100, 300, 1000),
                         help="distinct evaluations after which to score (default 100,300,1000)")
     parser.add_argument("--population", type=int, default=20)
+    parser.add_argument("--baselines", type=_names, default=("pymoo", "random"),
+                        help="algorithms every other is compared with (default pymoo,random)")
+    parser.add_argument("--reuse", default=None, metavar="RECORD.json",
+                        help="an earlier bench_nasbench_graph.json: the baselines not in "
+                             "--algorithms are taken from it (same checkpoints, population)")
+    parser.add_argument("--holm-over", choices=HOLM_FAMILIES, default="table",
+                        help="Holm family: all comparisons of a table, or each algorithm's "
+                             "(default table)")
     parser.add_argument("--out", type=Path, default=Path("results/nasbench_graph"))
     parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     return parser.parse_args(argv)
@@ -69,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = NasBenchSettings(datasets=args.datasets, algorithms=args.algorithms,
                                     seeds=tuple(range(args.seeds)),
-                                    checkpoints=args.checkpoints, population=args.population)
+                                    checkpoints=args.checkpoints, population=args.population,
+                                    baselines=args.baselines, reuse=args.reuse,
+                                    holm_over=args.holm_over)
         record = run_nasbench_graph(settings, progress)
     except ValueError as err:
         print(f"bench_nasbench_graph: {err}", file=sys.stderr)

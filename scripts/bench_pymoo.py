@@ -4,6 +4,7 @@ against pymoo").
 
     python scripts/bench_pymoo.py [--problems zdt1,zdt2] [--algorithms nsga2,pymoo-grid]
         [--seeds 10] [--evaluations 2500] [--population 50] [--levels 1001] \
+        [--baselines pymoo-grid,pymoo-real] [--reuse RECORD.json] [--holm-over table] \
         [--out results/pymoo]
 
 Every problem x algorithm x seed runs until it has made ``--evaluations`` distinct
@@ -13,7 +14,10 @@ variable; pymoo runs on the same grid (``pymoo-grid``) and on the continuous pro
 (``pymoo-real``). Protocol: `automoe.bench.known_fronts`. Writes OUT/bench_pymoo.json
 (settings, machine, reference points, every run, the summaries) and OUT/hypervolumes.csv
 (one row per run: a reader can recompute every median and test from it); prints one table
-per pymoo baseline. Needs ``pip install 'automoe[bench]'``.
+per baseline. ``--algorithms nsga2-rate,nsga2-local`` runs the engine's NSGA-II with
+per-gene mutation 1/n_var (HAT's redraw, or a local step); ``--reuse`` takes the runs of
+the baselines not run from an earlier record, after re-running one of each. Needs
+``pip install 'automoe[bench]'``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packa
 
 from automoe.bench.known_fronts import (  # noqa: E402
     ALGORITHMS,
+    DEFAULT_ALGORITHMS,
     PROBLEMS,
     KnownFrontSettings,
     run_known_fronts,
 )
-from automoe.bench.report import write_record  # noqa: E402
+from automoe.bench.report import HOLM_FAMILIES, write_record  # noqa: E402
 
 RUNS_CSV = "hypervolumes.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
@@ -43,13 +48,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", type=_names, default=tuple(PROBLEMS),
                         help=f"comma-separated, of {','.join(PROBLEMS)}")
-    parser.add_argument("--algorithms", type=_names, default=ALGORITHMS,
-                        help=f"comma-separated, of {','.join(ALGORITHMS)}")
+    parser.add_argument("--algorithms", type=_names, default=DEFAULT_ALGORITHMS,
+                        help=f"comma-separated, of {','.join(ALGORITHMS)} (default "
+                             f"{','.join(DEFAULT_ALGORITHMS)})")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--evaluations", type=int, default=2500)
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--levels", type=int, default=1001,
                         help="grid values per variable for the engines and pymoo-grid")
+    parser.add_argument("--baselines", type=_names, default=("pymoo-grid", "pymoo-real"),
+                        help="algorithms every other is compared with (default "
+                             "pymoo-grid,pymoo-real)")
+    parser.add_argument("--reuse", default=None, metavar="RECORD.json",
+                        help="an earlier bench_pymoo.json: the baselines not in --algorithms "
+                             "are taken from it (same evaluations, population, levels)")
+    parser.add_argument("--holm-over", choices=HOLM_FAMILIES, default="table",
+                        help="Holm family: all comparisons of a table, or each algorithm's "
+                             "(default table)")
     parser.add_argument("--out", type=Path, default=Path("results/pymoo"))
     parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     return parser.parse_args(argv)
@@ -62,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = KnownFrontSettings(problems=args.problems, algorithms=args.algorithms,
                                       seeds=tuple(range(args.seeds)),
                                       evaluations=args.evaluations,
-                                      population=args.population, levels=args.levels)
+                                      population=args.population, levels=args.levels,
+                                      baselines=args.baselines, reuse=args.reuse,
+                                      holm_over=args.holm_over)
         record = run_known_fronts(settings, progress)
     except ValueError as err:
         print(f"bench_pymoo: {err}", file=sys.stderr)

@@ -1,10 +1,8 @@
-"""Synthetic genomes and problems with known answers, for the algorithm tests.
-
-`IntVectorOps` is a `GenomeOps` over fixed-length integer vectors (genes in
-``0..levels-1``) with HAT's operators: per-gene resampling and uniform crossover.
+"""Synthetic problems with known answers, for the algorithm tests.
 
 `DiscreteFront` is a discrete M-objective problem whose Pareto front is known in closed
-form. The first M-1 genes place a point on the front, the rest must hit fixed targets::
+form; its genomes are `evolution.GridOps` integer vectors. The first M-1 genes place a
+point on the front, the rest must hit fixed targets::
 
     g(x)     = sum_j |x_j - t_j|            over the "distance" genes j >= M-1
     f_i(x)   = x_i + g(x)                   for i < M-1
@@ -17,59 +15,13 @@ objectives sum to a constant), so the front is exactly the L^(M-1) position choi
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from evolution import GridOps
 from evolution.objectives import Objective
 
-__all__ = ["IntVectorOps", "DiscreteFront"]
-
-
-@dataclass(frozen=True)
-class IntVectorOps:
-    """Genomes are ``tuple[int, ...]`` of length ``n_genes``, each gene in 0..levels-1."""
-
-    n_genes: int
-    levels: int
-
-    def __post_init__(self) -> None:
-        if self.n_genes < 1 or self.levels < 2:
-            raise ValueError(f"IntVectorOps: need n_genes >= 1 and levels >= 2, got {self}")
-
-    def sample(self, rng: random.Random) -> tuple[int, ...]:
-        return tuple(rng.randrange(self.levels) for _ in range(self.n_genes))
-
-    def mutate(self, genome: tuple[int, ...], prob: float, rng: random.Random) -> tuple[int, ...]:
-        return tuple(rng.randrange(self.levels) if rng.random() < prob else g for g in genome)
-
-    def crossover(
-        self, a: tuple[int, ...], b: tuple[int, ...], rng: random.Random
-    ) -> tuple[int, ...]:
-        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
-
-    def key(self, genome: tuple[int, ...]) -> str:
-        return hashlib.sha256(",".join(map(str, genome)).encode()).hexdigest()[:16]
-
-    def to_json(self, genome: tuple[int, ...]) -> list[int]:
-        return list(genome)
-
-    def from_json(self, data: Any) -> tuple[int, ...]:
-        if (
-            not isinstance(data, list)
-            or len(data) != self.n_genes
-            or not all(isinstance(g, int) and 0 <= g < self.levels for g in data)
-        ):
-            raise ValueError(
-                f"IntVectorOps: expected {self.n_genes} ints in 0..{self.levels - 1}, got {data!r}"
-            )
-        return tuple(data)
-
-    def all_genomes(self) -> Iterator[tuple[int, ...]]:
-        return itertools.product(range(self.levels), repeat=self.n_genes)
+__all__ = ["DiscreteFront"]
 
 
 @dataclass(frozen=True)
@@ -86,8 +38,9 @@ class DiscreteFront:
             raise ValueError(f"DiscreteFront: need 2 <= n_objectives <= n_genes, got {self}")
 
     @property
-    def ops(self) -> IntVectorOps:
-        return IntVectorOps(self.n_genes, self.levels)
+    def ops(self) -> GridOps:
+        """Integer vectors of ``n_genes`` genes in ``0..levels-1``, HAT's operators."""
+        return GridOps(self.n_genes, self.levels)
 
     @property
     def objectives(self) -> tuple[Objective, ...]:

@@ -8,7 +8,6 @@ benchmarks themselves are scripts, not tests."""
 from __future__ import annotations
 
 import importlib.util
-import random
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from automoe.bench.runs import Budget, build_engine, run_engine
 from automoe.recompute import recompute_bench
 from automoe.seed_stats import median_interval, rank_sum_test
 from automoe.stats import holm
-from evolution import GenomeOps, Objective
+from evolution import GenomeOps, GridOps, Objective
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -32,21 +31,7 @@ def _script(name: str):
 
 
 def _grid_ops():
-    from automoe.bench.known_fronts import GridOps
-
     return GridOps(n_var=4, levels=5)
-
-
-def test_grid_ops_are_genome_ops_with_a_strict_codec():
-    ops = _grid_ops()
-    assert isinstance(ops, GenomeOps)
-    rng = random.Random(0)
-    genome = ops.sample(rng)
-    assert ops.from_json(ops.to_json(genome)) == genome
-    assert ops.key(genome) == ops.key(tuple(genome)) != ops.key(ops.mutate(genome, 1.0, rng))
-    np.testing.assert_array_equal(ops.decode([(0, 1, 2, 4)]), [[0.0, 0.25, 0.5, 1.0]])
-    with pytest.raises(ValueError, match="0..4"):
-        ops.from_json([0, 1, 2, 5])
 
 
 @pytest.mark.parametrize("engine", ["nsga2", "hat-ga", "random"])
@@ -102,6 +87,13 @@ def test_summarise_is_the_seed_statistics_with_holm_over_the_table():
     assert out[("p1", "few")]["lo"] is None  # 5 seeds: no 95% interval
     tested = [r for r in out.values() if "p_value" in r]
     assert [r["p_holm"] for r in tested] == holm([r["p_value"] for r in tested])
+    per = {(r["problem"], r["algorithm"]): r for r in summarise(
+        rows, value="hv", group="problem", baseline="base", holm_over="algorithm")}
+    for algorithm in ("ours", "few"):  # one family per algorithm, over its problems
+        family = [r for r in per.values() if r["algorithm"] == algorithm]
+        assert [r["p_holm"] for r in family] == holm([r["p_value"] for r in family])
+    with pytest.raises(ValueError, match="holm_over"):
+        summarise(rows, value="hv", group="problem", baseline="base", holm_over="seed")
 
 
 def test_bench_pymoo_writes_what_recompute_makes_again(tmp_path, capsys):
@@ -118,6 +110,55 @@ def test_bench_pymoo_writes_what_recompute_makes_again(tmp_path, capsys):
     assert "vs pymoo-grid" in capsys.readouterr().out
     assert main(["--problems", "zdt9", "--out", str(out)]) == 2
     assert "unknown problem 'zdt9'" in capsys.readouterr().err
+
+
+def test_bench_pymoo_runs_the_mutation_variants_against_reused_baselines(tmp_path, capsys):
+    """The diagnostic's form: the variants alone are run, the default NSGA-II and
+    pymoo-grid come from an earlier record once a re-run of each reproduces it, and each
+    variant is one Holm family over the problems."""
+    pytest.importorskip("pymoo")
+    pytest.importorskip("moocore")
+    import json
+
+    main = _script("bench_pymoo").main
+    small = ["--problems", "zdt1,dtlz2-2", "--seeds", "6", "--evaluations", "30",
+             "--population", "10", "--levels", "11", "--quiet"]
+    first = tmp_path / "first"
+    assert main([*small, "--algorithms", "nsga2,pymoo-grid", "--out", str(first)]) == 0
+    out = tmp_path / "variants"
+    assert main([*small, "--algorithms", "nsga2-rate,nsga2-local", "--baselines",
+                 "pymoo-grid,nsga2", "--reuse", str(first / "bench_pymoo.json"),
+                 "--holm-over", "algorithm", "--out", str(out)]) == 0
+    record = json.loads((out / "bench_pymoo.json").read_text())
+    before = json.loads((first / "bench_pymoo.json").read_text())
+    assert record["reuse"]["algorithms"] == ["pymoo-grid", "nsga2"]
+    assert [r["algorithm"] for r in record["reuse"]["reproduced"]] == ["pymoo-grid", "nsga2"]
+    reused = [r for r in record["runs"] if r["algorithm"] in ("pymoo-grid", "nsga2")]
+    assert sorted(map(json.dumps, reused)) == sorted(map(json.dumps, before["runs"]))
+    assert {r["algorithm"] for r in record["runs"]} == {"nsga2-rate", "nsga2-local",
+                                                        "pymoo-grid", "nsga2"}
+    assert len(record["runs"]) == 2 * 4 * 6 and all(r["evaluations"] == 30
+                                                   for r in record["runs"])
+    for summary in record["summaries"]:
+        assert summary["holm_over"] == "algorithm"
+        for algorithm in {r["algorithm"] for r in summary["rows"] if "p_holm" in r}:
+            family = [r for r in summary["rows"] if r["algorithm"] == algorithm]
+            assert [r["p_holm"] for r in family] == holm([r["p_value"] for r in family])
+    assert recompute_bench(out / "bench_pymoo.json") == []
+    assert "p (Holm per algorithm)" in capsys.readouterr().out
+    assert main([*small[:-1], "--levels", "21", "--algorithms", "nsga2-rate", "--baselines",
+                 "nsga2", "--reuse", str(first / "bench_pymoo.json"), "--out",
+                 str(out)]) == 2
+    assert "other settings (levels: 11 there, 21 here)" in capsys.readouterr().err
+    assert main([*small, "--algorithms", "nsga2-rate", "--baselines", "pymoo-real",
+                 "--reuse", str(first / "bench_pymoo.json"), "--out", str(out)]) == 2
+    assert "no run for 12 of the 12" in capsys.readouterr().err
+    first_grid = next(r for r in before["runs"] if r["algorithm"] == "pymoo-grid")
+    first_grid["hypervolume"] += 1e-12  # a record the code no longer reproduces
+    (tmp_path / "edited.json").write_text(json.dumps(before))
+    assert main([*small, "--algorithms", "nsga2-rate", "--baselines", "pymoo-grid",
+                 "--reuse", str(tmp_path / "edited.json"), "--out", str(out)]) == 2
+    assert "its runs cannot be reused" in capsys.readouterr().err
 
 
 def test_nasbench_graph_genomes_cover_the_table_and_the_script_runs(tmp_path, capsys):
@@ -138,5 +179,13 @@ def test_nasbench_graph_genomes_cover_the_table_and_the_script_runs(tmp_path, ca
     assert recompute_bench(out / "bench_nasbench_graph.json") == []
     shares = (out / "shares.csv").read_text().splitlines()
     assert len(shares) == 1 + 4 * 6
+    rate = tmp_path / "rate"  # the variant against the default, reused once reproduced
+    assert main(["--datasets", "cora", "--seeds", "6", "--checkpoints", "10,40",
+                 "--population", "10", "--algorithms", "nsga2-rate", "--baselines", "nsga2",
+                 "--reuse", str(out / "bench_nasbench_graph.json"), "--holm-over",
+                 "algorithm", "--out", str(rate), "--quiet"]) == 0
+    assert recompute_bench(rate / "bench_nasbench_graph.json") == []
+    assert len((rate / "shares.csv").read_text().splitlines()) == 1 + 2 * 6
+    assert main(["--algorithms", "nsga2-local", "--out", str(out)]) == 2
     assert main(["--datasets", "proteins", "--out", str(out)]) == 2
     assert "proteins" in capsys.readouterr().err

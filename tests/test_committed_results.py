@@ -16,6 +16,9 @@ def test_committed_results_recompute_from_their_per_sentence_scores():
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table
     assert RESULTS / "nasbench_graph" / "bench_nasbench_graph.json" in checked
+    # the mutation diagnostic: its variants' runs beside the reused baseline runs
+    assert RESULTS / "pymoo" / "diagnostic" / "bench_pymoo.json" in checked
+    assert RESULTS / "nasbench_graph" / "diagnostic" / "bench_nasbench_graph.json" in checked
     assert mismatches == []
 
 

@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic_problems import DiscreteFront, IntVectorOps
+from synthetic_problems import DiscreteFront
 
 from evolution import (
     NSGA2,
     GASettings,
     GeneticAlgorithm,
+    GridOps,
     NSGA2Settings,
     RandomSearch,
     RandomSettings,
@@ -193,8 +194,8 @@ def test_nsga2_recovers_the_true_front_2d(seed):
     assert front_vectors(result.front) == PROBLEM.true_front()  # all 8, nothing else
 
 
-class ParentRecorder(IntVectorOps):
-    """IntVectorOps that remembers every genome handed to `mutate` (a tournament winner
+class ParentRecorder(GridOps):
+    """GridOps that remembers every genome handed to `mutate` (a tournament winner
     when crossover_prob is 0)."""
 
     def __init__(self, n_genes: int, levels: int) -> None:
@@ -378,7 +379,7 @@ def test_unsatisfiable_constraint_fails_with_numbers():
 
 
 def test_rejection_errors_for_mutation_filter_and_duplicates():
-    class BadMutation(IntVectorOps):
+    class BadMutation(GridOps):
         def mutate(self, genome, prob, rng):
             return tuple(self.levels - 1 for _ in genome)  # always the costliest genome
 

@@ -4,7 +4,9 @@ The engines search genomes of discrete genes, so a continuous problem is searche
 grid: variable i of a genome is an integer ``g_i`` in ``0..levels-1`` standing for
 ``x_i = g_i / (levels - 1)`` (every variable of these problems lies in [0, 1]), with the
 operators the engines use on search spaces (HAT's: each gene resampled uniformly with the
-mutation probability, uniform crossover), through a `GridOps`. pymoo runs twice:
+mutation probability, uniform crossover), through an `evolution.GridOps`; two variants
+of NSGA-II mutate each gene with probability 1/n_var, by that redraw or by a local step
+(`MUTATION_VARIANTS`, run only when named). pymoo runs twice:
 ``pymoo-grid`` on the same grid (integer variables, its documented integer operators:
 SBX and polynomial mutation with rounding), the like-for-like comparison; and
 ``pymoo-real`` on the continuous problem (real-coded SBX and polynomial mutation), pymoo
@@ -19,26 +21,29 @@ distance variables), so every evaluated point counts, however far from the front
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from automoe.bench import require
-from automoe.bench.report import exact_hypervolume, summarise
+from automoe.bench.report import HOLM_FAMILIES, exact_hypervolume, reuse_runs, summarise
 from automoe.bench.runs import ENGINES, Budget, build_engine, run_engine, run_pymoo
-from evolution import Objective
+from evolution import GridOps, Objective
 
-__all__ = ["KnownFront", "PROBLEMS", "get_problem", "GridOps", "ALGORITHMS",
-           "KnownFrontSettings", "run_known_fronts"]
+__all__ = ["KnownFront", "PROBLEMS", "get_problem", "ALGORITHMS", "DEFAULT_ALGORITHMS",
+           "MUTATION_VARIANTS", "KnownFrontSettings", "run_known_fronts"]
 
 PYMOO_ALGORITHMS = ("pymoo-grid", "pymoo-real")
-ALGORITHMS = (*ENGINES, *PYMOO_ALGORITHMS)
+# The engine's NSGA-II with per-gene mutation probability 1/n_var, by HAT's uniform redraw
+# or by a local step on the ordered levels (`evolution.GridOps`' mutations): the
+# diagnostic of the gap to pymoo (docs/benchmarks.md, "Diagnostic: the mutation operator").
+MUTATION_VARIANTS = {"nsga2-rate": "redraw", "nsga2-local": "local"}
+DEFAULT_ALGORITHMS = (*ENGINES, *PYMOO_ALGORITHMS)
+ALGORITHMS = (*ENGINES, *MUTATION_VARIANTS, *PYMOO_ALGORITHMS)
 
 
 @dataclass(frozen=True)
@@ -106,47 +111,6 @@ def get_problem(name: str) -> KnownFront:
         raise ValueError(f"unknown problem {name!r}; expected one of {list(PROBLEMS)}") from None
 
 
-@dataclass(frozen=True)
-class GridOps:
-    """`evolution.GenomeOps` over ``tuple[int, ...]`` of length ``n_var``, each gene in
-    ``0..levels-1``, with HAT's operators (the ones `search_spaces.SearchSpace` uses)."""
-
-    n_var: int
-    levels: int
-
-    def __post_init__(self) -> None:
-        if self.n_var < 1 or self.levels < 2:
-            raise ValueError(f"GridOps: need n_var >= 1 and levels >= 2, got {self}")
-
-    def sample(self, rng: random.Random) -> tuple[int, ...]:
-        return tuple(rng.randrange(self.levels) for _ in range(self.n_var))
-
-    def mutate(self, genome: tuple[int, ...], prob: float, rng: random.Random
-               ) -> tuple[int, ...]:
-        return tuple(rng.randrange(self.levels) if rng.random() < prob else g for g in genome)
-
-    def crossover(self, a: tuple[int, ...], b: tuple[int, ...], rng: random.Random
-                  ) -> tuple[int, ...]:
-        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
-
-    def key(self, genome: tuple[int, ...]) -> str:
-        return hashlib.sha256(",".join(map(str, genome)).encode()).hexdigest()[:16]
-
-    def to_json(self, genome: tuple[int, ...]) -> list[int]:
-        return list(genome)
-
-    def from_json(self, data: Any) -> tuple[int, ...]:
-        if (not isinstance(data, list) or len(data) != self.n_var
-                or not all(isinstance(g, int) and 0 <= g < self.levels for g in data)):
-            raise ValueError(f"GridOps: expected {self.n_var} integers in "
-                             f"0..{self.levels - 1}, got {data!r}")
-        return tuple(data)
-
-    def decode(self, genomes: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
-        """[B, n_var] genomes -> [B, n_var] points of the unit cube."""
-        return np.asarray(genomes, dtype=float).reshape(-1, self.n_var) / (self.levels - 1)
-
-
 def _objectives(n_obj: int) -> tuple[Objective, ...]:
     return tuple(Objective(f"f{i + 1}", "min") for i in range(n_obj))
 
@@ -196,11 +160,14 @@ def run_one(name: str, algorithm: str, seed: int, *, budget: Budget, levels: int
     """[N, M] objective vectors of one run (`runs`)."""
     spec = get_problem(name)
     problem = spec.pymoo_problem()
-    ops = GridOps(problem.n_var, levels)
-    if algorithm in ENGINES:
+    ops = GridOps(problem.n_var, levels, mutation=MUTATION_VARIANTS.get(algorithm, "redraw"))
+    if algorithm in ENGINES or algorithm in MUTATION_VARIANTS:
         objectives = _objectives(spec.n_obj)
         reference = {o.name: r for o, r in zip(objectives, spec.reference, strict=True)}
-        algo = build_engine(algorithm, ops, objectives, budget=budget, reference=reference)
+        variant = algorithm in MUTATION_VARIANTS
+        algo = build_engine("nsga2" if variant else algorithm, ops, objectives, budget=budget,
+                            reference=reference,
+                            mutation_prob=1 / problem.n_var if variant else None)
         return run_engine(algo, _engine_evaluator(problem, ops, spec.n_obj), budget=budget,
                           seed=seed)
     if algorithm == "pymoo-grid":
@@ -216,15 +183,25 @@ def run_one(name: str, algorithm: str, seed: int, *, budget: Budget, levels: int
 @dataclass(frozen=True)
 class KnownFrontSettings:
     """One benchmark: every problem x algorithm x seed, ``evaluations`` distinct
-    evaluations each, population ``population``, grid of ``levels`` values per variable."""
+    evaluations each, population ``population``, grid of ``levels`` values per variable.
+
+    Each algorithm is compared with each of ``baselines``. A baseline not among
+    ``algorithms`` is left out, unless ``reuse`` names an earlier record of this benchmark
+    (its JSON) with the same evaluations, population and grid: its runs of that baseline
+    are taken from there, once the first of them, re-run here, gives the recorded
+    hypervolume exactly. ``holm_over``: the Holm family of each summary, all of its
+    comparisons ("table") or each algorithm's, one per problem ("algorithm").
+    """
 
     problems: tuple[str, ...] = tuple(PROBLEMS)
-    algorithms: tuple[str, ...] = ALGORITHMS
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     seeds: tuple[int, ...] = tuple(range(10))
     evaluations: int = 2500
     population: int = 50
     levels: int = 1001
     baselines: tuple[str, ...] = field(default=PYMOO_ALGORITHMS)
+    reuse: str | None = None
+    holm_over: str = "table"
 
     def __post_init__(self) -> None:
         for name in self.problems:
@@ -237,42 +214,63 @@ class KnownFrontSettings:
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         if self.levels < 2:
             raise ValueError(f"levels must be >= 2, got {self.levels}")
+        if self.holm_over not in HOLM_FAMILIES:
+            raise ValueError(f"holm_over must be one of {list(HOLM_FAMILIES)}, got "
+                             f"{self.holm_over!r}")
         Budget.for_evaluations(self.evaluations, self.population)  # validates both
 
     @property
     def budget(self) -> Budget:
         return Budget.for_evaluations(self.evaluations, self.population)
 
+    @property
+    def reused(self) -> tuple[str, ...]:
+        """The baselines whose runs come from ``reuse``."""
+        if self.reuse is None:
+            return ()
+        return tuple(b for b in self.baselines if b not in self.algorithms)
+
 
 def run_known_fronts(settings: KnownFrontSettings,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns its JSON-ready record: settings, each problem's
     reference point and true-front hypervolume, one row per run (hypervolume, its share
-    of the true front's, evaluations reached, seconds) and the summaries against each
-    baseline (`report.summarise`)."""
+    of the true front's, evaluations reached, seconds; the reused runs as recorded), the
+    reused record's check and the summaries against each baseline (`report.summarise`)."""
     specs = {name: get_problem(name) for name in settings.problems}
     true_hv = {name: spec.true_hypervolume() for name, spec in specs.items()}
     problems = {name: {"reference": list(spec.reference), "true_hypervolume": true_hv[name],
                        "n_var": int(spec.pymoo_problem().n_var), "n_obj": spec.n_obj}
                 for name, spec in specs.items()}
-    rows = []
-    for name in settings.problems:
-        for algorithm in settings.algorithms:
-            for seed in settings.seeds:
-                began = time.perf_counter()
-                points = run_one(name, algorithm, seed, budget=settings.budget,
-                                 levels=settings.levels)
-                hv = exact_hypervolume(points, specs[name].reference)
-                rows.append({"problem": name, "algorithm": algorithm, "seed": seed,
-                             "evaluations": len(points), "hypervolume": hv,
-                             "share": hv / true_hv[name],
-                             "seconds": round(time.perf_counter() - began, 2)})
-                if progress is not None:
-                    progress(f"{name} {algorithm} seed {seed}: hypervolume {hv:.5f} after "
-                             f"{len(points)} evaluations ({rows[-1]['seconds']} s)")
+
+    def run(name: str, algorithm: str, seed: int) -> dict[str, Any]:
+        began = time.perf_counter()
+        points = run_one(name, algorithm, seed, budget=settings.budget, levels=settings.levels)
+        hv = exact_hypervolume(points, specs[name].reference)
+        row = {"problem": name, "algorithm": algorithm, "seed": seed,
+               "evaluations": len(points), "hypervolume": hv, "share": hv / true_hv[name],
+               "seconds": round(time.perf_counter() - began, 2)}
+        if progress is not None:
+            progress(f"{name} {algorithm} seed {seed}: hypervolume {hv:.5f} after "
+                     f"{len(points)} evaluations ({row['seconds']} s)")
+        return row
+
+    reused: list[dict[str, Any]] = []
+    reuse: dict[str, Any] | None = None
+    if settings.reused:
+        reused, reuse = reuse_runs(
+            settings.reuse or "", algorithms=settings.reused, group="problem",
+            groups=settings.problems, seeds=settings.seeds,
+            settings=dataclasses.asdict(settings), match=("evaluations", "population", "levels"),
+            scores=("evaluations", "hypervolume"), rerun=run)
+    rows = [run(name, algorithm, seed) for name in settings.problems
+            for algorithm in settings.algorithms for seed in settings.seeds] + reused
+    present = {row["algorithm"] for row in rows}
     summaries = [{"value": "hypervolume", "group": "problem", "baseline": b,
-                  "rows": summarise(rows, value="hypervolume", group="problem", baseline=b)}
-                 for b in settings.baselines if b in settings.algorithms]
+                  "holm_over": settings.holm_over,
+                  "rows": summarise(rows, value="hypervolume", group="problem", baseline=b,
+                                    holm_over=settings.holm_over)}
+                 for b in settings.baselines if b in present]
     return {"settings": {**dataclasses.asdict(settings),
                          "max_generations": settings.budget.max_generations},
-            "problems": problems, "runs": rows, "summaries": summaries}
+            "problems": problems, "reuse": reuse, "runs": rows, "summaries": summaries}

@@ -31,17 +31,21 @@ from typing import Any
 import numpy as np
 
 from automoe.bench import require
-from automoe.bench.report import exact_hypervolume, summarise
+from automoe.bench.report import HOLM_FAMILIES, exact_hypervolume, reuse_runs, summarise
 from automoe.bench.runs import ENGINES, Budget, build_engine, run_engine, run_pymoo
 from evolution import Objective
 from evolution.pareto import non_dominated_mask
 
 __all__ = ["DATASETS", "GraphArchOps", "ArchTable", "load_table", "NasBenchSettings",
-           "run_nasbench_graph", "ALGORITHMS"]
+           "run_nasbench_graph", "ALGORITHMS", "DEFAULT_ALGORITHMS"]
 
 # proteins uses another operation list (5 operations) and is left out
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv")
-ALGORITHMS = (*ENGINES, "pymoo")
+DEFAULT_ALGORITHMS = (*ENGINES, "pymoo")
+# The engine's NSGA-II with per-gene mutation probability 1/5 (one gene in five) instead of
+# 0.3 (docs/benchmarks.md, "Diagnostic: the mutation operator"). A local step on ordered
+# levels does not apply: these genes are unordered categories.
+ALGORITHMS = (*ENGINES, "nsga2-rate", "pymoo")
 GENES = ("link", "op1", "op2", "op3", "op4")
 CHOICES = 9  # link patterns, and operations per node
 SKIP = 8  # index of "skip" in the package's operation list
@@ -184,9 +188,11 @@ def _pymoo_key(x: Any) -> int | None:
 
 def run_one(table: ArchTable, algorithm: str, seed: int, *, budget: Budget) -> np.ndarray:
     """[N, 2] (-accuracy, latency) of one run's first N distinct architectures."""
-    if algorithm in ENGINES:
+    if algorithm in ENGINES or algorithm == "nsga2-rate":
         ops = GraphArchOps()
-        algo = build_engine(algorithm, ops, OBJECTIVES, budget=budget, pre_filter=ops.valid)
+        rate = algorithm == "nsga2-rate"
+        algo = build_engine("nsga2" if rate else algorithm, ops, OBJECTIVES, budget=budget,
+                            pre_filter=ops.valid, mutation_prob=1 / len(GENES) if rate else None)
         return run_engine(algo, lambda genomes: [table.metrics(g) for g in genomes],
                           budget=budget, seed=seed)
     if algorithm == "pymoo":
@@ -198,14 +204,18 @@ def run_one(table: ArchTable, algorithm: str, seed: int, *, budget: Budget) -> n
 @dataclass(frozen=True)
 class NasBenchSettings:
     """Every dataset x algorithm x seed; hypervolumes after each of ``checkpoints``
-    distinct evaluations (the run goes on to the largest)."""
+    distinct evaluations (the run goes on to the largest). ``baselines``, ``reuse`` and
+    ``holm_over`` as in `automoe.bench.known_fronts.KnownFrontSettings` (a reused record
+    must have the same checkpoints and population)."""
 
     datasets: tuple[str, ...] = ("cora", "citeseer", "pubmed")
-    algorithms: tuple[str, ...] = ALGORITHMS
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     seeds: tuple[int, ...] = tuple(range(10))
     checkpoints: tuple[int, ...] = (100, 300, 1000)
     population: int = 20
     baselines: tuple[str, ...] = ("pymoo", "random")
+    reuse: str | None = None
+    holm_over: str = "table"
 
     def __post_init__(self) -> None:
         bad = [d for d in self.datasets if d not in DATASETS]
@@ -221,11 +231,21 @@ class NasBenchSettings:
                 or self.checkpoints[0] < 1:
             raise ValueError(f"checkpoints must be increasing positive counts, got "
                              f"{self.checkpoints}")
+        if self.holm_over not in HOLM_FAMILIES:
+            raise ValueError(f"holm_over must be one of {list(HOLM_FAMILIES)}, got "
+                             f"{self.holm_over!r}")
         Budget.for_evaluations(self.checkpoints[-1], self.population)  # validates both
 
     @property
     def budget(self) -> Budget:
         return Budget.for_evaluations(self.checkpoints[-1], self.population)
+
+    @property
+    def reused(self) -> tuple[str, ...]:
+        """The baselines whose runs come from ``reuse``."""
+        if self.reuse is None:
+            return ()
+        return tuple(b for b in self.baselines if b not in self.algorithms)
 
 
 def front_record(table: ArchTable) -> dict[str, Any]:
@@ -245,31 +265,47 @@ def run_nasbench_graph(settings: NasBenchSettings,
                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs the benchmark; returns its JSON-ready record: settings, each dataset's front
     (`front_record`), one row per run (hypervolume and share of the true front's after
-    each checkpoint) and the summaries of each checkpoint's share against each baseline."""
-    datasets, rows = {}, []
+    each checkpoint; the reused runs as recorded), the reused record's check and the
+    summaries of each checkpoint's share against each baseline."""
+    datasets: dict[str, dict[str, Any]] = {}
+    tables: dict[str, ArchTable] = {}
     for dataset in settings.datasets:
-        table = load_table(dataset)
-        info = datasets[dataset] = front_record(table)
-        for algorithm in settings.algorithms:
-            for seed in settings.seeds:
-                began = time.perf_counter()
-                points = run_one(table, algorithm, seed, budget=settings.budget)
-                row: dict[str, Any] = {"dataset": dataset, "algorithm": algorithm,
-                                       "seed": seed, "evaluations": len(points)}
-                for c in settings.checkpoints:
-                    hv = exact_hypervolume(points[:c], info["reference"])
-                    row[f"hv@{c}"] = hv
-                    row[f"share@{c}"] = hv / info["true_hypervolume"]
-                row["seconds"] = round(time.perf_counter() - began, 2)
-                rows.append(row)
-                if progress is not None:
-                    shares = ", ".join(f"{row[f'share@{c}']:.4f}" for c in settings.checkpoints)
-                    progress(f"{dataset} {algorithm} seed {seed}: share {shares} "
-                             f"({len(points)} evaluations, {row['seconds']} s)")
+        tables[dataset] = load_table(dataset)
+        datasets[dataset] = front_record(tables[dataset])
+
+    def run(dataset: str, algorithm: str, seed: int) -> dict[str, Any]:
+        began = time.perf_counter()
+        points = run_one(tables[dataset], algorithm, seed, budget=settings.budget)
+        row: dict[str, Any] = {"dataset": dataset, "algorithm": algorithm, "seed": seed,
+                               "evaluations": len(points)}
+        info = datasets[dataset]
+        for c in settings.checkpoints:
+            hv = exact_hypervolume(points[:c], info["reference"])
+            row[f"hv@{c}"] = hv
+            row[f"share@{c}"] = hv / info["true_hypervolume"]
+        row["seconds"] = round(time.perf_counter() - began, 2)
+        if progress is not None:
+            shares = ", ".join(f"{row[f'share@{c}']:.4f}" for c in settings.checkpoints)
+            progress(f"{dataset} {algorithm} seed {seed}: share {shares} "
+                     f"({len(points)} evaluations, {row['seconds']} s)")
+        return row
+
+    reused: list[dict[str, Any]] = []
+    reuse: dict[str, Any] | None = None
+    if settings.reused:
+        reused, reuse = reuse_runs(
+            settings.reuse or "", algorithms=settings.reused, group="dataset",
+            groups=settings.datasets, seeds=settings.seeds,
+            settings=dataclasses.asdict(settings), match=("checkpoints", "population"),
+            scores=("evaluations", *(f"hv@{c}" for c in settings.checkpoints)), rerun=run)
+    rows = [run(dataset, algorithm, seed) for dataset in settings.datasets
+            for algorithm in settings.algorithms for seed in settings.seeds] + reused
+    present = {row["algorithm"] for row in rows}
     summaries = [{"value": f"share@{c}", "group": "dataset", "baseline": b,
-                  "rows": summarise(rows, value=f"share@{c}", group="dataset", baseline=b)}
-                 for c in settings.checkpoints
-                 for b in settings.baselines if b in settings.algorithms]
+                  "holm_over": settings.holm_over,
+                  "rows": summarise(rows, value=f"share@{c}", group="dataset", baseline=b,
+                                    holm_over=settings.holm_over)}
+                 for c in settings.checkpoints for b in settings.baselines if b in present]
     return {"settings": dataclasses.asdict(settings), "max_generations":
-            settings.budget.max_generations, "datasets": datasets, "runs": rows,
-            "summaries": summaries}
+            settings.budget.max_generations, "datasets": datasets, "reuse": reuse,
+            "runs": rows, "summaries": summaries}

@@ -1,13 +1,15 @@
 """Scores and summaries of benchmark runs: the exact hypervolume (moocore, checked against
 the engine's own), medians with distribution-free intervals over seeds, rank-sum tests
-against a baseline algorithm, a markdown table, and the machine the runs ran on."""
+against a baseline algorithm, a markdown table, the machine the runs ran on, and the runs
+of an earlier record reused as a baseline."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,15 @@ from typing import Any
 import numpy as np
 
 from automoe.bench import require
-from automoe.io_utils import atomic_write_csv, atomic_write_json
+from automoe.io_utils import atomic_write_csv, atomic_write_json, read_json
 from automoe.seed_stats import median_interval, rank_sum_test
 from automoe.stats import holm
 from evolution.pareto import hypervolume as engine_hypervolume
 
-__all__ = ["exact_hypervolume", "summarise", "markdown_table", "machine_record",
-           "write_record"]
+__all__ = ["exact_hypervolume", "summarise", "HOLM_FAMILIES", "reuse_runs", "markdown_table",
+           "machine_record", "write_record"]
+
+HOLM_FAMILIES = ("table", "algorithm")  # summarise's holm_over
 
 
 def exact_hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
@@ -41,14 +45,17 @@ def exact_hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], *, value: str, group: str, baseline: str,
-              ) -> list[dict[str, Any]]:
+              holm_over: str = "table") -> list[dict[str, Any]]:
     """One record per (``group``, algorithm) of per-seed ``rows`` (dicts with ``group``,
     "algorithm", "seed" and ``value``): n, the median of ``value`` and its 95%
     order-statistic interval (None with fewer than 6 seeds), and, for every algorithm
     but ``baseline``, the median difference to the baseline's, the probability of
     superiority over it (``P(A > B) + P(A = B) / 2``, larger ``value`` is better), the
-    exact two-sided rank-sum p-value and its Holm adjustment over all comparisons of the
-    summary."""
+    exact two-sided rank-sum p-value and its Holm adjustment: over all comparisons of the
+    summary (``holm_over="table"``) or over each algorithm's comparisons, one per group
+    (``"algorithm"``: one family per algorithm, as when each is a separate question)."""
+    if holm_over not in HOLM_FAMILIES:
+        raise ValueError(f"holm_over must be one of {list(HOLM_FAMILIES)}, got {holm_over!r}")
     by: dict[tuple[Any, str], list[float]] = {}
     for row in rows:
         by.setdefault((row[group], row["algorithm"]), []).append(float(row[value]))
@@ -68,18 +75,67 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, value: str, group: str, base
                           superiority=test.superiority, p_value=test.p_value,
                           exact=test.exact)
         out.append(record)
-    tested = [r for r in out if "p_value" in r]
-    for record, adjusted in zip(tested, holm([r["p_value"] for r in tested]), strict=True):
-        record["p_holm"] = adjusted
+    families: dict[str | None, list[dict[str, Any]]] = {}
+    for r in out:
+        if "p_value" in r:
+            families.setdefault(r["algorithm"] if holm_over == "algorithm" else None,
+                                []).append(r)
+    for tested in families.values():
+        for record, adjusted in zip(tested, holm([r["p_value"] for r in tested]), strict=True):
+            record["p_holm"] = adjusted
     return out
 
 
+def reuse_runs(path: str | Path, *, algorithms: Sequence[str], group: str,
+               groups: Sequence[str], seeds: Sequence[int], settings: Mapping[str, Any],
+               match: Sequence[str], scores: Sequence[str],
+               rerun: Callable[[str, str, int], Mapping[str, Any]],
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The runs of ``algorithms`` for every ``groups`` x ``seeds`` in an earlier record of
+    the same benchmark (the JSON `write_record` wrote), so that new algorithms can be
+    compared with them without running them again, and the record of that reuse.
+
+    The record's settings must equal ``settings`` in every key of ``match``, and the first
+    recorded run of each algorithm, run again (``rerun(group, algorithm, seed)``, a row),
+    must give the same ``scores`` exactly; else a ValueError, as for a missing run."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
+    theirs = record.get("settings", {})
+    differ = [f"{k}: {theirs.get(k)!r} there, {settings[k]!r} here" for k in match
+              if theirs.get(k) != json.loads(json.dumps(settings[k]))]
+    if differ:
+        raise ValueError(f"{path}: runs made with other settings ({'; '.join(differ)})")
+    by = {(r[group], r["algorithm"], r["seed"]): r for r in record.get("runs", [])}
+    wanted = [(g, a, s) for g in groups for a in algorithms for s in seeds]
+    missing = [w for w in wanted if w not in by]
+    if missing:
+        raise ValueError(f"{path}: no run for {len(missing)} of the {len(wanted)} "
+                         f"({group}, algorithm, seed) needed, e.g. {missing[0]}")
+    reproduced = []
+    for algorithm in algorithms:
+        first = by[next(w for w in wanted if w[1] == algorithm)]
+        again = rerun(first[group], algorithm, first["seed"])
+        got, want = [again[k] for k in scores], [first[k] for k in scores]
+        if got != want:
+            raise ValueError(f"{path}: {algorithm} on {first[group]}, seed {first['seed']}, "
+                             f"re-run gives {dict(zip(scores, got, strict=True))}, recorded "
+                             f"{dict(zip(scores, want, strict=True))}: its runs cannot be "
+                             "reused")
+        reproduced.append({k: again[k] for k in (group, "algorithm", "seed", *scores,
+                                                 "seconds") if k in again})
+    return ([dict(by[w]) for w in wanted],
+            {"record": str(path), "algorithms": list(algorithms), "reproduced": reproduced})
+
+
 def markdown_table(summary: Mapping[str, Any], *, digits: int = 4) -> str:
-    """A summary (``{"value", "group", "baseline", "rows"}``, as the benchmarks record
-    them) as a markdown table: one row per group and algorithm."""
+    """A summary (``{"value", "group", "baseline", "rows"}`` and optionally "holm_over",
+    as the benchmarks record them) as a markdown table: one row per group and algorithm."""
     group, baseline = summary["group"], summary["baseline"]
+    family = " per algorithm" if summary.get("holm_over") == "algorithm" else ""
     lines = [f"| {group} | algorithm | seeds | median {summary['value']} [95% interval] | "
-             f"vs {baseline}: difference of medians, P(better), p (Holm) |",
+             f"vs {baseline}: difference of medians, P(better), p (Holm{family}) |",
              "|---|---|---|---|---|"]
     for r in summary["rows"]:
         interval = ("" if r["lo"] is None

@@ -68,20 +68,26 @@ class Budget:
 
 def build_engine(name: str, ops: Any, objectives: Sequence[Objective], *, budget: Budget,
                  pre_filter: PreFilter | None = None,
-                 reference: Mapping[str, float] | None = None) -> SearchAlgorithm:
+                 reference: Mapping[str, float] | None = None,
+                 mutation_prob: float | None = None) -> SearchAlgorithm:
     """One of `ENGINES` at its default settings but for the population: NSGA-II with
     ``population`` parents and children; HAT's GA with HAT's proportions (20% parents, 40%
-    mutants, 40% crossovers); random search in batches of ``population``."""
+    mutants, 40% crossovers); random search in batches of ``population``.
+    ``mutation_prob`` replaces NSGA-II's and the GA's per-gene mutation probability (None:
+    their default, HAT's 0.3)."""
     p, iterations = budget.population, budget.max_generations
+    mutation: dict[str, Any] = {} if mutation_prob is None else {"mutation_prob": mutation_prob}
     algo: SearchAlgorithm
     if name == "nsga2":
         algo = NSGA2(ops, objectives=objectives, pre_filter=pre_filter, reference=reference,
-                     settings=NSGA2Settings(population_size=p, iterations=iterations))
+                     settings=NSGA2Settings(population_size=p, iterations=iterations,
+                                            **mutation))
     elif name == "hat-ga":
         parents = max(2, round(0.2 * p))
         mutants = (p - parents) // 2
         settings = GASettings(population_size=p, parent_size=parents, mutation_size=mutants,
-                              crossover_size=p - parents - mutants, iterations=iterations)
+                              crossover_size=p - parents - mutants, iterations=iterations,
+                              **mutation)
         algo = GeneticAlgorithm(ops, objectives=objectives, pre_filter=pre_filter,
                                 reference=reference, settings=settings)
     elif name == "random":
