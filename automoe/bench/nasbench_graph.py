@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import numpy as np
 from automoe.bench import require
 from automoe.bench.report import HOLM_FAMILIES, exact_hypervolume, reuse_runs, summarise
 from automoe.bench.runs import ENGINES, Budget, build_engine, run_engine, run_pymoo
-from evolution import Objective
+from evolution import GridOps, Objective
 from evolution.pareto import non_dominated_mask
 
 __all__ = ["DATASETS", "GraphArchOps", "ArchTable", "load_table", "NasBenchSettings",
@@ -69,20 +68,13 @@ def _canonical() -> dict[tuple[int, ...], int]:
 
 
 @dataclass(frozen=True)
-class GraphArchOps:
-    """`evolution.GenomeOps` over NAS-Bench-Graph genomes ``(link, op1..op4)``, each gene in
-    0..8, with HAT's operators; the key is the architecture's canonical hash."""
+class GraphArchOps(GridOps):
+    """NAS-Bench-Graph genomes ``(link, op1..op4)``, each gene in 0..8: a `GridOps` (HAT's
+    operators by default) whose key is the architecture's canonical hash, so two genomes of
+    one architecture are one candidate."""
 
-    def sample(self, rng: random.Random) -> tuple[int, ...]:
-        return tuple(rng.randrange(CHOICES) for _ in GENES)
-
-    def mutate(self, genome: tuple[int, ...], prob: float, rng: random.Random
-               ) -> tuple[int, ...]:
-        return tuple(rng.randrange(CHOICES) if rng.random() < prob else g for g in genome)
-
-    def crossover(self, a: tuple[int, ...], b: tuple[int, ...], rng: random.Random
-                  ) -> tuple[int, ...]:
-        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
+    n_var: int = len(GENES)
+    levels: int = CHOICES
 
     @staticmethod
     def valid(genome: tuple[int, ...]) -> bool:
@@ -96,16 +88,6 @@ class GraphArchOps:
     def key(self, genome: tuple[int, ...]) -> str:
         h = self.arch_hash(genome)
         return "all-skip" if h is None else f"arch-{h}"
-
-    def to_json(self, genome: tuple[int, ...]) -> list[int]:
-        return list(genome)
-
-    def from_json(self, data: Any) -> tuple[int, ...]:
-        if (not isinstance(data, list) or len(data) != len(GENES)
-                or not all(isinstance(g, int) and 0 <= g < CHOICES for g in data)):
-            raise ValueError(f"GraphArchOps: expected {len(GENES)} integers in 0..8, got "
-                             f"{data!r}")
-        return tuple(data)
 
 
 @dataclass(frozen=True)
