@@ -14,6 +14,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def test_committed_results_recompute_from_their_per_sentence_scores():
     checked, mismatches = recompute_all(RESULTS)
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
+    assert RESULTS / "bands-1200" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table
     assert RESULTS / "nasbench_graph" / "bench_nasbench_graph.json" in checked
     # the mutation diagnostic: its variants' runs beside the reused baseline runs
