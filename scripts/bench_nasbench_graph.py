@@ -35,18 +35,14 @@ from automoe.bench.nasbench_graph import (  # noqa: E402
     NasBenchSettings,
     run_nasbench_graph,
 )
-from automoe.bench.report import HOLM_FAMILIES, write_record  # noqa: E402
+from automoe.bench.report import add_run_options, comma_names, write_record  # noqa: E402
 
 RUNS_CSV = "shares.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
 def _counts(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(n) for n in _names(text))
+        return tuple(int(n) for n in comma_names(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
                                          ) from None
@@ -54,25 +50,19 @@ def _counts(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", type=_names, default=("cora", "citeseer", "pubmed"),
+    parser.add_argument("--datasets", type=comma_names, default=("cora", "citeseer", "pubmed"),
                         help=f"comma-separated, of {','.join(DATASETS)}")
-    parser.add_argument("--algorithms", type=_names, default=DEFAULT_ALGORITHMS,
+    parser.add_argument("--algorithms", type=comma_names, default=DEFAULT_ALGORITHMS,
                         help=f"comma-separated, of {','.join(ALGORITHMS)} (default "
                              f"{','.join(DEFAULT_ALGORITHMS)})")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--checkpoints", type=_counts, default=(100, 300, 1000),
                         help="distinct evaluations after which to score (default 100,300,1000)")
     parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--baselines", type=_names, default=("pymoo", "random"),
+    parser.add_argument("--baselines", type=comma_names, default=("pymoo", "random"),
                         help="algorithms every other is compared with (default pymoo,random)")
-    parser.add_argument("--reuse", default=None, metavar="RECORD.json",
-                        help="an earlier bench_nasbench_graph.json: the baselines not in "
-                             "--algorithms are taken from it (same checkpoints, population)")
-    parser.add_argument("--holm-over", choices=HOLM_FAMILIES, default="table",
-                        help="Holm family: all comparisons of a table, or each algorithm's "
-                             "(default table)")
-    parser.add_argument("--out", type=Path, default=Path("results/nasbench_graph"))
-    parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    add_run_options(parser, record="bench_nasbench_graph.json", same="checkpoints, population",
+                    out=Path("results/nasbench_graph"))
     return parser.parse_args(argv)
 
 

@@ -35,20 +35,16 @@ from automoe.bench.known_fronts import (  # noqa: E402
     KnownFrontSettings,
     run_known_fronts,
 )
-from automoe.bench.report import HOLM_FAMILIES, write_record  # noqa: E402
+from automoe.bench.report import add_run_options, comma_names, write_record  # noqa: E402
 
 RUNS_CSV = "hypervolumes.csv"  # one row per run, beside the JSON (automoe.recompute reads it)
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", type=_names, default=tuple(PROBLEMS),
+    parser.add_argument("--problems", type=comma_names, default=tuple(PROBLEMS),
                         help=f"comma-separated, of {','.join(PROBLEMS)}")
-    parser.add_argument("--algorithms", type=_names, default=DEFAULT_ALGORITHMS,
+    parser.add_argument("--algorithms", type=comma_names, default=DEFAULT_ALGORITHMS,
                         help=f"comma-separated, of {','.join(ALGORITHMS)} (default "
                              f"{','.join(DEFAULT_ALGORITHMS)})")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
@@ -56,17 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--levels", type=int, default=1001,
                         help="grid values per variable for the engines and pymoo-grid")
-    parser.add_argument("--baselines", type=_names, default=("pymoo-grid", "pymoo-real"),
+    parser.add_argument("--baselines", type=comma_names, default=("pymoo-grid", "pymoo-real"),
                         help="algorithms every other is compared with (default "
                              "pymoo-grid,pymoo-real)")
-    parser.add_argument("--reuse", default=None, metavar="RECORD.json",
-                        help="an earlier bench_pymoo.json: the baselines not in --algorithms "
-                             "are taken from it (same evaluations, population, levels)")
-    parser.add_argument("--holm-over", choices=HOLM_FAMILIES, default="table",
-                        help="Holm family: all comparisons of a table, or each algorithm's "
-                             "(default table)")
-    parser.add_argument("--out", type=Path, default=Path("results/pymoo"))
-    parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    add_run_options(parser, record="bench_pymoo.json", same="evaluations, population, levels",
+                    out=Path("results/pymoo"))
     return parser.parse_args(argv)
 
 

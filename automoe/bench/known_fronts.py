@@ -255,14 +255,11 @@ def run_known_fronts(settings: KnownFrontSettings,
                      f"{len(points)} evaluations ({row['seconds']} s)")
         return row
 
-    reused: list[dict[str, Any]] = []
-    reuse: dict[str, Any] | None = None
-    if settings.reused:
-        reused, reuse = reuse_runs(
-            settings.reuse or "", algorithms=settings.reused, group="problem",
-            groups=settings.problems, seeds=settings.seeds,
-            settings=dataclasses.asdict(settings), match=("evaluations", "population", "levels"),
-            scores=("evaluations", "hypervolume"), rerun=run)
+    reused, reuse = reuse_runs(
+        settings.reuse, algorithms=settings.reused, group="problem",
+        groups=settings.problems, seeds=settings.seeds,
+        settings=dataclasses.asdict(settings), match=("evaluations", "population", "levels"),
+        scores=("evaluations", "hypervolume"), rerun=run)
     rows = [run(name, algorithm, seed) for name in settings.problems
             for algorithm in settings.algorithms for seed in settings.seeds] + reused
     present = {row["algorithm"] for row in rows}

@@ -272,14 +272,11 @@ def run_nasbench_graph(settings: NasBenchSettings,
                      f"({len(points)} evaluations, {row['seconds']} s)")
         return row
 
-    reused: list[dict[str, Any]] = []
-    reuse: dict[str, Any] | None = None
-    if settings.reused:
-        reused, reuse = reuse_runs(
-            settings.reuse or "", algorithms=settings.reused, group="dataset",
-            groups=settings.datasets, seeds=settings.seeds,
-            settings=dataclasses.asdict(settings), match=("checkpoints", "population"),
-            scores=("evaluations", *(f"hv@{c}" for c in settings.checkpoints)), rerun=run)
+    reused, reuse = reuse_runs(
+        settings.reuse, algorithms=settings.reused, group="dataset",
+        groups=settings.datasets, seeds=settings.seeds,
+        settings=dataclasses.asdict(settings), match=("checkpoints", "population"),
+        scores=("evaluations", *(f"hv@{c}" for c in settings.checkpoints)), rerun=run)
     rows = [run(dataset, algorithm, seed) for dataset in settings.datasets
             for algorithm in settings.algorithms for seed in settings.seeds] + reused
     present = {row["algorithm"] for row in rows}

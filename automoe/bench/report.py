@@ -5,6 +5,7 @@ of an earlier record reused as a baseline."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,7 +23,8 @@ from automoe.seed_stats import median_interval, rank_sum_test
 from automoe.stats import holm
 from evolution.pareto import hypervolume as engine_hypervolume
 
-__all__ = ["exact_hypervolume", "summarise", "HOLM_FAMILIES", "reuse_runs", "markdown_table",
+__all__ = ["exact_hypervolume", "summarise", "HOLM_FAMILIES", "reuse_runs", "comma_names",
+           "add_run_options", "markdown_table",
            "machine_record", "write_record"]
 
 HOLM_FAMILIES = ("table", "algorithm")  # summarise's holm_over
@@ -86,20 +88,23 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, value: str, group: str, base
     return out
 
 
-def reuse_runs(path: str | Path, *, algorithms: Sequence[str], group: str,
+def reuse_runs(path: str | Path | None, *, algorithms: Sequence[str], group: str,
                groups: Sequence[str], seeds: Sequence[int], settings: Mapping[str, Any],
                match: Sequence[str], scores: Sequence[str],
                rerun: Callable[[str, str, int], Mapping[str, Any]],
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The runs of ``algorithms`` for every ``groups`` x ``seeds`` in an earlier record of
     the same benchmark (the JSON `write_record` wrote), so that new algorithms can be
     compared with them without running them again, and the record of that reuse.
 
     The record's settings must equal ``settings`` in every key of ``match``, and the first
     recorded run of each algorithm, run again (``rerun(group, algorithm, seed)``, a row),
-    must give the same ``scores`` exactly; else a ValueError, as for a missing run."""
+    must give the same ``scores`` exactly; else a ValueError, as for a missing run. No
+    ``algorithms``: nothing is reused (``[]``, None)."""
+    if not algorithms:
+        return [], None
     try:
-        record = read_json(path)
+        record = read_json(path or "")
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     theirs = record.get("settings", {})
@@ -195,3 +200,22 @@ def write_record(record: dict[str, Any], out: Path, name: str, runs_csv: str) ->
     for summary in record["summaries"]:
         print(markdown_table(summary), end="\n\n")
     print(f"wrote {out / name} and {out / runs_csv}")
+
+
+def comma_names(text: str) -> tuple[str, ...]:
+    """``"a, b,"`` -> ``("a", "b")``: a comma-separated command-line list."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, record: str, same: str,
+                    out: Path) -> None:
+    """The options every benchmark script shares: ``--reuse`` an earlier `record` (made
+    with the `same` settings), ``--holm-over``, ``--out`` (default `out`), ``--quiet``."""
+    parser.add_argument("--reuse", default=None, metavar="RECORD.json",
+                        help=f"an earlier {record}: the baselines not in --algorithms are "
+                             f"taken from it (same {same})")
+    parser.add_argument("--holm-over", choices=HOLM_FAMILIES, default="table",
+                        help="Holm family: all comparisons of a table, or each algorithm's "
+                             "(default table)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")

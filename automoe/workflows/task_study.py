@@ -52,11 +52,11 @@ def run_task_study(plan: TaskStudyPlan, out: str | Path, *, data_dir: str | Path
                                  subnet=configs[name], final=plan.final, quiet=quiet)
     scores = root / "scores.csv"
     if not scores.is_file():
-        with clock.timing("test"):
+        with step("test", f"every model on each language's test pairs into {scores}"):
             atomic_write_csv(score_tests(plan, root, data, say), scores, float_format="%.6g")
     serving = root / "serving.csv"
     if not serving.is_file():
-        with clock.timing("serving"):
+        with step("serving", f"what serves each language, timed, into {serving}"):
             atomic_write_csv(serving_table(plan, root, data, say), serving, float_format="%.6g")
     comparisons = root / "comparisons.csv"
     atomic_write_csv(compare_systems(root / "sentences", plan.targets, plan.seeds,
