@@ -5,7 +5,9 @@ comparison table (a search's ``comparisons.csv`` beside ``sentences/comparisons/
 recomputed row by row from the two systems' archives (`automoe.search.compare.paired_row`,
 Holm over the table), and each fidelity study (``fidelity.json`` beside ``fidelity.csv``,
 ``standalone.csv`` and ``sentences/``) has its per-model losses recomputed from the archives
-and its whole report from the two tables (`automoe.fidelity.agreement_report`); each search
+and its whole report from the two tables (`automoe.fidelity.agreement_report`); each
+comparison of supernet variants (``variants.json``) is made again from its studies' tables
+(`automoe.supernet_variants.compare_variants`); each search
 benchmark (``bench_*.json`` naming its per-run table) has its summaries made again from
 that table. Every resampling is seeded, so a match is exact up to the tables' printed
 precision.
@@ -29,9 +31,11 @@ from automoe.run_dir import COMPARISONS, RunDir
 from automoe.search.compare import SENTENCES, paired_row, with_holm
 from automoe.sentences import load_sentence_scores
 from automoe.stats import loss_with_se
+from automoe.supernet_variants import compare_variants
 from search_spaces.files import strict_json
 
-__all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_bench", "recompute_all"]
+__all__ = ["recompute_comparisons", "recompute_fidelity", "recompute_variants",
+           "recompute_bench", "recompute_all"]
 
 _RTOL = 1e-6  # the tables print 10 significant digits
 
@@ -106,14 +110,18 @@ def recompute_fidelity(study_dir: str | Path) -> list[str]:
             if not _close(got, row[name]):
                 out.append(f"{study / 'fidelity.csv'} {row['key']} {name}: table "
                            f"{row[name]!r}, recomputed {got!r}")
+    recorded = read_json(study / "fidelity.json")
+    borrowed = bool((recorded.get("protocol") or {}).get("standalone_from"))
     for _, row in standalone.iterrows():
-        arrays = load_sentence_scores(study / "sentences" / row["job"] / f"{row['key']}.npz")
+        archive = study / "sentences" / row["job"] / f"{row['key']}.npz"
+        if borrowed and not archive.parent.is_dir():
+            continue  # a variant's standalone models are its lender's, checked there
+        arrays = load_sentence_scores(archive)
         loss, se = loss_with_se(arrays["loss"], arrays["tokens"])
         for name, got in (("standalone_loss", loss), ("standalone_loss_se", se)):
             if not _close(got, row[name]):
                 out.append(f"{study / 'standalone.csv'} {row['key']} {row['job']} {name}: "
                            f"table {row[name]!r}, recomputed {got!r}")
-    recorded = read_json(study / "fidelity.json")
     again = agreement_report(table, standalone)
     for key, value in again.items():
         out += list(_walk(recorded.get(key), _json(value), f"{study / 'fidelity.json'}:{key}"))
@@ -139,6 +147,34 @@ def recompute_bench(path: str | Path) -> list[str]:
     return out
 
 
+def recompute_variants(path: str | Path) -> list[str]:
+    """Mismatches between a supernet-variant comparison (``variants.json``,
+    `automoe.supernet_variants.compare_variants`) and the same comparison made again from
+    the fidelity tables of its studies, found beside it by their directory names; each
+    variant's standalone table must be its reference's (the models they share)."""
+    path = Path(path)
+    recorded = read_json(path)
+    studies = {name: path.parent / Path(stored).name
+               for name, stored in recorded["studies"].items()}
+    reference = studies[recorded["reference"]]
+    lent = pd.read_csv(reference / "standalone.csv", dtype={"key": str})
+    out = []
+    for name, study in studies.items():
+        table = pd.read_csv(study / "standalone.csv", dtype={"key": str})
+        same = table.shape == lent.shape and all(
+            np.allclose(table[c], lent[c], rtol=_RTOL, equal_nan=True) if table[c].dtype.kind == "f"
+            else (table[c] == lent[c]).all() for c in lent.columns)
+        if not same:
+            out.append(f"{study / 'standalone.csv'}: not the standalone models of "
+                       f"{reference} (variant {name!r})")
+    again = compare_variants(studies, reference=recorded["reference"],
+                             resamples=recorded.get("resamples", 2000))
+    for key, value in again.items():
+        if key not in ("studies", "resamples"):  # the run's paths; an input
+            out += list(_walk(recorded.get(key), _json(value), f"{path}:{key}"))
+    return out
+
+
 def _json(value: Any) -> Any:
     """`value` as strict JSON reads it back (NaN as None, tuples as lists)."""
     return json.loads(json.dumps(strict_json(value)))
@@ -146,8 +182,8 @@ def _json(value: Any) -> Any:
 
 def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
     """(the tables checked, every mismatch) under `root`: each run dir with comparisons and
-    their archives, each fidelity study with its archives, each search benchmark with its
-    per-run table."""
+    their archives, each fidelity study with its archives, each comparison of supernet
+    variants with its studies' tables, each search benchmark with its per-run table."""
     root = Path(root)
     checked: list[Path] = []
     out: list[str] = []
@@ -159,6 +195,9 @@ def recompute_all(root: str | Path) -> tuple[list[Path], list[str]]:
         if (path.parent / "sentences").is_dir() and (path.parent / "standalone.csv").is_file():
             checked.append(path)
             out += recompute_fidelity(path.parent)
+    for path in sorted(root.rglob("variants.json")):
+        checked.append(path)
+        out += recompute_variants(path)
     for path in sorted(root.rglob("bench_*.json")):
         if "runs_csv" in read_json(path):
             checked.append(path)

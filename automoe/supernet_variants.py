@@ -56,7 +56,8 @@ def compare_variants(studies: Mapping[str, str | Path], *, reference: str,
     bands = base["band"].to_numpy()
     out: dict[str, Any] = {"reference": reference, "studies": {k: str(v) for k, v in
                                                                studies.items()},
-                           "n": int(len(base)), "bands": int(len(set(bands)))}
+                           "n": int(len(base)), "bands": int(len(set(bands))),
+                           "resamples": resamples}
     for target, (column, sign, inherited) in TARGETS.items():
         truth = sign * base[column].to_numpy(float)
         entry: dict[str, Any] = {}

@@ -10,9 +10,10 @@ the retraining table when there is one, the translations and the plots. A study
 (``automoe.study``, recognised by its ``study.json``): the same for the supernet, both
 searches (tables, comparisons, retrained tables, trial results), the fidelity tables and
 plots, every per-model score and per-sentence archive of the fidelity study (enough to
-resume it elsewhere: copy the folder back and rerun the study), ``moe_vs_dense.csv`` and
-``study.json``. With ``--log``, also a copy of the run's
-console log with progress-bar redraws removed (only the final state of each bar is kept).
+resume it elsewhere: copy the folder back and rerun the study), ``moe_vs_dense.csv``,
+the supernet variants' logs, inherited scores and ``variants.json``, and ``study.json``.
+With ``--log``, also a copy of the run's console log with progress-bar redraws removed
+(only the final state of each bar is kept).
 Absolute paths of this machine in the copied text (runs record resolved paths) are made
 relative to the directory the command runs in.
 """
@@ -43,8 +44,15 @@ STUDY_FILES = (
     # and per-sentence archive, never the weights
     "fidelity/inherited/*.json", "fidelity/standalone/*/*.json",
     "fidelity/sentences/*/*.npz",
+    # supernet variants (automoe.supernet_variants): each variant's training logs and its
+    # inherited scores of the same subnets, and the comparison
+    "variants.json",
+    *(f"supernet-*/{name}" for name in ("run.json", "train_log.csv", "valid_log.csv")),
+    *(f"fidelity-*/{name}" for name in ("fidelity.csv", "fidelity.json", "candidates.csv",
+                                         "search.json", "standalone.csv")),
+    "fidelity-*/inherited/*.json", "fidelity-*/sentences/inherited/*.npz",
 )
-PLOT_DIRS = ("plots", "fidelity", "fidelity/plots")
+PLOT_DIRS = ("plots", "fidelity", "fidelity/plots", "fidelity-*")
 
 
 _BAR = re.compile(r"^\s*([^:|]{1,40}):\s*\d+%\|")  # "train:  42%|████  | 210/500 ..."
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 _copy(src, dst, Path.cwd())
                 copied.append(dst)
-    plots = [p for d in PLOT_DIRS for p in sorted((args.run / d).glob("*.*"))
+    plots = [p for d in PLOT_DIRS for p in sorted(args.run.glob(f"{d}/*.*"))
              if p.suffix in (".png", ".svg")]
     for plot in plots:
         dst = args.dest / plot.relative_to(args.run)

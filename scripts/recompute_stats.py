@@ -6,7 +6,8 @@ the same.
 
 Checks each search run's ``comparisons.csv`` against ``sentences/comparisons/*.npz``, each
 fidelity study's ``fidelity.json``, ``fidelity.csv`` and ``standalone.csv`` against
-``sentences/``, and each search benchmark's summaries against its per-run table
+``sentences/``, each comparison of supernet variants (``variants.json``) against its
+studies' tables, and each search benchmark's summaries against its per-run table
 (`automoe.recompute`). Exit status 1 when a number differs.
 """
 

@@ -42,11 +42,30 @@ def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> Non
     assert (dest / "study.log").read_text() == "a: 100%|####| 10/10\ndone\n"
 
 
+def test_supernet_variants_are_copied_without_their_weights(tmp_path: Path) -> None:
+    run, dest = tmp_path / "study", tmp_path / "out"
+    _touch(run, "study.json", "variants.json",
+           "supernet-sandwich/run.json", "supernet-sandwich/train_log.csv",
+           "supernet-sandwich/checkpoint_last.pt", "supernet-few-shot-moe/valid_log.csv",
+           "supernet-few-shot-moe/checkpoint_best.pt",
+           "fidelity-sandwich/fidelity.csv", "fidelity-sandwich/fidelity.json",
+           "fidelity-sandwich/fidelity.png", "fidelity-sandwich/inherited/a.json",
+           "fidelity-sandwich/sentences/inherited/a.npz",
+           "fidelity-few-shot/standalone.csv", "fidelity-few-shot/jobs/x/model.safetensors")
+    assert _collect().main([str(run), str(dest)]) == 0
+    got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert got == {"study.json", "variants.json", "supernet-sandwich/run.json",
+                   "supernet-sandwich/train_log.csv", "supernet-few-shot-moe/valid_log.csv",
+                   "fidelity-sandwich/fidelity.csv", "fidelity-sandwich/fidelity.json",
+                   "fidelity-sandwich/fidelity.png", "fidelity-sandwich/inherited/a.json",
+                   "fidelity-sandwich/sentences/inherited/a.npz",
+                   "fidelity-few-shot/standalone.csv"}
+
+
 def test_a_directory_that_is_no_run_is_refused(tmp_path: Path, capsys) -> None:
     assert _collect().main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert "neither a pipeline run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
 
 
 def test_absolute_paths_of_the_machine_become_relative(tmp_path: Path, monkeypatch) -> None:

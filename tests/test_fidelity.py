@@ -351,10 +351,34 @@ def test_a_supernet_variant_reuses_the_trained_models_of_a_study(study, tmp_path
     from automoe.recompute import recompute_fidelity
 
     assert recompute_fidelity(variant) == []
+    _variants_recompute_from_their_tables(out, variant, tmp_path / "results")
     other = [*_swap_out(study["argv"], tmp_path / "bad"), "--standalone-from", str(out)]
     other[other.index("--seeds") + 1] = "1"
     assert main(other) == 2
     assert "cannot stand in" in capsys.readouterr().err
+
+
+def _variants_recompute_from_their_tables(plain, variant, root):
+    """Committed as results/ holds them (the variant without the standalone archives it
+    shares with its lender), a variant comparison recomputes; a changed score does not."""
+    import shutil
+
+    from automoe.recompute import recompute_all
+    from automoe.supernet_variants import compare_variants
+
+    shutil.copytree(plain, root / "fidelity", ignore=shutil.ignore_patterns("jobs"))
+    shutil.copytree(variant, root / "fidelity-x",
+                    ignore=shutil.ignore_patterns("jobs", "seed*", "budget*"))
+    (root / "variants.json").write_text(json.dumps(compare_variants(
+        {"plain": root / "fidelity", "x": root / "fidelity-x"}, reference="plain",
+        resamples=50), default=str))
+    checked, mismatches = recompute_all(root)
+    assert root / "variants.json" in checked and root / "fidelity-x" / "fidelity.json" in checked
+    assert mismatches == []
+    table = pd.read_csv(root / "fidelity-x" / "fidelity.csv", dtype={"key": str})
+    table.loc[0, "inherited_loss"] += 1.0
+    table.to_csv(root / "fidelity-x" / "fidelity.csv", index=False)
+    assert any("variants.json:loss.x" in m for m in recompute_all(root)[1])
 
 
 def test_few_shot_sub_supernets_start_from_the_one_shot_and_score_their_own_kind(
