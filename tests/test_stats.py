@@ -71,16 +71,44 @@ def test_loss_test_finds_a_planted_difference():
     assert np.mean([r.lo < -0.4 < r.hi for r in results]) > 0.85  # the interval covers it
 
 
+def test_corpus_scores_from_summed_statistics_are_sacrebleus_bit_for_bit():
+    """The paired tests score thousands of resampled corpora at once; each score is the one
+    sacreBLEU computes from the same statistics, edge cases included (no matches, orders
+    without n-grams, empty hypotheses, hypotheses longer and shorter than the reference)."""
+    from automoe.stats import _bleu_scores, _chrf_scores
+
+    rng = np.random.default_rng(0)
+    r = 3000
+    total = -np.sort(-rng.integers(0, 30, size=(r, 4)), axis=1).astype(float)
+    correct = np.floor(total * rng.random((r, 4)) * (rng.random((r, 4)) > 0.2))
+    bleu = np.column_stack([total[:, 0] + rng.integers(0, 3, r), rng.integers(0, 60, r),
+                            correct, total])
+    hyp, ref = (rng.integers(0, 30, size=(r, 6)) * (rng.random((r, 6)) > 0.1)
+                for _ in range(2))
+    chrf = np.zeros((r, 18))
+    chrf[:, 0::3], chrf[:, 1::3] = hyp, ref
+    chrf[:, 2::3] = np.floor(np.minimum(hyp, ref) * rng.random((r, 6)))
+    for rows, ours, metric in ((bleu, _bleu_scores, BLEU()), (chrf, _chrf_scores, CHRF())):
+        want = np.array([metric._compute_score_from_stats(row.tolist()).score for row in rows])
+        assert 0.001 < np.mean(want == 0) < 0.5  # the edge cases are there
+        np.testing.assert_array_equal(ours(rows), want)
+
+
 def test_bleu_and_chrf_tests_reject_a_true_null_at_their_nominal_rate():
-    sims = 500
+    """500 pairs of systems that do not differ: per sentence, both outputs are drawn from
+    the same 16 noisy variants of its reference (sentence statistics extracted once)."""
+    rng = random.Random(0)
+    refs, variants = _refs(300, rng), 16
+    pool = [sentence_stats(_noisy(refs, 0.3, rng), refs) for _ in range(variants)]
+    stats = {m: np.stack([p[m] for p in pool], axis=1) for m in ("bleu", "chrf")}  # [S, V, K]
+    sims, draw = 500, np.random.default_rng(1)
     rejected = {"bleu": 0, "chrf": 0}
     for s in range(sims):
-        rng = random.Random(s)
-        refs = _refs(60, rng)
-        a, b = sentence_stats(_noisy(refs, 0.3, rng), refs), sentence_stats(
-            _noisy(refs, 0.3, rng), refs)
+        rows = draw.choice(len(refs), size=60, replace=False)
+        pick_a, pick_b = draw.integers(variants, size=(2, 60))
         for m in rejected:
-            rejected[m] += paired_stats_test(m, a[m], b[m], resamples=199, seed=s).p_value < 0.05
+            a, b = stats[m][rows, pick_a], stats[m][rows, pick_b]
+            rejected[m] += paired_stats_test(m, a, b, resamples=199, seed=s).p_value < 0.05
     for m, count in rejected.items():
         assert 0.03 <= count / sims <= 0.07, m
 
