@@ -4,10 +4,17 @@ runtime's own choices), and bad graph files fail with their name."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import random
 import re
 import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +59,53 @@ def pick(kind: str) -> SubnetConfig:
     return pick_subnet("tiny", kind, seed=0, tries=500)
 
 
+@contextlib.contextmanager
+def _everything_said() -> Iterator[dict[str, list[str]]]:
+    """The warnings raised and the text written meanwhile, by Python or by C++ straight to
+    file descriptors 1 and 2 (what a user's terminal would show)."""
+    said: dict[str, list[str]] = {"warnings": [], "output": []}
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught, \
+            contextlib.redirect_stdout(io.StringIO()) as out, \
+            contextlib.redirect_stderr(io.StringIO()) as err:
+        warnings.simplefilter("always")
+        os.dup2(sink.fileno(), 1), os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd), os.close(copy)
+            sink.seek(0)
+            said["output"] += [text for text in (sink.read().decode(), out.getvalue(),
+                                                 err.getvalue()) if text]
+            said["warnings"] += [str(w.message) for w in caught]
+
+
+class _Exports:
+    """Each kind's model exported once per module (an export traces the model twice), with
+    what the export said."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.done = root, {}
+
+    def __call__(self, kind: str) -> tuple[Transformer, Path, dict[str, list[str]]]:
+        if kind not in self.done:
+            model = Transformer(pick(kind), VOCAB, seed=3).eval()
+            with _everything_said() as said:
+                out = export_onnx(model, self.root / kind / "onnx")
+            self.done[kind] = model, out, said
+        return self.done[kind]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> _Exports:
+    return _Exports(tmp_path_factory.mktemp("exports"))
+
+
 @pytest.fixture(scope="module", params=["moe", "dense"])
-def exported(request, tmp_path_factory) -> tuple[Transformer, Path]:
-    model = Transformer(pick(request.param), VOCAB, seed=3).eval()
-    out = export_onnx(model, tmp_path_factory.mktemp(request.param) / "onnx")
+def exported(request, exports) -> tuple[Transformer, Path]:
+    model, out, _ = exports(request.param)
     return model, out
 
 
@@ -196,8 +246,8 @@ def test_every_onnx_json_field_is_checked_in_one_line(exported, tmp_path, path, 
     assert str(copy / "onnx.json") in str(err.value) and "\n" not in str(err.value)
 
 
-def test_graphs_are_checked_against_their_manifest_and_the_models_config(exported, tmp_path,
-                                                                         capsys):
+def test_graphs_are_checked_against_their_manifest_and_the_models_config(exported, exports,
+                                                                         tmp_path, capsys):
     """Another export's graphs copied in, a link out of the directory, renamed graph
     inputs, and a whole ONNX dir of another architecture are each refused in one line."""
     import onnx
@@ -206,8 +256,7 @@ def test_graphs_are_checked_against_their_manifest_and_the_models_config(exporte
     from automoe.io_utils import file_sha256
 
     model, directory = exported
-    other = export_onnx(Transformer(pick("dense" if model.config.is_dense is False else "moe"),
-                                    VOCAB, seed=4).eval(), tmp_path / "other")
+    other = exports("moe" if model.config.is_dense else "dense")[1]
     copy = tmp_path / "onnx"
     shutil.copytree(directory, copy)
     shutil.copyfile(other / "decoder_step.onnx", copy / "decoder_step.onnx")
@@ -328,13 +377,17 @@ def test_greedy_and_beam_translations_on_onnxruntime_are_token_identical(exporte
     assert [h.tokens for h in got] == [h.tokens for h in want]
 
 
-def test_a_successful_export_prints_and_warns_nothing(tmp_path, capfd):
-    import warnings
+@pytest.mark.parametrize("kind", ["moe", "dense"])
+def test_a_successful_export_prints_and_warns_nothing(exports, kind):
+    said = exports(kind)[2]
+    assert said == {"warnings": [], "output": []}
 
-    model = Transformer(pick("moe"), VOCAB, seed=6).eval()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        export_onnx(model, tmp_path / "onnx")
-    assert [str(w.message) for w in caught] == []
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+
+def test_what_an_export_says_is_seen():
+    """(the oracle of the test above: C++ output, Python output and warnings all land)"""
+    with _everything_said() as said:
+        print("py")
+        warnings.warn("careful", UserWarning, stacklevel=1)
+        os.write(2, b"c++\n")
+    assert said["warnings"] == ["careful"]
+    assert sorted(said["output"]) == ["c++\n", "py\n"]
