@@ -22,8 +22,11 @@ VOCAB = 40
 
 
 def pick(kind: str) -> SubnetConfig:
-    """A random demo subnet; "moe" also has a decoder layer reading 2 encoder layers."""
-    return pick_subnet("demo", kind, seed=1, tries=2000, reads_layers=2)
+    """A random demo subnet; "moe" also has a decoder layer reading 2 encoder layers. The
+    shallowest of eight such samples: every extra layer is one more of the same kinds to
+    trace, and tracing takes most of this test's time."""
+    samples = [pick_subnet("demo", kind, seed=s, tries=2000, reads_layers=2) for s in range(8)]
+    return min(samples, key=lambda c: len(c.encoder_heads) + len(c.decoder_heads))
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe"])
