@@ -4,9 +4,10 @@
     python scripts/collect_results.py runs/demo results/demo [--log demo.log]
     python scripts/collect_results.py runs/study results/study [--log study.log]
 
-A pipeline run (``automoe.workflows.pipeline``): the search tables and metadata, the supernet's
-training logs and settings, the exported subnet's config/scores (not model.safetensors),
-the retraining table when there is one, the translations and the plots. A study
+A pipeline run (``automoe.workflows.pipeline``): the search tables and metadata with the
+per-sentence scores of its comparisons, the supernet's training logs and settings, the
+exported subnet's config/scores (not model.safetensors), the retraining table when there
+is one, the translations and the plots. A study
 (``automoe.study``, recognised by its ``study.json``): the same for the supernet, both
 searches (tables, comparisons, retrained tables, trial results), the fidelity tables and
 plots, every per-model score and per-sentence archive of the fidelity study (enough to
@@ -30,6 +31,7 @@ _SEARCH = ("candidates.csv", "pareto.csv", "baselines.csv", "comparisons.csv", "
            "retrained.csv")
 FILES = (
     *(f"search/{name}" for name in _SEARCH),
+    "search/sentences/comparisons/*.npz",  # what every comparison is recomputed from
     "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
     "subnet/config.json", "subnet/subnet.json", "subnet/scores.json",
     "translations.tsv",
@@ -38,6 +40,7 @@ STUDY_FILES = (
     "study.json", "moe_vs_dense.csv", "data/meta.json",
     "supernet/run.json", "supernet/train_log.csv", "supernet/valid_log.csv",
     *(f"{run}/{name}" for run in ("search", "dense_search") for name in _SEARCH),
+    *(f"{run}/sentences/comparisons/*.npz" for run in ("search", "dense_search")),
     "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/search.json",
     "fidelity/candidates.csv", "fidelity/retrained.csv", "fidelity/standalone.csv",
     # what a banded study resumes from on another machine (automoe.fidelity): every score
@@ -57,14 +60,17 @@ PLOT_DIRS = ("plots", "fidelity", "fidelity/plots", "fidelity-*")
 
 _BAR = re.compile(r"^\s*([^:|]{1,40}):\s*\d+%\|")  # "train:  42%|████  | 210/500 ..."
 _NOISE = re.compile(r"^WARNING: Location 'file://")  # pip on this machine's local index
+_PIP_BUILD = re.compile(r"/\S*/pip-build-env-[^/\s]+(/overlay)?")  # a temporary dir of pip's
 
 
 def clean_log(text: str) -> str:
     """Console text as a terminal would have left it: for each progress bar only its last
-    state, no escape sequences, no blank lines, no pip index warnings."""
+    state, no escape sequences, no blank lines, no pip index warnings, and pip's temporary
+    build directory as ``<pip build env>``."""
     lines = []
     for raw in re.split(r"[\r\n]", text):
         line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw).rstrip()
+        line = _PIP_BUILD.sub("<pip build env>", line)
         if not line.strip() or _NOISE.match(line):
             continue
         bar = _BAR.match(line)

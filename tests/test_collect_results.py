@@ -26,20 +26,37 @@ def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> Non
     _touch(run, "study.json", "moe_vs_dense.csv", "data/meta.json", "data/train.src.npy",
            "supernet/run.json", "supernet/train_log.csv", "supernet/checkpoint_last.pt",
            "search/candidates.csv", "search/comparisons.csv", "dense_search/pareto.csv",
+           "search/sentences/comparisons/k.npz",
            "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
            "plots/loss_vs_flops.svg", "search/retrain/trial/model.safetensors",
            "fidelity/inherited/a.json", "fidelity/standalone/seed0/a.json",
            "fidelity/sentences/seed0/a.npz", "fidelity/jobs/seed0/retrain/models/a/m.pt")
-    (tmp_path / "log.txt").write_text("a:  10%|#   | 1/10\ra: 100%|####| 10/10\ndone\n")
+    (tmp_path / "log.txt").write_text(
+        "a:  10%|#   | 1/10\ra: 100%|####| 10/10\ndone\n"
+        "  /tmp/pip-build-env-u3dwie98/overlay/lib/x.py:3: BuildBackendWarning\n")
     assert _collect().main([str(run), str(dest), "--log", str(tmp_path / "log.txt")]) == 0
     got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert got == {"study.json", "moe_vs_dense.csv", "data/meta.json", "supernet/run.json",
                    "supernet/train_log.csv", "search/candidates.csv",
                    "search/comparisons.csv", "dense_search/pareto.csv",
-                   "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
+                   "search/sentences/comparisons/k.npz", "fidelity/fidelity.csv", "fidelity/fidelity.json", "fidelity/fidelity.png",
                    "plots/loss_vs_flops.svg", "study.log", "fidelity/inherited/a.json",
                    "fidelity/standalone/seed0/a.json", "fidelity/sentences/seed0/a.npz"}
-    assert (dest / "study.log").read_text() == "a: 100%|####| 10/10\ndone\n"
+    assert (dest / "study.log").read_text() == (
+        "a: 100%|####| 10/10\ndone\n  <pip build env>/lib/x.py:3: BuildBackendWarning\n")
+
+
+def test_pipeline_layout_keeps_the_comparisons_archives_not_weights(tmp_path: Path) -> None:
+    run, dest = tmp_path / "demo", tmp_path / "out"
+    _touch(run, "search/search.json", "search/candidates.csv", "search/comparisons.csv",
+           "search/sentences/comparisons/k.npz", "supernet/run.json",
+           "supernet/checkpoint_last.pt", "subnet/config.json", "subnet/model.safetensors",
+           "plots/paired_vs_largest.png", "data/train.src.npy", "translations.tsv")
+    assert _collect().main([str(run), str(dest)]) == 0
+    got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert got == {"search/search.json", "search/candidates.csv", "search/comparisons.csv",
+                   "search/sentences/comparisons/k.npz", "supernet/run.json",
+                   "subnet/config.json", "plots/paired_vs_largest.png", "translations.tsv"}
 
 
 def test_supernet_variants_are_copied_without_their_weights(tmp_path: Path) -> None:

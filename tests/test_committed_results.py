@@ -13,6 +13,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 def test_committed_results_recompute_from_their_per_sentence_scores():
     checked, mismatches = recompute_all(RESULTS)
+    assert RESULTS / "demo" / "search" / "comparisons.csv" in checked
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "bands-1200" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table

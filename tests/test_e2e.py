@@ -143,13 +143,13 @@ def test_quality_note_takes_bleu_from_the_comparisons_of_a_loss_search(tmp_path)
     from automoe.workflows.pipeline import _quality_note
 
     comparison = {"baseline": "largest", "bleu": 4.5, "bleu_lo": 3.9, "bleu_hi": 5.2,
-                  "loss_delta": 0.031, "loss_p": 0.002}
+                  "loss_delta": 0.031, "loss_p": 0.002, "loss_p_holm": 0.064}
     (tmp_path / "scores.json").write_text(json.dumps(
         {"loss": 5.1234, "loss_se": 0.0312, "bleu": None, "comparisons": [comparison]}))
     note = _quality_note(tmp_path)
     assert "dev loss 5.123 ± 0.031 (SE)" in note
     assert "dev BLEU 4.50 [3.90, 5.20] (95%)" in note
-    assert "dev loss vs largest +0.031 (p=0.002)" in note
+    assert "dev loss vs largest +0.031 (p=0.002, Holm p=0.064)" in note
     assert "Below 10 BLEU" in note
     (tmp_path / "scores.json").write_text(json.dumps({"loss": 5.0, "comparisons": []}))
     assert "BLEU" not in _quality_note(tmp_path)

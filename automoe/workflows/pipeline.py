@@ -246,8 +246,10 @@ def _quality_note(subnet: Path) -> str:
                                                 else ""))
     for c in scores.get("comparisons") or []:
         if c.get("loss_delta") is not None:
+            # the comparisons are a family (every front subnet x baseline): Holm's p says it
+            held = f", Holm p={c['loss_p_holm']:.3g}" if c.get("loss_p_holm") is not None else ""
             parts.append(f"dev loss vs {c['baseline']} {c['loss_delta']:+.3f} "
-                         f"(p={c['loss_p']:.3g})")
+                         f"(p={c['loss_p']:.3g}{held})")
     note = f"  the exported subnet, inherited weights: {'; '.join(parts)}."
     if bleu is not None and bleu < 10:
         note += (" Below 10 BLEU translations are mostly wrong: a supernet trained for "
