@@ -260,7 +260,9 @@ def paired_stats_test(name: str, a_stats: np.ndarray, b_stats: np.ndarray, *,
     p-value: approximate randomization with sacreBLEU's draws (``default_rng(seed)``, one
     swap mask per trial), counting ties as extreme (sacreBLEU counts only strictly larger
     differences, so two identical systems get p = 1/(R+1) there and 1 here). Interval:
-    percentile bootstrap of A - B with sacreBLEU's paired-bootstrap index draws.
+    percentile bootstrap of A - B with sacreBLEU's paired-bootstrap index draws. Every
+    resampled corpus is scored from its summed statistics by sacreBLEU's formula over
+    arrays (`_bleu_scores`, `_chrf_scores`: equal to sacreBLEU's scores bit for bit).
     """
     if name not in _SCORERS:
         raise ValueError(f"no paired test for metric {name!r}; expected one of "
