@@ -33,7 +33,7 @@ def test_study_layout_copies_tables_and_plots_not_weights(tmp_path: Path) -> Non
            "fidelity/sentences/seed0/a.npz", "fidelity/jobs/seed0/retrain/models/a/m.pt")
     (tmp_path / "log.txt").write_text(
         "a:  10%|#   | 1/10\ra: 100%|####| 10/10\ndone\n"
-        "  /tmp/pip-build-env-u3dwie98/overlay/lib/x.py:3: BuildBackendWarning\n")
+        f"  {tmp_path}/pip-build-env-u3dwie98/overlay/lib/x.py:3: BuildBackendWarning\n")
     assert _collect().main([str(run), str(dest), "--log", str(tmp_path / "log.txt")]) == 0
     got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert got == {"study.json", "moe_vs_dense.csv", "data/meta.json", "supernet/run.json",
