@@ -16,6 +16,9 @@ def test_committed_results_recompute_from_their_per_sentence_scores():
     assert RESULTS / "demo" / "search" / "comparisons.csv" in checked
     assert RESULTS / "bands" / "fidelity" / "fidelity.json" in checked
     assert RESULTS / "bands-1200" / "fidelity" / "fidelity.json" in checked
+    # the supernet-training variants: each one's study and the comparison of all of them
+    assert RESULTS / "bands-1200" / "fidelity-few-shot" / "fidelity.json" in checked
+    assert RESULTS / "bands-1200" / "variants.json" in checked
     assert RESULTS / "pymoo" / "bench_pymoo.json" in checked  # from its per-run table
     assert RESULTS / "nasbench_graph" / "bench_nasbench_graph.json" in checked
     # the mutation diagnostic: its variants' runs beside the reused baseline runs
